@@ -1,0 +1,200 @@
+"""The `edgert` command line (click).
+
+Exit codes: 0 clean stop, 1 the group was torn down by failures (or another
+runtime error), 2 bad usage or a bad config. Errors are one line naming what is
+wrong; `edgert -v ...` shows the traceback too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from . import __version__
+from .config import ConfigError, installed_drivers, load, runtime_dir_for
+from .control import ControlError, format_status, request
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Group(click.Group):
+    """Turns exceptions into one clear line and the contract's exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except ConfigError as e:
+            _fail(ctx, e, EXIT_USAGE)
+        except ControlError as e:
+            _fail(ctx, e, EXIT_FAILED)
+        except Exception as e:  # noqa: BLE001 - the last line of defence
+            _fail(ctx, e, EXIT_FAILED)
+
+
+def _fail(ctx: click.Context, e: BaseException, code: int) -> None:
+    verbose = (ctx.obj or {}).get("verbose", 0)
+    if verbose:
+        traceback.print_exception(e)
+    click.echo(f"edgert: error: {e}", err=True)
+    ctx.exit(code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More logging; tracebacks with errors.")
+@click.version_option(__version__, prog_name="edgert")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
+    """edgert: an actor runtime for edge gateways.
+
+    Each driver runs in its own process, supervised; points go to NATS.
+
+    \b
+    Example:
+      edgert check configs/demo.toml
+      edgert run configs/demo.toml
+      edgert status --config configs/demo.toml
+    """
+    ctx.obj = {"verbose": verbose}
+
+
+def _setup_logging(verbose: int) -> int:
+    level = logging.DEBUG if verbose > 1 else logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return level
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.pass_context
+def run(ctx: click.Context, config: str) -> None:
+    """Run the gateway in CONFIG in the foreground until SIGTERM or SIGINT.
+
+    Exits 0 on a clean stop, 1 when failures tore the group down, 2 for a bad
+    config. SIGTERM stops every actor within shutdown_timeout.
+
+    \b
+    Example:
+      edgert run configs/demo.toml
+    """
+    from .runtime import GroupFailed, Runtime, RuntimeBusy
+
+    cfg = load(config)
+    level = _setup_logging(ctx.obj["verbose"])
+    rt = Runtime(cfg, log_level=level)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: rt.stop())
+    try:
+        rt.run()
+    except GroupFailed as e:
+        click.echo(f"edgert: gateway {cfg.gateway.id!r} torn down: {e}", err=True)
+        ctx.exit(EXIT_FAILED)
+    except RuntimeBusy as e:
+        click.echo(f"edgert: error: {e}", err=True)
+        ctx.exit(EXIT_USAGE)
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+def check(config: str) -> None:
+    """Validate CONFIG without starting anything; exit 0, or 2 with the error.
+
+    \b
+    Example:
+      edgert check configs/demo.toml
+    """
+    cfg = load(config)
+    names = ", ".join(f"{d.name} ({d.type})" for d in cfg.drivers) or "none"
+    click.echo(f"{config}: ok: gateway {cfg.gateway.id!r}, drivers: {names}")
+
+
+@cli.command()
+@click.option(
+    "--config", "config", type=click.Path(dir_okay=False), help="The gateway's config file."
+)
+@click.option(
+    "--runtime-dir", type=click.Path(file_okay=False), help="The gateway's runtime directory."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status(config: str | None, runtime_dir: str | None, as_json: bool) -> None:
+    """Show each actor of a running gateway: pid, state, restarts, errors, points.
+
+    \b
+    Example:
+      edgert status --config configs/demo.toml
+      edgert status --runtime-dir /run/edgert/gw1 --json
+    """
+    rdir = _runtime_dir(config, runtime_dir)
+    snap = request(rdir, "status")["status"]
+    if as_json:
+        out = {
+            "gateway": snap["gateway"],
+            "actors": [
+                {k: a[k] for k in a if k != "stats"} | {"stats": a.get("stats", {})}
+                for a in snap["actors"]
+            ],
+        }
+        click.echo(json.dumps(out, indent=2))
+    else:
+        click.echo(format_status(snap))
+
+
+def _runtime_dir(config: str | None, runtime_dir: str | None) -> str:
+    if (config is None) == (runtime_dir is None):
+        raise click.UsageError("give exactly one of --config FILE or --runtime-dir DIR")
+    if runtime_dir is not None:
+        return runtime_dir
+    return str(runtime_dir_for(load(config).gateway))  # type: ignore[arg-type]
+
+
+@cli.command()
+def drivers() -> None:
+    """List the installed driver types (the `edgert.drivers` entry points).
+
+    \b
+    Example:
+      edgert drivers
+    """
+    from .config import resolve_driver
+
+    for name, target in sorted(installed_drivers().items()):
+        try:
+            doc = (resolve_driver(name).__doc__ or "").strip().splitlines()
+            about = doc[0] if doc else ""
+        except LookupError as e:
+            about = f"(cannot load: {e})"
+        click.echo(f"{name:10} {target:36} {about}")
+
+
+def _optional_commands() -> None:
+    """Commands that live in their own modules."""
+    from importlib import import_module
+
+    for mod, attr in (
+        ("edgert.tail", "tail"),
+        ("edgert.sim.cli", "sim"),
+        ("edgert.bench", "bench"),
+    ):
+        try:
+            cmd = getattr(import_module(mod), attr)
+        except (ImportError, AttributeError):
+            continue
+        cli.add_command(cmd)
+
+
+_optional_commands()
+
+
+def main() -> None:
+    cli(prog_name="edgert")

@@ -1,0 +1,96 @@
+"""The control socket's client side: ask a running gateway for its status.
+
+The supervisor serves `ipc://<runtime_dir>/control.sock` (a ROUTER); a request
+is a msgpack map `{"op": "status"}` and the answer `{"ok": true, "status": {...}}`
+or `{"ok": false, "error": "..."}`. `request()` opens a socket, asks, and closes
+it; it raises `ControlError` with a clear message when no gateway answers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+
+__all__ = ["ControlError", "request", "format_status"]
+
+
+class ControlError(Exception):
+    """No gateway answered on the control socket, or it refused the request."""
+
+
+def request(runtime_dir: str | os.PathLike[str], op: str, timeout: float = 3.0, **args: Any) -> Any:
+    path = Path(runtime_dir) / "control.sock"
+    if not path.exists():
+        raise ControlError(
+            f"no gateway is running with runtime directory {runtime_dir} (no {path})"
+        )
+    zctx = zmq.Context(1)
+    try:
+        sock = zctx.socket(zmq.DEALER)
+        try:
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(f"ipc://{path}")
+            sock.send_multipart([b"", msgpack.packb({"op": op, **args}, use_bin_type=True)])
+            if not sock.poll(int(timeout * 1000)):
+                raise ControlError(
+                    f"the gateway at {runtime_dir} did not answer within {timeout:g}s"
+                )
+            frames = sock.recv_multipart()
+        finally:
+            sock.close(0)
+    finally:
+        zctx.term()
+    reply = msgpack.unpackb(frames[-1], raw=False)
+    if not reply.get("ok"):
+        raise ControlError(reply.get("error") or "request refused")
+    return reply
+
+
+def _age(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """The status snapshot as a table, one row per actor."""
+    rows = [
+        (
+            "NAME",
+            "KIND",
+            "PID",
+            "STATE",
+            "RESTARTS",
+            "UPTIME",
+            "POINTS_OUT",
+            "BUFFERED",
+            "LAST_ERROR",
+        )
+    ]
+    for a in status["actors"]:
+        err = (a.get("last_error") or "").strip().splitlines()
+        rows.append(
+            (
+                a["name"],
+                a.get("kind", ""),
+                str(a["pid"] or "-"),
+                a["state"],
+                str(a["restarts"]),
+                _age(a["uptime"]) if a["uptime"] else "-",
+                str(a["points_out"]),
+                str(a["buffered"]),
+                (err[-1][:60] if err else ""),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [f"gateway {status['gateway']}"]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,157 @@
+"""The runtime: a whole gateway as one Run/Stop object.
+
+`Runtime(config).run()` blocks: it prepares the runtime directory (mode 0700,
+locked so two gateways never share it) and the data directory, then supervises
+every actor — the embedded nats-server when asked for, the bridge, and one
+process per `[[driver]]` — until `stop()` (from another thread, or SIGTERM/SIGINT
+in `edgert run`), and removes its sockets and lock on the way out. It raises
+`GroupFailed` when the supervisor tore the group down. Nothing is global: a test
+starts a gateway, drives it, stops it and starts another in the same interpreter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .config import GatewayConfig, driver_nodes
+from .process import ActorSpec
+from .supervisor import ChildSpec, GroupFailed, Supervisor
+
+__all__ = ["Runtime", "GroupFailed", "RuntimeBusy"]
+
+log = logging.getLogger("edgert.runtime")
+
+
+class RuntimeBusy(Exception):
+    """Another gateway holds the runtime directory."""
+
+
+class Runtime:
+    def __init__(self, config: GatewayConfig, *, log_level: int | None = None) -> None:
+        self.config = config
+        self.log_level = (
+            log_level if log_level is not None else logging.getLogger().getEffectiveLevel()
+        )
+        self._supervisor: Supervisor | None = None
+        self._stopped = False
+
+    def stop(self, err: BaseException | None = None) -> None:
+        """Stop the gateway; returns at once. Safe before, during and after `run`."""
+        self._stopped = True
+        sup = self._supervisor
+        if sup is not None:
+            sup.stop(err)
+
+    def run(self) -> None:
+        cfg = self.config
+        rdir = cfg.runtime_dir
+        with _runtime_dir(rdir):
+            cfg.data_dir.mkdir(parents=True, exist_ok=True)
+            sup = Supervisor(
+                self.children(),
+                cfg.supervisor,
+                gateway_id=cfg.gateway.id,
+                control_path=str(rdir / "control.sock"),
+                preload=self._preload(),
+            )
+            self._supervisor = sup
+            if self._stopped:
+                sup.stop()
+            log.info("gateway %r starting %d actors", cfg.gateway.id, len(sup._children))
+            try:
+                sup.run()
+            finally:
+                self._supervisor = None
+            log.info("gateway %r stopped", cfg.gateway.id)
+
+    # -- what to run ------------------------------------------------------------------
+    def children(self) -> list[ChildSpec]:
+        cfg = self.config
+        sp = cfg.supervisor
+        rdir = str(cfg.runtime_dir)
+        hb = max(0.05, min(1.0, sp.heartbeat_timeout / 4))
+
+        def spec(name: str, cls: type, conf: Any) -> ActorSpec:
+            return ActorSpec(
+                name=name,
+                cls=cls,
+                config=conf,
+                runtime_dir=rdir,
+                heartbeat_interval=hb,
+                drain_timeout=max(0.1, sp.shutdown_timeout / 2),
+                log_level=self.log_level,
+            )
+
+        out: list[ChildSpec] = []
+        if cfg.nats.embedded:
+            from .natsserver import NatsServer, NatsServerConfig
+
+            conf = NatsServerConfig.from_section(cfg.nats, str(cfg.data_dir))
+            out.append(ChildSpec(spec("nats", NatsServer, conf), "permanent", tier=0, kind="nats"))
+        try:  # TEMPORARY until the bridge lands
+            from .bridge import Bridge, BridgeConfig
+        except ImportError:
+            Bridge = None  # noqa: N806
+        if Bridge is None:
+            return out + [
+                ChildSpec(spec(d.name, d.cls, d.config), d.restart, tier=2, kind=d.type)
+                for d in cfg.drivers
+            ]
+        routes = {node: d.name for d in cfg.drivers for node in driver_nodes(d)}
+        bconf = BridgeConfig(
+            gateway_id=cfg.gateway.id,
+            runtime_dir=rdir,
+            data_dir=str(cfg.data_dir),
+            nats=cfg.nats,
+            routes=routes,
+        )
+        out.append(ChildSpec(spec("bridge", Bridge, bconf), "permanent", tier=1, kind="bridge"))
+        for d in cfg.drivers:
+            out.append(ChildSpec(spec(d.name, d.cls, d.config), d.restart, tier=2, kind=d.type))
+        return out
+
+    def _preload(self) -> list[str]:
+        mods = ["edgert.bridge", "edgert.spool", "edgert.natsserver", "nats"]
+        for d in self.config.drivers:
+            mods.append(d.cls.__module__)
+        return mods
+
+
+@contextlib.contextmanager
+def _runtime_dir(rdir: Path) -> Iterator[None]:
+    """Create the runtime directory 0700, hold its lock, clean its sockets after."""
+    rdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(rdir, 0o700)
+    lock_path = rdir / "lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise RuntimeBusy(
+                f"another gateway (pid {pid}) is running with runtime directory {rdir}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _remove_sockets(rdir)
+        try:
+            yield
+        finally:
+            _remove_sockets(rdir)
+            with contextlib.suppress(OSError):
+                os.unlink(lock_path)
+    finally:
+        os.close(fd)
+
+
+def _remove_sockets(rdir: Path) -> None:
+    for p in rdir.glob("*.sock"):
+        with contextlib.suppress(OSError):
+            p.unlink()

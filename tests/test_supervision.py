@@ -1,0 +1,170 @@
+"""Supervision of actor processes: restart types, backoff, kills, hangs, isolation.
+
+Each test runs a real gateway (`Runtime` in a thread) whose actors are real OS
+processes, and waits for conditions with deadlines.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from edgert.testing import descendants, pid_alive, running_gateway, status, wait_for
+
+FAST = """
+[supervisor]
+backoff_min = 0.2
+backoff_max = 1.0
+intensity = 20
+period = 30
+shutdown_timeout = 3
+"""
+
+SIM = """
+[[driver]]
+name = "gen"
+type = "sim"
+[[driver.signal]]
+name = "n"
+shape = "counter"
+rate = 50.0
+"""
+
+
+def fault(name: str, restart: str = "permanent", **keys: object) -> str:
+    lines = [
+        f'[[driver]]\nname = "{name}"\ntype = "edgert.testing:FaultActor"\nrestart = "{restart}"'
+    ]
+    for k, v in keys.items():
+        lines.append(
+            f"{k} = {v!r}".replace("'", '"').replace("True", "true").replace("False", "false")
+        )
+    return "\n".join(lines) + "\n"
+
+
+def actor(cfg, name):
+    return status(cfg)["by_name"][name]
+
+
+def test_raising_driver_is_restarted_with_backoff(make_config) -> None:
+    cfg = make_config(FAST + fault("bad", mode="crash", after=0.05))
+    with running_gateway(cfg):
+        a = wait_for(lambda: (s := actor(cfg, "bad"))["restarts"] >= 3 and s, 20, "3 restarts")
+        assert "FaultActor crashed on purpose" in a["last_error"]
+        assert "Traceback" in a["last_error"]  # the child's traceback text reaches the supervisor
+        # backoff doubles from 0.2 s (with +-20 % jitter): three restarts take >= 0.16+0.32+0.64 s
+        t0 = time.monotonic()
+        wait_for(
+            lambda: actor(cfg, "bad")["restarts"] >= a["restarts"] + 2, 20, "two more restarts"
+        )
+        assert time.monotonic() - t0 >= 0.6
+
+
+def test_temporary_is_not_restarted(make_config) -> None:
+    cfg = make_config(FAST + fault("temp", "temporary", mode="crash", after=0.05) + SIM)
+    with running_gateway(cfg):
+        a = wait_for(lambda: (s := actor(cfg, "temp"))["state"] == "failed" and s, 15, "failed")
+        assert a["restarts"] == 0 and a["pid"] is None
+        assert actor(cfg, "gen")["state"] == "running"  # a temporary bystander stops nothing
+
+
+def test_transient_is_not_restarted_after_clean_return(make_config) -> None:
+    cfg = make_config(
+        FAST
+        + fault("clean", "transient", mode="exit", after=0.05)
+        + fault("crashy", "transient", mode="crash", after=0.05)
+    )
+    with running_gateway(cfg):
+        a = wait_for(lambda: (s := actor(cfg, "clean"))["state"] == "stopped" and s, 15, "stopped")
+        assert a["restarts"] == 0 and a["last_error"] == ""
+        wait_for(
+            lambda: actor(cfg, "crashy")["restarts"] >= 1, 15, "transient restarted after crash"
+        )
+
+
+def test_kill_9_restarts_only_that_driver(make_config) -> None:
+    cfg = make_config(FAST + SIM + fault("other", mode="run"))
+    with running_gateway(cfg):
+        s = wait_for(
+            lambda: (s := status(cfg)) and all(a["state"] == "running" for a in s["actors"]) and s,
+            15,
+            "all running",
+        )
+        victim = s["by_name"]["gen"]["pid"]
+        other = s["by_name"]["other"]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        a = wait_for(
+            lambda: (a := actor(cfg, "gen"))["state"] == "running" and a["pid"] != victim and a,
+            15,
+            "gen restarted",
+        )
+        assert a["restarts"] == 1 and "SIGKILL" in a["last_error"]
+        assert not pid_alive(victim)
+        o = actor(cfg, "other")
+        assert o["pid"] == other and o["restarts"] == 0
+        before = o["points_out"]
+        wait_for(
+            lambda: actor(cfg, "other")["points_out"] > before + 5, 10, "other keeps publishing"
+        )
+
+
+def test_hung_driver_is_killed_and_restarted(make_config) -> None:
+    cfg = make_config(
+        FAST.replace("shutdown_timeout = 3", "shutdown_timeout = 3\nheartbeat_timeout = 1.0")
+        + fault("stuck", mode="hang", after=0.2)
+    )
+    with running_gateway(cfg):
+        first = wait_for(lambda: actor(cfg, "stuck")["pid"], 10, "started")
+        a = wait_for(lambda: (a := actor(cfg, "stuck"))["restarts"] >= 1 and a, 15, "hang detected")
+        assert "hung" in a["last_error"]
+        assert not pid_alive(first)
+
+
+def test_segfault_is_restarted(make_config) -> None:
+    cfg = make_config(FAST + fault("seg", mode="segfault", after=0.1))
+    with running_gateway(cfg):
+        a = wait_for(lambda: (a := actor(cfg, "seg"))["restarts"] >= 1 and a, 15, "restarted")
+        assert "SIGSEGV" in a["last_error"]
+
+
+def test_driver_subprocesses_die_with_it(make_config) -> None:
+    cfg = make_config(FAST + fault("parent", mode="run", spawn_child=True))
+    with running_gateway(cfg):
+        a = wait_for(
+            lambda: (a := actor(cfg, "parent"))["stats"].get("child_pid") and a, 10, "child"
+        )
+        child = a["stats"]["child_pid"]
+        assert pid_alive(child)
+        os.kill(a["pid"], signal.SIGKILL)
+        wait_for(lambda: not pid_alive(child), 5, "the driver's subprocess killed with its group")
+
+
+def test_stop_kills_a_driver_that_ignores_it(make_config) -> None:
+    cfg = make_config(
+        FAST.replace("shutdown_timeout = 3", "shutdown_timeout = 0.5")
+        + fault("deaf", ignore_stop=True)
+    )
+    with running_gateway(cfg) as rt:
+        pid = wait_for(lambda: actor(cfg, "deaf")["pid"], 10, "started")
+        kids = descendants(os.getpid())
+        t0 = time.monotonic()
+        rt.stop()
+    assert time.monotonic() - t0 < 0.5 + 2.0
+    assert not pid_alive(pid)
+    assert not any(pid_alive(p) for p in kids if p != os.getpid() and _is_actor(p))
+    assert not (cfg.runtime_dir / "control.sock").exists()
+
+
+def _is_actor(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"forkserver" in f.read() and pid != _forkserver()
+    except OSError:
+        return False
+
+
+def _forkserver() -> int:
+    from multiprocessing import forkserver
+
+    return forkserver._forkserver._forkserver_pid or -1
