@@ -89,6 +89,7 @@ def _child_main(spec: ActorSpec, link: mp.connection.Connection, parent_pid: int
     _set_pdeathsig()
     if os.getppid() != parent_pid:  # the forkserver died before PDEATHSIG was set
         os._exit(1)
+    _drop_forkserver_alive_fd()
     try:
         os.setpgid(0, 0)
     except OSError:
@@ -114,6 +115,26 @@ def _child_main(spec: ActorSpec, link: mp.connection.Connection, parent_pid: int
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _drop_forkserver_alive_fd() -> None:
+    """Close the copy of the supervisor's end of the forkserver's alive pipe.
+
+    multiprocessing hands every forkserver child that write end (so a child could
+    start processes of its own). While any child holds it, the forkserver never
+    sees EOF when the supervisor dies, never exits, and PDEATHSIG never fires.
+    Actors do not start processes through multiprocessing, so they let it go.
+    """
+    from multiprocessing import forkserver
+
+    fs = forkserver._forkserver  # type: ignore[attr-defined]
+    fd = getattr(fs, "_forkserver_alive_fd", None)
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        fs._forkserver_alive_fd = None
 
 
 def _send(link: mp.connection.Connection, kind: str, data: Any) -> None:

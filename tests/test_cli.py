@@ -1,0 +1,232 @@
+"""`edgert run`, `check` and `status` as a user runs them: real subprocesses, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edgert.testing import descendants, pid_alive, wait_for
+
+EDGERT = [sys.executable, "-m", "edgert"]
+
+GATEWAY = """
+[gateway]
+id = "cli"
+runtime_dir = "{d}/run"
+data_dir = "{d}/data"
+
+[supervisor]
+backoff_min = 0.05
+backoff_max = 0.2
+intensity = {intensity}
+period = 30
+shutdown_timeout = 2
+
+[[driver]]
+name = "gen"
+type = "sim"
+[[driver.signal]]
+name = "n"
+shape = "counter"
+rate = 20.0
+
+[[driver]]
+name = "flaky"
+type = "edgert.testing:FaultActor"
+mode = "{mode}"
+after = {after}
+"""
+
+
+def write(d: Path, mode: str = "run", after: float = 0.0, intensity: int = 5) -> Path:
+    p = d / "gw.toml"
+    p.write_text(GATEWAY.format(d=d, mode=mode, after=after, intensity=intensity))
+    return p
+
+
+def edgert(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*EDGERT, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def status_json(cfg: Path) -> dict:
+    r = edgert("status", "--config", str(cfg), "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def start(cfg: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*EDGERT, "run", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def all_running(cfg: Path) -> dict | None:
+    try:
+        s = status_json(cfg)
+    except AssertionError:
+        return None
+    return s if all(a["state"] == "running" for a in s["actors"]) else None
+
+
+def kill_tree(proc: subprocess.Popen[str], kids: set[int]) -> None:
+    proc.kill()
+    proc.wait()
+    for p in kids:
+        if pid_alive(p):
+            os.kill(p, signal.SIGKILL)
+
+
+def test_sigterm_stops_cleanly(short_dir: Path) -> None:
+    cfg = write(short_dir)
+    proc = start(cfg)
+    try:
+        wait_for(lambda: all_running(cfg), 20, "all actors running")
+        kids = descendants(proc.pid)
+        assert len(kids) >= 3  # forkserver, bridge or drivers
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=2 + 5)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc, descendants(proc.pid))
+    assert code == 0, proc.stderr.read()
+    assert elapsed < 2 + 1.0  # shutdown_timeout + 1 s
+    wait_for(lambda: not any(pid_alive(p) for p in kids), 1.0, "no child left")
+    run = short_dir / "run"
+    assert not list(run.glob("*.sock")) and not (run / "lock").exists()
+
+
+def test_sigkill_of_edgert_run_takes_every_child_within_a_second(short_dir: Path) -> None:
+    cfg = write(short_dir)
+    proc = start(cfg)
+    try:
+        wait_for(lambda: all_running(cfg), 20, "all actors running")
+        kids = descendants(proc.pid)
+        assert kids
+        proc.kill()
+        proc.wait()
+        t0 = time.monotonic()
+        wait_for(lambda: not any(pid_alive(p) for p in kids), 1.0, "every child gone", 0.01)
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        kill_tree(proc, kids)
+
+
+def test_intensity_exceeded_tears_down_and_exits_1(short_dir: Path) -> None:
+    cfg = write(short_dir, mode="crash", after=0.05, intensity=3)
+    proc = start(cfg)
+    seen: set[int] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            seen |= descendants(proc.pid)
+            try:
+                proc.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:
+                pass
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc, seen)
+    err = proc.stderr.read()
+    assert code == 1, err
+    assert "torn down" in err and "'flaky'" in err and "FaultActor crashed on purpose" in err
+    wait_for(lambda: not any(pid_alive(p) for p in seen), 2, "no child left")
+
+
+def test_status_json_reflects_a_restart_after_kill(short_dir: Path) -> None:
+    cfg = write(short_dir)
+    proc = start(cfg)
+    try:
+        s = wait_for(lambda: all_running(cfg), 20, "all actors running")
+        by = {a["name"]: a for a in s["actors"]}
+        assert set(by["gen"]) >= {
+            "name",
+            "pid",
+            "state",
+            "restarts",
+            "last_error",
+            "uptime",
+            "points_out",
+            "buffered",
+        }
+        assert s["gateway"] == "cli"
+        old = by["gen"]["pid"]
+        os.kill(old, signal.SIGKILL)
+
+        def restarted() -> dict | None:
+            g = {a["name"]: a for a in status_json(cfg)["actors"]}["gen"]
+            return (
+                g
+                if g["restarts"] == 1 and g["pid"] not in (None, old) and g["state"] == "running"
+                else None
+            )
+
+        g = wait_for(restarted, 15, "restart visible in status")
+        assert "SIGKILL" in g["last_error"]
+        table = edgert("status", "--config", str(cfg))
+        assert table.returncode == 0 and "gen" in table.stdout and "running" in table.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            kill_tree(proc, descendants(proc.pid))
+
+
+def test_status_without_a_gateway_is_a_clear_error(short_dir: Path) -> None:
+    r = edgert("status", "--runtime-dir", str(short_dir / "nothing"))
+    assert r.returncode == 1
+    assert "no gateway is running" in r.stderr and "Traceback" not in r.stderr
+
+
+BAD = {
+    "unknown key": ('[[driver]]\nname = "a"\ntype = "sim"\nbogus = 1\n', "unknown key 'bogus'"),
+    "wrong type": ('[supervisor]\nintensity = "five"\n', "key 'intensity' must be an integer"),
+    "duplicate name": (
+        '[[driver]]\nname = "a"\ntype = "sim"\n[[driver]]\nname = "a"\ntype = "sim"\n',
+        "duplicate driver name 'a'",
+    ),
+    "unknown driver type": (
+        '[[driver]]\nname = "a"\ntype = "nosuch"\n',
+        "unknown driver type 'nosuch'",
+    ),
+    "bad name chars": ('[[driver]]\nname = "a b"\ntype = "sim"\n', "key 'name' value 'a b'"),
+    "bad signal key": (
+        '[[driver]]\nname = "a"\ntype = "sim"\n[[driver.signal]]\nname = "x"\nrate = -1\n',
+        "key 'rate' must be > 0",
+    ),
+    "not toml": ("[[driver\n", "not valid TOML"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_config_is_refused_with_exit_2(short_dir: Path, case: str) -> None:
+    body, expected = BAD[case]
+    cfg = short_dir / "bad.toml"
+    cfg.write_text(f'[gateway]\nid = "bad"\nruntime_dir = "{short_dir}/run"\n{body}')
+    for cmd in ("check", "run"):
+        r = edgert(cmd, str(cfg))
+        assert r.returncode == 2, (cmd, r.stdout, r.stderr)
+        assert expected in r.stderr and str(cfg) in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    assert not (short_dir / "run").exists()  # nothing started
+
+
+def test_check_accepts_a_good_config(short_dir: Path) -> None:
+    r = edgert("check", str(write(short_dir)))
+    assert r.returncode == 0 and "ok" in r.stdout
+
+
+def test_help_has_examples() -> None:
+    for cmd in ("run", "check", "status", "drivers"):
+        r = edgert(cmd, "--help")
+        assert r.returncode == 0 and "Example" in r.stdout, cmd
