@@ -98,7 +98,7 @@ class Runtime:
             from .bridge import Bridge, BridgeConfig
         except ImportError:
             Bridge = None  # noqa: N806
-        if Bridge is None:
+        if Bridge is None or not cfg.nats.enabled:
             return out + [
                 ChildSpec(spec(d.name, d.cls, d.config), d.restart, tier=2, kind=d.type)
                 for d in cfg.drivers

@@ -1,0 +1,60 @@
+"""README's driver example works as printed: a user's own driver, found by "module:Class"."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from edgert.testing import wait_for
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _driver_example() -> str:
+    text = README.read_text()
+    section = text.split("## Writing a driver", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_driver_example_runs_under_a_gateway(short_dir: Path) -> None:
+    (short_dir / "thermo.py").write_text(_driver_example())
+    zone = short_dir / "temp"
+    zone.write_text("42500\n")
+    cfg = short_dir / "gw.toml"
+    cfg.write_text(
+        f'[gateway]\nid = "rd"\nruntime_dir = "{short_dir}/run"\ndata_dir = "{short_dir}/data"\n'
+        f"[nats]\nenabled = false\n"
+        f'[[driver]]\nname = "cpu"\ntype = "thermo:Thermo"\npath = "{zone}"\ninterval = 0.05\n'
+    )
+    env = dict(os.environ, PYTHONPATH=str(short_dir))
+    edgert = [sys.executable, "-m", "edgert"]
+    check = subprocess.run([*edgert, "check", str(cfg)], env=env, capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    proc = subprocess.Popen(
+        [*edgert, "run", str(cfg)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+
+    def cpu() -> dict | None:
+        r = subprocess.run(
+            [*edgert, "status", "--config", str(cfg), "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if r.returncode != 0:
+            return None
+        actors = {a["name"]: a for a in json.loads(r.stdout)["actors"]}
+        a = actors.get("cpu")
+        return a if a and a["state"] == "running" and a["points_out"] >= 5 else None
+
+    try:
+        wait_for(cpu, 30, "the README driver publishing")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=20)[1].decode()
+    assert proc.returncode == 0, err
