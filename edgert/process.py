@@ -23,6 +23,7 @@ reuse races) and the process group; exit codes come from multiprocessing.
 from __future__ import annotations
 
 import ctypes
+import io
 import logging
 import multiprocessing as mp
 import multiprocessing.connection
@@ -32,6 +33,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
+from multiprocessing import context, forkserver, popen_forkserver, reduction, spawn, util
 from typing import Any
 
 import msgpack
@@ -58,8 +60,44 @@ def decode_link(data: bytes) -> list[Any]:
 def mp_context(extra_preload: list[str] = ()) -> mp.context.BaseContext:  # type: ignore[assignment]
     """The forkserver context, preloading edgert and the given driver modules."""
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(PRELOAD + [m for m in extra_preload if m not in PRELOAD])
+    mods = PRELOAD + [m for m in extra_preload if m not in PRELOAD]
+    ctx.set_forkserver_preload(mods + ["edgert._forkserver_ready"])
     return ctx
+
+
+class _Popen(popen_forkserver.Popen):
+    """Forkserver start that does not re-run the parent's `__main__` in the child.
+
+    multiprocessing re-imports the parent's main script in every child (for
+    functions defined there). An actor's class is always importable by its
+    module name, so that import is pure cost: under `edgert` it pulls the CLI and
+    click into every driver, under pytest the whole of pytest. This is the
+    stdlib's `_launch` with the main-module entries left out of the preparation data.
+    """
+
+    def _launch(self, process_obj: Any) -> None:
+        prep_data = spawn.get_preparation_data(process_obj._name)
+        prep_data.pop("init_main_from_path", None)
+        prep_data.pop("init_main_from_name", None)
+        buf = io.BytesIO()
+        context.set_spawning_popen(self)
+        try:
+            reduction.dump(prep_data, buf)
+            reduction.dump(process_obj, buf)
+        finally:
+            context.set_spawning_popen(None)
+        self.sentinel, w = forkserver.connect_to_new_process(self._fds)
+        _parent_w = os.dup(w)
+        self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))
+        with open(w, "wb", closefd=True) as f:
+            f.write(buf.getbuffer())
+        self.pid = forkserver.read_signed(self.sentinel)
+
+
+class _ActorProcessObj(context.ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj: Any) -> _Popen:  # noqa: N802 - the stdlib's name
+        return _Popen(process_obj)
 
 
 @dataclass
@@ -125,8 +163,6 @@ def _drop_forkserver_alive_fd() -> None:
     sees EOF when the supervisor dies, never exits, and PDEATHSIG never fires.
     Actors do not start processes through multiprocessing, so they let it go.
     """
-    from multiprocessing import forkserver
-
     fs = forkserver._forkserver  # type: ignore[attr-defined]
     fd = getattr(fs, "_forkserver_alive_fd", None)
     if fd is not None:
@@ -192,7 +228,7 @@ class ActorProcess:
     def __init__(self, mpctx: Any, spec: ActorSpec) -> None:
         self.spec = spec
         self.link, child_link = mpctx.Pipe(duplex=True)
-        self.proc = mpctx.Process(
+        self.proc = _ActorProcessObj(
             target=_child_main,
             args=(spec, child_link, _forkserver_pid()),
             name=f"edgert:{spec.name}",
@@ -283,7 +319,5 @@ class ActorProcess:
 
 
 def _forkserver_pid() -> int:
-    from multiprocessing import forkserver
-
     forkserver.ensure_running()
     return forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]

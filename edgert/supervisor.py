@@ -206,6 +206,7 @@ class Supervisor:
                     elif (
                         c.state in ("starting", "running")
                         and not self._shutting_down
+                        and not c.hung
                         and now - c.last_hb > p.heartbeat_timeout
                     ):
                         log.error(
@@ -225,7 +226,7 @@ class Supervisor:
             if c.proc is not None:
                 if c.kill_at is not None:
                     t = min(t, c.kill_at)
-                if c.state in ("starting", "running"):
+                if c.state in ("starting", "running") and not c.hung:
                     t = min(t, c.last_hb + self.policy.heartbeat_timeout)
             elif c.state == "backing_off":
                 t = min(t, c.next_start)

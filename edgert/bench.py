@@ -1,0 +1,124 @@
+"""`edgert bench`: measure this machine, each figure beside a same-run baseline.
+
+The suites live in their own modules (`bench_core`, `bench_points`,
+`bench_modbus`) and return plain dicts; this module runs the ones asked for,
+prints a table of edgert's figure, the baseline's and their ratio, or the raw
+dicts as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib import import_module
+from typing import Any
+
+import click
+
+__all__ = ["bench", "SUITES", "rows"]
+
+SUITES = {
+    "core": "edgert.bench_core",
+    "points": "edgert.bench_points",
+    "modbus": "edgert.bench_modbus",
+}
+
+
+def rows(suite: str, result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Table rows (metric, edgert, baseline, ratio) for one suite's result."""
+    out: list[tuple[str, str, str, str]] = []
+    for name, (mine, base, unit, label) in _PAIRS.get(suite, {}).items():
+        m, b = _dig(result, mine), _dig(result, base)
+        if m is None:
+            continue
+        ratio = f"{m / b:.2f}" if isinstance(b, int | float) and b else ""
+        out.append(
+            (name, f"{m:,.2f} {unit}", "" if b is None else f"{b:,.2f} {unit} ({label})", ratio)
+        )
+    return out
+
+
+def _dig(d: dict[str, Any], path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+# metric -> (edgert's figure, baseline's figure, unit, what the baseline is)
+_PAIRS: dict[str, dict[str, tuple[str, str, str, str]]] = {
+    "core": {
+        "restart p50 (SIGKILL to run)": (
+            "restart.edgert_p50_ms",
+            "restart.bare_fork_p50_ms",
+            "ms",
+            "bare fork",
+        ),
+        "restart p50, spawn baseline": (
+            "restart.edgert_p50_ms",
+            "restart.bare_spawn_p50_ms",
+            "ms",
+            "bare spawn",
+        ),
+        "restart p95": ("restart.edgert_p95_ms", "", "ms", ""),
+        "10 drivers to running": ("startup.edgert_s", "startup.bare_spawn_s", "s", "bare spawn"),
+        "10 drivers, fork baseline": ("startup.edgert_s", "startup.bare_fork_s", "s", "bare fork"),
+        "USS per driver": ("memory.edgert_uss_mb", "memory.bare_spawn_uss_mb", "MB", "bare spawn"),
+        "RSS per driver": ("memory.edgert_rss_mb", "memory.bare_spawn_rss_mb", "MB", "bare spawn"),
+    },
+}
+
+
+def _run_suite(name: str) -> dict[str, Any]:
+    try:
+        mod = import_module(SUITES[name])
+    except ImportError as e:
+        return {"error": f"suite {name!r} is not available: {e}"}
+    return mod.run_all()
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the raw figures as JSON.")
+@click.option(
+    "--only",
+    type=click.Choice(sorted(SUITES)),
+    multiple=True,
+    help="Run only these suites (repeatable). Default: all.",
+)
+def bench(as_json: bool, only: tuple[str, ...]) -> None:
+    """Measure throughput, latency, restart time and memory on this machine.
+
+    Every figure is printed beside a baseline measured in the same run (bare
+    multiprocessing, raw ZeroMQ, other Modbus clients), so the ratio is
+    comparable across machines. Takes a minute or two.
+
+    \b
+    Example:
+      edgert bench --only core
+      edgert bench --json > bench.json
+    """
+    logging.getLogger("edgert").setLevel(logging.CRITICAL)  # restarts are the point here
+    results: dict[str, Any] = {}
+    for name in only or SUITES:
+        if not as_json:
+            click.echo(f"running {name} ...", err=True)
+        results[name] = _run_suite(name)
+    if as_json:
+        click.echo(json.dumps(results, indent=2, sort_keys=True))
+        return
+    for name, res in results.items():
+        click.echo(f"\n== {name}")
+        if "error" in res:
+            click.echo(f"  {res['error']}")
+            continue
+        table = rows(name, res)
+        if not table:
+            click.echo(json.dumps(res, indent=2, sort_keys=True))
+            continue
+        w = [max(len(r[i]) for r in table) for i in range(4)]
+        click.echo(
+            f"  {'metric':<{w[0]}}  {'edgert':>{w[1]}}  {'baseline':<{w[2]}}  ratio".rstrip()
+        )
+        for r in table:
+            click.echo(f"  {r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:<{w[2]}}  {r[3]}".rstrip())

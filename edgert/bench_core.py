@@ -1,0 +1,286 @@
+"""Benchmarks of the runtime core: restart latency, start-up time, memory per driver.
+
+Each figure is measured beside a baseline run in the same process on the same
+machine, so the ratio means something anywhere:
+
+- restart: SIGKILL of a driver to the new process inside `run` (backoff_min = 0),
+  beside a bare `multiprocessing` fork and spawn of an empty function (start to
+  the function running);
+- start-up: a gateway with 10 sim drivers, from `Runtime.run` to all running,
+  beside 10 bare spawn and fork processes started together;
+- memory: RSS and USS (private pages, /proc/PID/smaps_rollup) per driver
+  process, beside an idle bare fork and spawn child.
+
+Every function returns plain dicts; `edgert.bench` prints them.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from .actor import Actor, Context, Stop
+from .config import GatewayConfig, loads
+from .runtime import Runtime
+
+__all__ = ["Probe", "restart_latency", "startup", "memory", "run_all"]
+
+
+@dataclass
+class ProbeConfig:
+    pass
+
+
+class Probe(Actor):
+    """An actor that reports the monotonic time it entered `run`, then idles."""
+
+    Config = ProbeConfig
+
+    def run(self, ctx: Context) -> None:
+        ctx.report(entered_run=time.monotonic())
+        while not isinstance(ctx.receive(), Stop):
+            pass
+
+
+def _config(d: str, drivers: str, **sup: Any) -> GatewayConfig:
+    sup_toml = "".join(f"{k} = {v}\n" for k, v in sup.items())
+    text = (
+        f'[gateway]\nid = "bench"\nruntime_dir = "{d}/run"\ndata_dir = "{d}/data"\n'
+        f"[nats]\nenabled = false\n[supervisor]\n{sup_toml}\n{drivers}"
+    )
+    return loads(text, f"{d}/bench.toml")
+
+
+@contextmanager
+def _gateway(cfg: GatewayConfig) -> Iterator[Runtime]:
+    rt = Runtime(cfg, log_level=logging.ERROR)
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            rt.run()
+        except BaseException as e:  # noqa: BLE001 - shown by the caller
+            errors.append(e)
+
+    t = threading.Thread(target=target, name="bench-gateway")
+    t.start()
+    try:
+        yield rt
+    finally:
+        rt.stop()
+        t.join(30)
+    if errors:
+        raise errors[0]
+
+
+def _status(cfg: GatewayConfig) -> dict[str, Any] | None:
+    from .control import ControlError, request
+
+    try:
+        return request(cfg.runtime_dir, "status", timeout=2.0)["status"]
+    except ControlError:
+        return None
+
+
+def _wait(cond: Any, timeout: float, what: str, interval: float = 0.002) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(interval)
+    raise TimeoutError(f"bench: timed out waiting for {what}")
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+# -- baselines -----------------------------------------------------------------------
+def _report_now(w: Any) -> None:
+    w.send(time.monotonic())
+    w.close()
+
+
+def _idle(w: Any, r: Any) -> None:
+    w.send(os.getpid())
+    r.recv()  # wait for the parent to say "done"
+
+
+def _bare_start(method: str, n: int) -> list[float]:
+    """Start-to-running latency of `n` bare processes, one after another."""
+    ctx = mp.get_context(method)
+    out = []
+    for _ in range(n):
+        r, w = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_report_now, args=(w,))
+        t0 = time.monotonic()
+        p.start()
+        w.close()
+        out.append(r.recv() - t0)
+        p.join()
+        r.close()
+    return out
+
+
+def _bare_parallel(method: str, n: int) -> float:
+    """Seconds from starting `n` bare processes together to all of them running."""
+    ctx = mp.get_context(method)
+    pipes, procs = [], []
+    t0 = time.monotonic()
+    for _ in range(n):
+        r, w = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_report_now, args=(w,))
+        p.start()
+        w.close()
+        pipes.append(r)
+        procs.append(p)
+    latest = max(r.recv() for r in pipes)
+    for p, r in zip(procs, pipes, strict=True):
+        p.join()
+        r.close()
+    return latest - t0
+
+
+def _bare_memory(method: str) -> dict[str, float]:
+    ctx = mp.get_context(method)
+    r, w = ctx.Pipe()
+    p = ctx.Process(target=_idle, args=(w, w))
+    p.start()
+    try:
+        pid = r.recv()
+        return smaps(pid)
+    finally:
+        r.send("done")
+        p.join(10)
+        r.close()
+        w.close()
+
+
+def smaps(pid: int) -> dict[str, float]:
+    """RSS, PSS and USS of a process in MB, from /proc/PID/smaps_rollup."""
+    kb: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0].endswith(":") and parts[1].isdigit():
+                kb[parts[0][:-1]] = int(parts[1])
+    uss = kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)
+    return {
+        "rss_mb": kb.get("Rss", 0) / 1024,
+        "pss_mb": kb.get("Pss", 0) / 1024,
+        "uss_mb": uss / 1024,
+    }
+
+
+# -- edgert --------------------------------------------------------------------------
+def restart_latency(rounds: int = 30) -> dict[str, Any]:
+    """SIGKILL of a driver to its successor inside `run`, with backoff_min = 0."""
+    d = tempfile.mkdtemp(prefix="ert-bench-")
+    drivers = '[[driver]]\nname = "probe"\ntype = "edgert.bench_core:Probe"\n'
+    cfg = _config(
+        d, drivers, backoff_min=0, backoff_max=0, intensity=rounds * 10, period=1, healthy_after=0
+    )
+    lat: list[float] = []
+    try:
+        with _gateway(cfg):
+
+            def probe() -> dict[str, Any] | None:
+                s = _status(cfg)
+                a = s and next((a for a in s["actors"] if a["name"] == "probe"), None)
+                return a if a and "entered_run" in a["stats"] else None
+
+            a = _wait(probe, 30, "the probe running")
+            for _ in range(rounds):
+                pid = a["pid"]
+                t0 = time.monotonic()
+                os.kill(pid, signal.SIGKILL)
+                a = _wait(
+                    lambda pid=pid, t0=t0: (
+                        (x := probe()) and x["pid"] != pid and x["stats"]["entered_run"] > t0 and x
+                    ),
+                    30,
+                    "the restarted probe",
+                )
+                lat.append(a["stats"]["entered_run"] - t0)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    fork = _bare_start("fork", rounds)
+    spawn = _bare_start("spawn", max(5, rounds // 3))
+    return {
+        "edgert_p50_ms": 1000 * statistics.median(lat),
+        "edgert_p95_ms": 1000 * _pct(lat, 0.95),
+        "bare_fork_p50_ms": 1000 * statistics.median(fork),
+        "bare_spawn_p50_ms": 1000 * statistics.median(spawn),
+        "rounds": rounds,
+    }
+
+
+def startup(n: int = 10) -> dict[str, Any]:
+    """A gateway of `n` sim drivers from `run` to all running; then their memory."""
+    d = tempfile.mkdtemp(prefix="ert-bench-")
+    drivers = "".join(
+        f'[[driver]]\nname = "sim{i}"\ntype = "sim"\n'
+        f'[[driver.signal]]\nname = "v"\nshape = "sine"\nrate = 10.0\n'
+        for i in range(n)
+    )
+    cfg = _config(d, drivers)
+    try:
+        t0 = time.monotonic()
+        with _gateway(cfg):
+
+            def all_running() -> dict[str, Any] | None:
+                s = _status(cfg)
+                ok = (
+                    s
+                    and len(s["actors"]) == n
+                    and all(a["state"] == "running" for a in s["actors"])
+                )
+                return s if ok else None
+
+            s = _wait(all_running, 60, f"{n} drivers running")
+            elapsed = time.monotonic() - t0
+            mem = [smaps(a["pid"]) for a in s["actors"]]
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return {
+        "drivers": n,
+        "edgert_s": elapsed,
+        "bare_fork_s": _bare_parallel("fork", n),
+        "bare_spawn_s": _bare_parallel("spawn", n),
+        "memory": {
+            "edgert_rss_mb": statistics.mean(m["rss_mb"] for m in mem),
+            "edgert_uss_mb": statistics.mean(m["uss_mb"] for m in mem),
+            "edgert_pss_mb": statistics.mean(m["pss_mb"] for m in mem),
+        },
+    }
+
+
+def memory() -> dict[str, Any]:
+    """Idle bare children, for the memory baseline."""
+    fork = _bare_memory("fork")
+    spawn = _bare_memory("spawn")
+    return {
+        "bare_fork_rss_mb": fork["rss_mb"],
+        "bare_fork_uss_mb": fork["uss_mb"],
+        "bare_spawn_rss_mb": spawn["rss_mb"],
+        "bare_spawn_uss_mb": spawn["uss_mb"],
+    }
+
+
+def run_all() -> dict[str, Any]:
+    st = startup()
+    mem = st.pop("memory") | memory()
+    return {"startup": st, "restart": restart_latency(), "memory": mem}
