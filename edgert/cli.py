@@ -95,6 +95,7 @@ def run(ctx: click.Context, config: str) -> None:
     rt = Runtime(cfg, log_level=level)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: rt.stop())
+    signal.signal(signal.SIGHUP, lambda *_: rt.reload())
     try:
         rt.run()
     except GroupFailed as e:
@@ -148,6 +149,32 @@ def status(config: str | None, runtime_dir: str | None, as_json: bool) -> None:
         click.echo(json.dumps(out, indent=2))
     else:
         click.echo(format_status(snap))
+
+
+@cli.command()
+@click.option(
+    "--config", "config", type=click.Path(dir_okay=False), help="The gateway's config file."
+)
+@click.option(
+    "--runtime-dir", type=click.Path(file_okay=False), help="The gateway's runtime directory."
+)
+def reload(config: str | None, runtime_dir: str | None) -> None:
+    """Make a running gateway re-read its config file (as SIGHUP does).
+
+    Unchanged drivers keep running, changed ones restart with their new config,
+    removed ones stop, new ones start. A broken config is refused: the gateway
+    keeps running as it was and this exits 1 with the reason. Check first with
+    `edgert check`.
+
+    \b
+    Example:
+      edgert reload --config /etc/edgert/gateway.toml
+    """
+    rdir = _runtime_dir(config, runtime_dir)
+    changes = request(rdir, "reload", timeout=10.0)["changes"]
+    for what in ("added", "changed", "removed", "kept"):
+        if changes.get(what):
+            click.echo(f"{what}: {', '.join(changes[what])}")
 
 
 def _runtime_dir(config: str | None, runtime_dir: str | None) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .config import GatewayConfig, driver_nodes
+from .config import ConfigError, GatewayConfig, SupervisorSection, driver_nodes, load
 from .process import ActorSpec
 from .supervisor import ChildSpec, GroupFailed, Supervisor
 
@@ -59,6 +59,7 @@ class Runtime:
                 gateway_id=cfg.gateway.id,
                 control_path=str(rdir / "control.sock"),
                 preload=self._preload(),
+                reload=self._reread,
             )
             self._supervisor = sup
             if self._stopped:
@@ -69,6 +70,26 @@ class Runtime:
             finally:
                 self._supervisor = None
             log.info("gateway %r stopped", cfg.gateway.id)
+
+    def reload(self) -> None:
+        """Re-read the config file (SIGHUP); returns at once.
+
+        Unchanged actors keep running, changed ones restart with their new
+        config, removed ones stop, new ones start. A broken config is refused
+        (logged) and nothing changes. `[gateway]` cannot change while running.
+        """
+        sup = self._supervisor
+        if sup is not None:
+            sup.reload()
+
+    def _reread(self) -> tuple[list[ChildSpec], SupervisorSection]:
+        """Runs in the supervisor's loop: the new config's children, or raise."""
+        new = load(self.config.path)
+        old = self.config
+        if new.gateway != old.gateway:
+            raise ConfigError(f"{new.path}: [gateway] changed; that needs a restart of the gateway")
+        self.config = new
+        return self.children(), new.supervisor
 
     # -- what to run ------------------------------------------------------------------
     def children(self) -> list[ChildSpec]:
@@ -94,15 +115,13 @@ class Runtime:
 
             conf = NatsServerConfig.from_section(cfg.nats, str(cfg.data_dir))
             out.append(ChildSpec(spec("nats", NatsServer, conf), "permanent", tier=0, kind="nats"))
-        try:  # TEMPORARY until the bridge lands
-            from .bridge import Bridge, BridgeConfig
-        except ImportError:
-            Bridge = None  # noqa: N806
-        if Bridge is None or not cfg.nats.enabled:
+        if not cfg.nats.enabled:
             return out + [
                 ChildSpec(spec(d.name, d.cls, d.config), d.restart, tier=2, kind=d.type)
                 for d in cfg.drivers
             ]
+        from .bridge import Bridge, BridgeConfig
+
         routes = {node: d.name for d in cfg.drivers for node in driver_nodes(d)}
         bconf = BridgeConfig(
             gateway_id=cfg.gateway.id,

@@ -27,6 +27,7 @@ import random
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -84,6 +85,8 @@ class Child:
     kill_at: float | None = None
     hung: bool = False
     points_base: int = 0  # points published by earlier runs of this child
+    retiring: bool = False  # stopped by a reload: replaced by `successor`, or removed
+    successor: ChildSpec | None = None
 
     @property
     def name(self) -> str:
@@ -99,8 +102,11 @@ class Supervisor:
         gateway_id: str = "",
         control_path: str | None = None,
         preload: list[str] = (),  # type: ignore[assignment]
+        reload: Callable[[], tuple[list[ChildSpec], SupervisorSection]] | None = None,
     ) -> None:
         self.policy = policy
+        self._reload = reload
+        self._reload_requested = False
         self.gateway_id = gateway_id
         self.control_path = control_path
         self._children = [Child(cs) for cs in children]
@@ -120,9 +126,17 @@ class Supervisor:
         except OSError:
             pass
 
+    def reload(self) -> None:
+        """Ask `run` to re-read the config (SIGHUP); returns at once. See `_apply_reload`."""
+        self._reload_requested = True
+        try:
+            os.write(self._wake_w, b"\0")
+        except OSError:
+            pass
+
     def run(self) -> None:
         """Run and supervise the children until stopped; raise GroupFailed on too many failures."""
-        mpctx = mp_context(self._preload)
+        mpctx = self._mpctx = mp_context(self._preload)
         from multiprocessing import forkserver
 
         forkserver.ensure_running()  # before this process holds a ZeroMQ context
@@ -187,8 +201,14 @@ class Supervisor:
                     pass
             except BlockingIOError:
                 pass
+            if self._reload_requested and not self._shutting_down:
+                self._reload_requested = False
+                try:
+                    self._apply_reload(mpctx)
+                except Exception as e:  # noqa: BLE001 - a broken config is refused, not fatal
+                    log.error("reload refused, nothing changed: %s", e)
             now = time.monotonic()
-            for c in self._children:
+            for c in list(self._children):
                 if c.proc is None:
                     continue
                 self._read_link(c, now)
@@ -277,6 +297,9 @@ class Supervisor:
             c.state = "stopped"
             log.info("%s: stopped (exit code %s)", c.name, code)
             return
+        if c.retiring:
+            self._retire(c)
+            return
         if c.hung:
             error = f"hung: no heartbeat for {self.policy.heartbeat_timeout:g}s, killed"
         elif proc.exit_error:
@@ -313,7 +336,7 @@ class Supervisor:
             return
         if c.running_since and now - c.running_since >= p.healthy_after:
             c.failures = 0
-        delay = min(p.backoff_max, p.backoff_min * (2**c.failures))
+        delay = min(p.backoff_max, p.backoff_min * (2 ** min(c.failures, 40)))
         delay *= random.uniform(0.8, 1.2)
         c.failures += 1
         c.restarts += 1
@@ -341,6 +364,64 @@ class Supervisor:
                 c.state = "stopping"
                 c.proc.send("stop")  # type: ignore[union-attr]
                 c.kill_at = now + self.policy.shutdown_timeout
+
+    # -- reload --------------------------------------------------------------------
+    def _apply_reload(self, mpctx: Any) -> dict[str, list[str]]:
+        """Compare the re-read config with the running children and act on the difference.
+
+        Unchanged children keep running (same pid). A changed one is stopped and
+        its successor started once it has exited; a removed one is stopped; a new
+        one is started. Raises (changing nothing) when the config is broken.
+        """
+        if self._reload is None:
+            raise RuntimeError("this supervisor has no config to reload")
+        specs, policy = self._reload()
+        self.policy = policy
+        wanted = {cs.spec.name: cs for cs in specs}
+        changes: dict[str, list[str]] = {"added": [], "changed": [], "removed": [], "kept": []}
+        for c in list(self._children):
+            cs = wanted.pop(c.name, None)
+            current = c.successor if c.retiring else c.cs  # what it will be running
+            if cs is None:
+                changes["removed"].append(c.name)
+                self._retire_later(c, None)
+            elif cs != current:
+                changes["changed"].append(c.name)
+                self._retire_later(c, cs)
+            else:
+                changes["kept"].append(c.name)
+        for cs in wanted.values():
+            changes["added"].append(cs.spec.name)
+            c = Child(cs)
+            self._children.append(c)
+            self._start(mpctx, c)
+        log.info(
+            "reloaded: %s",
+            "; ".join(f"{k} {', '.join(v)}" for k, v in changes.items() if v) or "nothing",
+        )
+        self._status_dirty = True
+        return changes
+
+    def _retire_later(self, c: Child, successor: ChildSpec | None) -> None:
+        c.retiring = True
+        c.successor = successor
+        if c.proc is None:
+            self._retire(c)
+        elif c.kill_at is None:
+            c.state = "stopping"
+            c.proc.send("stop")
+            c.kill_at = time.monotonic() + self.policy.shutdown_timeout
+
+    def _retire(self, c: Child) -> None:
+        """A retiring child has exited: start its successor in its place, or drop it."""
+        i = self._children.index(c)
+        if c.successor is None:
+            del self._children[i]
+            log.info("%s: removed", c.name)
+            return
+        fresh = Child(c.successor)
+        self._children[i] = fresh
+        self._start(self._mpctx, fresh)
 
     # -- status and control --------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -392,8 +473,17 @@ class Supervisor:
                 op = None
             if op == "status":
                 reply: dict[str, Any] = {"ok": True, "status": self.snapshot()}
+            elif op == "reload" and not self._shutting_down:
+                try:
+                    reply = {"ok": True, "changes": self._apply_reload(self._mpctx)}
+                except Exception as e:  # noqa: BLE001 - refused, with the reason
+                    log.error("reload refused, nothing changed: %s", e)
+                    reply = {"ok": False, "error": f"reload refused, nothing changed: {e}"}
             else:
-                reply = {"ok": False, "error": f"unknown control request {op!r} (known: status)"}
+                reply = {
+                    "ok": False,
+                    "error": f"unknown control request {op!r} (known: status, reload)",
+                }
             try:
                 sock.send_multipart([ident, msgpack.packb(reply, use_bin_type=True)], zmq.NOBLOCK)
             except zmq.ZMQError:

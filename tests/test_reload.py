@@ -1,0 +1,109 @@
+"""Reload (SIGHUP, `edgert reload`): unchanged drivers keep running, changed ones
+restart with their new config, removed ones stop, new ones start, a broken config
+is refused and changes nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgert.config import GatewayConfig
+from edgert.control import ControlError, request
+from edgert.testing import pid_alive, running_gateway, status, wait_for
+
+
+def sim(name: str, rate: float = 20.0) -> str:
+    return (
+        f'[[driver]]\nname = "{name}"\ntype = "sim"\n'
+        f'[[driver.signal]]\nname = "n"\nshape = "counter"\nrate = {rate}\n'
+    )
+
+
+def rewrite(cfg: GatewayConfig, body: str) -> None:
+    """Keep the file's [gateway] table, replace everything after it."""
+    path = Path(cfg.path)
+    head = path.read_text().split("\n\n", 1)[0]
+    path.write_text(f"{head}\n\n{body}")
+
+
+def running(cfg: GatewayConfig, *names: str) -> dict | None:
+    s = status(cfg)["by_name"]
+    ok = all(n in s and s[n]["state"] == "running" and s[n]["pid"] for n in names)
+    return s if ok else None
+
+
+def test_reload_keeps_unchanged_restarts_changed_adds_and_removes(make_config) -> None:
+    cfg = make_config("[nats]\nenabled = false\n" + sim("keep") + sim("change") + sim("drop"))
+    with running_gateway(cfg) as rt:
+        before = wait_for(lambda: running(cfg, "keep", "change", "drop"), 20, "all running")
+        rewrite(cfg, "[nats]\nenabled = false\n" + sim("keep") + sim("change", 5.0) + sim("new"))
+        rt.reload()
+        after = wait_for(
+            lambda: (
+                (s := running(cfg, "keep", "change", "new"))
+                and "drop" not in s
+                and s["change"]["pid"] != before["change"]["pid"]
+                and s
+            ),
+            20,
+            "the reload applied",
+        )
+        assert after["keep"]["pid"] == before["keep"]["pid"]
+        assert after["keep"]["restarts"] == 0
+        wait_for(lambda: not pid_alive(before["drop"]["pid"]), 5, "the removed driver gone")
+        wait_for(lambda: not pid_alive(before["change"]["pid"]), 5, "the old process gone")
+
+
+def test_broken_config_is_refused_and_nothing_changes(make_config) -> None:
+    cfg = make_config("[nats]\nenabled = false\n" + sim("a") + sim("b"))
+    edgert = [sys.executable, "-m", "edgert", "reload", "--config", cfg.path]
+    with running_gateway(cfg):
+        before = wait_for(lambda: running(cfg, "a", "b"), 20, "all running")
+        rewrite(cfg, "[nats]\nenabled = false\n" + sim("a") + sim("b", -1.0))
+        r = subprocess.run(edgert, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and "'rate' must be > 0" in r.stderr, r.stderr
+        # the gateway itself refuses it too (SIGHUP takes this path)
+        with pytest.raises(ControlError, match="reload refused.*'rate' must be > 0"):
+            request(cfg.runtime_dir, "reload")
+        rewrite(cfg, "[nats]\nenabled = false\n" + sim("a") + sim("b"))
+        path = Path(cfg.path)
+        path.write_text(path.read_text().replace('id = "gw"', 'id = "other"'))
+        with pytest.raises(ControlError, match=r"\[gateway\] changed"):
+            request(cfg.runtime_dir, "reload")
+        s = status(cfg)["by_name"]
+        assert {n: s[n]["pid"] for n in "ab"} == {n: before[n]["pid"] for n in "ab"}
+        assert s["a"]["restarts"] == s["b"]["restarts"] == 0
+        path.write_text(path.read_text().replace('id = "other"', 'id = "gw"'))
+        rewrite(cfg, "[nats]\nenabled = false\n" + sim("a"))
+        r = subprocess.run(edgert, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and "removed: b" in r.stdout, r.stderr
+        wait_for(lambda: "b" not in status(cfg)["by_name"], 10, "b removed")
+
+
+def test_sighup_to_edgert_run_reloads(short_dir: Path) -> None:
+    path = short_dir / "gw.toml"
+    head = (
+        f'[gateway]\nid = "hup"\nruntime_dir = "{short_dir}/run"\n'
+        f'data_dir = "{short_dir}/data"\n[nats]\nenabled = false\n'
+    )
+    path.write_text(head + sim("a"))
+    edgert = [sys.executable, "-m", "edgert"]
+    proc = subprocess.Popen(
+        [*edgert, "run", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        from edgert.config import load
+
+        cfg = load(path)
+        wait_for(lambda: running(cfg, "a"), 20, "a running")
+        path.write_text(head + sim("a") + sim("b"))
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_for(lambda: running(cfg, "a", "b"), 20, "b started by SIGHUP")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
