@@ -23,16 +23,13 @@ import shutil
 import signal
 import statistics
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from .actor import Actor, Context, Stop
 from .config import GatewayConfig, loads
-from .runtime import Runtime
+from .testing import running_gateway
 
 __all__ = ["Probe", "restart_latency", "startup", "memory", "run_all"]
 
@@ -62,26 +59,8 @@ def _config(d: str, drivers: str, **sup: Any) -> GatewayConfig:
     return loads(text, f"{d}/bench.toml")
 
 
-@contextmanager
-def _gateway(cfg: GatewayConfig) -> Iterator[Runtime]:
-    rt = Runtime(cfg, log_level=logging.ERROR)
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            rt.run()
-        except BaseException as e:  # noqa: BLE001 - shown by the caller
-            errors.append(e)
-
-    t = threading.Thread(target=target, name="bench-gateway")
-    t.start()
-    try:
-        yield rt
-    finally:
-        rt.stop()
-        t.join(30)
-    if errors:
-        raise errors[0]
+def _gateway(cfg: GatewayConfig) -> Any:
+    return running_gateway(cfg, log_level=logging.ERROR)
 
 
 def _status(cfg: GatewayConfig) -> dict[str, Any] | None:

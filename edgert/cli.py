@@ -212,6 +212,7 @@ def _optional_commands() -> None:
         ("edgert.tail", "tail"),
         ("edgert.sim.cli", "sim"),
         ("edgert.bench", "bench"),
+        ("edgert.scaffold", "new_driver"),
     ):
         try:
             cmd = getattr(import_module(mod), attr)

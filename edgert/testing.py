@@ -57,11 +57,13 @@ def wait_for(
 
 
 @contextlib.contextmanager
-def running_gateway(config: GatewayConfig, stop_timeout: float = 30.0) -> Iterator[Runtime]:
+def running_gateway(
+    config: GatewayConfig, stop_timeout: float = 30.0, log_level: int | None = None
+) -> Iterator[Runtime]:
     """Run a gateway in a thread for the block; stop it and re-raise its error after."""
     from .runtime import Runtime
 
-    rt = Runtime(config)
+    rt = Runtime(config, log_level=log_level)
     errors: list[BaseException] = []
 
     def target() -> None:

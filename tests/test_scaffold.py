@@ -1,0 +1,54 @@
+"""`edgert new-driver`: the skeleton it writes is lint-clean and its own tests pass."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+EDGERT = [sys.executable, "-m", "edgert"]
+
+
+def test_new_driver_writes_a_package_whose_tests_pass(short_dir: Path) -> None:
+    r = subprocess.run(
+        [*EDGERT, "new-driver", "boiler_room", "--dir", str(short_dir)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    root = short_dir / "edgert-boiler_room"
+    assert (
+        'boiler_room = "edgert_boiler_room.driver:BoilerRoomDriver"'
+        in (root / "pyproject.toml").read_text()
+    )
+    ruff = Path(sys.executable).parent / "ruff"
+    lint = subprocess.run(
+        [ruff, "check", "--no-cache", "-q", "."],
+        cwd=root,
+        capture_output=True,
+    )
+    assert lint.returncode == 0, lint.stdout.decode()
+    env = dict(os.environ, PYTHONPATH=str(root))
+    t = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert t.returncode == 0, t.stdout + t.stderr
+    assert "2 passed" in t.stdout
+
+
+def test_new_driver_refuses_bad_names_and_existing_dirs(short_dir: Path) -> None:
+    bad = subprocess.run(
+        [*EDGERT, "new-driver", "Bad-Name", "--dir", str(short_dir)], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "lower case" in bad.stderr
+    (short_dir / "edgert-x").mkdir()
+    again = subprocess.run(
+        [*EDGERT, "new-driver", "x", "--dir", str(short_dir)], capture_output=True, text=True
+    )
+    assert again.returncode == 2 and "exists already" in again.stderr
