@@ -153,13 +153,14 @@ class Context:
         Publishing is flushed, acks read and heartbeats sent while waiting.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        polled = False  # look at the inputs at least once, even with timeout=0
         while True:
             msg = self._next_message()
             if msg is not None:
                 return msg
             wait = self._service()
             left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
+            if left is not None and left <= 0 and polled:
                 return None
             for t in (left, wait):
                 if t is not None:
@@ -167,6 +168,7 @@ class Context:
             ms = -1 if left is None else max(0, int(left * 1000 + 0.999))
             self._poll.poll(ms)
             self._drain_inputs()
+            polled = True
 
     async def areceive(self, timeout: float | None = None) -> Message:
         """`receive` for actors whose loop is asyncio: waits without blocking the loop."""

@@ -11,6 +11,8 @@ import pytest
 
 from edgert.config import GatewayConfig, loads
 
+pytest_plugins = ["edgert.sim.fixtures"]
+
 
 @pytest.fixture
 def short_dir() -> Iterator[Path]:

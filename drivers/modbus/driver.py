@@ -1,0 +1,50 @@
+"""The `modbus` driver: one bus (RTU serial, TCP, RTU over TCP), many devices.
+
+Each `[[driver.device]]` is a unit id with its own register map; its values
+become points with node = the device's name and type = the register's name,
+next to its status points `online`, `errors_timeout`, `errors_crc` and
+`errors_exception`. Commands to `writable` registers and coils are checked as
+a whole, encoded with the register's type, order, scale and offset, written
+(FC 5, 6, 15, 16), answered, and read back at once.
+
+The loop gets back to its inbox between any two requests, so a stop or a
+command waits for at most one exchange; the port is opened in `run` and
+released when `run` returns, whatever the reason.
+"""
+
+from __future__ import annotations
+
+from edgert import Actor, Command, Context, Stop
+
+from .config import ModbusConfig
+from .poller import Poller
+
+__all__ = ["ModbusDriver"]
+
+
+class ModbusDriver(Actor):
+    """Modbus RTU/TCP master: polls register maps, publishes points, writes commands."""
+
+    Config = ModbusConfig
+
+    @classmethod
+    def nodes(cls, name: str, config: ModbusConfig | None) -> list[str]:
+        """Its devices are the nodes it owns (commands to them come here)."""
+        if config is None:
+            return [name]
+        return [d.name for d in config.device]
+
+    def run(self, ctx: Context) -> None:
+        poller = Poller(ctx.config, ctx)
+        try:
+            while True:
+                msg = ctx.receive(timeout=ctx.until(poller.next_wake()))
+                match msg:
+                    case Stop():
+                        return
+                    case Command():
+                        ctx.reply(msg, poller.write(msg.points))
+                    case None:
+                        poller.step()
+        finally:
+            poller.close()

@@ -1,0 +1,291 @@
+"""Transports: one open connection to a bus, carrying request/answer exchanges.
+
+`open_transport(cfg)` opens the serial port (RTU, exclusively) or the TCP
+connection (Modbus TCP, or RTU frames over TCP to a serial server) and raises
+`PortError` when it cannot. `exchange(unit, request, timeout)` sends one
+request PDU and returns the parsed answer: the registers or bits read, or None
+for a write. `close()` releases the port; it is safe twice.
+
+RTU: before each request the 3.5-character silence is kept (a fixed 1.75 ms
+above 19200 baud), waiting only for the part not already elapsed since the
+last byte on the line. The answer is read to exactly its expected length, or
+to 5 bytes as soon as the function code carries the exception bit, and its CRC
+checked; after a timeout or a bad frame the line is read until silent, so a
+late answer never passes for the next one. TCP: the MBAP header's transaction
+id pairs answers with requests; a late answer to an earlier request is skipped.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+import struct
+import termios
+import time
+
+import serial
+
+from . import pdu
+from .config import ModbusConfig
+from .crc import crc_ok, with_crc
+from .errors import BadFrame, PortError, Timeout
+
+__all__ = ["Transport", "RtuTransport", "TcpTransport", "open_transport", "silence"]
+
+_IN = select.POLLIN | select.POLLERR | select.POLLHUP
+
+
+def silence(baudrate: int) -> float:
+    """The 3.5-character inter-frame silence (11 bits a character) in seconds."""
+    return 0.00175 if baudrate > 19200 else 3.5 * 11 / baudrate
+
+
+class _Stream:
+    """A byte stream on a file descriptor, read with deadlines."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._poll = select.poll()
+        self._poll.register(fd, _IN)
+
+    def _read(self, n: int) -> bytes:
+        raise NotImplementedError
+
+    def _write(self, data: bytes) -> int:
+        raise NotImplementedError
+
+    def send(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = self._write(view)
+            except BlockingIOError:
+                select.select([], [self.fd], [], 0.1)
+                continue
+            except OSError as e:
+                raise PortError(f"write failed: {e.strerror or e}") from None
+            view = view[n:]
+
+    def recv(self, n: int, deadline: float) -> bytes:
+        """Up to `n` bytes, at least one; Timeout at `deadline`."""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Timeout("no answer")
+            if not self._poll.poll(left * 1000.0):
+                continue
+            try:
+                data = self._read(n)
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                raise PortError(f"read failed: {e.strerror or e}") from None
+            if not data:
+                raise PortError("the port was closed at the other end (unplugged?)")
+            return data
+
+    def settle(self, quiet: float, limit: float) -> None:
+        """Read and drop bytes until none came for `quiet` seconds (or `limit` passed)."""
+        end = time.monotonic() + limit
+        while time.monotonic() < end:
+            if not self._poll.poll(quiet * 1000.0):
+                return
+            try:
+                if not self._read(4096):
+                    return
+            except BlockingIOError:
+                continue
+            except OSError:
+                return
+
+    def discard(self) -> None:
+        """Drop anything already received."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _SerialStream(_Stream):
+    def __init__(self, port: serial.Serial) -> None:
+        self.port = port
+        super().__init__(port.fileno())
+        termios.tcflush(self.fd, termios.TCIOFLUSH)
+
+    def _read(self, n: int) -> bytes:
+        return os.read(self.fd, n)
+
+    def _write(self, data: memoryview) -> int:  # type: ignore[override]
+        return os.write(self.fd, data)
+
+    def discard(self) -> None:
+        try:
+            termios.tcflush(self.fd, termios.TCIFLUSH)
+        except termios.error as e:
+            raise PortError(f"flush failed: {e}") from None
+
+    def close(self) -> None:
+        self.port.close()
+
+
+class _SocketStream(_Stream):
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        super().__init__(sock.fileno())
+
+    def _read(self, n: int) -> bytes:
+        return self.sock.recv(n)
+
+    def _write(self, data: memoryview) -> int:  # type: ignore[override]
+        return self.sock.send(data)
+
+    def discard(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(4096, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                raise PortError(f"read failed: {e.strerror or e}") from None
+            if not data:
+                raise PortError("connection closed by the server")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Transport:
+    """An open bus: `exchange` requests, then `close`."""
+
+    def __init__(self, stream: _Stream, where: str) -> None:
+        self.stream = stream
+        self.where = where
+        self._closed = False
+
+    def exchange(self, unit: int, request: bytes, timeout: float) -> list[int] | list[bool] | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.stream.close()
+
+
+class RtuTransport(Transport):
+    """RTU frames (unit, PDU, CRC) with the inter-frame silence, on serial or TCP."""
+
+    def __init__(self, stream: _Stream, where: str, gap: float, char_time: float) -> None:
+        super().__init__(stream, where)
+        self.gap = gap
+        self.char_time = char_time
+        self._free_at = time.monotonic() + gap
+
+    def exchange(self, unit: int, request: bytes, timeout: float) -> list[int] | list[bool] | None:
+        adu = with_crc(bytes((unit,)) + request)
+        need = pdu.response_length(request) + 3
+        wait = self._free_at - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        stream = self.stream
+        stream.discard()
+        stream.send(adu)
+        deadline = time.monotonic() + timeout + (len(adu) + need) * self.char_time
+        buf = b""
+        try:
+            while len(buf) < need:
+                buf += stream.recv(need - len(buf), deadline)
+                if len(buf) >= 2 and buf[1] & 0x80:
+                    need = 5
+        except Timeout:
+            stream.settle(max(self.gap, 0.002), timeout)
+            self._free_at = time.monotonic() + self.gap
+            got = f"{len(buf)} of {need} bytes" if buf else "no answer"
+            raise Timeout(f"unit {unit}: {got} within {timeout:g} s") from None
+        if not crc_ok(buf):
+            stream.settle(max(self.gap, 0.002), timeout)
+            self._free_at = time.monotonic() + self.gap
+            raise BadFrame(f"unit {unit}: CRC error in {buf.hex()}", crc=True)
+        self._free_at = time.monotonic() + self.gap
+        if buf[0] != unit:
+            raise BadFrame(f"answer from unit {buf[0]} to a request for unit {unit}")
+        return pdu.parse_response(request, buf[1:-2])
+
+
+class TcpTransport(Transport):
+    """Modbus TCP: MBAP header with transaction ids, no CRC."""
+
+    def __init__(self, stream: _Stream, where: str) -> None:
+        super().__init__(stream, where)
+        self._tid = 0
+
+    def _exact(self, n: int, deadline: float) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            buf += self.stream.recv(n - len(buf), deadline)
+        return buf
+
+    def exchange(self, unit: int, request: bytes, timeout: float) -> list[int] | list[bool] | None:
+        self._tid = tid = (self._tid + 1) & 0xFFFF
+        self.stream.send(struct.pack(">HHHB", tid, 0, len(request) + 1, unit) + request)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                head = self._exact(7, deadline)
+            except Timeout:
+                raise Timeout(f"unit {unit}: no answer within {timeout:g} s") from None
+            t, proto, length, u = struct.unpack(">HHHB", head)
+            if proto != 0 or not 3 <= length <= 254:
+                raise PortError(f"malformed MBAP header {head.hex()}: stream out of step")
+            try:
+                body = self._exact(length - 1, deadline)
+            except Timeout:  # half a frame: the stream is out of step
+                raise PortError(f"unit {unit}: answer cut short") from None
+            if t != tid:
+                continue  # a late answer to an earlier request
+            if u != unit:
+                raise BadFrame(f"answer from unit {u} to a request for unit {unit}")
+            return pdu.parse_response(request, body)
+
+
+def _open_serial(cfg: ModbusConfig) -> Transport:
+    try:
+        port = serial.Serial(
+            port=cfg.port,
+            baudrate=cfg.baudrate,
+            bytesize=8,
+            parity=cfg.parity,
+            stopbits=cfg.stopbits,
+            timeout=0,
+            exclusive=True,
+        )
+    except (serial.SerialException, OSError, ValueError) as e:
+        msg = str(e)
+        if "exclusively lock" in msg or getattr(e, "errno", None) == errno.EBUSY:
+            msg = f"{cfg.port} is busy (held by another process): {msg}"
+        raise PortError(msg) from None
+    try:
+        stream = _SerialStream(port)
+    except (OSError, termios.error) as e:
+        port.close()
+        raise PortError(f"{cfg.port}: {e}") from None
+    return RtuTransport(stream, str(cfg.port), silence(cfg.baudrate), 11 / cfg.baudrate)
+
+
+def _open_tcp(cfg: ModbusConfig) -> Transport:
+    where = f"{cfg.host}:{cfg.tcp_port}"
+    try:
+        sock = socket.create_connection((cfg.host, cfg.tcp_port), timeout=cfg.timeout)
+    except OSError as e:
+        raise PortError(f"cannot connect to {where}: {e.strerror or e}") from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setblocking(False)
+    stream = _SocketStream(sock)
+    if cfg.transport == "tcp":
+        return TcpTransport(stream, where)
+    return RtuTransport(stream, where, 0.0, 0.0)
+
+
+def open_transport(cfg: ModbusConfig) -> Transport:
+    """Open the bus `cfg` describes; raises PortError naming the port and the reason."""
+    return _open_serial(cfg) if cfg.transport == "rtu" else _open_tcp(cfg)
