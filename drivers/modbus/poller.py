@@ -53,7 +53,7 @@ class Poller:
         self._backoff = cfg.reopen_min
         self._healthy = False  # an exchange succeeded since the port was opened
         self._port_error = ""
-        self.stats = {"requests": 0, "errors": 0, "reopens": 0, "port_errors": 0}
+        self.stats = {"requests": 0, "errors": 0, "opens": 0, "open_failures": 0, "port_errors": 0}
         self._report_at = 0.0
 
     # -- the loop's two questions ---------------------------------------------------
@@ -192,12 +192,13 @@ class Poller:
             level = logging.WARNING if msg != self._port_error else logging.DEBUG
             self.log.log(level, "cannot open the bus: %s (next try in %.1f s)", msg, self._backoff)
             self._port_error = msg
+            self.stats["open_failures"] += 1
             self._schedule_reopen(now)
             return
         self.log.info("bus open: %s", self.transport.where)
         self._port_error = ""
         self._healthy = False
-        self.stats["reopens"] += 1
+        self.stats["opens"] += 1
 
     def _schedule_reopen(self, now: float) -> None:
         self.reopen_at = now + self._backoff * random.uniform(0.8, 1.2)
