@@ -16,7 +16,6 @@ import json
 import socket
 import subprocess
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,15 @@ import msgpack
 from .natsserver import find_nats_server
 from .testing import wait_for
 
-__all__ = ["NatsProcess", "Subscriber", "Message", "stream_messages", "decode", "free_port"]
+__all__ = [
+    "NatsProcess",
+    "Subscriber",
+    "Message",
+    "stream_messages",
+    "request",
+    "decode",
+    "free_port",
+]
 
 
 def free_port() -> int:
@@ -203,16 +210,24 @@ def stream_messages(url: str, stream: str, **connect: Any) -> list[Message]:
     return asyncio.run(read())
 
 
-def wait_until_stable(get: Any, quiet: float = 1.0, timeout: float = 20.0) -> Any:
-    """Poll `get()` until its value stops changing for `quiet` seconds; return it."""
-    deadline = time.monotonic() + timeout
-    last = get()
-    since = time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        v = get()
-        if v != last:
-            last, since = v, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            return v
-    raise TimeoutError(f"value kept changing for {timeout:g}s")
+def request(
+    url: str,
+    subject: str,
+    data: bytes,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+    **connect: Any,
+) -> Message:
+    """One NATS request/reply; the reply as a Message."""
+
+    async def ask() -> Message:
+        import nats
+
+        nc = await nats.connect(url, **connect)
+        try:
+            m = await nc.request(subject, data, timeout=timeout, headers=headers)
+            return Message(m.subject, dict(m.headers or {}), m.data)
+        finally:
+            await nc.close()
+
+    return asyncio.run(ask())

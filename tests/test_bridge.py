@@ -194,3 +194,35 @@ def test_spool_cap_drops_oldest_counts_and_reports_them(make_config, short_dir) 
             # taking it may arrive all the same); everything newer arrived
             assert 0 < len(missing) <= dropped
             assert max(missing) < got[0]
+
+
+@pytest.mark.parametrize(
+    ("server", "wrong", "right"),
+    [
+        ({"token": "s3cret"}, {"token": "guess"}, {"token": "s3cret"}),
+        (
+            {"user": "edge", "password": "pw"},
+            {"user": "edge", "password": "nope"},
+            {"user": "edge", "password": "pw"},
+        ),
+    ],
+    ids=["token", "user-password"],
+)
+def test_wrong_credentials_are_a_clear_error_and_a_retry_not_a_crash(
+    make_config, short_dir, server, wrong, right
+) -> None:
+    with NatsProcess(short_dir / "nats", **server) as srv:
+        cfg = make_config(FAST + nats_section(srv.url, **wrong) + counter())
+        with running_gateway(cfg):
+            b = wait_for(
+                lambda: (b := bridge(cfg))["stats"].get("nats_connect_attempts", 0) >= 3 and b,
+                15,
+                "several connection attempts",
+            )
+            assert "refused our credentials" in b["stats"]["nats"]
+            assert "Authorization Violation" in b["stats"]["nats"]
+            assert b["state"] == "running" and b["restarts"] == 0
+            assert b["buffered"] > 0  # the points wait in the spool
+        cfg = make_config(FAST + nats_section(srv.url, **right) + counter())
+        with Subscriber(srv.url, "edgert.gw.p.gen", **right) as sub, running_gateway(cfg):
+            wait_for(lambda: len(sub.points()) >= 50, 15, "points with the right credentials")

@@ -1,0 +1,132 @@
+"""Commands down: NATS request -> bridge -> the driver that owns the node -> reply.
+
+A command for a writable sim signal is applied and answered ok; anything wrong
+(an unknown node, a read-only signal, a malformed payload, a point for another
+node, a driver that is not running) gets a clear error reply, and the driver
+keeps running.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from edgert.natstest import NatsProcess, Subscriber, decode, request
+from edgert.testing import running_gateway, status, wait_for
+
+GATEWAY = """
+[supervisor]
+backoff_min = 0.1
+backoff_max = 0.5
+[nats]
+url = "{url}"
+
+[[driver]]
+name = "gen"
+type = "sim"
+[[driver.signal]]
+name = "setpoint"
+shape = "sine"
+rate = 5.0
+writable = true
+[[driver.signal]]
+name = "temp"
+shape = "sine"
+rate = 5.0
+
+[[driver]]
+name = "dead"
+type = "edgert.testing:FaultActor"
+restart = "temporary"
+mode = "crash"
+after = 0.0
+"""
+
+MSGPACK = {"Content-Type": "application/msgpack"}
+
+
+@pytest.fixture
+def gateway(make_config, short_dir: Path) -> Iterator[tuple[NatsProcess, object]]:
+    with NatsProcess(short_dir / "nats") as srv:
+        cfg = make_config(GATEWAY.format(url=srv.url))
+        with running_gateway(cfg):
+            wait_for(
+                lambda: (
+                    (a := status(cfg)["by_name"])["gen"]["state"] == "running"
+                    and a["dead"]["state"] == "failed"
+                    and a["bridge"]["stats"].get("nats") == "connected"
+                ),
+                15,
+                "gen running, dead failed, bridge on NATS",
+            )
+            yield srv, cfg
+
+
+def point(node: str, type_: str, value: object) -> dict:
+    return {"node": node, "type": type_, "key": "0", "value": value, "time": 0, "origin": "test"}
+
+
+def command(srv: NatsProcess, node: str, data: bytes, headers: dict | None = None) -> dict:
+    return decode(request(srv.url, f"edgert.gw.cmd.{node}", data, headers or MSGPACK))
+
+
+def test_command_to_a_writable_point_is_applied_and_answered_ok(gateway) -> None:
+    srv, cfg = gateway
+    with Subscriber(srv.url, "edgert.gw.p.gen") as sub:
+        body = msgpack.packb([point("gen", "setpoint", 42.5)])
+        assert command(srv, "gen", body) == {"ok": True}
+        written = wait_for(
+            lambda: [p for p in sub.points("gen") if p["origin"] == "test"], 10, "the written point"
+        )
+        assert written[0]["type"] == "setpoint" and written[0]["value"] == 42.5
+        # JSON in, JSON out
+        body = json.dumps([point("gen", "setpoint", 7)]).encode()
+        reply = request(srv.url, "edgert.gw.cmd.gen", body, {"Content-Type": "application/json"})
+        assert reply.headers["Content-Type"] == "application/json"
+        assert json.loads(reply.data) == {"ok": True}
+
+
+@pytest.mark.parametrize(
+    ("node", "data", "error"),
+    [
+        ("nowhere", msgpack.packb([point("nowhere", "x", 1)]), "unknown node 'nowhere'"),
+        ("gen", msgpack.packb([point("gen", "temp", 1.0)]), "not writable"),
+        ("gen", msgpack.packb([point("gen", "setpoint", "high")]), "takes a number"),
+        ("gen", b"\xc1\x00garbage", "malformed command payload"),
+        ("gen", msgpack.packb({"not": "a list"}), "malformed command payload"),
+        ("gen", msgpack.packb([{"node": "gen"}]), "malformed command payload"),
+        ("gen", msgpack.packb([]), "holds no points"),
+        ("gen", msgpack.packb([point("other", "setpoint", 1)]), "subject names node 'gen'"),
+        (
+            "dead",
+            msgpack.packb([point("dead", "count", 1)]),
+            "driver 'dead' of node 'dead' is not running",
+        ),
+    ],
+    ids=[
+        "unknown-node",
+        "read-only",
+        "bad-value",
+        "garbage",
+        "not-a-list",
+        "bad-point",
+        "empty",
+        "wrong-node",
+        "driver-down",
+    ],
+)
+def test_a_bad_command_gets_a_clear_error_and_the_driver_keeps_running(
+    gateway, node: str, data: bytes, error: str
+) -> None:
+    srv, cfg = gateway
+    reply = command(srv, node, data)
+    assert reply["ok"] is False
+    assert error in reply["error"]
+    gen = status(cfg)["by_name"]["gen"]
+    assert gen["state"] == "running" and gen["restarts"] == 0
+    # and the driver still answers
+    assert command(srv, "gen", msgpack.packb([point("gen", "setpoint", 1.0)])) == {"ok": True}
