@@ -14,6 +14,9 @@ released when `run` returns, whatever the reason.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+
 from edgert import Actor, Command, Context, Stop
 
 from .config import ModbusConfig
@@ -35,6 +38,7 @@ class ModbusDriver(Actor):
         return [d.name for d in config.device]
 
     def run(self, ctx: Context) -> None:
+        _tight_timers()
         poller = Poller(ctx.config, ctx)
         try:
             while True:
@@ -48,3 +52,13 @@ class ModbusDriver(Actor):
                         poller.step()
         finally:
             poller.close()
+
+
+PR_SET_TIMERSLACK = 29
+
+
+def _tight_timers() -> None:
+    """Let this thread's sleeps end within microseconds of their time (Linux timer slack
+    is 50 us by default): the inter-frame silence is 1.75 ms, so that would add 3 %."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)
