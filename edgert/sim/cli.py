@@ -32,7 +32,7 @@ def modbus(config: str, link: str | None) -> None:
 
     \b
     Example:
-      edgert sim modbus --config configs/sim-energy-meter.toml
+      edgert sim modbus --config SIM.toml
       # prints e.g. /dev/pts/4: use it as `port` of a [[driver]] with type = "modbus"
     """
     from .modbus import ModbusSim, SimConfig
