@@ -17,10 +17,11 @@ import click
 
 __all__ = ["bench", "SUITES", "rows"]
 
+# suite -> (module, function returning the figures, function formatting them or "")
 SUITES = {
-    "core": "edgert.bench_core",
-    "points": "edgert.bench_points",
-    "modbus": "edgert.bench_modbus",
+    "core": ("edgert.bench_core", "run_all", ""),
+    "points": ("edgert.bench_points", "run_all", ""),
+    "modbus": ("edgert.bench_modbus", "bench_modbus", "format_table"),
 }
 
 
@@ -71,11 +72,26 @@ _PAIRS: dict[str, dict[str, tuple[str, str, str, str]]] = {
 
 
 def _run_suite(name: str) -> dict[str, Any]:
+    module, func, _ = SUITES[name]
     try:
-        mod = import_module(SUITES[name])
+        mod = import_module(module)
     except ImportError as e:
         return {"error": f"suite {name!r} is not available: {e}"}
-    return mod.run_all()
+    return getattr(mod, func)()
+
+
+def _format(name: str, res: dict[str, Any]) -> str:
+    module, _, formatter = SUITES[name]
+    if formatter:
+        return getattr(import_module(module), formatter)(res)
+    table = rows(name, res)
+    if not table:
+        return json.dumps(res, indent=2, sort_keys=True)
+    w = [max(len(r[i]) for r in table) for i in range(4)]
+    lines = [f"{'metric':<{w[0]}}  {'edgert':>{w[1]}}  {'baseline':<{w[2]}}  ratio".rstrip()]
+    for r in table:
+        lines.append(f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:<{w[2]}}  {r[3]}".rstrip())
+    return "\n".join(lines)
 
 
 @click.command()
@@ -112,13 +128,5 @@ def bench(as_json: bool, only: tuple[str, ...]) -> None:
         if "error" in res:
             click.echo(f"  {res['error']}")
             continue
-        table = rows(name, res)
-        if not table:
-            click.echo(json.dumps(res, indent=2, sort_keys=True))
-            continue
-        w = [max(len(r[i]) for r in table) for i in range(4)]
-        click.echo(
-            f"  {'metric':<{w[0]}}  {'edgert':>{w[1]}}  {'baseline':<{w[2]}}  ratio".rstrip()
-        )
-        for r in table:
-            click.echo(f"  {r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:<{w[2]}}  {r[3]}".rstrip())
+        for line in _format(name, res).splitlines():
+            click.echo(f"  {line}")

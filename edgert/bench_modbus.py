@@ -243,17 +243,17 @@ def bench_modbus(seconds: float = 3.0, memory: bool = True) -> dict[str, Any]:
 
 def format_table(res: dict[str, Any]) -> str:
     """The figures of `bench_modbus` as a small text table."""
-    lines = [f"{'client':18} {'req/s':>8} {'ms/req':>8} {'overhead ms':>12} {'USS MB':>8}"]
+    lines = [f"{'client':24} {'req/s':>8} {'ms/req':>8} {'overhead ms':>12} {'USS MB':>8}"]
     for r in res["clients"]:
         uss = r.get("process_uss_mb", "")
         uss = f"{uss:.1f}" if isinstance(uss, float) else str(uss)
         lines.append(
-            f"{r['client']:18} {r['req_per_s']:8.0f} {r['ms_per_request']:8.3f} "
+            f"{r['client']:24} {r['req_per_s']:8.0f} {r['ms_per_request']:8.3f} "
             f"{r['overhead_ms']:12.3f} {uss:>8}"
         )
     for r in res.get("at_19200", []):
         lines.append(
-            f"{r['client'] + ' @19200':18} {r['req_per_s']:8.0f} {r['ms_per_request']:8.3f} "
+            f"{r['client'] + ' @19200':24} {r['req_per_s']:8.0f} {r['ms_per_request']:8.3f} "
             f"{r['overhead_ms']:12.3f}"
         )
     if "python_uss_mb" in res:
