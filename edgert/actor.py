@@ -5,7 +5,9 @@ tear-down, and returns when stopped (or raises on a critical error). `stop(err)`
 returns at once and only signals `run`; it is harmless before `run`, twice, or
 after `run` returned. Inside `run` one loop owns all state and waits on one
 inbox, `ctx.receive(timeout)`, which returns `Stop`, a `Command`, a `Status`
-(for actors that asked for one) or `None` when the timeout passed.
+(for actors that asked for one), `Readable(fd)` for a file descriptor the actor
+asked to be woken by with `ctx.watch(fd)` (a device's event fd, say), or `None`
+when the timeout passed.
 
 The `Context` is the actor's only link to the runtime: its config, a logger,
 `publish(points)` (buffered in an outbox, acknowledged, resent; never blocks),
@@ -19,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -29,7 +33,7 @@ import zmq
 from .bus import Command, Outbox
 from .point import Point
 
-__all__ = ["Actor", "Context", "Stop", "Command", "Status", "Message"]
+__all__ = ["Actor", "Context", "Stop", "Command", "Status", "Readable", "Message"]
 
 
 @dataclass(slots=True)
@@ -46,7 +50,18 @@ class Status:
     snapshot: dict[str, Any] = field(default_factory=dict)
 
 
-Message = Stop | Command | Status | None
+@dataclass(slots=True)
+class Readable:
+    """A file descriptor the actor watches (`Context.watch`) has data to read.
+
+    Level-triggered: it comes again from the next `receive` until the actor has
+    read what waits on `fd`.
+    """
+
+    fd: int
+
+
+Message = Stop | Command | Status | Readable | None
 
 
 class Actor:
@@ -113,6 +128,7 @@ class Context:
         self._next_hb = 0.0
         self._extra: dict[str, Any] = {}
         self._parent_gone = False
+        self._watched: set[int] = set()
         self._poll = zmq.Poller()  # handles the edge-triggered FD of zmq sockets correctly
         self._poll.register(self._wake_r, zmq.POLLIN)
         if link is not None:
@@ -124,6 +140,7 @@ class Context:
     # -- lifecycle ---------------------------------------------------------------
     def close(self) -> None:
         self.actor._ctx = None
+        self._watched.clear()
         os.close(self._wake_r)
         os.close(self._wake_w)
 
@@ -146,11 +163,30 @@ class Context:
         return max(0.0, deadline - time.monotonic())
 
     # -- the inbox ---------------------------------------------------------------
+    def watch(self, fd: int) -> None:
+        """Make `receive` also return `Readable(fd)` while `fd` has data to read.
+
+        For an actor whose device signals through a file descriptor (an event fd,
+        a socket), so its one loop waits on the device and the inbox together.
+        The actor owns `fd`: call `unwatch(fd)` before closing it.
+        """
+        if fd not in self._watched:
+            self._poll.register(fd, zmq.POLLIN)
+            self._watched.add(fd)
+
+    def unwatch(self, fd: int) -> None:
+        """Stop watching `fd` (harmless when it is not watched)."""
+        if fd in self._watched:
+            self._watched.discard(fd)
+            self._poll.unregister(fd)
+            self._queue = deque(m for m in self._queue if m != Readable(fd))
+
     def receive(self, timeout: float | None = None) -> Message:
         """Wait up to `timeout` seconds (None: forever) for the next message.
 
-        Returns Stop, a Command, a Status, or None when the timeout passed.
-        Publishing is flushed, acks read and heartbeats sent while waiting.
+        Returns Stop, a Command, a Status, Readable(fd) for a watched fd with
+        data, or None when the timeout passed. Publishing is flushed, acks read
+        and heartbeats sent while waiting.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         polled = False  # look at the inputs at least once, even with timeout=0
@@ -166,8 +202,10 @@ class Context:
                 if t is not None:
                     left = t if left is None else min(left, t)
             ms = -1 if left is None else max(0, int(left * 1000 + 0.999))
-            self._poll.poll(ms)
+            ready = self._poll.poll(ms)
             self._drain_inputs()
+            if self._watched:
+                self._queue_readable(fd for fd, _ in ready if fd in self._watched)
             polled = True
 
     async def areceive(self, timeout: float | None = None) -> Message:
@@ -195,6 +233,8 @@ class Context:
             ready = loop.create_future()
             for fd in fds:
                 loop.add_reader(fd, _settle, ready)
+            for fd in self._watched:
+                loop.add_reader(fd, _settle, ready)
             try:
                 await asyncio.wait_for(ready, left)
             except TimeoutError:
@@ -202,7 +242,17 @@ class Context:
             finally:
                 for fd in fds:
                     loop.remove_reader(fd)
+                for fd in self._watched:
+                    loop.remove_reader(fd)
             self._drain_inputs()
+            if self._watched:
+                self._queue_readable(_readable_now(self._watched))
+
+    def _queue_readable(self, fds: Iterable[int]) -> None:
+        for fd in fds:
+            msg = Readable(fd)
+            if msg not in self._queue:
+                self._queue.append(msg)
 
     def _next_message(self) -> Message:
         if self._queue:
@@ -287,6 +337,13 @@ class Context:
         except OSError:
             self._parent_gone = True
             self.actor.stop()
+
+
+def _readable_now(fds: Iterable[int]) -> list[int]:
+    p = select.poll()
+    for fd in fds:
+        p.register(fd, select.POLLIN)
+    return [fd for fd, _ in p.poll(0)]
 
 
 def _settle(fut: asyncio.Future) -> None:
