@@ -1,8 +1,9 @@
 """The `gpio` driver's config: every mistake is refused with its key named.
 
 Also: the example config checks, and the translation of line settings into
-libgpiod's `LineSettings` (built with the real `gpiod` package, which this
-environment installs with the `test` extra, and as plain names without it).
+libgpiod's `LineSettings` (built with the real `gpiod` package, which the `test`
+extra installs, and as plain names without it), and of a libgpiod request's
+events and values (a stand-in request object: no GPIO hardware here).
 """
 
 from __future__ import annotations
@@ -148,3 +149,56 @@ def test_a_missing_real_chip_is_an_oserror_the_driver_retries() -> None:
 )
 def test_command_values_are_booleans_or_0_1(value, level) -> None:
     assert as_bool(value) is level
+
+
+class _FakeGpiodRequest:
+    """What KernelRequest uses of a gpiod.LineRequest, recording the calls."""
+
+    def __init__(self, events: list) -> None:
+        self.fd = 42
+        self.events = events
+        self.written: list[dict] = []
+        self.released = 0
+
+    def wait_edge_events(self, timeout: float) -> bool:
+        assert timeout == 0  # never blocks
+        return bool(self.events)
+
+    def read_edge_events(self) -> list:
+        out, self.events = self.events, []
+        return out
+
+    def get_values(self, offsets: list[int]) -> list:
+        from gpiod.line import Value
+
+        return [Value.ACTIVE if o % 2 else Value.INACTIVE for o in offsets]
+
+    def set_values(self, values: dict) -> None:
+        self.written.append(values)
+
+    def release(self) -> None:
+        self.released += 1
+
+
+def test_kernel_request_translates_events_and_values() -> None:
+    import time
+
+    import gpiod
+    from gpiod.line import Value
+
+    from drivers.gpio.kernel import KernelRequest
+
+    rising = gpiod.EdgeEvent(gpiod.EdgeEvent.Type.RISING_EDGE.value, time.monotonic_ns(), 17, 1, 1)
+    falling = gpiod.EdgeEvent(gpiod.EdgeEvent.Type.FALLING_EDGE.value, time.monotonic_ns(), 4, 2, 1)
+    fake = _FakeGpiodRequest([rising, falling])
+    with KernelRequest(fake, gpiod) as r:
+        assert r.fileno() == 42 and r.deadline() is None
+        events = r.read_events()
+        assert [(e.offset, e.value) for e in events] == [(17, True), (4, False)]
+        assert abs(events[0].time_ns - time.time_ns()) < 1_000_000_000  # monotonic -> epoch
+        assert r.read_events() == []
+        assert r.get([3, 4]) == {3: True, 4: False}
+        r.set({5: True, 6: False})
+        assert fake.written == [{5: Value.ACTIVE, 6: Value.INACTIVE}]
+        r.close()
+    assert fake.released == 1

@@ -41,7 +41,7 @@ def gpio(ctx: click.Context, chip: str) -> None:
       edgert run configs/gpio-example.toml &     # chip = "sim:board"
       edgert sim gpio board set 17=1             # the driver publishes door = true
       edgert sim gpio board get                  # levels, and the lines the driver holds
-      edgert sim gpio board get 5                # one line's level: 0 or 1
+      edgert sim gpio board get 22               # the relay's level: 0 or 1
     """
     ctx.obj = SimChip.named(chip)
 
@@ -62,7 +62,7 @@ def create(ctx: click.Context, lines: int) -> None:
 @click.argument("levels", nargs=-1, required=True, metavar="OFFSET=LEVEL...")
 @click.pass_context
 def set_(ctx: click.Context, levels: tuple[str, ...]) -> None:
-    """Set input levels, e.g. `17=1 18=0` (LEVEL: 1/0, high/low, true/false).
+    """Set input levels, as in 17=1 18=0 (LEVEL: 1/0, high/low, true/false).
 
     All of them change at once, as one event for each line that changed; a line
     that a driver holds as an output is refused (its level is the driver's).
