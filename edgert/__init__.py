@@ -1,12 +1,27 @@
 """edgert: a multiprocessing actor runtime for edge gateways.
 
-The public API lives here: `Actor`, `Context`, `Stop`, `Command`, `Status`,
-`Point`, `Group`, `Runtime`, `ConfigError`.
+The public API lives here: `Actor`, `Context` and the messages its `receive`
+returns (`Stop`, `Command`, `Status`, `Readable`), `Point`, `Group`, `Runtime`,
+`ConfigError`.
 """
 
-from .actor import Actor, Command, Context, Message, Status, Stop
+from .actor import Actor, Command, Context, Message, Readable, Status, Stop
 from .config import ConfigError
+from .group import Group
 from .point import Point
+from .runtime import Runtime
 
-__all__ = ["Actor", "Command", "Context", "Message", "Status", "Stop", "Point", "ConfigError"]
+__all__ = [
+    "Actor",
+    "Command",
+    "Context",
+    "Message",
+    "Readable",
+    "Status",
+    "Stop",
+    "Point",
+    "Group",
+    "Runtime",
+    "ConfigError",
+]
 __version__ = "0.1.0"

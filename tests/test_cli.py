@@ -227,6 +227,7 @@ def test_check_accepts_a_good_config(short_dir: Path) -> None:
 
 
 def test_help_has_examples() -> None:
-    for cmd in ("run", "check", "status", "drivers"):
-        r = edgert(cmd, "--help")
+    commands = ("run", "check", "status", "reload", "drivers", "tail", "bench", "new-driver")
+    for cmd in (*commands, "sim modbus", "sim gpio"):
+        r = edgert(*cmd.split(), "--help")
         assert r.returncode == 0 and "Example" in r.stdout, cmd

@@ -1,6 +1,7 @@
 """`edgert sim ...`: simulated hardware from the command line.
 
-`edgert sim modbus --config SIM.toml` serves the devices SIM.toml describes
+`edgert sim gpio CHIP ...` creates and drives a simulated GPIO chip (see
+`drivers.gpio.simcli`). `edgert sim modbus --config SIM.toml` serves the devices SIM.toml describes
 (see `edgert.sim.modbus`) on a pseudo-terminal, or TCP, and prints the address
 to use as the driver's `port` (or `host`/`tcp_port`) as its first line of
 output, then serves until SIGINT or SIGTERM.
@@ -21,7 +22,16 @@ __all__ = ["sim"]
 
 @click.group()
 def sim() -> None:
-    """Simulated hardware for tests and demos."""
+    """Simulated hardware for tests and demos: Modbus devices, GPIO chips."""
+
+
+def _attach_gpio() -> None:
+    from drivers.gpio.simcli import gpio
+
+    sim.add_command(gpio)
+
+
+_attach_gpio()
 
 
 @sim.command()
