@@ -59,6 +59,10 @@ log = logging.getLogger("edgert.bridge")
 
 CONTENT_TYPES = {"msgpack": "application/msgpack", "json": "application/json"}
 MAX_BURST = 2000  # frames per spool transaction at most
+MERGE_MAX_POINTS = 5000  # a spool batch (one NATS message) joins at most this many points
+MERGE_MAX_BYTES = 256 * 1024  # ... and this many bytes
+BIG_BURST = 256 * 1024  # bytes of frames that are worth a commit at once (no waiting)
+MAX_BURST_BYTES = 1024 * 1024  # and at most this much per transaction (keeps the loop lively)
 LOG_FIRST_BAD = 10  # malformed frames logged one by one, then every 1000th
 
 
@@ -188,7 +192,7 @@ class _Run:
                 self.router = stack.enter_context(self._socket(zctx, zmq.ROUTER))
                 self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
                 self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
-                self.router.setsockopt(zmq.RCVHWM, 10_000)
+                self.router.setsockopt(zmq.RCVHWM, 1000)
                 self.router.bind(bus_endpoint(cfg.runtime_dir))
                 self.tail = stack.enter_context(self._socket(zctx, zmq.PUB))
                 self.tail.setsockopt(zmq.SNDHWM, 10_000)
@@ -257,18 +261,23 @@ class _Run:
             _drain(router, frames)
             if frames:  # group commit: gather frames until the commit interval has passed
                 due = self.last_commit + self.cfg.commit_interval
-                while len(frames) < MAX_BURST and (left := due - time.monotonic()) > 0:
+                while (
+                    len(frames) < MAX_BURST
+                    and sum(len(f[-1]) for f in frames) < BIG_BURST
+                    and (left := due - time.monotonic()) > 0
+                ):
                     await _readable(loop, router, fd, left, self.poke)
                     _drain(router, frames)
             if frames or self.done:
                 self._burst(frames)
+            await asyncio.sleep(0)  # a busy bus must not starve the other tasks
 
     def _burst(self, frames: list[list[bytes]]) -> None:
         """Decode, spool in one transaction, then ack and tail."""
         spool = self.spool
         seqs: dict[str, int] = {}
         acks: dict[tuple[bytes, str], int] = {}
-        batches: list[Batch] = []
+        merger = _Merger()
         for parts in frames:
             if len(parts) != 2:
                 self._bad(f"a message of {len(parts)} parts (expected one frame)")
@@ -287,7 +296,8 @@ class _Run:
                     last = spool.last_seq(epoch) if spool is not None else self.seqs.get(epoch, 0)
                 if accepts(last, seq, first):
                     seqs[epoch] = last = seq
-                    batches.extend(_node_batches(epoch, seq, points, data))
+                    for node, n, packed in _by_node(points, data):
+                        merger.add(epoch, seq, node, n, packed)
                     self.stats["points_in"] += len(points)
                 elif seq <= last:
                     self.stats["duplicates"] += 1
@@ -301,6 +311,7 @@ class _Run:
                     fut.set_result((ok, error))
             else:
                 self._bad(f"frame kind {kind!r} is not sent by actors")
+        batches = merger.batches()
         if spool is not None:
             spool.commit(batches, seqs, self.done)
             self.done = []
@@ -433,7 +444,8 @@ class _Run:
                 cursor = row.id
             if js is None:
                 if in_flight:
-                    await nc.flush(timeout=cfg.ack_timeout)
+                    # shielded: a flush cancelled by stop leaves nats-py a pong it cannot settle
+                    await asyncio.shield(nc.flush(timeout=cfg.ack_timeout))
                     while in_flight:
                         self._published(in_flight.popleft()[0])
                 elif not rows:
@@ -647,30 +659,87 @@ def _settle(fut: asyncio.Future) -> None:
 
 
 def _drain(sock: zmq.Socket, into: list[list[bytes]]) -> None:
-    while len(into) < MAX_BURST:
+    size = sum(len(f[-1]) for f in into)
+    while len(into) < MAX_BURST and size < MAX_BURST_BYTES:
         try:
             into.append(sock.recv_multipart(zmq.NOBLOCK))
         except zmq.Again:
             return
+        size += len(into[-1][-1])
 
 
-def _node_batches(epoch: str, seq: int, points: list[Point], frame: bytes) -> list[Batch]:
-    """One spool batch per node of a bus batch; the message id is stable across resends."""
+def _by_node(points: list[Point], frame: bytes) -> list[tuple[str, int, bytes]]:
+    """(node, points, packed maps) for each node of a bus batch."""
     nodes: dict[str, list[Point]] = {}
     for p in points:
         nodes.setdefault(p.node, []).append(p)
     if len(nodes) == 1:
-        node = points[0].node
-        return [Batch(node, f"{epoch}:{seq}:{node}", len(points), _maps_part(frame))]
+        return [(points[0].node, len(points), _maps_part(frame))]
     return [
-        Batch(
-            node,
-            f"{epoch}:{seq}:{node}",
-            len(pts),
-            msgpack.packb([p.to_map() for p in pts], use_bin_type=True),
-        )
+        (node, len(pts), msgpack.packb([p.to_map() for p in pts], use_bin_type=True))
         for node, pts in nodes.items()
     ]
+
+
+class _Merger:
+    """Joins the consecutive batches of one sender and node within a receive burst
+    into one spool batch (one NATS message): fewer rows, pages and messages when
+    drivers send many small batches. The message id names the seq range, so it is
+    the same if the batches are ever sent again.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[str, str], list[Any]] = {}  # -> [first, last, n, parts, size]
+        self._done: list[Batch] = []
+        self._order: list[tuple[str, str]] = []
+
+    def add(self, epoch: str, seq: int, node: str, n: int, packed: bytes) -> None:
+        key = (epoch, node)
+        body = _array_body(packed)
+        g = self._open.get(key)
+        if g is not None and g[2] + n <= MERGE_MAX_POINTS and g[4] + len(body) <= MERGE_MAX_BYTES:
+            g[1], g[2], g[4] = seq, g[2] + n, g[4] + len(body)
+            g[3].append(body)
+            return
+        if g is not None:
+            self._close(key)
+        self._open[key] = [seq, seq, n, [body], len(body)]
+        self._order.append(key)
+
+    def _close(self, key: tuple[str, str]) -> None:
+        first, last, n, parts, _ = self._open.pop(key)
+        epoch, node = key
+        span = str(first) if first == last else f"{first}-{last}"
+        data = _array_header(n) + b"".join(parts)
+        self._done.append(Batch(node, f"{epoch}:{span}:{node}", n, data))
+
+    def batches(self) -> list[Batch]:
+        for key in self._order:
+            if key in self._open:
+                self._close(key)
+        self._order = []
+        out, self._done = self._done, []
+        return out
+
+
+def _array_body(packed: bytes) -> bytes:
+    """The elements of a packed msgpack array, without its header."""
+    b0 = packed[0]
+    if 0x90 <= b0 <= 0x9F:
+        return packed[1:]
+    if b0 == 0xDC:
+        return packed[3:]
+    if b0 == 0xDD:
+        return packed[5:]
+    raise ValueError("not a msgpack array")
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 0x10000:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
 
 
 def _maps_part(frame: bytes) -> bytes:

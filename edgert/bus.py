@@ -145,14 +145,18 @@ class Outbox:
         max_points: int = 100_000,
         resend_after: float = 2.0,
         max_batch: int = 1000,
+        window: int = 20_000,
     ) -> None:
         self.sock = sock
         self.epoch = epoch
         self.max_points = max_points
         self.resend_after = resend_after
         self.max_batch = max_batch
+        self.window = window  # points sent and not yet acknowledged, at most (flow control)
         self._pending: list[dict[str, Any]] = []
         self._unacked: deque[tuple[int, bytes, int]] = deque()
+        self._flight: deque[tuple[int, int]] = deque()  # (seq, points) sent, not yet acked
+        self._flight_points = 0  # including batches trimmed since they were sent
         self._seq = 0
         self._sent_upto = 0
         self._acked = 0
@@ -195,14 +199,18 @@ class Outbox:
         return _P_HEADER + _PACK("P") + _PACK(self.epoch) + _PACK(seq) + _PACK(first) + packed
 
     def _pump(self) -> None:
-        for seq, packed, _ in self._unacked:
+        for seq, packed, n in self._unacked:
             if seq <= self._sent_upto:
                 continue
+            if self._flight_points >= self.window:
+                return  # more would only queue in the pipe and time out into resends
             try:
                 self.sock.send(self._frame(seq, packed), zmq.NOBLOCK)
             except zmq.Again:
                 return
             self._sent_upto = seq
+            self._flight.append((seq, n))
+            self._flight_points += n
 
     def tick(self, now: float | None = None) -> None:
         """Resend from the oldest unacknowledged batch when acks stopped coming."""
@@ -210,6 +218,8 @@ class Outbox:
         if self._unacked and now - self._last_progress >= self.resend_after:
             self._sent_upto = self._acked
             self._last_progress = now
+            self._flight.clear()  # what was in flight is taken as lost
+            self._flight_points = 0
         self._pump()
 
     def next_deadline(self) -> float | None:
@@ -246,6 +256,8 @@ class Outbox:
         if epoch != self.epoch:
             return
         progressed = False
+        while self._flight and self._flight[0][0] <= seq:
+            self._flight_points -= self._flight.popleft()[1]
         while self._unacked and self._unacked[0][0] <= seq:
             _, _, n = self._unacked.popleft()
             self.buffered -= n

@@ -102,8 +102,8 @@ class Spool:
             db.execute("PRAGMA page_size=1024")  # small pages: small commits write little
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA wal_autocheckpoint=1000")  # pages (about 4 MB of WAL)
-            db.execute("PRAGMA journal_size_limit=4194304")  # truncate the WAL back after
+            db.execute("PRAGMA wal_autocheckpoint=8192")  # pages: 8 MB of WAL between checkpoints
+            db.execute("PRAGMA journal_size_limit=8388608")  # and the WAL is cut back to that
             db.executescript(_SCHEMA)
             self._seqs = {e: s for e, s in db.execute("SELECT epoch, seq FROM sender")}
             n, pts, size = db.execute(

@@ -1,0 +1,402 @@
+"""Benchmarks of the point path, each beside a baseline measured in the same run.
+
+- throughput: a `sim` counter driver publishing as fast as it can, through the
+  bus, the spool and the bridge, to a nats-py subscriber in another process
+  (points/s counted there), beside raw pyzmq PUSH/PULL between two processes
+  of the same msgpack batches (built the same way, from `Point`s), and of
+  pre-packed batches (transport alone);
+- latency: `ctx.publish()` to the subscriber's receipt at 1,000 points/s
+  (p50/p99 of `receipt - point.time`), beside one point per millisecond
+  through raw ZeroMQ PUSH/PULL and then NATS with no spool in between;
+- spool: bytes written to disk per 1,000 points by the spool alone
+  (`spool.write_cost`) and by the bridge process during the runs above
+  (`/proc/<pid>/io`).
+
+A nats-server is started for the run on a free port. Every function returns a
+plain dict; `edgert bench` prints them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+
+from .config import GatewayConfig, loads
+from .natstest import NatsProcess
+from .point import Point
+from .spool import write_cost
+from .testing import running_gateway, status, wait_for
+
+__all__ = ["throughput", "latency", "spool_cost", "run_all"]
+
+BATCH = 1000  # points per bus frame, as the Outbox seals them
+
+
+# --- the subscriber process ------------------------------------------------------
+
+
+def _subscriber(
+    url: str, subject: str, warmup: float, seconds: float, mode: str, conn: Any
+) -> None:
+    """Counts points (mode "count") or their latencies (mode "latency"); sends the result."""
+
+    async def main() -> dict[str, Any]:
+        import nats
+
+        nc = await nats.connect(url)
+        sub = await nc.subscribe(subject, pending_msgs_limit=1_000_000, pending_bytes_limit=-1)
+        await nc.flush()
+        conn.send("ready")
+        first = None
+        counted = 0
+        lat: list[int] = []
+        start = end = 0.0
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=30)
+            except nats.errors.TimeoutError:
+                break
+            now = time.monotonic()
+            if first is None:
+                first = now
+                start, end = first + warmup, first + warmup + seconds
+            if now >= end:
+                break
+            if now < start:
+                continue
+            if mode == "count":
+                u = msgpack.Unpacker()
+                u.feed(msg.data)
+                counted += u.read_array_header()
+            else:
+                t = time.time_ns()
+                for p in msgpack.unpackb(msg.data, raw=False):
+                    lat.append(t - p["time"])
+        await nc.close()
+        return {"points": counted, "seconds": seconds, "latencies_ns": lat}
+
+    conn.send(asyncio.run(main()))
+    conn.close()
+
+
+@contextmanager
+def _subscribed(url: str, subject: str, warmup: float, seconds: float, mode: str) -> Iterator[Any]:
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_subscriber, args=(url, subject, warmup, seconds, mode, child))
+    proc.start()
+    child.close()
+    try:
+        if not parent.poll(30) or parent.recv() != "ready":
+            raise RuntimeError("the benchmark's subscriber did not start")
+        yield parent
+    finally:
+        proc.join(60)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        parent.close()
+
+
+def _result(conn: Any, timeout: float) -> dict[str, Any]:
+    if not conn.poll(timeout):
+        raise RuntimeError("the benchmark's subscriber gave no result")
+    return conn.recv()
+
+
+# --- gateways under test ---------------------------------------------------------
+
+
+def _gateway(d: str, url: str, rate: float, jetstream: bool) -> GatewayConfig:
+    text = (
+        f'[gateway]\nid = "bench"\nruntime_dir = "{d}/run"\ndata_dir = "{d}/data"\n'
+        f'[nats]\nurl = "{url}"\njetstream = {str(jetstream).lower()}\n'
+        f"spool_max_bytes = {1 << 30}\n"
+        f'[[driver]]\nname = "gen"\ntype = "sim"\n'
+        f'[[driver.signal]]\nname = "n"\nshape = "counter"\nrate = {rate}\n'
+    )
+    return loads(text, f"{d}/bench.toml")
+
+
+def _io(pid: int) -> dict[str, int]:
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            return {k: int(v) for k, v in (line.split(":") for line in f if ":" in line)}
+    except OSError:
+        return {}
+
+
+def _run_gateway(
+    d: str, srv: NatsProcess, rate: float, jetstream: bool, warmup: float, seconds: float, mode: str
+) -> dict[str, Any]:
+    cfg = _gateway(d, srv.url, rate, jetstream)
+    with _subscribed(srv.url, "edgert.bench.p.>", warmup, seconds, mode) as conn:
+        with running_gateway(cfg):
+            b = wait_for(lambda: status(cfg)["by_name"]["bridge"], 15, "the bridge")
+            io0 = _io(b["pid"])
+            pts0 = b["stats"].get("points_in", 0)
+            res = _result(conn, warmup + seconds + 60)
+            snap = status(cfg)["by_name"]
+            io1 = _io(b["pid"])
+            pts1 = snap["bridge"]["stats"].get("points_in", 0)
+    spooled = max(1, pts1 - pts0)
+    res["bridge_write_bytes_per_1000"] = round(
+        (io1.get("write_bytes", 0) - io0.get("write_bytes", 0)) / spooled * 1000
+    )
+    res["bridge_wchar_per_1000"] = round(
+        (io1.get("wchar", 0) - io0.get("wchar", 0)) / spooled * 1000
+    )
+    res["driver_dropped"] = snap["gen"]["dropped"]
+    res["spool_dropped"] = snap["bridge"]["dropped"]
+    return res
+
+
+# --- baselines --------------------------------------------------------------------
+
+
+def _baseline_sender(endpoint: str, seconds: float, prepacked: bool, rate: float | None) -> None:
+    zctx = zmq.Context(1)
+    sock = zctx.socket(zmq.PUSH)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    n = 0
+    fixed = msgpack.packb([Point("gen", "n", "0", i).to_map() for i in range(BATCH)])
+    end = time.monotonic() + seconds
+    next_at = time.monotonic()
+    try:
+        while time.monotonic() < end:
+            if rate is not None:  # one point per 1/rate seconds, on schedule
+                next_at += 1 / rate
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                data = msgpack.packb([Point("gen", "n", "0", n).to_map()], use_bin_type=True)
+                n += 1
+            elif prepacked:
+                data = fixed
+            else:
+                pts = [Point("gen", "n", "0", n + i) for i in range(BATCH)]
+                data = msgpack.packb([p.to_map() for p in pts], use_bin_type=True)
+                n += BATCH
+            try:
+                sock.send(data, zmq.NOBLOCK if rate is None else 0)
+            except zmq.Again:
+                sock.send(data)
+    finally:
+        sock.close(0)
+        zctx.term()
+
+
+def _baseline_receiver(endpoint: str, warmup: float, seconds: float, conn: Any) -> None:
+    zctx = zmq.Context(1)
+    sock = zctx.socket(zmq.PULL)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(endpoint)
+    conn.send("ready")
+    counted = 0
+    sock.recv()  # the first batch starts the clock
+    first = time.monotonic()
+    start, end = first + warmup, first + warmup + seconds
+    try:
+        while sock.poll(5000):
+            data = sock.recv()
+            now = time.monotonic()
+            if now >= end:
+                break
+            if now >= start:
+                u = msgpack.Unpacker()
+                u.feed(data)
+                counted += u.read_array_header()
+    finally:
+        sock.close(0)
+        zctx.term()
+    conn.send({"points": counted, "seconds": seconds})
+
+
+def _zmq_baseline(d: str, warmup: float, seconds: float, prepacked: bool) -> float:
+    ctx = mp.get_context("spawn")
+    endpoint = f"ipc://{d}/baseline.sock"
+    parent, child = ctx.Pipe()
+    recv = ctx.Process(target=_baseline_receiver, args=(endpoint, warmup, seconds, child))
+    recv.start()
+    child.close()
+    if not parent.poll(30) or parent.recv() != "ready":
+        raise RuntimeError("the baseline receiver did not start")
+    send = ctx.Process(
+        target=_baseline_sender, args=(endpoint, warmup + seconds + 1, prepacked, None)
+    )
+    send.start()
+    try:
+        res = _result(parent, warmup + seconds + 60)
+    finally:
+        send.join(warmup + seconds + 30)
+        recv.join(10)
+        for p in (send, recv):
+            if p.is_alive():
+                p.kill()
+                p.join()
+        parent.close()
+    return res["points"] / res["seconds"]
+
+
+def _forwarder(endpoint: str, url: str, subject: str, seconds: float, conn: Any) -> None:
+    """Baseline for latency: PULL from ZeroMQ and publish each batch on NATS at once."""
+
+    async def main() -> None:
+        import nats
+
+        nc = await nats.connect(url)
+        zctx = zmq.Context(1)
+        sock = zctx.socket(zmq.PULL)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(endpoint)
+        conn.send("ready")
+        loop = asyncio.get_running_loop()
+        fd = sock.getsockopt(zmq.FD)
+        end = time.monotonic() + seconds
+        try:
+            while time.monotonic() < end:
+                while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    await nc.publish(subject, sock.recv(zmq.NOBLOCK))
+                ready = loop.create_future()
+                loop.add_reader(fd, lambda f=ready: f.done() or f.set_result(None))
+                try:
+                    await asyncio.wait([ready], timeout=0.1)
+                finally:
+                    loop.remove_reader(fd)
+        finally:
+            sock.close(0)
+            zctx.term()
+            await nc.close()
+
+    asyncio.run(main())
+
+
+def _latency_baseline(
+    d: str, url: str, rate: float, warmup: float, seconds: float
+) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    endpoint = f"ipc://{d}/forward.sock"
+    total = warmup + seconds + 2
+    with _subscribed(url, "baseline.p", warmup, seconds, "latency") as conn:
+        p2, c2 = ctx.Pipe()
+        fwd = ctx.Process(target=_forwarder, args=(endpoint, url, "baseline.p", total + 1, c2))
+        fwd.start()
+        c2.close()
+        if not p2.poll(30) or p2.recv() != "ready":
+            raise RuntimeError("the baseline forwarder did not start")
+        send = ctx.Process(target=_baseline_sender, args=(endpoint, total, False, rate))
+        send.start()
+        try:
+            res = _result(conn, total + 60)
+        finally:
+            for p in (send, fwd):
+                p.join(total + 30)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
+            p2.close()
+    return res
+
+
+def _percentiles(lat_ns: list[int]) -> dict[str, float]:
+    if not lat_ns:
+        return {"p50_ms": float("nan"), "p99_ms": float("nan"), "samples": 0}
+    q = statistics.quantiles(lat_ns, n=100, method="inclusive")
+    return {
+        "p50_ms": round(q[49] / 1e6, 3),
+        "p99_ms": round(q[98] / 1e6, 3),
+        "samples": len(lat_ns),
+    }
+
+
+# --- the suite --------------------------------------------------------------------
+
+
+@contextmanager
+def _workdir() -> Iterator[tuple[str, NatsProcess]]:
+    d = tempfile.mkdtemp(prefix="ebp-")  # short: ipc paths are limited to 107 bytes
+    try:
+        with NatsProcess(Path(d) / "nats") as srv:
+            yield d, srv
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def throughput(
+    seconds: float = 5.0, warmup: float = 2.0, jetstream: bool = False
+) -> dict[str, Any]:
+    """Points/s from a sim driver to a NATS subscriber, beside raw ZeroMQ PUSH/PULL."""
+    with _workdir() as (d, srv):
+        res = _run_gateway(d, srv, 1_000_000.0, jetstream, warmup, seconds, "count")
+        base = _zmq_baseline(d, warmup, seconds, prepacked=False)
+        packed = _zmq_baseline(d, warmup, seconds, prepacked=True)
+    mine = res["points"] / res["seconds"]
+    return {
+        "edgert_points_s": round(mine),
+        "baseline_zmq_points_s": round(base),
+        "baseline_zmq_prepacked_points_s": round(packed),
+        "ratio": round(mine / base, 3) if base else None,
+        "ratio_prepacked": round(mine / packed, 3) if packed else None,
+        "jetstream": jetstream,
+        "driver_dropped": res["driver_dropped"],
+        "spool_dropped": res["spool_dropped"],
+        "bridge_write_bytes_per_1000": res["bridge_write_bytes_per_1000"],
+        "bridge_wchar_per_1000": res["bridge_wchar_per_1000"],
+    }
+
+
+def latency(
+    rate: float = 1000.0, seconds: float = 5.0, warmup: float = 1.0, jetstream: bool = False
+) -> dict[str, Any]:
+    """publish() to subscriber receipt at `rate` points/s, beside raw ZeroMQ + NATS."""
+    with _workdir() as (d, srv):
+        res = _run_gateway(d, srv, rate, jetstream, warmup, seconds, "latency")
+        base = _latency_baseline(d, srv.url, rate, warmup, seconds)
+    mine = _percentiles(res["latencies_ns"])
+    theirs = _percentiles(base["latencies_ns"])
+    return {
+        "rate_points_s": rate,
+        "edgert_p50_ms": mine["p50_ms"],
+        "edgert_p99_ms": mine["p99_ms"],
+        "edgert_samples": mine["samples"],
+        "baseline_p50_ms": theirs["p50_ms"],
+        "baseline_p99_ms": theirs["p99_ms"],
+        "baseline_samples": theirs["samples"],
+        "jetstream": jetstream,
+        "bridge_write_bytes_per_1000": res["bridge_write_bytes_per_1000"],
+        "bridge_wchar_per_1000": res["bridge_wchar_per_1000"],
+    }
+
+
+def spool_cost() -> dict[str, Any]:
+    """Bytes written per 1,000 points by the spool: small commits (1,000 points/s) and large."""
+    small = write_cost(points=50_000, points_per_commit=50)
+    large = write_cost(points=200_000, points_per_commit=BATCH)
+    return {
+        "payload_bytes_per_1000": small["payload_bytes_per_1000"],
+        "written_bytes_per_1000_at_50_per_commit": small["written_bytes_per_1000"],
+        "amplification_at_50_per_commit": small["amplification"],
+        "written_bytes_per_1000_at_1000_per_commit": large["written_bytes_per_1000"],
+        "amplification_at_1000_per_commit": large["amplification"],
+    }
+
+
+def run_all() -> dict[str, Any]:
+    return {
+        "throughput": throughput(),
+        "throughput_jetstream": throughput(jetstream=True),
+        "latency": latency(),
+        "spool": spool_cost(),
+    }
