@@ -9,13 +9,16 @@ crashes and a gateway restart; what the spool cap drops is counted and reported.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from edgert.cli import cli
 from edgert.natstest import Message, NatsProcess, Subscriber, decode, stream_messages
 from edgert.testing import running_gateway, status, wait_for
 
@@ -176,6 +179,9 @@ def test_spool_cap_drops_oldest_counts_and_reports_them(make_config, short_dir) 
     with running_gateway(cfg):
         b = wait_for(lambda: (b := bridge(cfg))["dropped"] >= 200 and b, 20, "spool drops")
         assert b["stats"]["spool_bytes"] <= 16384
+        out = CliRunner().invoke(cli, ["status", "--runtime-dir", str(cfg.runtime_dir), "--json"])
+        shown = {a["name"]: a for a in json.loads(out.output)["actors"]}
+        assert shown["bridge"]["dropped"] >= 200  # `edgert status` shows the drops
         with srv, Subscriber(srv.url, "edgert.gw.status") as sub:
             wait_for(lambda: bridge(cfg)["stats"]["nats"] == "connected", 15, "bridge on NATS")
             wait_for(lambda: bridge(cfg)["buffered"] < 50, 15, "spool drained")

@@ -130,3 +130,47 @@ def test_a_bad_command_gets_a_clear_error_and_the_driver_keeps_running(
     assert gen["state"] == "running" and gen["restarts"] == 0
     # and the driver still answers
     assert command(srv, "gen", msgpack.packb([point("gen", "setpoint", 1.0)])) == {"ok": True}
+
+
+def test_a_driver_that_does_not_answer_gets_a_timeout_error(tmp_path: Path) -> None:
+    import asyncio
+    from dataclasses import dataclass
+
+    import zmq
+
+    from edgert.actor import Context
+    from edgert.bridge import Bridge, BridgeConfig, _Run
+    from edgert.config import NatsSection
+
+    @dataclass
+    class Request:  # what the bridge reads of a NATS message
+        subject: str
+        data: bytes
+        reply: str = "_INBOX.1"
+        headers: dict | None = None
+
+    cfg = BridgeConfig(
+        "gw", str(tmp_path), str(tmp_path), NatsSection(), {"gen": "gen"}, command_timeout=0.3
+    )
+    ctx = Context(Bridge(cfg, name="bridge"), name="bridge", config=cfg)
+    run = _Run(ctx)
+    zctx = zmq.Context(1)
+    run.router = zctx.socket(zmq.ROUTER)
+    silent = zctx.socket(zmq.DEALER)
+    try:
+        run.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        run.router.bind(f"ipc://{tmp_path}/bus.sock")
+        silent.setsockopt(zmq.ROUTING_ID, b"gen")
+        silent.connect(f"ipc://{tmp_path}/bus.sock")
+        silent.send(b"hello")  # the ROUTER knows the peer once it has heard from it
+        assert run.router.poll(2000)
+        run.router.recv_multipart()
+        body = msgpack.packb([point("gen", "setpoint", 1.0)])
+        error = asyncio.run(run._apply(Request("edgert.gw.cmd.gen", body)))
+        assert error == "driver 'gen' did not answer within 0.3s"
+        assert silent.poll(1000)  # the command did reach the driver
+    finally:
+        silent.close(0)
+        run.router.close(0)
+        zctx.term()
+        ctx.close()
