@@ -258,6 +258,7 @@ class Outbox:
         progressed = False
         while self._flight and self._flight[0][0] <= seq:
             self._flight_points -= self._flight.popleft()[1]
+            progressed = True  # the bridge is taking batches, even ones trimmed here since
         while self._unacked and self._unacked[0][0] <= seq:
             _, _, n = self._unacked.popleft()
             self.buffered -= n
