@@ -34,9 +34,13 @@ def rows(suite: str, result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             continue
         ratio = f"{m / b:.2f}" if isinstance(b, int | float) and b else ""
         out.append(
-            (name, f"{m:,.2f} {unit}", "" if b is None else f"{b:,.2f} {unit} ({label})", ratio)
+            (name, f"{_num(m)} {unit}", "" if b is None else f"{_num(b)} {unit} ({label})", ratio)
         )
     return out
+
+
+def _num(v: float) -> str:
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}"
 
 
 def _dig(d: dict[str, Any], path: str) -> Any:
@@ -67,6 +71,33 @@ _PAIRS: dict[str, dict[str, tuple[str, str, str, str]]] = {
         "10 drivers, fork baseline": ("startup.edgert_s", "startup.bare_fork_s", "s", "bare fork"),
         "USS per driver": ("memory.edgert_uss_mb", "memory.bare_spawn_uss_mb", "MB", "bare spawn"),
         "RSS per driver": ("memory.edgert_rss_mb", "memory.bare_spawn_rss_mb", "MB", "bare spawn"),
+    },
+    "points": {
+        "throughput, driver to NATS": (
+            "throughput.edgert_points_s",
+            "throughput.baseline_zmq_points_s",
+            "points/s",
+            "zmq PUSH/PULL",
+        ),
+        "throughput, JetStream": (
+            "throughput_jetstream.edgert_points_s",
+            "throughput_jetstream.baseline_zmq_points_s",
+            "points/s",
+            "zmq PUSH/PULL",
+        ),
+        "latency p50 at 1000 points/s": (
+            "latency.edgert_p50_ms",
+            "latency.baseline_p50_ms",
+            "ms",
+            "zmq + NATS",
+        ),
+        "latency p99": ("latency.edgert_p99_ms", "latency.baseline_p99_ms", "ms", "zmq + NATS"),
+        "spool bytes written per 1000 points": (
+            "spool.written_bytes_per_1000_at_50_per_commit",
+            "spool.payload_bytes_per_1000",
+            "B",
+            "payload",
+        ),
     },
 }
 
