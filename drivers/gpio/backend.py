@@ -21,10 +21,11 @@ So the driver's one select loop is the same for both.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, Protocol
+from typing import Literal, Protocol, Self
 
 __all__ = ["EdgeEvent", "LineBackend", "LineRequest", "LineSettings", "open_backend"]
 
@@ -50,41 +51,46 @@ class EdgeEvent:
     time_ns: int
 
 
-class LineRequest(Protocol):
-    """Lines requested from one chip; released by `close()` (or leaving its `with` block)."""
+class LineRequest(ABC):
+    """Lines requested from one chip; released by `close()` (or leaving its `with` block).
 
+    Both backends derive from this class, which supplies the `with` protocol.
+    """
+
+    @abstractmethod
     def fileno(self) -> int:
         """A file descriptor that is readable while edge events wait."""
-        ...
 
+    @abstractmethod
     def read_events(self) -> list[EdgeEvent]:
         """The edge events that are ready now, oldest first; never blocks."""
-        ...
 
+    @abstractmethod
     def deadline(self) -> float | None:
         """Monotonic time to call `read_events()` again even without fd activity, or None."""
-        ...
 
+    @abstractmethod
     def get(self, offsets: Iterable[int]) -> dict[int, bool]:
         """The logical values of these requested lines."""
-        ...
 
+    @abstractmethod
     def set(self, values: Mapping[int, bool]) -> None:
         """Set requested output lines to these logical values."""
-        ...
 
+    @abstractmethod
     def close(self) -> None:
         """Release the lines; harmless twice."""
-        ...
 
-    def __enter__(self) -> LineRequest: ...
+    def __enter__(self) -> Self:
+        return self
 
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None: ...
+    ) -> None:
+        self.close()
 
 
 class LineBackend(Protocol):

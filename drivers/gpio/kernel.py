@@ -18,7 +18,7 @@ import errno
 import time
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from types import ModuleType, TracebackType
+from types import ModuleType
 from typing import Any, NamedTuple
 
 from .backend import EdgeEvent, LineRequest, LineSettings
@@ -94,7 +94,7 @@ class KernelBackend:
         return KernelRequest(req, gpiod)
 
 
-class KernelRequest:
+class KernelRequest(LineRequest):
     """A `gpiod.LineRequest` behind the `LineRequest` interface."""
 
     def __init__(self, req: Any, gpiod: ModuleType) -> None:
@@ -135,14 +135,3 @@ class KernelRequest:
         if not self._closed:
             self._closed = True
             self._req.release()
-
-    def __enter__(self) -> KernelRequest:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -38,9 +38,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
-from .backend import EdgeEvent, LineSettings
+from .backend import EdgeEvent, LineRequest, LineSettings
 
 __all__ = ["Holder", "SimBackend", "SimChip", "SimChipError", "SimRequest", "chip_dir", "base_dir"]
 
@@ -251,7 +250,7 @@ class _Input:
     changed_ns: int = 0  # when the raw level last changed
 
 
-class SimRequest:
+class SimRequest(LineRequest):
     """Lines held on a simulated chip; see the module's description."""
 
     def __init__(self, path: Path, consumer: str, settings: dict[int, LineSettings]) -> None:
@@ -348,17 +347,6 @@ class SimRequest:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
             os.close(fd)  # releases the line's flock
-
-    def __enter__(self) -> SimRequest:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- events and debouncing -------------------------------------------------------
     def _drain(self) -> None:
