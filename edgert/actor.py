@@ -235,8 +235,9 @@ class Context:
                 loop.add_reader(fd, _settle, ready)
             for fd in self._watched:
                 loop.add_reader(fd, _settle, ready)
-            try:
-                await asyncio.wait_for(ready, left)
+            try:  # not wait_for: on 3.11 it can swallow a cancellation racing the wait's end
+                async with asyncio.timeout(left):
+                    await ready
             except TimeoutError:
                 pass
             finally:

@@ -33,7 +33,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from .point import BadBatch, Point, points_from_maps, unpack_limited
+from .point import MAX_BATCH_POINTS, BadBatch, Point, points_from_maps, unpack_limited, valid_name
 
 __all__ = [
     "Command",
@@ -92,7 +92,7 @@ def decode_frame(data: bytes) -> tuple[Any, ...]:
             _, epoch, seq, first, maps = obj
             _check_str_int(epoch, seq)
             _check_str_int(epoch, first)
-            return ("P", epoch, seq, first, points_from_maps(maps))
+            return ("P", epoch, seq, first, _points(maps))
         if kind == "A" and len(obj) == 3:
             _, epoch, seq = obj
             _check_str_int(epoch, seq)
@@ -101,7 +101,7 @@ def decode_frame(data: bytes) -> tuple[Any, ...]:
             _, cmd_id, maps = obj
             if not isinstance(cmd_id, int) or isinstance(cmd_id, bool):
                 raise BadFrame("command id must be an integer")
-            return ("C", cmd_id, points_from_maps(maps))
+            return ("C", cmd_id, _points(maps))
         if kind == "R" and len(obj) == 4:
             _, cmd_id, ok, error = obj
             if (
@@ -114,6 +114,44 @@ def decode_frame(data: bytes) -> tuple[Any, ...]:
     except BadBatch as e:
         raise BadFrame(f"frame {kind!r}: {e}") from None
     raise BadFrame(f"unknown frame kind {kind!r} with {len(obj)} parts")
+
+
+_SCALAR_TYPES = frozenset({float, int, str, bool, type(None)})
+_new_point = Point.__new__
+
+
+def _points(maps: Any) -> list[Point]:
+    """`points_from_maps`, faster for the common case of well-formed maps of exact types.
+
+    Anything this loop does not accept at once goes to `points_from_maps`, which
+    decides (and names the problem): the checks are exactly as strict.
+    """
+    if type(maps) is not list or len(maps) > MAX_BATCH_POINTS:
+        return points_from_maps(maps)
+    out: list[Point] = []
+    append = out.append
+    for m in maps:
+        if type(m) is not dict or len(m) != 6:
+            return points_from_maps(maps)
+        try:
+            node, typ, key = m["node"], m["type"], m["key"]
+            value, t, origin = m["value"], m["time"], m["origin"]
+        except KeyError:
+            return points_from_maps(maps)
+        if not (
+            valid_name(node)
+            and valid_name(typ)
+            and valid_name(key)
+            and type(value) in _SCALAR_TYPES
+            and type(t) is int
+            and t >= 0
+            and type(origin) is str
+        ):
+            return points_from_maps(maps)
+        p = _new_point(Point)
+        p.node, p.type, p.key, p.value, p.time, p.origin = node, typ, key, value, t, origin
+        append(p)
+    return out
 
 
 def _check_str_int(epoch: Any, seq: Any) -> None:

@@ -32,9 +32,22 @@ class BadBatch(ValueError):
     """A batch of points that cannot be decoded or contains an invalid point."""
 
 
+_KNOWN_NAMES: set[str] = set()  # names already checked and valid (they repeat endlessly)
+KNOWN_NAMES_MAX = 4096  # bound: the set starts over when full, so garbage cannot grow it
+KNOWN_NAME_LEN = 128  # longer names are checked every time, never remembered
+
+
 def valid_name(s: object) -> bool:
     """True when `s` can be a node, type or key: `[A-Za-z0-9_-]+`."""
-    return isinstance(s, str) and NAME_RE.fullmatch(s) is not None
+    if type(s) is str and s in _KNOWN_NAMES:
+        return True
+    if not isinstance(s, str) or NAME_RE.fullmatch(s) is None:
+        return False
+    if type(s) is str and len(s) <= KNOWN_NAME_LEN:
+        if len(_KNOWN_NAMES) >= KNOWN_NAMES_MAX:
+            _KNOWN_NAMES.clear()
+        _KNOWN_NAMES.add(s)
+    return True
 
 
 @dataclass(slots=True)
