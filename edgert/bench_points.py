@@ -9,7 +9,9 @@
   (p50/p99 of `receipt - point.time`), beside one point per millisecond
   through raw ZeroMQ PUSH/PULL and then NATS with no spool in between;
 - spool: bytes written to disk per 1,000 points by the spool alone
-  (`spool.write_cost`) and by the bridge process during the runs above
+  (`spool.write_cost`), and by the bridge: with NATS healthy (the fast path
+  leaves the spool unwritten) and during an outage (everything is spooled),
+  as payload bytes the spool wrote and as the process's `write()` bytes
   (`/proc/<pid>/io`).
 
 A nats-server is started for the run on a free port. Every function returns a
@@ -38,7 +40,7 @@ from .point import Point
 from .spool import write_cost
 from .testing import running_gateway, status, wait_for
 
-__all__ = ["throughput", "latency", "spool_cost", "run_all"]
+__all__ = ["throughput", "latency", "spool_cost", "outage_cost", "run_all"]
 
 BATCH = 1000  # points per bus frame, as the Outbox seals them
 
@@ -146,6 +148,7 @@ def _run_gateway(
             b = wait_for(lambda: status(cfg)["by_name"]["bridge"], 15, "the bridge")
             io0 = _io(b["pid"])
             pts0 = b["stats"].get("points_in", 0)
+            spooled0 = b["stats"].get("spool_written_bytes", 0)
             res = _result(conn, warmup + seconds + 60)
             snap = status(cfg)["by_name"]
             io1 = _io(b["pid"])
@@ -157,6 +160,11 @@ def _run_gateway(
     res["bridge_wchar_per_1000"] = round(
         (io1.get("wchar", 0) - io0.get("wchar", 0)) / spooled * 1000
     )
+    res["spool_written_bytes_per_1000"] = round(
+        (snap["bridge"]["stats"].get("spool_written_bytes", 0) - spooled0) / spooled * 1000
+    )
+    res["fast_batches"] = snap["bridge"]["stats"].get("fast_batches", 0)
+    res["batches_out"] = snap["bridge"]["stats"].get("batches_out", 0)
     res["driver_dropped"] = snap["gen"]["dropped"]
     res["spool_dropped"] = snap["bridge"]["dropped"]
     return res
@@ -354,6 +362,9 @@ def throughput(
         "spool_dropped": res["spool_dropped"],
         "bridge_write_bytes_per_1000": res["bridge_write_bytes_per_1000"],
         "bridge_wchar_per_1000": res["bridge_wchar_per_1000"],
+        "spool_written_bytes_per_1000": res["spool_written_bytes_per_1000"],
+        "fast_batches": res["fast_batches"],
+        "batches_out": res["batches_out"],
     }
 
 
@@ -377,6 +388,39 @@ def latency(
         "jetstream": jetstream,
         "bridge_write_bytes_per_1000": res["bridge_write_bytes_per_1000"],
         "bridge_wchar_per_1000": res["bridge_wchar_per_1000"],
+        "spool_written_bytes_per_1000": res["spool_written_bytes_per_1000"],
+        "fast_batches": res["fast_batches"],
+        "batches_out": res["batches_out"],
+    }
+
+
+def outage_cost(rate: float = 1000.0, seconds: float = 5.0, warmup: float = 1.0) -> dict[str, Any]:
+    """Bytes the bridge writes per 1,000 points while NATS is unreachable (all spooled)."""
+    d = tempfile.mkdtemp(prefix="ebp-")
+    try:
+        cfg = _gateway(d, "nats://127.0.0.1:1", rate, jetstream=False)  # nobody listens there
+        with running_gateway(cfg):
+            wait_for(lambda: status(cfg)["by_name"]["bridge"]["buffered"] > 0, 15, "spooling")
+            time.sleep(warmup)  # a measuring window, not a wait for a condition
+            b = status(cfg)["by_name"]["bridge"]
+            io0 = _io(b["pid"])
+            time.sleep(seconds)
+            b1 = status(cfg)["by_name"]["bridge"]
+            io1 = _io(b["pid"])
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    k = max(1, b1["stats"]["points_in"] - b["stats"]["points_in"]) / 1000
+    written = b1["stats"]["spool_written_bytes"] - b["stats"]["spool_written_bytes"]
+    return {
+        "rate_points_s": rate,
+        "spool_written_bytes_per_1000": round(written / k),
+        "spool_batches_per_1000": round(
+            (b1["stats"]["spool_written_batches"] - b["stats"]["spool_written_batches"]) / k, 1
+        ),
+        "bridge_wchar_per_1000": round((io1.get("wchar", 0) - io0.get("wchar", 0)) / k),
+        "bridge_write_bytes_per_1000": round(
+            (io1.get("write_bytes", 0) - io0.get("write_bytes", 0)) / k
+        ),
     }
 
 
@@ -394,9 +438,17 @@ def spool_cost() -> dict[str, Any]:
 
 
 def run_all() -> dict[str, Any]:
+    lat = latency()
+    spool = spool_cost()
+    outage = outage_cost()
+    spool["bridge_healthy_spool_bytes_per_1000"] = lat["spool_written_bytes_per_1000"]
+    spool["bridge_healthy_wchar_per_1000"] = lat["bridge_wchar_per_1000"]
+    spool["bridge_outage_spool_bytes_per_1000"] = outage["spool_written_bytes_per_1000"]
+    spool["bridge_outage_wchar_per_1000"] = outage["bridge_wchar_per_1000"]
     return {
         "throughput": throughput(),
         "throughput_jetstream": throughput(jetstream=True),
-        "latency": latency(),
-        "spool": spool_cost(),
+        "latency": lat,
+        "spool": spool,
+        "outage": outage,
     }

@@ -1,21 +1,35 @@
 """The NATS bridge: points from the local bus up to NATS, commands from NATS down.
 
 The bridge is an actor in its own process whose loop is asyncio. It binds the
-bus ROUTER at `ipc://<runtime_dir>/bus.sock` and, per receive burst, decodes
-the frames (a malformed one is counted, logged and skipped), keeps each batch
-that is next in its sender's sequence (`bus.accepts`; a resent duplicate is
-dropped), writes them to the spool in one transaction with each sender's last
-seq, and only then acks the senders cumulatively (`["A", epoch, seq]`) and
-shows the batches on the tail socket (`ipc://<runtime_dir>/tail.sock`, for
-`edgert tail`).
-
-From the spool, oldest first, it publishes one message per batch per node on
+bus ROUTER at `ipc://<runtime_dir>/bus.sock` and decodes each receive burst (a
+malformed frame is counted, logged and skipped). It keeps each batch that is
+next in its sender's sequence (`bus.accepts`; a resent duplicate is dropped),
+shows it on the tail socket (`ipc://<runtime_dir>/tail.sock`, for `edgert
+tail`), and splits it by node: one message per bus batch and node, published on
 `<prefix>.<gateway>.p.<node>` (msgpack or JSON per `nats.encoding`, with
-`Content-Type` and a `Nats-Msg-Id` that is the same on every resend), and removes
-a batch from the spool only once NATS has it: after the JetStream ack (several in
-flight), or after a flush round-trip without JetStream. While NATS is down or
-refuses the credentials it logs why and retries with backoff; it never fails for
-it, and drains the spool in order when NATS returns.
+`Content-Type` and a `Nats-Msg-Id` of `<epoch>:<seq>:<node>`, the same on every
+resend and on either route below, so JetStream drops duplicates).
+
+A batch is safe once NATS has it (the JetStream ack, or a flush round trip
+without JetStream) or once it is in the spool; the bridge acks each sender
+cumulatively (`["A", epoch, seq]`) up to its last batch of which every earlier
+one is safe. Two routes lead to NATS:
+
+- the fast path: while NATS is connected and nothing older of the batch's node
+  waits in the spool or in memory, the batch is published at once. If NATS
+  takes it within `commit_interval`, it is never written to disk;
+- the spool path: a batch not yet safe `commit_interval` after it came (NATS
+  down or slow, a backlog of its node, too many in flight) is written to the
+  spool, in one transaction per burst with each sender's last seq. The spool is
+  published oldest first, and a batch leaves it once NATS has it. A batch that
+  NATS took after it was written is deleted in a later commit.
+
+Per node, batches are published in the order they came, on both routes: a
+batch waits while an older one of its node is still only in the spool. When the
+fast path fails (a publish error, an ack timeout, a lost connection) the session
+ends, and what it had in flight is spooled and resent in order. While NATS is
+down or refuses the credentials the bridge logs why and retries with backoff; it
+never fails for it, and drains the spool in order when NATS returns.
 
 Commands: a request on `<prefix>.<gateway>.cmd.<node>` carries a batch of points
 for that node; it goes to the driver that owns the node (`routes`) as
@@ -38,7 +52,7 @@ import logging
 import random
 import ssl
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,9 +73,8 @@ log = logging.getLogger("edgert.bridge")
 
 CONTENT_TYPES = {"msgpack": "application/msgpack", "json": "application/json"}
 MAX_BURST = 2000  # frames per spool transaction at most
-MERGE_MAX_POINTS = 5000  # a spool batch (one NATS message) joins at most this many points
-MERGE_MAX_BYTES = 256 * 1024  # ... and this many bytes
-BIG_BURST = 256 * 1024  # bytes of frames that are worth a commit at once (no waiting)
+KEEP_SENDERS = 1000  # sender epochs remembered in memory (the spool keeps their seqs too)
+BIG_BURST = 256 * 1024  # bytes waiting unpublished that are worth a commit at once
 MAX_BURST_BYTES = 1024 * 1024  # and at most this much per transaction (keeps the loop lively)
 LOG_FIRST_BAD = 10  # malformed frames logged one by one, then every 1000th
 
@@ -157,7 +170,15 @@ class _Run:
         self.more = asyncio.Event()  # new batches in the spool
         self.status_changed = asyncio.Event()
         self.poke = asyncio.Event()  # set after sending on the ROUTER from outside the bus task
-        self.seqs: dict[str, int] = {}  # last seq per sender epoch, when there is no spool
+        self.senders: dict[str, _Sender] = {}  # by epoch
+        self.acks_due: set[str] = set()  # epochs whose sender is owed an ack
+        self.fresh: dict[int, _Entry] = {}  # accepted, not yet safe, not in the spool: by key
+        self.unsent: deque[_Entry] = deque()  # fresh and not published in this session
+        self.next_key = 0
+        self.session: _Session | None = None  # while NATS is connected
+        self.backlog: Counter[str] = Counter()  # spool batches per node not yet sent this session
+        self.sent_rows: set[int] = set()  # spool ids published from memory, not yet removed
+        self.cursor = 0  # the spool is published up to this id in this session
         self.done: list[int] = []  # batch ids NATS has, to remove in the next commit
         self.last_commit = 0.0
         self.pending: dict[int, asyncio.Future[tuple[bool, str]]] = {}
@@ -172,6 +193,7 @@ class _Run:
             "points_in": 0,
             "points_out": 0,  # points published to NATS
             "batches_out": 0,
+            "fast_batches": 0,  # of those, batches NATS took straight from memory
             "bad_frames": 0,
             "duplicates": 0,
             "out_of_order": 0,
@@ -209,9 +231,9 @@ class _Run:
                 finally:
                     for fut in self.pending.values():
                         fut.cancel()
-                    if self.spool is not None and self.done:
-                        self.spool.commit(done=self.done)
-                        self.done = []
+                    if self.spool is not None and (self.fresh or self.done):
+                        self._commit()  # what came and is not safe yet is kept
+                        self._send_acks()
         finally:
             zctx.term()
 
@@ -246,38 +268,23 @@ class _Run:
         s["nats_connect_attempts"] = self.connect_attempts
         self.ctx.report(**s)
 
-    # -- the bus: frames in, spool, acks, tail --------------------------------------
+    # -- the bus: frames in, fast path, spool, acks, tail ---------------------------
     async def bus(self) -> None:
         router = self.router
         assert router is not None
         loop = asyncio.get_running_loop()
         fd = router.getsockopt(zmq.FD)
         while True:
+            await _readable(loop, router, fd, self._commit_wait(), self.poke)
             frames: list[list[bytes]] = []
-            timeout = None
-            if self.done:
-                timeout = max(0.0, self.last_commit + self.cfg.commit_interval - time.monotonic())
-            await _readable(loop, router, fd, timeout, self.poke)
             _drain(router, frames)
-            if frames:  # group commit: gather frames until the commit interval has passed
-                due = self.last_commit + self.cfg.commit_interval
-                while (
-                    len(frames) < MAX_BURST
-                    and sum(len(f[-1]) for f in frames) < BIG_BURST
-                    and (left := due - time.monotonic()) > 0
-                ):
-                    await _readable(loop, router, fd, left, self.poke)
-                    _drain(router, frames)
-            if frames or self.done:
-                self._burst(frames)
+            self._burst(frames)
+            if self.unsent and self.session is not None:
+                await self._fast(self.session)
             await asyncio.sleep(0)  # a busy bus must not starve the other tasks
 
     def _burst(self, frames: list[list[bytes]]) -> None:
-        """Decode, spool in one transaction, then ack and tail."""
-        spool = self.spool
-        seqs: dict[str, int] = {}
-        acks: dict[tuple[bytes, str], int] = {}
-        merger = _Merger()
+        """Decode and take what is next per sender; spool what is due; send the acks owed."""
         for parts in frames:
             if len(parts) != 2:
                 self._bad(f"a message of {len(parts)} parts (expected one frame)")
@@ -291,19 +298,7 @@ class _Run:
             kind = frame[0]
             if kind == "P":
                 _, epoch, seq, first, points = frame
-                last = seqs.get(epoch)
-                if last is None:
-                    last = spool.last_seq(epoch) if spool is not None else self.seqs.get(epoch, 0)
-                if accepts(last, seq, first):
-                    seqs[epoch] = last = seq
-                    for node, n, packed in _by_node(points, data):
-                        merger.add(epoch, seq, node, n, packed)
-                    self.stats["points_in"] += len(points)
-                elif seq <= last:
-                    self.stats["duplicates"] += 1
-                else:
-                    self.stats["out_of_order"] += 1
-                acks[(ident, epoch)] = last
+                self._take(ident, epoch, seq, first, points, data)
             elif kind == "R":
                 _, cmd_id, ok, error = frame
                 fut = self.pending.get(cmd_id)
@@ -311,25 +306,138 @@ class _Run:
                     fut.set_result((ok, error))
             else:
                 self._bad(f"frame kind {kind!r} is not sent by actors")
-        batches = merger.batches()
-        if spool is not None:
-            spool.commit(batches, seqs, self.done)
-            self.done = []
-        else:
-            self.seqs.update(seqs)
-        self.last_commit = time.monotonic()
-        for (ident, epoch), seq in acks.items():
+        if self._commit_due():
+            self._commit()
+        self._send_acks()
+        if frames:
+            self._report()
+            self._check_status_change()
+
+    def _take(
+        self, ident: bytes, epoch: str, seq: int, first: int, points: list[Point], data: bytes
+    ) -> None:
+        """One P frame: keep it when it is next from its sender, else count it; ack either way."""
+        sender = self._sender(ident, epoch)
+        self.acks_due.add(epoch)
+        if not accepts(sender.accepted, seq, first):
+            self.stats["duplicates" if seq <= sender.accepted else "out_of_order"] += 1
+            return
+        sender.accepted = seq
+        sender.dirty = True
+        self.stats["points_in"] += len(points)
+        parts = _by_node(points, data)
+        slot = [seq, len(parts)]
+        sender.open.append(slot)
+        now = time.monotonic()
+        for node, n, packed in parts:
+            batch = Batch(node, f"{epoch}:{seq}:{node}", n, packed)
+            with contextlib.suppress(zmq.ZMQError):
+                self.tail.send_multipart([node.encode() + b"\0", packed], zmq.NOBLOCK)  # type: ignore[union-attr]
+            entry = _Entry(self.next_key, batch, epoch, slot, now)
+            self.next_key += 1
+            if self.spool is None:
+                self._safe(entry)  # no NATS configured: nothing to keep
+                continue
+            self.fresh[entry.key] = entry
+            self.unsent.append(entry)
+        sender.advance()
+
+    def _sender(self, ident: bytes, epoch: str) -> _Sender:
+        sender = self.senders.get(epoch)
+        if sender is None:
+            last = self.spool.last_seq(epoch) if self.spool is not None else 0
+            sender = self.senders[epoch] = _Sender(ident, last, last)
+            if len(self.senders) > KEEP_SENDERS:
+                self._forget_senders()
+        sender.ident = ident
+        return sender
+
+    def _forget_senders(self) -> None:
+        """Drop the oldest idle senders beyond KEEP_SENDERS (their seqs are in the spool)."""
+        for epoch in list(self.senders)[: len(self.senders) - KEEP_SENDERS]:
+            if not self.senders[epoch].open and not self.senders[epoch].dirty:
+                del self.senders[epoch]
+
+    def _safe(self, entry: _Entry) -> None:
+        """`entry` is in NATS or in the spool: its sender may be acked further."""
+        if entry.safe:
+            return
+        entry.safe = True
+        entry.slot[1] -= 1
+        sender = self.senders.get(entry.epoch)
+        if sender is not None and sender.advance():
+            self.acks_due.add(entry.epoch)
+
+    def _send_acks(self) -> None:
+        for epoch in self.acks_due:
+            sender = self.senders.get(epoch)
+            if sender is None:
+                continue
             try:
-                self.router.send_multipart([ident, encode_frame("A", epoch, seq)], zmq.NOBLOCK)  # type: ignore[union-attr]
+                self.router.send_multipart(  # type: ignore[union-attr]
+                    [sender.ident, encode_frame("A", epoch, sender.acked)], zmq.NOBLOCK
+                )
             except zmq.ZMQError:
                 pass  # the sender is gone; it resends to the next bridge
-        for b in batches:
-            with contextlib.suppress(zmq.ZMQError):
-                self.tail.send_multipart([b.node.encode() + b"\0", b.data], zmq.NOBLOCK)  # type: ignore[union-attr]
-        if batches:
+        self.acks_due.clear()
+
+    # -- the spool path --------------------------------------------------------------
+    def _commit_wait(self) -> float | None:
+        """Seconds until the next spool commit is due (None: nothing to commit)."""
+        if self.fresh:
+            oldest = next(iter(self.fresh.values())).came
+        elif self.done:
+            oldest = self.last_commit
+        else:
+            return None
+        if self._unsent_bytes() >= BIG_BURST:
+            return 0.0
+        return max(0.0, oldest + self.cfg.commit_interval - time.monotonic())
+
+    def _commit_due(self) -> bool:
+        wait = self._commit_wait()
+        return wait is not None and wait <= 0 and self.spool is not None
+
+    def _unsent_bytes(self) -> int:
+        if len(self.unsent) < 16:
+            return 0  # only many batches can add up to a big burst
+        return sum(len(e.batch.data) for e in self.unsent)
+
+    def _commit(self) -> None:
+        """Write every batch not yet safe to the spool with the senders' seqs; all are safe after."""
+        spool = self.spool
+        assert spool is not None
+        entries = list(self.fresh.values())
+        seqs = {e: s.accepted for e, s in self.senders.items() if s.dirty}
+        dropped = spool.dropped_batches
+        ids = spool.commit_rows([e.batch for e in entries], seqs, self.done)
+        self.sent_rows.difference_update(self.done)
+        self.done = []
+        self.last_commit = time.monotonic()
+        for s in self.senders.values():
+            s.dirty = False
+        self.fresh.clear()
+        self.unsent.clear()
+        for entry, row in zip(entries, ids, strict=True):
+            entry.row = row or 0
+            if row is not None:
+                if entry.sent:
+                    self.sent_rows.add(row)  # in flight: removed from the spool once NATS has it
+                else:
+                    self.backlog[entry.batch.node] += 1
+            self._safe(entry)
+        if spool.dropped_batches != dropped and self.session is not None:
+            self._count_backlog()  # the cap dropped old batches: count again
+        if entries:
             self.more.set()
-        self._report()
-        self._check_status_change()
+
+    def _count_backlog(self) -> None:
+        """Spool batches per node not yet published in this session."""
+        assert self.spool is not None
+        skip = self.sent_rows.union(self.done)
+        self.backlog = Counter(
+            node for rid, node in self.spool.nodes_after(self.cursor) if rid not in skip
+        )
 
     def _bad(self, why: str) -> None:
         self.stats["bad_frames"] += 1
@@ -396,12 +504,41 @@ class _Run:
             js = nc.jetstream(timeout=self.cfg.ack_timeout)
             await self._ensure_stream(js)
         sub = await nc.subscribe(f"{self.base}.cmd.>")
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._publish(nc, js))
-            tg.create_task(self._statuses(nc))
-            tg.create_task(self._commands(nc, sub, tg))
-            await closed.wait()
-            raise _Down(nc.last_error and repr(nc.last_error) or "connection closed")
+        sess = _Session(nc, js)
+        self._begin(sess)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._publish(sess))
+                tg.create_task(self._fast_acks(sess))
+                tg.create_task(self._statuses(nc))
+                tg.create_task(self._commands(nc, sub, tg))
+                await closed.wait()
+                raise _Down(nc.last_error and repr(nc.last_error) or "connection closed")
+        finally:
+            self._fall_back(sess)
+
+    def _begin(self, sess: _Session) -> None:
+        """A new session publishes the whole spool first: count its batches per node."""
+        if self.fresh or self.done:
+            self._commit()  # everything not yet safe joins the spool, in order
+        self.cursor = 0
+        self.sent_rows.clear()
+        self._count_backlog()
+        self.session = sess
+        self.poke.set()  # the bus task sends the acks owed and resumes the fast path
+
+    def _fall_back(self, sess: _Session) -> None:
+        """The session ended: what it had in flight from memory goes by the spool path."""
+        if self.session is sess:
+            self.session = None
+        for _, futs in sess.flight:
+            for f in futs:
+                f.cancel()
+        sess.flight.clear()
+        for entry in self.fresh.values():
+            entry.sent = False
+        self.unsent = deque(self.fresh.values())
+        self.sent_rows.clear()  # spooled, not acknowledged: sent again in the next session
 
     async def _ensure_stream(self, js: Any) -> None:
         import nats as nats_py
@@ -416,36 +553,109 @@ class _Run:
         await js.add_stream(name=n.stream, subjects=subjects)
         self.log.info("JetStream: created stream %s for %s", n.stream, ", ".join(subjects))
 
-    async def _publish(self, nc: Any, js: Any) -> None:
+    # -- the fast path ---------------------------------------------------------------
+    async def _fast(self, sess: _Session) -> None:
+        """Publish the batches in memory now, in order per node, unless their node has
+        older batches in the spool not yet sent or in-flight room is short."""
+        room = self.cfg.max_in_flight - len(sess.flight)
+        blocked = {node for node, n in self.backlog.items() if n > 0}
+        keep: deque[_Entry] = deque()
+        for entry in list(self.unsent):
+            node = entry.batch.node
+            if room <= 0 or node in blocked:
+                blocked.add(node)  # nothing newer of this node may pass it
+                keep.append(entry)
+                continue
+            try:
+                futs = await self._send(sess, entry.batch)
+            except Exception as e:  # noqa: BLE001 - the session ends; the spool path takes over
+                sess.fail(e)
+                return
+            if self.session is not sess:
+                return  # the session ended meanwhile; _fall_back has taken everything back
+            entry.sent = True
+            sess.flight.append((entry, futs))
+            sess.sent.set()
+            room -= 1
+        self.unsent = keep
+
+    async def _send(self, sess: _Session, batch: Batch | Stored) -> list[asyncio.Future]:
+        """Publish one batch (split while too big); the JetStream ack futures, if any."""
+        futs = []
+        subject = f"{self.base}.p.{batch.node}"
+        for msg_id, payload in self._payloads(batch, sess.nc.max_payload):
+            headers = {"Content-Type": CONTENT_TYPES[self.enc], "Nats-Msg-Id": msg_id}
+            if sess.js is not None:
+                futs.append(await sess.js.publish_async(subject, payload, headers=headers))
+            else:
+                await sess.nc.publish(subject, payload, headers=headers)
+        return futs
+
+    async def _fast_acks(self, sess: _Session) -> None:
+        """Wait for NATS to take what the fast path sent, oldest first; a failure ends
+        the session (the batches then go by the spool path)."""
+        cfg = self.cfg
+        while True:
+            if sess.error is not None:
+                raise _Down(f"publish failed: {sess.error!r}")
+            if not sess.flight:
+                sess.sent.clear()
+                await _wait(sess.sent, 1.0)
+                continue
+            if sess.js is None:
+                n = len(sess.flight)
+                # shielded: a flush cancelled by stop leaves nats-py a pong it cannot settle
+                await asyncio.shield(sess.nc.flush(timeout=cfg.ack_timeout))
+                took = [sess.flight.popleft()[0] for _ in range(n)]
+            else:
+                futs = sess.flight[0][1]
+                if futs and not all(f.done() for f in futs):
+                    finished, _ = await asyncio.wait(futs, timeout=cfg.ack_timeout)
+                    if len(finished) < len(futs):
+                        raise TimeoutError(f"no JetStream ack within {cfg.ack_timeout:g}s")
+                took = []
+                while sess.flight and all(f.done() for f in sess.flight[0][1]):
+                    entry, futs = sess.flight.popleft()
+                    for f in futs:
+                        f.result()  # a JetStream error (no stream, ...) ends the session
+                    took.append(entry)
+            for entry in took:
+                self._nats_took(entry)
+            self.poke.set()  # the bus task sends the acks
+
+    def _nats_took(self, entry: _Entry) -> None:
+        self.stats["points_out"] += entry.batch.points
+        self.stats["batches_out"] += 1
+        self.stats["fast_batches"] += 1
+        if entry.row:
+            self.done.append(entry.row)  # written meanwhile: removed in the next commit
+        self.fresh.pop(entry.key, None)
+        self._safe(entry)
+
+    # -- the spool path to NATS --------------------------------------------------------
+    async def _publish(self, sess: _Session) -> None:
         """Publish from the spool in order; remove what NATS has acknowledged."""
         spool = self.spool
         assert spool is not None
         cfg = self.cfg
-        max_payload = nc.max_payload
         in_flight: deque[tuple[Stored, list[asyncio.Future]]] = deque()
-        skip = set(self.done)
-        cursor = 0
         while True:
             rows: list[Stored] = []
             room = cfg.max_in_flight - len(in_flight)
             if room > 0:
-                rows = [r for r in spool.read(cursor, room) if r.id not in skip]
                 self.more.clear()
+                rows = spool.read(self.cursor, room)
             for row in rows:
-                futs = []
-                for msg_id, payload in self._payloads(row, max_payload):
-                    headers = {"Content-Type": CONTENT_TYPES[self.enc], "Nats-Msg-Id": msg_id}
-                    subject = f"{self.base}.p.{row.node}"
-                    if js is not None:
-                        futs.append(await js.publish_async(subject, payload, headers=headers))
-                    else:
-                        await nc.publish(subject, payload, headers=headers)
+                self.cursor = row.id
+                if row.id in self.sent_rows:
+                    continue  # published from memory, written while in flight
+                futs = await self._send(sess, row)
                 in_flight.append((row, futs))
-                cursor = row.id
-            if js is None:
+                self._backlog_sent(row.node)
+            if sess.js is None:
                 if in_flight:
                     # shielded: a flush cancelled by stop leaves nats-py a pong it cannot settle
-                    await asyncio.shield(nc.flush(timeout=cfg.ack_timeout))
+                    await asyncio.shield(sess.nc.flush(timeout=cfg.ack_timeout))
                     while in_flight:
                         self._published(in_flight.popleft()[0])
                 elif not rows:
@@ -475,6 +685,14 @@ class _Run:
             else:
                 await self._wait_more()
 
+    def _backlog_sent(self, node: str) -> None:
+        n = self.backlog[node] - 1
+        if n > 0:
+            self.backlog[node] = n
+        else:
+            del self.backlog[node]
+            self.poke.set()  # the node's newer batches in memory may go now
+
     async def _wait_more(self) -> None:
         await _wait(self.more, 1.0)
 
@@ -483,12 +701,12 @@ class _Run:
         self.stats["points_out"] += row.points
         self.stats["batches_out"] += 1
 
-    def _payloads(self, row: Stored, max_payload: int) -> list[tuple[str, bytes]]:
-        """The message(s) for one spooled batch: split in halves while too big for NATS."""
-        if self.enc == "msgpack" and len(row.data) <= max_payload:
-            return [(row.msg_id, row.data)]
-        maps = msgpack.unpackb(row.data, raw=False)
-        return _split(row.msg_id, maps, self.enc, max_payload)
+    def _payloads(self, batch: Batch | Stored, max_payload: int) -> list[tuple[str, bytes]]:
+        """The message(s) for one batch: split in halves while too big for NATS."""
+        if self.enc == "msgpack" and len(batch.data) <= max_payload:
+            return [(batch.msg_id, batch.data)]
+        maps = msgpack.unpackb(batch.data, raw=False)
+        return _split(batch.msg_id, maps, self.enc, max_payload)
 
     async def _statuses(self, nc: Any) -> None:
         headers = {"Content-Type": CONTENT_TYPES[self.enc]}
@@ -681,65 +899,52 @@ def _by_node(points: list[Point], frame: bytes) -> list[tuple[str, int, bytes]]:
     ]
 
 
-class _Merger:
-    """Joins the consecutive batches of one sender and node within a receive burst
-    into one spool batch (one NATS message): fewer rows, pages and messages when
-    drivers send many small batches. The message id names the seq range, so it is
-    the same if the batches are ever sent again.
-    """
+@dataclass(slots=True, eq=False)
+class _Entry:
+    """A batch of one node from one bus batch, in memory until it is safe."""
 
-    def __init__(self) -> None:
-        self._open: dict[tuple[str, str], list[Any]] = {}  # -> [first, last, n, parts, size]
-        self._done: list[Batch] = []
-        self._order: list[tuple[str, str]] = []
-
-    def add(self, epoch: str, seq: int, node: str, n: int, packed: bytes) -> None:
-        key = (epoch, node)
-        body = _array_body(packed)
-        g = self._open.get(key)
-        if g is not None and g[2] + n <= MERGE_MAX_POINTS and g[4] + len(body) <= MERGE_MAX_BYTES:
-            g[1], g[2], g[4] = seq, g[2] + n, g[4] + len(body)
-            g[3].append(body)
-            return
-        if g is not None:
-            self._close(key)
-        self._open[key] = [seq, seq, n, [body], len(body)]
-        self._order.append(key)
-
-    def _close(self, key: tuple[str, str]) -> None:
-        first, last, n, parts, _ = self._open.pop(key)
-        epoch, node = key
-        span = str(first) if first == last else f"{first}-{last}"
-        data = _array_header(n) + b"".join(parts)
-        self._done.append(Batch(node, f"{epoch}:{span}:{node}", n, data))
-
-    def batches(self) -> list[Batch]:
-        for key in self._order:
-            if key in self._open:
-                self._close(key)
-        self._order = []
-        out, self._done = self._done, []
-        return out
+    key: int
+    batch: Batch
+    epoch: str
+    slot: list[int]  # [seq, batches of that bus batch not yet safe], shared with its sender
+    came: float  # monotonic time it was accepted
+    sent: bool = False  # published in the current session, NATS has not acked it yet
+    safe: bool = False  # in NATS or in the spool
+    row: int = 0  # its spool id once written (0: never, or dropped by the cap)
 
 
-def _array_body(packed: bytes) -> bytes:
-    """The elements of a packed msgpack array, without its header."""
-    b0 = packed[0]
-    if 0x90 <= b0 <= 0x9F:
-        return packed[1:]
-    if b0 == 0xDC:
-        return packed[3:]
-    if b0 == 0xDD:
-        return packed[5:]
-    raise ValueError("not a msgpack array")
+@dataclass(slots=True, eq=False)
+class _Sender:
+    """One sender epoch: the last seq accepted, the last acked, and the seqs between."""
+
+    ident: bytes
+    accepted: int
+    acked: int
+    open: deque[list[int]] = field(default_factory=deque)  # slots of accepted, unacked seqs
+    dirty: bool = False  # accepted something since the last spool commit
+
+    def advance(self) -> bool:
+        """Move `acked` over every leading seq whose batches are all safe; True if it moved."""
+        moved = False
+        while self.open and self.open[0][1] <= 0:
+            self.acked = self.open.popleft()[0]
+            moved = True
+        return moved
 
 
-def _array_header(n: int) -> bytes:
-    if n < 16:
-        return bytes([0x90 | n])
-    if n < 0x10000:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")
+@dataclass(eq=False)
+class _Session:
+    """One NATS connection, and what the fast path has in flight on it (oldest first)."""
+
+    nc: Any
+    js: Any
+    flight: deque[tuple[_Entry, list[asyncio.Future]]] = field(default_factory=deque)
+    sent: asyncio.Event = field(default_factory=asyncio.Event)
+    error: BaseException | None = None
+
+    def fail(self, e: BaseException) -> None:
+        self.error = e
+        self.sent.set()
 
 
 def _maps_part(frame: bytes) -> bytes:

@@ -93,6 +93,8 @@ class Spool:
         self.points = 0
         self.dropped_points = 0  # dropped by the cap, ever (persistent)
         self.dropped_batches = 0
+        self.written_batches = 0  # batches written while open (the bridge avoids it when it can)
+        self.written_bytes = 0  # ... and their payload bytes
 
     # -- lifecycle -----------------------------------------------------------------
     def open(self) -> Spool:
@@ -149,8 +151,18 @@ class Spool:
         Returns the ids given to the new batches (in order). A batch too big for
         the whole cap is dropped and counted at once.
         """
+        return [i for i in self.commit_rows(batches, seqs, done) if i is not None]
+
+    def commit_rows(
+        self,
+        batches: Iterable[Batch] = (),
+        seqs: dict[str, int] | None = None,
+        done: Iterable[int] = (),
+    ) -> list[int | None]:
+        """`commit`, returning one entry per batch given: its id, or None when the
+        cap dropped it (and counted it) in this same commit."""
         db = self._need_db()
-        ids: list[int] = []
+        ids: list[int | None] = []
         now = time.time()
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -162,6 +174,7 @@ class Spool:
                 if size > self.max_bytes:
                     self.dropped_points += b.points
                     self.dropped_batches += 1
+                    ids.append(None)
                     continue
                 db.execute(
                     "INSERT INTO batch (id, node, msg_id, points, data) VALUES (?, ?, ?, ?, ?)",
@@ -172,6 +185,8 @@ class Spool:
                 self.bytes += size
                 self.batches += 1
                 self.points += b.points
+                self.written_batches += 1
+                self.written_bytes += len(b.data)
             if seqs:
                 db.executemany(
                     "INSERT INTO sender (epoch, seq, updated) VALUES (?, ?, ?) "
@@ -198,13 +213,13 @@ class Spool:
         except BaseException:
             db.execute("ROLLBACK")
             self._reload(db)
-            self._next_id = max(self._next_id, (ids[-1] + 1) if ids else 0)
+            self._next_id = max([self._next_id, *(i + 1 for i in ids if i is not None)])
             raise
         if seqs:
             self._seqs.update(seqs)
             if len(self._seqs) > KEEP_EPOCHS:
                 self._seqs = dict(db.execute("SELECT epoch, seq FROM sender"))
-        return [i for i in ids if i > trimmed]
+        return [i if i is not None and i > trimmed else None for i in ids]
 
     def _remove(self, db: sqlite3.Connection, ids: list[int]) -> None:
         for i in range(0, len(ids), 500):
@@ -264,6 +279,11 @@ class Spool:
             )
         ]
 
+    def nodes_after(self, after: int = 0) -> list[tuple[int, str]]:
+        """(id, node) of every batch with id > `after`, oldest first."""
+        db = self._need_db()
+        return list(db.execute("SELECT id, node FROM batch WHERE id > ? ORDER BY id", (after,)))
+
     def first_id(self) -> int:
         """The id of the oldest batch held, 0 when empty."""
         row = self._need_db().execute("SELECT min(id) FROM batch").fetchone()
@@ -276,6 +296,8 @@ class Spool:
             "spool_bytes": self.bytes,
             "spool_dropped": self.dropped_points,
             "spool_dropped_batches": self.dropped_batches,
+            "spool_written_batches": self.written_batches,
+            "spool_written_bytes": self.written_bytes,
         }
 
     def _need_db(self) -> sqlite3.Connection:

@@ -127,6 +127,7 @@ def test_bridge_killed_mid_stream_loses_nothing(make_config, nats_server) -> Non
                 lambda before=before: (
                     (b := bridge(cfg))["state"] == "running"
                     and b["points_out"] >= before + 50
+                    and b["stats"].get("fast_batches", 0) > 0  # killed mid fast path
                     and b
                 ),
                 15,
