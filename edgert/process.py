@@ -210,7 +210,7 @@ def _run_actor(spec: ActorSpec, link: mp.connection.Connection) -> None:
     try:
         _send(link, "running", time.monotonic())
         actor.run(ctx)
-        if outbox is not None and not outbox.drain(spec.drain_timeout):
+        if outbox is not None and spec.drain_timeout > 0 and not outbox.drain(spec.drain_timeout):
             ctx.log.warning(
                 "stopped with %d points not acknowledged by the bridge", outbox.stats()["buffered"]
             )

@@ -22,6 +22,7 @@ from typing import Any
 from .config import ConfigError, GatewayConfig, SupervisorSection, driver_nodes, load
 from .process import ActorSpec
 from .supervisor import ChildSpec, GroupFailed, Supervisor
+from .systemd import Notifier
 
 __all__ = ["Runtime", "GroupFailed", "RuntimeBusy"]
 
@@ -51,7 +52,7 @@ class Runtime:
     def run(self) -> None:
         cfg = self.config
         rdir = cfg.runtime_dir
-        with _runtime_dir(rdir):
+        with _runtime_dir(rdir), contextlib.closing(Notifier()) as notifier:
             cfg.data_dir.mkdir(parents=True, exist_ok=True)
             sup = Supervisor(
                 self.children(),
@@ -60,6 +61,7 @@ class Runtime:
                 control_path=str(rdir / "control.sock"),
                 preload=self._preload(),
                 reload=self._reread,
+                notifier=notifier,
             )
             self._supervisor = sup
             if self._stopped:
@@ -97,6 +99,8 @@ class Runtime:
         sp = cfg.supervisor
         rdir = str(cfg.runtime_dir)
         hb = max(0.05, min(1.0, sp.heartbeat_timeout / 4))
+        # with no bridge, nobody acknowledges: a stopping driver need not wait for it
+        drain = max(0.1, sp.shutdown_timeout / 2) if cfg.nats.enabled else 0.0
 
         def spec(name: str, cls: type, conf: Any) -> ActorSpec:
             return ActorSpec(
@@ -105,7 +109,7 @@ class Runtime:
                 config=conf,
                 runtime_dir=rdir,
                 heartbeat_interval=hb,
-                drain_timeout=max(0.1, sp.shutdown_timeout / 2),
+                drain_timeout=drain,
                 log_level=self.log_level,
             )
 
@@ -115,22 +119,17 @@ class Runtime:
 
             conf = NatsServerConfig.from_section(cfg.nats, str(cfg.data_dir))
             out.append(ChildSpec(spec("nats", NatsServer, conf), "permanent", tier=0, kind="nats"))
-        if not cfg.nats.enabled:
-            return out + [
-                ChildSpec(spec(d.name, d.cls, d.config), d.restart, tier=2, kind=d.type)
-                for d in cfg.drivers
-            ]
-        from .bridge import Bridge, BridgeConfig
+        if cfg.nats.enabled:
+            from .bridge import Bridge, BridgeConfig
 
-        routes = {node: d.name for d in cfg.drivers for node in driver_nodes(d)}
-        bconf = BridgeConfig(
-            gateway_id=cfg.gateway.id,
-            runtime_dir=rdir,
-            data_dir=str(cfg.data_dir),
-            nats=cfg.nats,
-            routes=routes,
-        )
-        out.append(ChildSpec(spec("bridge", Bridge, bconf), "permanent", tier=1, kind="bridge"))
+            bconf = BridgeConfig(
+                gateway_id=cfg.gateway.id,
+                runtime_dir=rdir,
+                data_dir=str(cfg.data_dir),
+                nats=cfg.nats,
+                routes={node: d.name for d in cfg.drivers for node in driver_nodes(d)},
+            )
+            out.append(ChildSpec(spec("bridge", Bridge, bconf), "permanent", tier=1, kind="bridge"))
         for d in cfg.drivers:
             out.append(ChildSpec(spec(d.name, d.cls, d.config), d.restart, tier=2, kind=d.type))
         return out

@@ -37,6 +37,7 @@ import zmq
 from .config import SupervisorSection
 from .point import unpack_limited
 from .process import ActorProcess, ActorSpec, mp_context
+from .systemd import Notifier
 
 __all__ = ["Supervisor", "ChildSpec", "GroupFailed"]
 
@@ -103,7 +104,10 @@ class Supervisor:
         control_path: str | None = None,
         preload: list[str] = (),  # type: ignore[assignment]
         reload: Callable[[], tuple[list[ChildSpec], SupervisorSection]] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
+        self._notifier = notifier or Notifier({})
+        self._ready_sent = False
         self.policy = policy
         self._reload = reload
         self._reload_requested = False
@@ -217,6 +221,7 @@ class Supervisor:
             if control is not None:
                 self._serve_control(control)
             now = time.monotonic()
+            self._notify(now)
             for c in self._children:
                 if c.proc is not None:
                     if c.kill_at is not None and now >= c.kill_at:
@@ -239,9 +244,27 @@ class Supervisor:
             if now >= self._next_status or self._status_dirty:
                 self._push_status()
 
+    def _notify(self, now: float) -> None:
+        """Tell systemd (when it runs us): ready once all actors ran, alive, their states."""
+        n = self._notifier
+        if not n.active:
+            return
+        n.tick(now)
+        states: dict[str, int] = {}
+        for c in self._children:
+            states[c.state] = states.get(c.state, 0) + 1
+        text = ", ".join(f"{k} {v}" for k, v in sorted(states.items()))
+        if not self._ready_sent and states.get("running", 0) == len(self._children):
+            self._ready_sent = True
+            n.ready(f"actors: {text}")
+        n.status(f"actors: {text}")
+
     def _next_timer(self) -> float:
         now = time.monotonic()
         t = min(now + 1.0, self._next_status)
+        wd = self._notifier.next_due
+        if wd is not None:
+            t = min(t, wd)
         for c in self._children:
             if c.proc is not None:
                 if c.kill_at is not None:
@@ -347,6 +370,7 @@ class Supervisor:
 
     def _begin_shutdown(self) -> None:
         self._shutting_down = True
+        self._notifier.stopping()
         for c in self._children:
             if c.proc is None and c.state in ("backing_off", "starting"):
                 c.state = "stopped"
