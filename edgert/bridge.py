@@ -278,13 +278,19 @@ class _Run:
             await _readable(loop, router, fd, self._commit_wait(), self.poke)
             frames: list[list[bytes]] = []
             _drain(router, frames)
-            self._burst(frames)
+            self._receive(frames)
             if self.unsent and self.session is not None:
                 await self._fast(self.session)
+            self._settle(bool(frames))
             await asyncio.sleep(0)  # a busy bus must not starve the other tasks
 
     def _burst(self, frames: list[list[bytes]]) -> None:
-        """Decode and take what is next per sender; spool what is due; send the acks owed."""
+        """One burst without NATS: take the frames, spool what is due, send the acks owed."""
+        self._receive(frames)
+        self._settle(bool(frames))
+
+    def _receive(self, frames: list[list[bytes]]) -> None:
+        """Decode and take what is next per sender (a malformed frame is counted, skipped)."""
         for parts in frames:
             if len(parts) != 2:
                 self._bad(f"a message of {len(parts)} parts (expected one frame)")
@@ -306,10 +312,13 @@ class _Run:
                     fut.set_result((ok, error))
             else:
                 self._bad(f"frame kind {kind!r} is not sent by actors")
+
+    def _settle(self, report: bool) -> None:
+        """Spool what is due, send the acks owed."""
         if self._commit_due():
             self._commit()
         self._send_acks()
-        if frames:
+        if report:
             self._report()
             self._check_status_change()
 
