@@ -92,8 +92,14 @@ _PAIRS: dict[str, dict[str, tuple[str, str, str, str]]] = {
             "zmq + NATS",
         ),
         "latency p99": ("latency.edgert_p99_ms", "latency.baseline_p99_ms", "ms", "zmq + NATS"),
-        "spool bytes written per 1000 points": (
-            "spool.written_bytes_per_1000_at_50_per_commit",
+        "disk writes per 1000 points, NATS up": (
+            "latency.bridge_write_bytes_per_1000",
+            "spool.payload_bytes_per_1000",
+            "B",
+            "payload",
+        ),
+        "disk writes per 1000 points, NATS down": (
+            "outage.bridge_write_bytes_per_1000",
             "spool.payload_bytes_per_1000",
             "B",
             "payload",

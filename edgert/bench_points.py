@@ -21,6 +21,7 @@ plain dict; `edgert bench` prints them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing as mp
 import shutil
 import statistics
@@ -144,7 +145,7 @@ def _run_gateway(
 ) -> dict[str, Any]:
     cfg = _gateway(d, srv.url, rate, jetstream)
     with _subscribed(srv.url, "edgert.bench.p.>", warmup, seconds, mode) as conn:
-        with running_gateway(cfg):
+        with running_gateway(cfg, log_level=logging.CRITICAL):
             b = wait_for(lambda: status(cfg)["by_name"]["bridge"], 15, "the bridge")
             io0 = _io(b["pid"])
             pts0 = b["stats"].get("points_in", 0)
@@ -399,7 +400,7 @@ def outage_cost(rate: float = 1000.0, seconds: float = 5.0, warmup: float = 1.0)
     d = tempfile.mkdtemp(prefix="ebp-")
     try:
         cfg = _gateway(d, "nats://127.0.0.1:1", rate, jetstream=False)  # nobody listens there
-        with running_gateway(cfg):
+        with running_gateway(cfg, log_level=logging.CRITICAL):
             wait_for(lambda: status(cfg)["by_name"]["bridge"]["buffered"] > 0, 15, "spooling")
             time.sleep(warmup)  # a measuring window, not a wait for a condition
             b = status(cfg)["by_name"]["bridge"]

@@ -20,7 +20,8 @@ one is safe. Two routes lead to NATS:
   takes it within `commit_interval`, it is never written to disk;
 - the spool path: a batch not yet safe `commit_interval` after it came (NATS
   down or slow, a backlog of its node, too many in flight) is written to the
-  spool, in one transaction per burst with each sender's last seq. The spool is
+  spool, in one transaction per burst with each sender's last seq (while NATS
+  is down, one per `outage_commit_interval`: fewer, larger writes). The spool is
   published oldest first, and a batch leaves it once NATS has it. A batch that
   NATS took after it was written is deleted in a later commit.
 
@@ -94,6 +95,9 @@ class BridgeConfig:
     status_interval: float = 5.0  # seconds between status messages (and on change)
     command_timeout: float = 5.0  # seconds a driver has to answer a command
     commit_interval: float = 0.05  # at most one spool transaction per this (group commit)
+    # while NATS is down everything goes to disk and nothing waits for it but the
+    # drivers' acks: commit less often, so an outage writes less to the SD card
+    outage_commit_interval: float = 1.0
     backoff_min: float = 0.2  # reconnect backoff to NATS
     backoff_max: float = 5.0
     max_in_flight: int = 64  # batches published and not yet acknowledged by NATS
@@ -401,7 +405,8 @@ class _Run:
             return None
         if self._unsent_bytes() >= BIG_BURST:
             return 0.0
-        return max(0.0, oldest + self.cfg.commit_interval - time.monotonic())
+        interval = self.cfg.commit_interval if self.connected else self.cfg.outage_commit_interval
+        return max(0.0, oldest + interval - time.monotonic())
 
     def _commit_due(self) -> bool:
         wait = self._commit_wait()

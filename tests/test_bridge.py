@@ -222,9 +222,13 @@ def test_wrong_credentials_are_a_clear_error_and_a_retry_not_a_crash(
         cfg = make_config(FAST + nats_section(srv.url, **wrong) + counter())
         with running_gateway(cfg):
             b = wait_for(
-                lambda: (b := bridge(cfg))["stats"].get("nats_connect_attempts", 0) >= 3 and b,
+                lambda: (
+                    (b := bridge(cfg))["stats"].get("nats_connect_attempts", 0) >= 3
+                    and b["buffered"] > 0
+                    and b
+                ),
                 15,
-                "several connection attempts",
+                "several connection attempts, with the points spooled meanwhile",
             )
             assert "refused our credentials" in b["stats"]["nats"]
             assert "Authorization Violation" in b["stats"]["nats"]
