@@ -20,8 +20,9 @@ one is safe. Two routes lead to NATS:
   takes it within `commit_interval`, it is never written to disk;
 - the spool path: a batch not yet safe `commit_interval` after it came (NATS
   down or slow, a backlog of its node, too many in flight) is written to the
-  spool, in one transaction per burst with each sender's last seq (while NATS
-  is down, one per `outage_commit_interval`: fewer, larger writes). The spool is
+  spool, in one transaction per burst with each sender's last seq (once NATS
+  has been down for a few seconds, one per `outage_commit_interval`: fewer,
+  larger writes; a quick reconnect keeps the short interval). The spool is
   published oldest first, and a batch leaves it once NATS has it. A batch that
   NATS took after it was written is deleted in a later commit.
 
@@ -77,6 +78,7 @@ MAX_BURST = 2000  # frames per spool transaction at most
 KEEP_SENDERS = 1000  # sender epochs remembered in memory (the spool keeps their seqs too)
 BIG_BURST = 256 * 1024  # bytes waiting unpublished that are worth a commit at once
 MAX_BURST_BYTES = 1024 * 1024  # and at most this much per transaction (keeps the loop lively)
+OUTAGE_AFTER = 3.0  # seconds without NATS before the spool commits at the outage pace
 LOG_FIRST_BAD = 10  # malformed frames logged one by one, then every 1000th
 
 
@@ -190,6 +192,7 @@ class _Run:
         self.snapshot: dict[str, Any] = {}
         self.status_key: Any = None
         self.connected = False
+        self.up_last = time.monotonic()  # when NATS was last seen connected
         self.server = ""
         self.nats_error = ""
         self.connect_attempts = 0
@@ -405,7 +408,9 @@ class _Run:
             return None
         if self._unsent_bytes() >= BIG_BURST:
             return 0.0
-        interval = self.cfg.commit_interval if self.connected else self.cfg.outage_commit_interval
+        interval = self.cfg.commit_interval
+        if not self.connected and time.monotonic() - self.up_last > OUTAGE_AFTER:
+            interval = self.cfg.outage_commit_interval  # a real outage, not a reconnect
         return max(0.0, oldest + interval - time.monotonic())
 
     def _commit_due(self) -> bool:
@@ -497,6 +502,7 @@ class _Run:
                 self._nats_down(_why(eg.exceptions[0], errors), first=True)
             finally:
                 self.connected = False
+                self.up_last = time.monotonic()
                 with contextlib.suppress(Exception):
                     await nc.close()
                 self._report()
