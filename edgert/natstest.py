@@ -53,8 +53,10 @@ class NatsProcess:
         token: str | None = None,
         user: str | None = None,
         password: str | None = None,
+        tls: dict[str, str] | None = None,
     ) -> None:
         self.directory = Path(directory)
+        self.tls = tls  # {"cert", "key", "ca"}: TLS, and with "ca" client certificates required
         self.port = port or free_port()
         self.token = token
         self.user = user
@@ -63,7 +65,7 @@ class NatsProcess:
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -73,6 +75,10 @@ class NatsProcess:
             args += ["--user", self.user, "--pass", self.password or ""]
         elif self.token is not None:
             args += ["--auth", self.token]
+        if self.tls:
+            args += ["--tls", "--tlscert", self.tls["cert"], "--tlskey", self.tls["key"]]
+            if "ca" in self.tls:
+                args += ["--tlscacert", self.tls["ca"], "--tlsverify"]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
         wait_for(self._accepting, timeout, f"nats-server on port {self.port}")
 
@@ -231,3 +237,45 @@ def request(
             await nc.close()
 
     return asyncio.run(ask())
+
+
+def make_certificates(directory: str | Path) -> dict[str, str]:
+    """A test CA, a server certificate for 127.0.0.1 and a client certificate (openssl).
+
+    Returns the paths: ca, server_cert, server_key, client_cert, client_key.
+    """
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    key = ["-newkey", "rsa:2048", "-nodes", "-days", "2"]
+    openssl("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=test CA")
+    usages = {
+        "server": "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        "client": "extendedKeyUsage=clientAuth\n",
+    }
+    for name, ext in usages.items():
+        (d / f"{name}.ext").write_text(ext)
+        req = ["-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}"]
+        openssl("req", *key[:3], *req)
+        sign = ["-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2"]
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            *sign,
+            "-out",
+            f"{name}.pem",
+            "-extfile",
+            f"{name}.ext",
+        )
+    return {
+        "ca": str(d / "ca.pem"),
+        "server_cert": str(d / "server.pem"),
+        "server_key": str(d / "server.key"),
+        "client_cert": str(d / "client.pem"),
+        "client_key": str(d / "client.key"),
+    }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,14 @@ import pytest
 from click.testing import CliRunner
 
 from edgert.cli import cli
-from edgert.natstest import Message, NatsProcess, Subscriber, decode, stream_messages
+from edgert.natstest import (
+    Message,
+    NatsProcess,
+    Subscriber,
+    decode,
+    make_certificates,
+    stream_messages,
+)
 from edgert.testing import running_gateway, status, wait_for
 
 FAST = """
@@ -237,3 +245,32 @@ def test_wrong_credentials_are_a_clear_error_and_a_retry_not_a_crash(
         cfg = make_config(FAST + nats_section(srv.url, **right) + counter())
         with Subscriber(srv.url, "edgert.gw.p.gen", **right) as sub, running_gateway(cfg):
             wait_for(lambda: len(sub.points()) >= 50, 15, "points with the right credentials")
+
+
+def test_mutual_tls_with_a_client_certificate(make_config, short_dir) -> None:
+    c = make_certificates(short_dir / "certs")
+    server_tls = {"cert": c["server_cert"], "key": c["server_key"], "ca": c["ca"]}
+    with NatsProcess(short_dir / "nats", tls=server_tls) as srv:
+        # no client certificate: the server refuses; a clear error and a retry, not a crash
+        cfg = make_config(FAST + nats_section(srv.url, tls_ca=c["ca"]) + counter())
+        with running_gateway(cfg):
+            b = wait_for(
+                lambda: (b := bridge(cfg))["stats"].get("nats_connect_attempts", 0) >= 2 and b,
+                15,
+                "connection attempts without a client certificate",
+            )
+            assert b["state"] == "running" and b["restarts"] == 0
+            assert b["stats"]["nats"].startswith("down"), b["stats"]["nats"]
+        keys = {"tls_ca": c["ca"], "tls_cert": c["client_cert"], "tls_key": c["client_key"]}
+        cfg = make_config(FAST + nats_section(srv.url, **keys) + counter())
+        client = ssl.create_default_context(cafile=c["ca"])
+        client.load_cert_chain(c["client_cert"], c["client_key"])
+        with Subscriber(srv.url, "edgert.gw.p.gen", tls=client) as sub, running_gateway(cfg):
+            wait_for(lambda: len(sub.points()) >= 50, 15, "points over mutual TLS")
+        # what the first gateway spooled while refused comes first, then the second's count
+        runs: list[list[int]] = []
+        for v in (p["value"] for p in sub.points()):
+            if not runs or v != runs[-1][-1] + 1:
+                runs.append([])
+            runs[-1].append(v)
+        assert len(runs) <= 2 and all(r[0] == 0 for r in runs), [(r[0], r[-1]) for r in runs]
