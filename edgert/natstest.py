@@ -240,38 +240,61 @@ def request(
 
 
 def make_certificates(directory: str | Path) -> dict[str, str]:
-    """A test CA, a server certificate for 127.0.0.1 and a client certificate (openssl).
+    """A test CA, a server certificate for 127.0.0.1 and a client certificate.
 
     Returns the paths: ca, server_cert, server_key, client_cert, client_key.
     """
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
 
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
-    key = ["-newkey", "rsa:2048", "-nodes", "-days", "2"]
-    openssl("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=test CA")
-    usages = {
-        "server": "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        "client": "extendedKeyUsage=clientAuth\n",
-    }
-    for name, ext in usages.items():
-        (d / f"{name}.ext").write_text(ext)
-        req = ["-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}"]
-        openssl("req", *key[:3], *req)
-        sign = ["-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2"]
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            *sign,
-            "-out",
-            f"{name}.pem",
-            "-extfile",
-            f"{name}.ext",
+    def cert(cn: str, key: Any, issuer: x509.Name, signer: Any, *exts: Any) -> x509.Certificate:
+        b = x509.CertificateBuilder().subject_name(name(cn)).issuer_name(issuer)
+        b = b.public_key(key.public_key()).serial_number(x509.random_serial_number())
+        b = b.not_valid_before(now - datetime.timedelta(minutes=5))
+        b = b.not_valid_after(now + datetime.timedelta(days=2))
+        for ext, critical in exts:
+            b = b.add_extension(ext, critical=critical)
+        return b.sign(signer, hashes.SHA256())
+
+    def write(stem: str, key: Any, c: x509.Certificate) -> None:
+        (d / f"{stem}.pem").write_bytes(c.public_bytes(serialization.Encoding.PEM))
+        (d / f"{stem}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
         )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = cert(
+        "test CA",
+        ca_key,
+        name("test CA"),
+        ca_key,
+        (x509.BasicConstraints(ca=True, path_length=None), True),
+    )
+    write("ca", ca_key, ca)
+    ip = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    for stem, usage, extra in (
+        ("server", ExtendedKeyUsageOID.SERVER_AUTH, [(ip, False)]),
+        ("client", ExtendedKeyUsageOID.CLIENT_AUTH, []),
+    ):
+        key = ec.generate_private_key(ec.SECP256R1())
+        exts = [(x509.ExtendedKeyUsage([usage]), False), *extra]
+        write(stem, key, cert(stem, key, ca.subject, ca_key, *exts))
     return {
         "ca": str(d / "ca.pem"),
         "server_cert": str(d / "server.pem"),
