@@ -59,6 +59,22 @@ def _age(seconds: float) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
+def now_note(actor: dict[str, Any]) -> str:
+    """What an actor says of its present state, from the figures it reports: the NATS
+    link (bridge), what it waits for (a GPIO chip), a closed port (Modbus), drops."""
+    s = actor.get("stats") or {}
+    notes = []
+    if s.get("nats"):
+        notes.append(f"nats {s['nats']}")
+    if s.get("waiting"):
+        notes.append(f"waiting: {s['waiting']}")
+    if s.get("port") not in (None, "open"):
+        notes.append(f"port {s['port']}: {s.get('port_error') or '?'}")
+    if actor.get("dropped"):
+        notes.append(f"dropped {actor['dropped']}")
+    return "; ".join(notes)
+
+
 def format_status(status: dict[str, Any]) -> str:
     """The status snapshot as a table, one row per actor."""
     rows = [
@@ -71,6 +87,7 @@ def format_status(status: dict[str, Any]) -> str:
             "UPTIME",
             "POINTS_OUT",
             "BUFFERED",
+            "NOW",
             "LAST_ERROR",
         )
     ]
@@ -86,6 +103,7 @@ def format_status(status: dict[str, Any]) -> str:
                 _age(a["uptime"]) if a["uptime"] else "-",
                 str(a["points_out"]),
                 str(a["buffered"]),
+                now_note(a)[:60],
                 (err[-1][:60] if err else ""),
             )
         )

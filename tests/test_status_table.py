@@ -1,0 +1,62 @@
+"""`edgert status` as a table: one row per actor, with what each says of its present state."""
+
+from __future__ import annotations
+
+from edgert.control import format_status
+
+
+def actor(name: str, **extra: object) -> dict:
+    a = {
+        "name": name,
+        "kind": "x",
+        "pid": 42,
+        "state": "running",
+        "restarts": 0,
+        "uptime": 75.0,
+        "points_out": 10,
+        "buffered": 0,
+        "dropped": 0,
+        "last_error": "",
+        "stats": {},
+    }
+    a.update(extra)
+    return a
+
+
+def test_the_table_shows_nats_link_waits_closed_ports_and_drops() -> None:
+    snap = {
+        "gateway": "gw1",
+        "actors": [
+            actor("bridge", stats={"nats": "down: connection refused"}, dropped=7),
+            actor("io", stats={"waiting": "chip /dev/gpiochip9 not found"}),
+            actor("rs485", stats={"port": "closed", "port_error": "no such device"}),
+            actor(
+                "gen",
+                state="backing_off",
+                pid=None,
+                restarts=2,
+                uptime=0.0,
+                last_error="Traceback ...\nRuntimeError: boom",
+            ),
+        ],
+    }
+    lines = format_status(snap).splitlines()
+    assert lines[0] == "gateway gw1"
+    assert lines[1].split() == [
+        "NAME",
+        "KIND",
+        "PID",
+        "STATE",
+        "RESTARTS",
+        "UPTIME",
+        "POINTS_OUT",
+        "BUFFERED",
+        "NOW",
+        "LAST_ERROR",
+    ]
+    rows = {line.split()[0]: line for line in lines[2:]}
+    assert "nats down: connection refused; dropped 7" in rows["bridge"]
+    assert "waiting: chip /dev/gpiochip9 not found" in rows["io"]
+    assert "port closed: no such device" in rows["rs485"]
+    assert "backing_off" in rows["gen"] and rows["gen"].endswith("RuntimeError: boom")
+    assert " - " in rows["gen"]  # no pid while backing off
