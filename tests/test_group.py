@@ -1,4 +1,4 @@
-"""The Run/Stop group: oklog/run semantics with threads."""
+"""The Run/Stop group: oklog/run semantics, with threads and with a gateway of processes."""
 
 from __future__ import annotations
 
@@ -76,3 +76,30 @@ def test_stop_twice_and_after_run() -> None:
 
 def test_empty_group_returns() -> None:
     Group().run()
+
+
+def test_a_gateway_of_processes_runs_in_a_group_beside_a_thread(make_config) -> None:
+    """Runtime.run/stop are a Run/Stop pair: an actor that fails stops the whole gateway."""
+    from edgert.runtime import Runtime
+    from edgert.testing import pid_alive, status, wait_for
+
+    cfg = make_config(
+        '[nats]\nenabled = false\n[[driver]]\nname = "gen"\ntype = "sim"\n'
+        '[[driver.signal]]\nname = "n"\nrate = 20.0\n'
+    )
+    rt = Runtime(cfg)
+    watcher = Blocker()
+    seen: list[int] = []
+
+    def watch() -> None:  # fails once the driver has published
+        a = wait_for(lambda: (a := status(cfg)["by_name"]["gen"])["points_out"] >= 5 and a, 20, "")
+        seen.append(a["pid"])
+        raise RuntimeError("watcher saw enough")
+
+    g = Group()
+    g.add(rt.run, rt.stop)
+    g.add(watch, watcher.stop)
+    with pytest.raises(RuntimeError, match="watcher saw enough"):
+        g.run()
+    assert seen and not pid_alive(seen[0])
+    assert not (cfg.runtime_dir / "control.sock").exists()
