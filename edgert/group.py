@@ -6,8 +6,9 @@ each in its own thread, with no order between them. The first actor to return
 stops all the others (each `stop` is given the first error, or None); `run()`
 waits for all to return and raises the first error, or returns None when the
 first actor returned cleanly. `Group.stop()` stops them all from outside, at any
-time, even before `run()`. For actors in their own OS processes, `run` is the
-function that waits for the process (see `Supervisor`).
+time, even before `run()`. Anything with Run/Stop fits, including a whole
+gateway of actor processes (`Runtime.run`, `Runtime.stop`); inside a gateway the
+`Supervisor` runs the processes in one loop of its own.
 """
 
 from __future__ import annotations
