@@ -213,6 +213,7 @@ def _optional_commands() -> None:
         ("edgert.sim.cli", "sim"),
         ("edgert.bench", "bench"),
         ("edgert.scaffold", "new_driver"),
+        ("edgert.command", "cmd"),
     ):
         try:
             cmd = getattr(import_module(mod), attr)

@@ -227,7 +227,7 @@ def test_check_accepts_a_good_config(short_dir: Path) -> None:
 
 
 def test_help_has_examples() -> None:
-    commands = ("run", "check", "status", "reload", "drivers", "tail", "bench", "new-driver")
+    commands = ("run", "check", "status", "reload", "drivers", "tail", "cmd", "bench", "new-driver")
     for cmd in (*commands, "sim modbus", "sim gpio"):
         r = edgert(*cmd.split(), "--help")
         assert r.returncode == 0 and "Example" in r.stdout, cmd

@@ -9,6 +9,8 @@ keeps running.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,3 +176,17 @@ def test_a_driver_that_does_not_answer_gets_a_timeout_error(tmp_path: Path) -> N
         run.router.close(0)
         zctx.term()
         ctx.close()
+
+
+def test_edgert_cmd_writes_and_reports_refusals(gateway) -> None:
+    _, cfg = gateway
+    run = [sys.executable, "-m", "edgert", "cmd", "--config", cfg.path]
+    ok = subprocess.run([*run, "gen", "setpoint=42.5"], capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and ok.stdout.strip() == "ok", ok.stderr
+    refused = subprocess.run([*run, "gen", "temp=1"], capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 1 and "not writable" in refused.stderr, refused.stderr
+    unknown = subprocess.run([*run, "nobody", "x=1"], capture_output=True, text=True, timeout=30)
+    assert unknown.returncode == 1 and "nobody" in unknown.stderr, unknown.stderr
+    bad = subprocess.run([*run, "gen", "no equals"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "TYPE=VALUE" in bad.stderr
+    assert status(cfg)["by_name"]["gen"]["state"] == "running"
