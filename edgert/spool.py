@@ -107,12 +107,7 @@ class Spool:
             db.execute("PRAGMA wal_autocheckpoint=8192")  # pages: 8 MB of WAL between checkpoints
             db.execute("PRAGMA journal_size_limit=8388608")  # and the WAL is cut back to that
             db.executescript(_SCHEMA)
-            self._seqs = {e: s for e, s in db.execute("SELECT epoch, seq FROM sender")}
-            n, pts, size = db.execute(
-                "SELECT count(*), coalesce(sum(points), 0), "
-                "coalesce(sum(length(data) + length(msg_id)), 0) FROM batch"
-            ).fetchone()
-            self.batches, self.points, self.bytes = n, pts, size + n * ROW_OVERHEAD
+            self._reload(db)
             self._next_id = (db.execute("SELECT max(id) FROM batch").fetchone()[0] or 0) + 1
             counters = dict(db.execute("SELECT name, value FROM counter"))
             self.dropped_points = counters.get("dropped_points", 0)
@@ -260,6 +255,7 @@ class Spool:
         return last
 
     def _reload(self, db: sqlite3.Connection) -> None:
+        """Senders' seqs and the batch totals, as the database has them."""
         self._seqs = {e: s for e, s in db.execute("SELECT epoch, seq FROM sender")}
         n, pts, size = db.execute(
             "SELECT count(*), coalesce(sum(points), 0), "
