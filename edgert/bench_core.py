@@ -29,7 +29,7 @@ from typing import Any
 
 from .actor import Actor, Context, Stop
 from .config import GatewayConfig, loads
-from .testing import running_gateway
+from .testing import running_gateway, status, wait_for
 
 __all__ = ["Probe", "restart_latency", "startup", "memory", "run_all"]
 
@@ -63,23 +63,9 @@ def _gateway(cfg: GatewayConfig) -> Any:
     return running_gateway(cfg, log_level=logging.ERROR)
 
 
-def _status(cfg: GatewayConfig) -> dict[str, Any] | None:
-    from .control import ControlError, request
-
-    try:
-        return request(cfg.runtime_dir, "status", timeout=2.0)["status"]
-    except ControlError:
-        return None
-
-
-def _wait(cond: Any, timeout: float, what: str, interval: float = 0.002) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(interval)
-    raise TimeoutError(f"bench: timed out waiting for {what}")
+def _wait(cond: Any, timeout: float, what: str) -> Any:
+    """`wait_for` polling fast: the figures are timestamps, but polling slowly adds load."""
+    return wait_for(cond, timeout, what, interval=0.002)
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -177,9 +163,8 @@ def restart_latency(rounds: int = 30) -> dict[str, Any]:
         with _gateway(cfg):
 
             def probe() -> dict[str, Any] | None:
-                s = _status(cfg)
-                a = s and next((a for a in s["actors"] if a["name"] == "probe"), None)
-                return a if a and "entered_run" in a["stats"] else None
+                a = status(cfg)["by_name"]["probe"]
+                return a if "entered_run" in a["stats"] else None
 
             a = _wait(probe, 30, "the probe running")
             for _ in range(rounds):
@@ -221,12 +206,8 @@ def startup(n: int = 10) -> dict[str, Any]:
         with _gateway(cfg):
 
             def all_running() -> dict[str, Any] | None:
-                s = _status(cfg)
-                ok = (
-                    s
-                    and len(s["actors"]) == n
-                    and all(a["state"] == "running" for a in s["actors"])
-                )
+                s = status(cfg)
+                ok = len(s["actors"]) == n and all(a["state"] == "running" for a in s["actors"])
                 return s if ok else None
 
             s = _wait(all_running, 60, f"{n} drivers running")
