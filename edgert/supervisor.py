@@ -125,14 +125,14 @@ class Supervisor:
     def stop(self, err: BaseException | None = None) -> None:
         """Ask `run` to stop every child and return; returns at once."""
         self._stop_requested = True
-        try:
-            os.write(self._wake_w, b"\0")
-        except OSError:
-            pass
+        self._wake()
 
     def reload(self) -> None:
         """Ask `run` to re-read the config (SIGHUP); returns at once. See `_apply_reload`."""
         self._reload_requested = True
+        self._wake()
+
+    def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"\0")
         except OSError:
@@ -140,7 +140,7 @@ class Supervisor:
 
     def run(self) -> None:
         """Run and supervise the children until stopped; raise GroupFailed on too many failures."""
-        mpctx = self._mpctx = mp_context(self._preload)
+        self._mpctx = mp_context(self._preload)
         from multiprocessing import forkserver
 
         forkserver.ensure_running()  # before this process holds a ZeroMQ context
@@ -161,8 +161,8 @@ class Supervisor:
             if self._stop_requested:
                 return
             for c in self._children:
-                self._start(mpctx, c)
-            self._loop(mpctx, control)
+                self._start(c)
+            self._loop(control)
         finally:
             for c in self._children:  # whatever is left (only on an internal error)
                 if c.proc is not None:
@@ -181,7 +181,7 @@ class Supervisor:
             raise self._failure
 
     # -- the loop ------------------------------------------------------------------
-    def _loop(self, mpctx: Any, control: zmq.Socket | None) -> None:
+    def _loop(self, control: zmq.Socket | None) -> None:
         p = self.policy
         while True:
             if self._stop_requested and not self._shutting_down:
@@ -207,10 +207,7 @@ class Supervisor:
                 pass
             if self._reload_requested and not self._shutting_down:
                 self._reload_requested = False
-                try:
-                    self._apply_reload(mpctx)
-                except Exception as e:  # noqa: BLE001 - a broken config is refused, not fatal
-                    log.error("reload refused, nothing changed: %s", e)
+                self._try_reload()
             now = time.monotonic()
             for c in list(self._children):
                 if c.proc is None:
@@ -240,7 +237,7 @@ class Supervisor:
                         c.hung = True
                         c.proc.kill(signal.SIGKILL)
                 elif c.state == "backing_off" and now >= c.next_start and not self._shutting_down:
-                    self._start(mpctx, c)
+                    self._start(c)
             if now >= self._next_status or self._status_dirty:
                 self._push_status()
 
@@ -275,8 +272,8 @@ class Supervisor:
                 t = min(t, c.next_start)
         return t
 
-    def _start(self, mpctx: Any, c: Child) -> None:
-        c.proc = ActorProcess(mpctx, c.cs.spec)
+    def _start(self, c: Child) -> None:
+        c.proc = ActorProcess(self._mpctx, c.cs.spec)
         c.state = "starting"
         c.hung = False
         c.kill_at = None
@@ -390,7 +387,15 @@ class Supervisor:
                 c.kill_at = now + self.policy.shutdown_timeout
 
     # -- reload --------------------------------------------------------------------
-    def _apply_reload(self, mpctx: Any) -> dict[str, list[str]]:
+    def _try_reload(self) -> dict[str, Any]:
+        """Reload, or refuse with the reason (a broken config is not fatal); the control reply."""
+        try:
+            return {"ok": True, "changes": self._apply_reload()}
+        except Exception as e:  # noqa: BLE001 - refused, with the reason
+            log.error("reload refused, nothing changed: %s", e)
+            return {"ok": False, "error": f"reload refused, nothing changed: {e}"}
+
+    def _apply_reload(self) -> dict[str, list[str]]:
         """Compare the re-read config with the running children and act on the difference.
 
         Unchanged children keep running (same pid). A changed one is stopped and
@@ -418,7 +423,7 @@ class Supervisor:
             changes["added"].append(cs.spec.name)
             c = Child(cs)
             self._children.append(c)
-            self._start(mpctx, c)
+            self._start(c)
         log.info(
             "reloaded: %s",
             "; ".join(f"{k} {', '.join(v)}" for k, v in changes.items() if v) or "nothing",
@@ -445,7 +450,7 @@ class Supervisor:
             return
         fresh = Child(c.successor)
         self._children[i] = fresh
-        self._start(self._mpctx, fresh)
+        self._start(fresh)
 
     # -- status and control --------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -498,11 +503,7 @@ class Supervisor:
             if op == "status":
                 reply: dict[str, Any] = {"ok": True, "status": self.snapshot()}
             elif op == "reload" and not self._shutting_down:
-                try:
-                    reply = {"ok": True, "changes": self._apply_reload(self._mpctx)}
-                except Exception as e:  # noqa: BLE001 - refused, with the reason
-                    log.error("reload refused, nothing changed: %s", e)
-                    reply = {"ok": False, "error": f"reload refused, nothing changed: {e}"}
+                reply = self._try_reload()
             else:
                 reply = {
                     "ok": False,
