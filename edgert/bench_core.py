@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
-import shutil
 import signal
 import statistics
 import tempfile
@@ -61,6 +60,11 @@ def _config(d: str, drivers: str, **sup: Any) -> GatewayConfig:
 
 def _gateway(cfg: GatewayConfig) -> Any:
     return running_gateway(cfg, log_level=logging.ERROR)
+
+
+def _tempdir() -> tempfile.TemporaryDirectory[str]:
+    """A short directory (ipc socket paths are limited to 107 bytes), removed after."""
+    return tempfile.TemporaryDirectory(prefix="ert-bench-", ignore_cleanup_errors=True)
 
 
 def _wait(cond: Any, timeout: float, what: str) -> Any:
@@ -130,6 +134,9 @@ def _bare_memory(method: str) -> dict[str, float]:
     finally:
         r.send("done")
         p.join(10)
+        if p.is_alive():
+            p.kill()
+            p.join()
         r.close()
         w.close()
 
@@ -153,34 +160,28 @@ def smaps(pid: int) -> dict[str, float]:
 # -- edgert --------------------------------------------------------------------------
 def restart_latency(rounds: int = 30) -> dict[str, Any]:
     """SIGKILL of a driver to its successor inside `run`, with backoff_min = 0."""
-    d = tempfile.mkdtemp(prefix="ert-bench-")
     drivers = '[[driver]]\nname = "probe"\ntype = "edgert.bench_core:Probe"\n'
-    cfg = _config(
-        d, drivers, backoff_min=0, backoff_max=0, intensity=rounds * 10, period=1, healthy_after=0
-    )
+    policy = dict(backoff_min=0, backoff_max=0, intensity=rounds * 10, period=1, healthy_after=0)
     lat: list[float] = []
-    try:
-        with _gateway(cfg):
+    with _tempdir() as d, _gateway(cfg := _config(d, drivers, **policy)):
 
-            def probe() -> dict[str, Any] | None:
-                a = status(cfg)["by_name"]["probe"]
-                return a if "entered_run" in a["stats"] else None
+        def probe() -> dict[str, Any] | None:
+            a = status(cfg)["by_name"]["probe"]
+            return a if "entered_run" in a["stats"] else None
 
-            a = _wait(probe, 30, "the probe running")
-            for _ in range(rounds):
-                pid = a["pid"]
-                t0 = time.monotonic()
-                os.kill(pid, signal.SIGKILL)
-                a = _wait(
-                    lambda pid=pid, t0=t0: (
-                        (x := probe()) and x["pid"] != pid and x["stats"]["entered_run"] > t0 and x
-                    ),
-                    30,
-                    "the restarted probe",
-                )
-                lat.append(a["stats"]["entered_run"] - t0)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+        a = _wait(probe, 30, "the probe running")
+        for _ in range(rounds):
+            pid = a["pid"]
+            t0 = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            a = _wait(
+                lambda pid=pid, t0=t0: (
+                    (x := probe()) and x["pid"] != pid and x["stats"]["entered_run"] > t0 and x
+                ),
+                30,
+                "the restarted probe",
+            )
+            lat.append(a["stats"]["entered_run"] - t0)
     fork = _bare_start("fork", rounds)
     spawn = _bare_start("spawn", max(5, rounds // 3))
     return {
@@ -194,14 +195,13 @@ def restart_latency(rounds: int = 30) -> dict[str, Any]:
 
 def startup(n: int = 10) -> dict[str, Any]:
     """A gateway of `n` sim drivers from `run` to all running; then their memory."""
-    d = tempfile.mkdtemp(prefix="ert-bench-")
     drivers = "".join(
         f'[[driver]]\nname = "sim{i}"\ntype = "sim"\n'
         f'[[driver.signal]]\nname = "v"\nshape = "sine"\nrate = 10.0\n'
         for i in range(n)
     )
-    cfg = _config(d, drivers)
-    try:
+    with _tempdir() as d:
+        cfg = _config(d, drivers)
         t0 = time.monotonic()
         with _gateway(cfg):
 
@@ -213,8 +213,6 @@ def startup(n: int = 10) -> dict[str, Any]:
             s = _wait(all_running, 60, f"{n} drivers running")
             elapsed = time.monotonic() - t0
             mem = [smaps(a["pid"]) for a in s["actors"]]
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
     return {
         "drivers": n,
         "edgert_s": elapsed,

@@ -107,7 +107,6 @@ class Supervisor:
         notifier: Notifier | None = None,
     ) -> None:
         self._notifier = notifier or Notifier({})
-        self._ready_sent = False
         self.policy = policy
         self._reload = reload
         self._reload_requested = False
@@ -251,8 +250,7 @@ class Supervisor:
         for c in self._children:
             states[c.state] = states.get(c.state, 0) + 1
         text = ", ".join(f"{k} {v}" for k, v in sorted(states.items()))
-        if not self._ready_sent and states.get("running", 0) == len(self._children):
-            self._ready_sent = True
+        if states.get("running", 0) == len(self._children):
             n.ready(f"actors: {text}")
         n.status(f"actors: {text}")
 
@@ -382,9 +380,14 @@ class Supervisor:
         now = time.monotonic()
         for c in live:
             if c.cs.tier == top and c.kill_at is None:
-                c.state = "stopping"
-                c.proc.send("stop")  # type: ignore[union-attr]
-                c.kill_at = now + self.policy.shutdown_timeout
+                self._ask_stop(c, now)
+
+    def _ask_stop(self, c: Child, now: float) -> None:
+        """Send stop to a live child; SIGKILL follows after `shutdown_timeout`."""
+        assert c.proc is not None
+        c.state = "stopping"
+        c.proc.send("stop")
+        c.kill_at = now + self.policy.shutdown_timeout
 
     # -- reload --------------------------------------------------------------------
     def _try_reload(self) -> dict[str, Any]:
@@ -437,9 +440,7 @@ class Supervisor:
         if c.proc is None:
             self._retire(c)
         elif c.kill_at is None:
-            c.state = "stopping"
-            c.proc.send("stop")
-            c.kill_at = time.monotonic() + self.policy.shutdown_timeout
+            self._ask_stop(c, time.monotonic())
 
     def _retire(self, c: Child) -> None:
         """A retiring child has exited: start its successor in its place, or drop it."""

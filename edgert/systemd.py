@@ -32,6 +32,7 @@ class Notifier:
         self.watchdog_interval: float | None = None  # seconds between WATCHDOG=1
         self._next_watchdog = 0.0
         self._last_status = ""
+        self._ready = False
         addr = env.get("NOTIFY_SOCKET", "")
         if not addr or addr[0] not in "/@":
             return
@@ -56,7 +57,10 @@ class Notifier:
             pass
 
     def ready(self, status: str = "") -> None:
-        self.send("READY=1" + (f"\nSTATUS={status}" if status else ""))
+        """READY=1, the first time only: systemd reads it once."""
+        if not self._ready:
+            self._ready = True
+            self.send("READY=1" + (f"\nSTATUS={status}" if status else ""))
 
     def stopping(self) -> None:
         self.send("STOPPING=1")
