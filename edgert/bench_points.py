@@ -38,7 +38,7 @@ import zmq
 from .config import GatewayConfig, loads
 from .natstest import NatsProcess
 from .point import Point
-from .spool import write_cost
+from .spool import process_io, write_cost
 from .testing import running_gateway, status, wait_for
 
 __all__ = ["throughput", "latency", "spool_cost", "outage_cost", "run_all"]
@@ -132,14 +132,6 @@ def _gateway(d: str, url: str, rate: float, jetstream: bool) -> GatewayConfig:
     return loads(text, f"{d}/bench.toml")
 
 
-def _io(pid: int) -> dict[str, int]:
-    try:
-        with open(f"/proc/{pid}/io") as f:
-            return {k: int(v) for k, v in (line.split(":") for line in f if ":" in line)}
-    except OSError:
-        return {}
-
-
 def _run_gateway(
     d: str, srv: NatsProcess, rate: float, jetstream: bool, warmup: float, seconds: float, mode: str
 ) -> dict[str, Any]:
@@ -147,12 +139,12 @@ def _run_gateway(
     with _subscribed(srv.url, "edgert.bench.p.>", warmup, seconds, mode) as conn:
         with running_gateway(cfg, log_level=logging.CRITICAL):
             b = wait_for(lambda: status(cfg)["by_name"]["bridge"], 15, "the bridge")
-            io0 = _io(b["pid"])
+            io0 = process_io(b["pid"])
             pts0 = b["stats"].get("points_in", 0)
             spooled0 = b["stats"].get("spool_written_bytes", 0)
             res = _result(conn, warmup + seconds + 60)
             snap = status(cfg)["by_name"]
-            io1 = _io(b["pid"])
+            io1 = process_io(b["pid"])
             pts1 = snap["bridge"]["stats"].get("points_in", 0)
     spooled = max(1, pts1 - pts0)
     res["bridge_write_bytes_per_1000"] = round(
@@ -404,10 +396,10 @@ def outage_cost(rate: float = 1000.0, seconds: float = 5.0, warmup: float = 1.0)
             wait_for(lambda: status(cfg)["by_name"]["bridge"]["buffered"] > 0, 15, "spooling")
             time.sleep(warmup)  # a measuring window, not a wait for a condition
             b = status(cfg)["by_name"]["bridge"]
-            io0 = _io(b["pid"])
+            io0 = process_io(b["pid"])
             time.sleep(seconds)
             b1 = status(cfg)["by_name"]["bridge"]
-            io1 = _io(b["pid"])
+            io1 = process_io(b["pid"])
     finally:
         shutil.rmtree(d, ignore_errors=True)
     k = max(1, b1["stats"]["points_in"] - b["stats"]["points_in"]) / 1000

@@ -14,10 +14,8 @@ The binary is looked for next to the running Python first (a virtualenv with
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from urllib.parse import urlsplit
 
 from .actor import Actor, Context, Stop
 from .config import NatsSection
+from .process import set_pdeathsig
 
 __all__ = ["NatsServer", "NatsServerConfig", "find_nats_server"]
 
@@ -55,7 +54,6 @@ class NatsServerConfig:
     user: str | None = None
     password: str | None = None
     token: str | None = None
-    binary: str | None = None  # None: find_nats_server()
 
     @classmethod
     def from_section(cls, nats: NatsSection, data_dir: str) -> NatsServerConfig:
@@ -83,13 +81,6 @@ class NatsServerConfig:
         return args
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 class NatsServer(Actor):
     """Runs nats-server for the gateway; fails when the server exits."""
 
@@ -98,7 +89,7 @@ class NatsServer(Actor):
 
     def run(self, ctx: Context) -> None:
         cfg: NatsServerConfig = ctx.config
-        binary = cfg.binary or find_nats_server()
+        binary = find_nats_server()
         Path(cfg.store_dir).mkdir(parents=True, exist_ok=True)
         log_path = Path(cfg.store_dir) / "server.log"
         proc = subprocess.Popen(
@@ -106,18 +97,18 @@ class NatsServer(Actor):
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - the actor process has no threads
+            preexec_fn=set_pdeathsig,  # noqa: PLW1509 - dies with this actor; no threads here
         )
-        ctx.log.info(
-            "nats-server pid %d on %s:%d, store %s, log %s",
-            proc.pid,
-            cfg.host,
-            cfg.port,
-            cfg.store_dir,
-            log_path,
-        )
-        ctx.report(server_pid=proc.pid)
         try:
+            ctx.log.info(
+                "nats-server pid %d on %s:%d, store %s, log %s",
+                proc.pid,
+                cfg.host,
+                cfg.port,
+                cfg.store_dir,
+                log_path,
+            )
+            ctx.report(server_pid=proc.pid)
             while True:
                 msg = ctx.receive(timeout=0.2)
                 if isinstance(msg, Stop):

@@ -114,7 +114,7 @@ class ActorSpec:
     log_level: int = logging.INFO
 
 
-def _set_pdeathsig() -> None:
+def set_pdeathsig() -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -124,7 +124,7 @@ def _set_pdeathsig() -> None:
 
 def _child_main(spec: ActorSpec, link: mp.connection.Connection, parent_pid: int) -> None:
     """Entry point of every actor process (runs in the child)."""
-    _set_pdeathsig()
+    set_pdeathsig()
     if os.getppid() != parent_pid:  # the forkserver died before PDEATHSIG was set
         os._exit(1)
     _drop_forkserver_alive_fd()

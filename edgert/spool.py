@@ -189,7 +189,8 @@ class Spool:
                     [(e, s, now) for e, s in seqs.items()],
                 )
             trimmed = self._trim(db)
-            if trimmed or (seqs and len(self._seqs) + len(seqs) > KEEP_EPOCHS):
+            new_epochs = len(seqs.keys() - self._seqs.keys()) if seqs else 0
+            if trimmed or len(self._seqs) + new_epochs > KEEP_EPOCHS:
                 db.execute(
                     "DELETE FROM sender WHERE epoch NOT IN "
                     "(SELECT epoch FROM sender ORDER BY updated DESC LIMIT ?)",
@@ -280,11 +281,6 @@ class Spool:
         db = self._need_db()
         return list(db.execute("SELECT id, node FROM batch WHERE id > ? ORDER BY id", (after,)))
 
-    def first_id(self) -> int:
-        """The id of the oldest batch held, 0 when empty."""
-        row = self._need_db().execute("SELECT min(id) FROM batch").fetchone()
-        return row[0] or 0
-
     def stats(self) -> dict[str, int]:
         return {
             "spool_points": self.points,
@@ -305,10 +301,10 @@ class Spool:
 # --- measuring write amplification ----------------------------------------------
 
 
-def process_io() -> dict[str, int]:
-    """This process's I/O counters from /proc/self/io (empty where there is none)."""
+def process_io(pid: int | str = "self") -> dict[str, int]:
+    """A process's I/O counters from /proc/PID/io (empty where there is none)."""
     try:
-        with open("/proc/self/io") as f:
+        with open(f"/proc/{pid}/io") as f:
             return {k: int(v) for k, v in (line.split(":") for line in f if ":" in line)}
     except OSError:
         return {}
