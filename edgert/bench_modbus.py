@@ -192,7 +192,11 @@ def process_uss(kind: str, port: str) -> int | str:
     try:
         return ours.recv() if ours.poll(60) else "no answer"
     finally:
+        ours.close()
         p.join(10)
+        if p.is_alive():
+            p.kill()
+            p.join()
 
 
 @contextlib.contextmanager

@@ -80,7 +80,11 @@ class NatsProcess:
             if "ca" in self.tls:
                 args += ["--tlscacert", self.tls["ca"], "--tlsverify"]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
-        wait_for(self._accepting, timeout, f"nats-server on port {self.port}")
+        try:
+            wait_for(self._accepting, timeout, f"nats-server on port {self.port}")
+        except BaseException:
+            self.stop()  # a server that never came up is not left running
+            raise
 
     def _accepting(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:

@@ -278,9 +278,13 @@ def _open_tcp(cfg: ModbusConfig) -> Transport:
         sock = socket.create_connection((cfg.host, cfg.tcp_port), timeout=cfg.timeout)
     except OSError as e:
         raise PortError(f"cannot connect to {where}: {e.strerror or e}") from None
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setblocking(False)
-    stream = _SocketStream(sock)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        stream = _SocketStream(sock)
+    except BaseException:
+        sock.close()
+        raise
     if cfg.transport == "tcp":
         return TcpTransport(stream, where)
     return RtuTransport(stream, where, 0.0, 0.0)

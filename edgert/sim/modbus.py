@@ -236,22 +236,26 @@ class ModbusSim:
         self.config = config
         self.address: str | None = None  # set once serving: the pty path or host:port
         self.requests = 0
-        self._wake_r, self._wake_w = os.pipe()
+        self._wake_r = self._wake_w = -1  # the wake pipe lives while `run` does
         self._stopped = False
 
     def stop(self, err: BaseException | None = None) -> None:
         """Ask `run` to return; returns at once."""
         self._stopped = True
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"\0")
+        if self._wake_w >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"\0")
 
     def run(self, announce: TextIO | None = None) -> None:
         cfg = self.config
         start = time.monotonic()
         devices = {d.unit: _Device(d, start) for d in cfg.device}
         with contextlib.ExitStack() as stack:
-            stack.callback(os.close, self._wake_r)
-            stack.callback(os.close, self._wake_w)
+            r, w = os.pipe()
+            stack.callback(os.close, r)
+            stack.callback(os.close, w)
+            stack.callback(setattr, self, "_wake_w", -1)  # runs first: stop() writes no more
+            self._wake_r, self._wake_w = r, w
             if cfg.transport == "rtu":
                 self._serve_pty(stack, devices, announce)
             else:
@@ -385,22 +389,22 @@ def sim_process(config_path: str, timeout: float = 20.0) -> Any:
     import subprocess
     import sys
 
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "edgert", "sim", "modbus", "--config", config_path],
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], timeout)
-        line = proc.stdout.readline().strip() if ready else ""
-        if not line:
-            raise RuntimeError(f"the simulator printed no address within {timeout:g} s")
-        yield proc, line
-    finally:
-        proc.terminate()
+    ) as proc:  # leaving it closes the pipe
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            assert proc.stdout is not None
+            ready, _, _ = select.select([proc.stdout], [], [], timeout)
+            line = proc.stdout.readline().strip() if ready else ""
+            if not line:
+                raise RuntimeError(f"the simulator printed no address within {timeout:g} s")
+            yield proc, line
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
