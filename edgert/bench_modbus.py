@@ -29,6 +29,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from edgert.testing import wait_for
+
 __all__ = [
     "bench_modbus",
     "bench_driver",
@@ -119,9 +121,7 @@ def bench_driver(port: str, seconds: float = 3.0, baudrate: int = BAUD) -> dict[
         "device": [{"name": "dev", "unit": 1, "register": regs}],
     }
     with run_driver(ModbusDriver, cfg) as run:
-        deadline = time.monotonic() + 10
-        while not run.ctx.points and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: run.ctx.points, 10, "the driver's first points", interval=0.01)
         n0, t0 = len(run.ctx.points), time.perf_counter()
         time.sleep(seconds)
         n1, elapsed = len(run.ctx.points), time.perf_counter() - t0

@@ -39,6 +39,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgert.testing import pid_alive
+
 from .backend import EdgeEvent, LineRequest, LineSettings
 
 __all__ = ["Holder", "SimBackend", "SimChip", "SimChipError", "SimRequest", "chip_dir", "base_dir"]
@@ -83,14 +85,6 @@ def _locked(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 class SimChip:
@@ -153,7 +147,7 @@ class SimChip:
                 direction, pid, consumer = p.read_text().split(" ", 2)
             except (ValueError, OSError):
                 continue
-            if _pid_alive(int(pid)):
+            if pid_alive(int(pid)):
                 out[off] = Holder(direction, int(pid), consumer.strip())
         return out
 
