@@ -225,28 +225,34 @@ def _baseline_receiver(endpoint: str, warmup: float, seconds: float, conn: Any) 
     conn.send({"points": counted, "seconds": seconds})
 
 
+def _reap(procs: list[Any], timeout: float) -> None:
+    """Join the processes that were started; kill what does not end in `timeout`."""
+    for p in procs:
+        if p.pid is None:
+            continue  # never started
+        p.join(timeout)
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
 def _zmq_baseline(d: str, warmup: float, seconds: float, prepacked: bool) -> float:
     ctx = mp.get_context("spawn")
     endpoint = f"ipc://{d}/baseline.sock"
     parent, child = ctx.Pipe()
     recv = ctx.Process(target=_baseline_receiver, args=(endpoint, warmup, seconds, child))
-    recv.start()
-    child.close()
-    if not parent.poll(30) or parent.recv() != "ready":
-        raise RuntimeError("the baseline receiver did not start")
     send = ctx.Process(
         target=_baseline_sender, args=(endpoint, warmup + seconds + 1, prepacked, None)
     )
-    send.start()
     try:
+        recv.start()
+        child.close()
+        if not parent.poll(30) or parent.recv() != "ready":
+            raise RuntimeError("the baseline receiver did not start")
+        send.start()
         res = _result(parent, warmup + seconds + 60)
     finally:
-        send.join(warmup + seconds + 30)
-        recv.join(10)
-        for p in (send, recv):
-            if p.is_alive():
-                p.kill()
-                p.join()
+        _reap([send, recv], warmup + seconds + 30)
         parent.close()
     return res["points"] / res["seconds"]
 
@@ -293,20 +299,16 @@ def _latency_baseline(
     with _subscribed(url, "baseline.p", warmup, seconds, "latency") as conn:
         p2, c2 = ctx.Pipe()
         fwd = ctx.Process(target=_forwarder, args=(endpoint, url, "baseline.p", total + 1, c2))
-        fwd.start()
-        c2.close()
-        if not p2.poll(30) or p2.recv() != "ready":
-            raise RuntimeError("the baseline forwarder did not start")
         send = ctx.Process(target=_baseline_sender, args=(endpoint, total, False, rate))
-        send.start()
         try:
+            fwd.start()
+            c2.close()
+            if not p2.poll(30) or p2.recv() != "ready":
+                raise RuntimeError("the baseline forwarder did not start")
+            send.start()
             res = _result(conn, total + 60)
         finally:
-            for p in (send, fwd):
-                p.join(total + 30)
-                if p.is_alive():
-                    p.kill()
-                    p.join()
+            _reap([send, fwd], total + 30)
             p2.close()
     return res
 

@@ -38,10 +38,10 @@ REPORT_EVERY = 0.5  # seconds between updates of the driver's figures in `edgert
 
 
 class Poller:
-    def __init__(self, cfg: ModbusConfig, ctx: Context, log: logging.Logger | None = None) -> None:
+    def __init__(self, cfg: ModbusConfig, ctx: Context) -> None:
         self.cfg = cfg
         self.ctx = ctx
-        self.log = log or ctx.log
+        self.log = ctx.log
         now = time.monotonic()
         self.devices = [DeviceState(i, d) for i, d in enumerate(cfg.device)]
         self.by_name = {d.name: d for d in self.devices}
@@ -53,7 +53,7 @@ class Poller:
         self._backoff = cfg.reopen_min
         self._healthy = False  # an exchange succeeded since the port was opened
         self._port_error = ""
-        self.stats = {"requests": 0, "errors": 0, "opens": 0, "open_failures": 0, "port_errors": 0}
+        self.stats = {"requests": 0, "opens": 0, "open_failures": 0, "port_errors": 0}
         self._report_at = 0.0
 
     # -- the loop's two questions ---------------------------------------------------
@@ -147,17 +147,14 @@ class Poller:
                     result = self.transport.exchange(dev.cfg.unit, request, self.cfg.timeout)
                 except Timeout:
                     dev.errors["timeout"] += 1
-                    self.stats["errors"] += 1
                     if attempt + 1 == attempts:
                         raise
                 except BadFrame:
                     dev.errors["crc"] += 1
-                    self.stats["errors"] += 1
                     if attempt + 1 == attempts:
                         raise
                 except DeviceException:
                     dev.errors["exception"] += 1
-                    self.stats["errors"] += 1
                     raise
                 else:
                     if not self._healthy:
@@ -226,6 +223,7 @@ class Poller:
             port_error=self._port_error,
             devices_online=sum(1 for d in self.devices if d.online),
             skipped=sum(b.skipped for b in self.blocks),
+            errors=sum(sum(d.errors.values()) for d in self.devices),
             **self.stats,
         )
 
