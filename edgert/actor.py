@@ -232,9 +232,9 @@ class Context:
                 left = 0.0
             ready = loop.create_future()
             for fd in fds:
-                loop.add_reader(fd, _settle, ready)
+                loop.add_reader(fd, settle_future, ready)
             for fd in self._watched:
-                loop.add_reader(fd, _settle, ready)
+                loop.add_reader(fd, settle_future, ready)
             try:  # not wait_for: on 3.11 it can swallow a cancellation racing the wait's end
                 async with asyncio.timeout(left):
                     await ready
@@ -347,6 +347,7 @@ def _readable_now(fds: Iterable[int]) -> list[int]:
     return [fd for fd, _ in p.poll(0)]
 
 
-def _settle(fut: asyncio.Future) -> None:
+def settle_future(fut: asyncio.Future) -> None:
+    """Resolve `fut` with None unless it is done already (a reader callback for waits)."""
     if not fut.done():
         fut.set_result(None)

@@ -63,7 +63,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from .actor import Actor, Context, Status, Stop
+from .actor import Actor, Context, Status, Stop, settle_future
 from .bus import BadFrame, accepts, bus_endpoint, decode_frame, encode_frame
 from .config import NatsSection
 from .point import BadBatch, Point, decode_batch
@@ -180,6 +180,7 @@ class _Run:
         self.acks_due: set[str] = set()  # epochs whose sender is owed an ack
         self.fresh: dict[int, _Entry] = {}  # accepted, not yet safe, not in the spool: by key
         self.unsent: deque[_Entry] = deque()  # fresh and not published in this session
+        self.unsent_bytes = 0  # their data, kept as they come and go (checked every loop turn)
         self.next_key = 0
         self.session: _Session | None = None  # while NATS is connected
         self.backlog: Counter[str] = Counter()  # spool batches per node not yet sent this session
@@ -356,6 +357,7 @@ class _Run:
                 continue
             self.fresh[entry.key] = entry
             self.unsent.append(entry)
+            self.unsent_bytes += len(batch.data)
         sender.advance()
 
     def _sender(self, ident: bytes, epoch: str) -> _Sender:
@@ -406,7 +408,7 @@ class _Run:
             oldest = self.last_commit
         else:
             return None
-        if self._unsent_bytes() >= BIG_BURST:
+        if len(self.unsent) >= 16 and self.unsent_bytes >= BIG_BURST:  # many add up to a burst
             return 0.0
         interval = self.cfg.commit_interval
         if not self.connected and time.monotonic() - self.up_last > OUTAGE_AFTER:
@@ -417,10 +419,9 @@ class _Run:
         wait = self._commit_wait()
         return wait is not None and wait <= 0 and self.spool is not None
 
-    def _unsent_bytes(self) -> int:
-        if len(self.unsent) < 16:
-            return 0  # only many batches can add up to a big burst
-        return sum(len(e.batch.data) for e in self.unsent)
+    def _set_unsent(self, entries: deque[_Entry]) -> None:
+        self.unsent = entries
+        self.unsent_bytes = sum(len(e.batch.data) for e in entries)
 
     def _commit(self) -> None:
         """Write every batch not yet safe to the spool with the senders' seqs; all are safe after."""
@@ -436,7 +437,7 @@ class _Run:
         for s in self.senders.values():
             s.dirty = False
         self.fresh.clear()
-        self.unsent.clear()
+        self._set_unsent(deque())
         for entry, row in zip(entries, ids, strict=True):
             entry.row = row or 0
             if row is not None:
@@ -557,7 +558,7 @@ class _Run:
         sess.flight.clear()
         for entry in self.fresh.values():
             entry.sent = False
-        self.unsent = deque(self.fresh.values())
+        self._set_unsent(deque(self.fresh.values()))
         self.sent_rows.clear()  # spooled, not acknowledged: sent again in the next session
 
     async def _ensure_stream(self, js: Any) -> None:
@@ -597,7 +598,7 @@ class _Run:
             sess.flight.append((entry, futs))
             sess.sent.set()
             room -= 1
-        self.unsent = keep
+        self._set_unsent(keep)
 
     async def _send(self, sess: _Session, batch: Batch | Stored) -> list[asyncio.Future]:
         """Publish one batch (split while too big); the JetStream ack futures, if any."""
@@ -870,7 +871,7 @@ async def _readable(
         if (left is not None and left <= 0) or wake.is_set():
             break
         ready = loop.create_future()
-        loop.add_reader(fd, _settle, ready)
+        loop.add_reader(fd, settle_future, ready)
         waker = asyncio.ensure_future(wake.wait())
         try:
             await asyncio.wait([ready, waker], timeout=left, return_when=asyncio.FIRST_COMPLETED)
@@ -889,11 +890,6 @@ async def _wait(event: asyncio.Event, timeout: float) -> bool:
         return True
     except TimeoutError:
         return False
-
-
-def _settle(fut: asyncio.Future) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 def _drain(sock: zmq.Socket, into: list[list[bytes]]) -> None:
