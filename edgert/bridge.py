@@ -733,7 +733,9 @@ class _Run:
         headers = {"Content-Type": CONTENT_TYPES[self.enc]}
         while True:
             self.status_changed.clear()
-            await nc.publish(f"{self.base}.status", self._encode(self._status()), headers=headers)
+            await nc.publish(
+                f"{self.base}.status", _encode(self._status(), self.enc), headers=headers
+            )
             await _wait(self.status_changed, self.cfg.status_interval)
 
     def _status(self) -> dict[str, Any]:
@@ -781,11 +783,6 @@ class _Run:
         if key != self.status_key:
             self.status_key = key
             self.status_changed.set()
-
-    def _encode(self, obj: Any) -> bytes:
-        if self.enc == "json":
-            return json.dumps(obj, separators=(",", ":")).encode()
-        return msgpack.packb(obj, use_bin_type=True)
 
     # -- commands ------------------------------------------------------------------
     async def _commands(self, nc: Any, sub: Any, tg: asyncio.TaskGroup) -> None:
@@ -973,12 +970,15 @@ def _maps_part(frame: bytes) -> bytes:
     return frame[u.tell() :]
 
 
+def _encode(obj: Any, enc: str) -> bytes:
+    """A payload for NATS per `nats.encoding` (compact JSON, or msgpack)."""
+    if enc == "json":
+        return json.dumps(obj, separators=(",", ":")).encode()
+    return msgpack.packb(obj, use_bin_type=True)
+
+
 def _split(msg_id: str, maps: list[Any], enc: str, max_payload: int) -> list[tuple[str, bytes]]:
-    data = (
-        json.dumps(maps, separators=(",", ":")).encode()
-        if enc == "json"
-        else msgpack.packb(maps, use_bin_type=True)
-    )
+    data = _encode(maps, enc)
     if len(data) <= max_payload or len(maps) <= 1:
         return [(msg_id, data)]
     half = len(maps) // 2
