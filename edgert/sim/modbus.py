@@ -229,6 +229,24 @@ class _Exc(Exception):
         self.code = code
 
 
+def raw_pty() -> tuple[int, int]:
+    """A pseudo-terminal pair in raw mode (a fresh one is cooked: 0x03 would be ^C),
+    master non-blocking; (master, slave)."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    os.set_blocking(master, False)
+    return master, slave
+
+
+def relink(target: str, link: str) -> None:
+    """Point the symlink `link` at `target` in one step (readers never see it missing)."""
+    tmp = link + ".new"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
 class ModbusSim:
     """Serves simulated devices until stopped (Run/Stop)."""
 
@@ -280,19 +298,13 @@ class ModbusSim:
     def _serve_pty(
         self, stack: contextlib.ExitStack, devices: dict[int, _Device], announce: TextIO | None
     ) -> None:
-        master, slave = os.openpty()
+        master, slave = raw_pty()
         stack.callback(os.close, master)
         stack.callback(os.close, slave)  # held open: the pty stays usable between drivers
-        tty.setraw(slave)
-        os.set_blocking(master, False)
         path = os.ttyname(slave)
         link = self.config.link
         if link:
-            tmp = link + ".new"
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            os.symlink(path, tmp)
-            os.replace(tmp, link)
+            relink(path, link)
             stack.callback(lambda: os.path.islink(link) and os.unlink(link))
         poll = select.poll()
         poll.register(master, select.POLLIN)

@@ -24,9 +24,11 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["Peer", "pymodbus_peer"]
+from drivers.modbus.pdu import READ_FC
 
-_FC = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+from .modbus import raw_pty, relink
+
+__all__ = ["Peer", "pymodbus_peer"]
 
 
 class PeerError(Exception):
@@ -154,15 +156,6 @@ def _child(
             conn.send((False, f"peer failed: {e!r}"))
 
 
-def _raw_pty() -> tuple[int, int]:
-    import tty
-
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    os.set_blocking(master, False)
-    return master, slave
-
-
 class _Relay:
     """Copies RTU frames between the driver's pty and the server's, with faults."""
 
@@ -183,12 +176,8 @@ class _Relay:
     def plug(self) -> None:
         if self.master >= 0:
             return
-        self.master, self.slave = _raw_pty()
-        tmp = self.link + ".new"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        os.symlink(os.ttyname(self.slave), tmp)
-        os.replace(tmp, self.link)
+        self.master, self.slave = raw_pty()
+        relink(os.ttyname(self.slave), self.link)
         self.buf = b""
         self.loop.add_reader(self.master, self.from_driver)
 
@@ -270,7 +259,7 @@ async def _serve(
     connected = asyncio.Event()
     if transport == "rtu":
         assert link is not None
-        server_master, server_slave = _raw_pty()
+        server_master, server_slave = raw_pty()
         server = ModbusSerialServer(
             devices,
             framer=FramerType.RTU,
@@ -304,13 +293,13 @@ async def _serve(
         kind = msg[0]
         if kind == "get":
             _, unit, table, address, count = msg
-            r = await core.devices[unit].async_getValues(_FC[table], address, count)
+            r = await core.devices[unit].async_getValues(READ_FC[table], address, count)
             if not isinstance(r, list):
                 raise PeerError(f"get {table} {address}+{count}: {r!r}")
             return [bool(x) for x in r] if table in ("coil", "discrete") else [int(x) for x in r]
         if kind == "set":
             _, unit, table, address, values = msg
-            r = await core.devices[unit].async_setValues(_FC[table], address, values)
+            r = await core.devices[unit].async_setValues(READ_FC[table], address, values)
             if r is not None:
                 raise PeerError(f"set {table} {address}: {r!r}")
             return None
