@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from edgert.config import GatewayConfig, loads
+from edgert.natstest import NatsProcess
 
 pytest_plugins = ["edgert.sim.fixtures"]
 
@@ -35,3 +36,10 @@ def make_config(short_dir: Path) -> Callable[..., GatewayConfig]:
         return loads(text, str(path))
 
     return make
+
+
+@pytest.fixture
+def nats_server(short_dir: Path) -> Iterator[NatsProcess]:
+    """A real nats-server (JetStream on) on a free port, for the test."""
+    with NatsProcess(short_dir / "nats") as srv:
+        yield srv

@@ -13,8 +13,6 @@ import json
 import os
 import signal
 import ssl
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -59,12 +57,6 @@ name = "n"
 shape = "counter"
 rate = {rate}
 """
-
-
-@pytest.fixture
-def nats_server(short_dir: Path) -> Iterator[NatsProcess]:
-    with NatsProcess(short_dir / "nats") as srv:
-        yield srv
 
 
 def values(points: list[dict], node: str = "gen") -> list[int]:

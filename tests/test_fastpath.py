@@ -10,12 +10,10 @@ real nats-server, deadlines instead of sleeps.
 from __future__ import annotations
 
 import pytest
-from test_bridge import FAST, bridge, counter, nats_section, nats_server, stream_values, values
+from test_bridge import FAST, bridge, counter, nats_section, stream_values, values
 
 from edgert.natstest import NatsProcess, Subscriber
 from edgert.testing import running_gateway, wait_for
-
-__all__ = ["nats_server"]  # the fixture, shared with test_bridge
 
 
 @pytest.mark.parametrize("jetstream", [False, True])

@@ -42,12 +42,6 @@ def gateway(url: str, chip: SimChip, lines: str, **keys: object) -> str:
 
 
 @pytest.fixture
-def nats_server(short_dir: Path) -> Iterator[NatsProcess]:
-    with NatsProcess(short_dir / "nats") as srv:
-        yield srv
-
-
-@pytest.fixture
 def chip(short_dir: Path) -> SimChip:
     return SimChip.create(short_dir / "chip", lines=32)
 
