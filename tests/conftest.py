@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from edgert.config import GatewayConfig, loads
-from edgert.natstest import NatsProcess
+from edgert.testing.nats import NatsProcess
 
-pytest_plugins = ["edgert.sim.fixtures"]
+pytest_plugins = ["edgert.testing.fixtures"]
 
 
 @pytest.fixture

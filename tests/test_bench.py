@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from edgert import bench_core
+from edgert.bench import core as bench_core
 from edgert.bench import rows
 
 

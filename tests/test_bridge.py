@@ -18,7 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 from edgert.cli import cli
-from edgert.natstest import (
+from edgert.testing import running_gateway, status, wait_for
+from edgert.testing.nats import (
     Message,
     NatsProcess,
     Subscriber,
@@ -26,7 +27,6 @@ from edgert.natstest import (
     make_certificates,
     stream_messages,
 )
-from edgert.testing import running_gateway, status, wait_for
 
 FAST = """
 [supervisor]

@@ -17,8 +17,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from edgert.natstest import NatsProcess, Subscriber, decode, request
 from edgert.testing import running_gateway, status, wait_for
+from edgert.testing.nats import NatsProcess, Subscriber, decode, request
 
 GATEWAY = """
 [supervisor]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 from test_bridge import FAST, bridge, counter, nats_section, stream_values, values
 
-from edgert.natstest import NatsProcess, Subscriber
 from edgert.testing import running_gateway, wait_for
+from edgert.testing.nats import NatsProcess, Subscriber
 
 
 @pytest.mark.parametrize("jetstream", [False, True])

@@ -19,9 +19,9 @@ import msgpack
 import pytest
 from nats.errors import NoRespondersError
 
-from drivers.gpio.simchip import SimChip
-from edgert.natstest import NatsProcess, Subscriber, decode, request
 from edgert.testing import running_gateway, status, wait_for
+from edgert.testing.nats import NatsProcess, Subscriber, decode, request
+from edgert_drivers.gpio.simchip import SimChip
 
 FAST = """
 [supervisor]

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from drivers.gpio.backend import LineSettings, open_backend
-from drivers.gpio.simchip import SimChip, SimChipError
-from drivers.gpio.simcli import gpio
 from edgert.testing import wait_for
+from edgert_drivers.gpio.backend import LineSettings, open_backend
+from edgert_drivers.gpio.simchip import SimChip, SimChipError
+from edgert_drivers.gpio.simcli import gpio
 
 IN = LineSettings("input", "both")
 OUT = LineSettings("output", initial=True)
@@ -49,7 +49,7 @@ def test_a_held_line_is_busy_until_its_request_is_closed(chip) -> None:
 def test_a_killed_holder_releases_its_lines(chip) -> None:
     code = (
         "import sys, time\n"
-        "from drivers.gpio.backend import open_backend, LineSettings\n"
+        "from edgert_drivers.gpio.backend import open_backend, LineSettings\n"
         f"r = open_backend('sim:{chip.path}').request('victim', {{4: LineSettings()}})\n"
         "print('held', flush=True)\n"
         "time.sleep(60)\n"

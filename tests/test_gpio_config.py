@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from drivers.gpio.backend import LineSettings
-from drivers.gpio.config import Line
-from drivers.gpio.driver import as_bool, settings_for
-from drivers.gpio.kernel import Member, chip_path, gpiod_settings, to_gpiod
 from edgert.config import ConfigError
+from edgert_drivers.gpio.backend import LineSettings
+from edgert_drivers.gpio.config import Line
+from edgert_drivers.gpio.driver import as_bool, settings_for
+from edgert_drivers.gpio.kernel import Member, chip_path, gpiod_settings, to_gpiod
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -128,7 +128,7 @@ def test_line_settings_build_real_gpiod_settings() -> None:
 
 
 def test_a_missing_real_chip_is_an_oserror_the_driver_retries() -> None:
-    from drivers.gpio.backend import open_backend
+    from edgert_drivers.gpio.backend import open_backend
 
     with pytest.raises(OSError):
         open_backend("/dev/gpiochip-none").request("t", {0: LineSettings()})
@@ -186,7 +186,7 @@ def test_kernel_request_translates_events_and_values() -> None:
     import gpiod
     from gpiod.line import Value
 
-    from drivers.gpio.kernel import KernelRequest
+    from edgert_drivers.gpio.kernel import KernelRequest
 
     rising = gpiod.EdgeEvent(gpiod.EdgeEvent.Type.RISING_EDGE.value, time.monotonic_ns(), 17, 1, 1)
     falling = gpiod.EdgeEvent(gpiod.EdgeEvent.Type.FALLING_EDGE.value, time.monotonic_ns(), 4, 2, 1)

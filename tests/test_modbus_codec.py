@@ -9,15 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.modbus import pdu
-from drivers.modbus.config import ModbusConfig, RegisterConfig
-from drivers.modbus.crc import crc16, crc_ok, with_crc
-from drivers.modbus.errors import BadFrame, DeviceException
-from drivers.modbus.plan import merge
-from drivers.modbus.registers import Refused, decode, encode
-from drivers.modbus.transport import silence
 from edgert.config import ConfigError
 from edgert.config import decode as decode_config
+from edgert_drivers.modbus import pdu
+from edgert_drivers.modbus.config import ModbusConfig, RegisterConfig
+from edgert_drivers.modbus.crc import crc16, crc_ok, with_crc
+from edgert_drivers.modbus.errors import BadFrame, DeviceException
+from edgert_drivers.modbus.plan import merge
+from edgert_drivers.modbus.registers import Refused, decode, encode
+from edgert_drivers.modbus.transport import silence
 
 
 def test_crc_matches_the_published_vector() -> None:

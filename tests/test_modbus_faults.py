@@ -12,9 +12,9 @@ import os
 import signal
 import time
 
-from drivers.modbus import ModbusDriver
-from edgert.sim.harness import run_driver
 from edgert.testing import pid_alive, running_gateway, status, wait_for
+from edgert.testing.harness import run_driver
+from edgert_drivers.modbus import ModbusDriver
 
 
 def two_devices(port: str, **keys) -> dict:

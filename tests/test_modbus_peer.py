@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from drivers.modbus import ModbusDriver
 from edgert import Point
-from edgert.sim.harness import run_driver
 from edgert.testing import wait_for
+from edgert.testing.harness import run_driver
+from edgert_drivers.modbus import ModbusDriver
 
 FMT = {
     "int16": "h",

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from drivers.modbus import ModbusDriver
 from edgert import Point
-from edgert.sim.harness import run_driver
 from edgert.testing import wait_for
+from edgert.testing.harness import run_driver
+from edgert_drivers.modbus import ModbusDriver
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from edgert.cli import cli
 from edgert.config import load
-from edgert.natstest import Subscriber, free_port
 from edgert.testing import running_gateway, status, wait_for
+from edgert.testing.nats import Subscriber, free_port
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z  (\S+)  (\S+)  (\S+)  (\S+)$")
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import click
 
-from . import __version__
-from .config import ConfigError, installed_drivers, load, runtime_dir_for
-from .control import ControlError, format_status, request
+from edgert import __version__
+from edgert.config import ConfigError, installed_drivers, load, runtime_dir_for
+from edgert.control import ControlError, format_status, request
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -88,7 +88,7 @@ def run(ctx: click.Context, config: str) -> None:
     Example:
       edgert run configs/demo.toml
     """
-    from .runtime import GroupFailed, Runtime, RuntimeBusy
+    from edgert.runtime import GroupFailed, Runtime, RuntimeBusy
 
     cfg = load(config)
     level = _setup_logging(ctx.obj["verbose"])
@@ -193,7 +193,7 @@ def drivers() -> None:
     Example:
       edgert drivers
     """
-    from .config import resolve_driver
+    from edgert.config import resolve_driver
 
     for name, target in sorted(installed_drivers().items()):
         try:
@@ -209,11 +209,11 @@ def _optional_commands() -> None:
     from importlib import import_module
 
     for mod, attr in (
-        ("edgert.tail", "tail"),
-        ("edgert.sim.cli", "sim"),
+        ("edgert.cli.tail", "tail"),
+        ("edgert.cli.sim", "sim"),
         ("edgert.bench", "bench"),
-        ("edgert.scaffold", "new_driver"),
-        ("edgert.command", "cmd"),
+        ("edgert.cli.scaffold", "new_driver"),
+        ("edgert.cli.cmd", "cmd"),
     ):
         try:
             cmd = getattr(import_module(mod), attr)

@@ -35,11 +35,11 @@ from typing import Any
 import msgpack
 import zmq
 
-from .config import GatewayConfig, loads
-from .natstest import NatsProcess
-from .point import Point
-from .spool import process_io, write_cost
-from .testing import running_gateway, status, wait_for
+from edgert.config import GatewayConfig, loads
+from edgert.point import Point
+from edgert.spool import process_io, write_cost
+from edgert.testing import running_gateway, status, wait_for
+from edgert.testing.nats import NatsProcess
 
 __all__ = ["throughput", "latency", "spool_cost", "outage_cost", "run_all"]
 

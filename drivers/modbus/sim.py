@@ -29,11 +29,11 @@ import tty
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
-from drivers.modbus import pdu
-from drivers.modbus.config import RegisterConfig, RegType
-from drivers.modbus.crc import crc_ok, with_crc
-from drivers.modbus.registers import encode
 from edgert.config import Invalid
+from edgert_drivers.modbus import pdu
+from edgert_drivers.modbus.config import RegisterConfig, RegType
+from edgert_drivers.modbus.crc import crc_ok, with_crc
+from edgert_drivers.modbus.registers import encode
 
 __all__ = ["ModbusSim", "SimConfig", "SimDevice", "SimRegister"]
 

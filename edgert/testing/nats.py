@@ -22,8 +22,8 @@ from typing import Any
 
 import msgpack
 
-from .natsserver import find_nats_server
-from .testing import wait_for
+from edgert.natsserver import find_nats_server
+from edgert.testing import wait_for
 
 __all__ = [
     "NatsProcess",

@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
-from .config import load
-from .point import Point, encode_batch, unpack_limited, valid_name
+from edgert.config import load
+from edgert.point import Point, encode_batch, unpack_limited, valid_name
 
 __all__ = ["cmd", "parse_assignment"]
 
@@ -66,7 +66,7 @@ def cmd(config: str, key: str, timeout: float, node: str, points: tuple[str, ...
       edgert cmd --config configs/demo.toml boiler setpoint=65
       edgert cmd --config gw.toml relays relay1=true relay2=false
     """
-    from .bridge import CONTENT_TYPES, nats_options
+    from edgert.bridge import CONTENT_TYPES, nats_options
 
     cfg = load(config)
     if not valid_name(node):

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
-    from .config import GatewayConfig
-    from .runtime import Runtime
+    from edgert.config import GatewayConfig
+    from edgert.runtime import Runtime
 
-from .actor import Actor, Command, Context, Stop
-from .point import Point
+from edgert.actor import Actor, Command, Context, Stop
+from edgert.point import Point
 
 T = TypeVar("T")
 
@@ -61,7 +61,7 @@ def running_gateway(
     config: GatewayConfig, stop_timeout: float = 30.0, log_level: int | None = None
 ) -> Iterator[Runtime]:
     """Run a gateway in a thread for the block; stop it and re-raise its error after."""
-    from .runtime import Runtime
+    from edgert.runtime import Runtime
 
     rt = Runtime(config, log_level=log_level)
     errors: list[BaseException] = []
@@ -87,7 +87,7 @@ def running_gateway(
 
 def status(config: GatewayConfig, timeout: float = 3.0) -> dict[str, Any]:
     """The running gateway's status snapshot, with actors by name under "by_name"."""
-    from .control import request
+    from edgert.control import request
 
     snap = request(config.runtime_dir, "status", timeout=timeout)["status"]
     snap["by_name"] = {a["name"]: a for a in snap["actors"]}

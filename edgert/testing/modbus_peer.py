@@ -24,9 +24,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from drivers.modbus.pdu import READ_FC
-
-from .modbus import raw_pty, relink
+from edgert_drivers.modbus.pdu import READ_FC
+from edgert_drivers.modbus.sim import raw_pty, relink
 
 __all__ = ["Peer", "pymodbus_peer"]
 
@@ -192,8 +191,8 @@ class _Relay:
         self.master = self.slave = -1
 
     def from_driver(self) -> None:
-        from drivers.modbus.crc import crc_ok
-        from drivers.modbus.pdu import rtu_request_length
+        from edgert_drivers.modbus.crc import crc_ok
+        from edgert_drivers.modbus.pdu import rtu_request_length
 
         try:
             self.buf += os.read(self.master, 4096)

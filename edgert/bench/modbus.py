@@ -58,7 +58,7 @@ period = 0.001
 
 def line_rate(baudrate: int = BAUD, registers: int = REGISTERS) -> dict[str, float]:
     """The theoretical request time and rate of reading `registers` on a real line."""
-    from drivers.modbus.transport import silence
+    from edgert_drivers.modbus.transport import silence
 
     chars = 8 + 5 + 2 * registers  # request + answer (unit, fc, count, data, CRC)
     t = chars * 11 / baudrate + 2 * silence(baudrate)
@@ -76,7 +76,7 @@ def uss_bytes(pid: int | str = "self") -> int:
 
 
 def _result(name: str, n: int, elapsed: float, baudrate: int = BAUD) -> dict[str, Any]:
-    from drivers.modbus.transport import silence
+    from edgert_drivers.modbus.transport import silence
 
     per = elapsed / n
     return {
@@ -90,9 +90,9 @@ def _result(name: str, n: int, elapsed: float, baudrate: int = BAUD) -> dict[str
 
 def bench_transport(port: str, seconds: float = 2.0, baudrate: int = BAUD) -> dict[str, Any]:
     """The driver's transport alone: `exchange` in a loop."""
-    from drivers.modbus import pdu
-    from drivers.modbus.config import ModbusConfig
-    from drivers.modbus.transport import open_transport
+    from edgert_drivers.modbus import pdu
+    from edgert_drivers.modbus.config import ModbusConfig
+    from edgert_drivers.modbus.transport import open_transport
 
     t = open_transport(ModbusConfig(port=port, baudrate=baudrate, parity="N"))
     try:
@@ -109,8 +109,8 @@ def bench_transport(port: str, seconds: float = 2.0, baudrate: int = BAUD) -> di
 
 def bench_driver(port: str, seconds: float = 3.0, baudrate: int = BAUD) -> dict[str, Any]:
     """The whole driver loop (request, decode, report, publish) polling as fast as it can."""
-    from drivers.modbus import ModbusDriver
-    from edgert.sim.harness import run_driver
+    from edgert.testing.harness import run_driver
+    from edgert_drivers.modbus import ModbusDriver
 
     regs = [{"name": f"r{a}", "address": a, "report": "always"} for a in range(REGISTERS)]
     cfg = {
@@ -202,7 +202,7 @@ def process_uss(kind: str, port: str) -> int | str:
 @contextlib.contextmanager
 def simulated_line() -> Iterator[str]:
     """`edgert sim modbus` serving unit 1 with 10 registers; yields its pty path."""
-    from edgert.sim.modbus import sim_process
+    from edgert_drivers.modbus.sim import sim_process
 
     with tempfile.TemporaryDirectory(prefix="bench-") as d:
         path = os.path.join(d, "sim.toml")

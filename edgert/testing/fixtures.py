@@ -1,12 +1,12 @@
 """pytest plugin: simulated Modbus devices and an independent Modbus peer as fixtures.
 
-Enable with `pytest_plugins = ["edgert.sim.fixtures"]`. Fixtures:
+Enable with `pytest_plugins = ["edgert.testing.fixtures"]`. Fixtures:
 
 - `modbus_sim`: a factory; `modbus_sim(toml_text)` runs `edgert sim modbus` with
   that config in its own process and returns its address (the pty path for
   `port`, or "host:port"); every simulator is stopped at teardown.
 - `modbus_peer`: a factory; `modbus_peer("rtu" | "tcp" | "rtu_over_tcp",
-  units=(1, 2))` starts pymodbus in its own process (`edgert.sim.peer.Peer`);
+  units=(1, 2))` starts pymodbus in its own process (`edgert.testing.modbus_peer.Peer`);
   stopped at teardown.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from .modbus import sim_process
-from .peer import Peer, pymodbus_peer
+from edgert.testing.modbus_peer import Peer, pymodbus_peer
+from edgert_drivers.modbus.sim import sim_process
 
 __all__ = ["modbus_sim", "modbus_peer"]
 

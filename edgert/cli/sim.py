@@ -1,8 +1,8 @@
 """`edgert sim ...`: simulated hardware from the command line.
 
 `edgert sim gpio CHIP ...` creates and drives a simulated GPIO chip (see
-`drivers.gpio.simcli`). `edgert sim modbus --config SIM.toml` serves the devices SIM.toml describes
-(see `edgert.sim.modbus`) on a pseudo-terminal, or TCP, and prints the address
+`edgert_drivers.gpio.simcli`). `edgert sim modbus --config SIM.toml` serves the devices SIM.toml describes
+(see `edgert_drivers.modbus.sim`) on a pseudo-terminal, or TCP, and prints the address
 to use as the driver's `port` (or `host`/`tcp_port`) as its first line of
 output, then serves until SIGINT or SIGTERM.
 """
@@ -26,7 +26,7 @@ def sim() -> None:
 
 
 def _attach_gpio() -> None:
-    from drivers.gpio.simcli import gpio
+    from edgert_drivers.gpio.simcli import gpio
 
     sim.add_command(gpio)
 
@@ -45,7 +45,7 @@ def modbus(config: str, link: str | None) -> None:
       edgert sim modbus --config SIM.toml
       # prints e.g. /dev/pts/4: use it as `port` of a [[driver]] with type = "modbus"
     """
-    from .modbus import ModbusSim, SimConfig
+    from edgert_drivers.modbus.sim import ModbusSim, SimConfig
 
     try:
         with open(config, "rb") as f:

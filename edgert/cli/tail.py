@@ -19,8 +19,8 @@ from typing import TextIO
 import click
 import zmq
 
-from .bridge import tail_endpoint
-from .point import BadBatch, Point, points_from_maps, unpack_limited
+from edgert.bridge import tail_endpoint
+from edgert.point import BadBatch, Point, points_from_maps, unpack_limited
 
 __all__ = ["tail", "format_point"]
 
@@ -93,7 +93,7 @@ def tail(config: str | None, runtime_dir: str | None, node: str | None, count: i
       edgert tail --config configs/demo.toml --node meter
       edgert tail --runtime-dir /run/edgert/gw1 --count 10
     """
-    from .config import load, runtime_dir_for
+    from edgert.config import load, runtime_dir_for
 
     if (config is None) == (runtime_dir is None):
         raise click.UsageError("give exactly one of --config FILE or --runtime-dir DIR")

@@ -1,7 +1,7 @@
 """`edgert bench`: measure this machine, each figure beside a same-run baseline.
 
-The suites live in their own modules (`bench_core`, `bench_points`,
-`bench_modbus`) and return plain dicts; this module runs the ones asked for,
+The suites live in their own modules (`core`, `points`,
+`modbus`) and return plain dicts; this module runs the ones asked for,
 prints a table of edgert's figure, the baseline's and their ratio, or the raw
 dicts as JSON.
 """
@@ -19,9 +19,9 @@ __all__ = ["bench", "SUITES", "rows"]
 
 # suite -> (module, function returning the figures, function formatting them or "")
 SUITES = {
-    "core": ("edgert.bench_core", "run_all", ""),
-    "points": ("edgert.bench_points", "run_all", ""),
-    "modbus": ("edgert.bench_modbus", "bench_modbus", "format_table"),
+    "core": ("edgert.bench.core", "run_all", ""),
+    "points": ("edgert.bench.points", "run_all", ""),
+    "modbus": ("edgert.bench.modbus", "bench_modbus", "format_table"),
 }
 
 

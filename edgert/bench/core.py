@@ -26,9 +26,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .actor import Actor, Context, Stop
-from .config import GatewayConfig, loads
-from .testing import running_gateway, status, wait_for
+from edgert.actor import Actor, Context, Stop
+from edgert.config import GatewayConfig, loads
+from edgert.testing import running_gateway, status, wait_for
 
 __all__ = ["Probe", "restart_latency", "startup", "memory", "run_all"]
 
@@ -160,7 +160,7 @@ def smaps(pid: int) -> dict[str, float]:
 # -- edgert --------------------------------------------------------------------------
 def restart_latency(rounds: int = 30) -> dict[str, Any]:
     """SIGKILL of a driver to its successor inside `run`, with backoff_min = 0."""
-    drivers = '[[driver]]\nname = "probe"\ntype = "edgert.bench_core:Probe"\n'
+    drivers = '[[driver]]\nname = "probe"\ntype = "edgert.bench.core:Probe"\n'
     policy = dict(backoff_min=0, backoff_max=0, intensity=rounds * 10, period=1, healthy_after=0)
     lat: list[float] = []
     with _tempdir() as d, _gateway(cfg := _config(d, drivers, **policy)):
