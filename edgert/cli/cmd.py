@@ -39,10 +39,23 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return name, raw
 
 
+class _Unreachable(Exception):
+    """No connection to any NATS server of the config could be made."""
+
+
 async def _request(opts: dict[str, Any], subject: str, data: bytes, headers: dict, t: float) -> Any:
     import nats
 
-    nc = await nats.connect(**opts)
+    errors: list[BaseException] = []
+
+    async def quiet(e: BaseException) -> None:  # nats-py would log each try with a traceback
+        errors.append(e)
+
+    try:
+        nc = await nats.connect(**opts, error_cb=quiet)
+    except Exception as e:  # noqa: BLE001 - reported as one line by the caller
+        cause = errors[-1] if errors else e
+        raise _Unreachable(f"{type(cause).__name__}: {cause}".rstrip(": ")) from None
     try:
         return await nc.request(subject, data, timeout=t, headers=headers)
     finally:
@@ -81,6 +94,9 @@ def cmd(config: str, key: str, timeout: float, node: str, points: tuple[str, ...
     headers = {"Content-Type": CONTENT_TYPES[enc]}
     try:
         msg = asyncio.run(_request(opts, subject, encode_batch(batch, enc), headers, timeout))
+    except _Unreachable as e:
+        urls = ", ".join(cfg.nats.urls)
+        raise click.ClickException(f"cannot reach NATS at {urls} ({e}); nothing was sent") from None
     except Exception as e:  # noqa: BLE001 - one clear line, whatever nats-py raised
         raise click.ClickException(f"no reply on {subject}: {type(e).__name__}: {e}") from None
     if (msg.headers or {}).get("Content-Type") == CONTENT_TYPES["json"]:

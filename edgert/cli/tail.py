@@ -25,13 +25,29 @@ from edgert.point import BadBatch, Point, points_from_maps, unpack_limited
 __all__ = ["tail", "format_point"]
 
 
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+
+
+def utc_stamp(ns: int) -> str:
+    """`ns` since the epoch as ISO 8601 UTC with milliseconds and a Z.
+
+    Plain date arithmetic, never the platform's time_t (32 bits on armhf, where
+    `fromtimestamp` fails after 2038-01-19); a time outside the calendar prints raw.
+    """
+    try:
+        t = _EPOCH + _dt.timedelta(microseconds=ns // 1000)
+    except OverflowError:
+        return f"{ns}ns"
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def format_point(p: Point) -> str:
     """One line for a point: time node type key value [origin=...]."""
-    t = _dt.datetime.fromtimestamp(p.time / 1e9, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    t = utc_stamp(p.time)
     value = json.dumps(p.value) if isinstance(p.value, str) or p.value is None else repr(p.value)
     if isinstance(p.value, bool):
         value = "true" if p.value else "false"
-    line = f"{t}Z  {p.node}  {p.type}  {p.key}  {value}"
+    line = f"{t}  {p.node}  {p.type}  {p.key}  {value}"
     return f"{line}  origin={p.origin}" if p.origin else line
 
 
