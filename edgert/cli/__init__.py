@@ -109,13 +109,25 @@ def run(ctx: click.Context, config: str) -> None:
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 def check(config: str) -> None:
-    """Validate CONFIG without starting anything; exit 0, or 2 with the error.
+    """Validate CONFIG without starting anything; exit 0, or 2 with the errors.
+
+    Beyond the syntax, it checks what `run` would fail on here: nats-server
+    missing or its port taken for `[nats] embedded = true`, a data or runtime
+    directory this user cannot create. A device path that does not exist yet
+    (a serial adapter not plugged in) is a warning.
 
     \b
     Example:
       edgert check configs/demo.toml
     """
+    from edgert.preflight import preflight
+
     cfg = load(config)
+    findings = preflight(cfg)
+    for f in findings:
+        click.echo(f"{config}: {f.level}: {f.message}", err=True)
+    if any(f.level == "error" for f in findings):
+        raise SystemExit(EXIT_USAGE)
     names = ", ".join(f"{d.name} ({d.type})" for d in cfg.drivers) or "none"
     click.echo(f"{config}: ok: gateway {cfg.gateway.id!r}, drivers: {names}")
 
