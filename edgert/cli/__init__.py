@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from edgert import __version__
-from edgert.config import ConfigError, installed_drivers, load, runtime_dir_for
+from edgert.config import ConfigError, installed_drivers, load
 from edgert.control import ControlError, format_status, request
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -145,6 +145,7 @@ def status(config: str | None, runtime_dir: str | None, as_json: bool) -> None:
 
     \b
     Example:
+      edgert status                 # the only running gateway, or /etc/edgert/gateway.toml
       edgert status --config configs/demo.toml
       edgert status --runtime-dir /run/edgert/gw1 --json
     """
@@ -190,11 +191,9 @@ def reload(config: str | None, runtime_dir: str | None) -> None:
 
 
 def _runtime_dir(config: str | None, runtime_dir: str | None) -> str:
-    if (config is None) == (runtime_dir is None):
-        raise click.UsageError("give exactly one of --config FILE or --runtime-dir DIR")
-    if runtime_dir is not None:
-        return runtime_dir
-    return str(runtime_dir_for(load(config).gateway))  # type: ignore[arg-type]
+    from edgert.cli.locate import locate
+
+    return str(locate(config, runtime_dir))
 
 
 @cli.command()

@@ -63,12 +63,17 @@ async def _request(opts: dict[str, Any], subject: str, data: bytes, headers: dic
 
 
 @click.command("cmd")
-@click.option("--config", "config", required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False),
+    help="The gateway's config file (default /etc/edgert/gateway.toml).",
+)
 @click.option("--key", default="0", show_default=True, help="The points' key.")
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for the reply.")
 @click.argument("node")
 @click.argument("points", nargs=-1, required=True)
-def cmd(config: str, key: str, timeout: float, node: str, points: tuple[str, ...]) -> None:
+def cmd(config: str | None, key: str, timeout: float, node: str, points: tuple[str, ...]) -> None:
     """Write POINTS (TYPE=VALUE ...) to NODE of the gateway in CONFIG; print the reply.
 
     Exits 0 when the driver applied the command, 1 when it was refused (the
@@ -80,7 +85,9 @@ def cmd(config: str, key: str, timeout: float, node: str, points: tuple[str, ...
       edgert cmd --config gw.toml relays relay1=true relay2=false
     """
     from edgert.bridge import CONTENT_TYPES, nats_options
+    from edgert.cli.locate import config_path
 
+    config = config_path(config)
     cfg = load(config)
     if not valid_name(node):
         raise click.BadParameter(f"{node!r}: letters, digits, _ and - only", param_hint="NODE")

@@ -105,15 +105,13 @@ def tail(config: str | None, runtime_dir: str | None, node: str | None, count: i
 
     \b
     Example:
-      edgert tail --config configs/demo.toml
+      edgert tail                   # the only running gateway, or /etc/edgert/gateway.toml
       edgert tail --config configs/demo.toml --node meter
       edgert tail --runtime-dir /run/edgert/gw1 --count 10
     """
-    from edgert.config import load, runtime_dir_for
+    from edgert.cli.locate import locate
 
-    if (config is None) == (runtime_dir is None):
-        raise click.UsageError("give exactly one of --config FILE or --runtime-dir DIR")
-    rdir = runtime_dir if runtime_dir is not None else str(runtime_dir_for(load(config).gateway))  # type: ignore[arg-type]
+    rdir = str(locate(config, runtime_dir, must_run=False))
     try:
         follow(rdir, node, count, sys.stdout)
     except KeyboardInterrupt:
