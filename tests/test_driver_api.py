@@ -4,8 +4,9 @@ A driver declared as `Actor[Config]` gets its table decoded into `Config` and
 runs in a real gateway; `every` keeps its slots on `start + k * interval` and
 counts the ones a late loop skipped (a fake clock, no sleeps); a bound refuses
 an out-of-range value naming file, table and key, and a typo in a driver's
-field metadata is refused naming the field; a note from `ctx.report(now=...)`
-shows in `edgert status`.
+field metadata is refused naming the field; `edgert drivers --keys` prints
+each key's type, default and doc; a note from `ctx.report(now=...)` shows in
+`edgert status`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 import edgert
 from edgert import Actor, Context, Invalid, Point, every
+from edgert.cli import cli
 from edgert.config import ConfigError, check_fields, decode
 from edgert.control import format_status
 from edgert.testing import wait_for
@@ -418,6 +421,39 @@ def test_a_check_raises_invalid_from_edgert() -> None:
 
     with pytest.raises(ConfigError, match=r"^t: key 'high': must be >= low \(5\)$"):
         decode(Pair, {"low": 5, "high": 1}, "t")
+
+
+# --- edgert drivers --keys ----------------------------------------------------------------
+
+
+def test_drivers_keys_prints_types_bounds_defaults_and_docs() -> None:
+    r = CliRunner().invoke(cli, ["drivers", "--keys", "sim"])
+    assert r.exit_code == 0, r.output
+    out = r.output.splitlines()
+    assert out[0].startswith("sim: edgert_drivers.sim:SimDriver")
+    assert '[[driver]]  (type = "sim"; also name, type, restart' in r.output
+    assert "  signal = array of tables [[driver.signal]], default []" in out
+    i = out.index("[[driver.signal]]")
+    keys = [line.split(" = ")[0].strip() for line in out[i + 1 :] if not line.startswith("    ")]
+    assert keys == ["name", "shape", "min", "max", "period", "rate", "writable"]
+    assert "  name = string (letters, digits, _ and -), required" in out
+    assert '  shape = "sine" | "ramp" | "random" | "counter", default "sine"' in out
+    j = out.index("  rate = number (> 0, <= 1000000), default 1.0")
+    assert out[j + 1].strip() == "points per second"
+    assert "  writable = boolean, default false" in out
+
+
+@pytest.mark.parametrize("type_name", ["gpio", "modbus"])
+def test_drivers_keys_works_for_every_shipped_driver(type_name: str) -> None:
+    r = CliRunner().invoke(cli, ["drivers", "--keys", type_name])
+    assert r.exit_code == 0, r.output
+    assert f'[[driver]]  (type = "{type_name}"' in r.output
+
+
+def test_drivers_keys_of_an_unknown_type_is_a_usage_error() -> None:
+    r = CliRunner().invoke(cli, ["drivers", "--keys", "nope"])
+    assert r.exit_code == 2
+    assert "unknown driver type 'nope'" in r.output
 
 
 # --- the sim driver -----------------------------------------------------------------------
