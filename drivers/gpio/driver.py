@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 
-from edgert import Actor, Command, Context, Point, Stop, every
+from edgert import Actor, Command, Context, Every, Point, Stop, every
 from edgert.point import Value
 
 from .backend import LineRequest, LineSettings, open_backend
@@ -124,7 +124,7 @@ class _Lines:
         self.by_offset = {ln.offset: ln for ln in cfg.line}
         self.polled = [ln for ln in cfg.line if ln.is_input and ln.edges == "none"]
         self.values: dict[str, bool] = {}
-        self.poll = None
+        self.poll: Every | None = None
         if self.polled:  # the first poll one interval after the values published at start
             self.poll = every(cfg.poll_interval, start=ctx.now() + cfg.poll_interval)
         self.counts = {"edges": 0, "polls": 0, "polls_skipped": 0, "writes": 0, "refused": 0}
