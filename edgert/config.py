@@ -4,8 +4,11 @@
 `GatewayConfig`; anything wrong raises `ConfigError` whose message names the
 file, the table and the key. Drivers describe their own keys as dataclasses
 (`Actor.Config`); `decode()` fills them from TOML tables by their type hints, so
-no driver parses its config by hand. Field metadata adds checks:
-`field(default=1.0, metadata={"min": 0})`, `{"name": True}` for subject tokens.
+no driver parses its config by hand. Field metadata adds bounds and a
+description: `field(default=1.0, metadata={"gt": 0, "doc": "seconds between
+polls"})`; the keys are `min`, `max`, `gt`, `lt` (numbers, for number fields),
+`name` (true: a subject token) and `doc` (shown by `edgert drivers --keys`).
+Any other metadata key is a mistake in the driver and refused (`check_fields`).
 A dataclass may define `check(self)` raising `Invalid(key, message)` for checks
 across fields.
 """
@@ -27,6 +30,7 @@ from .point import valid_name
 __all__ = [
     "ConfigError",
     "Invalid",
+    "check_fields",
     "decode",
     "load",
     "loads",
@@ -130,10 +134,10 @@ def decode(cls: type, table: dict[str, Any], where: str) -> Any:
     """Build dataclass `cls` from a TOML table; `where` names the table in errors.
 
     Unknown keys, missing required keys, wrong types and values outside the
-    bounds given in field metadata (`min`, `max`, `gt`, `name`) raise ConfigError.
+    bounds given in field metadata (`min`, `max`, `gt`, `lt`, `name`) raise ConfigError.
     List fields of dataclasses map to TOML arrays of tables (`[[driver.device]]`).
     """
-    hints = typing.get_type_hints(cls)
+    hints = check_fields(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in table if k not in fields]
     if unknown:
@@ -147,7 +151,7 @@ def decode(cls: type, table: dict[str, Any], where: str) -> Any:
             continue
         v = table[name]
         t = hints[name]
-        sub = f"{where} > {name}" if _is_table_list(t) else where
+        sub = f"{where} > {name}" if is_table_list(t) else where
         try:
             v = _convert(t, v, sub)
         except _Mismatch:
@@ -166,7 +170,8 @@ def decode(cls: type, table: dict[str, Any], where: str) -> Any:
     return obj
 
 
-def _is_table_list(t: Any) -> bool:
+def is_table_list(t: Any) -> bool:
+    """True for a field type `list[SomeDataclass]` (a TOML array of tables)."""
     return typing.get_origin(t) is list and dataclasses.is_dataclass(typing.get_args(t)[0])
 
 
@@ -187,10 +192,70 @@ def _check_bounds(where: str, name: str, v: Any, meta: Any) -> None:
         raise ConfigError(f"{where}: key {name!r} must be <= {meta['max']}, got {v!r}")
     if "gt" in meta and not v > meta["gt"]:
         raise ConfigError(f"{where}: key {name!r} must be > {meta['gt']}, got {v!r}")
+    if "lt" in meta and not v < meta["lt"]:
+        raise ConfigError(f"{where}: key {name!r} must be < {meta['lt']}, got {v!r}")
     if meta.get("name") and not valid_name(v):
         raise ConfigError(
             f"{where}: key {name!r} value {v!r} may contain only letters, digits, '_' and '-'"
         )
+
+
+# --- field metadata: bounds and docs ------------------------------------------------
+
+BOUNDS = ("min", "max", "gt", "lt")
+METADATA_KEYS = frozenset({*BOUNDS, "name", "doc"})
+
+
+def check_fields(cls: type) -> dict[str, Any]:
+    """Check the field metadata of config dataclass `cls` (and the tables in it).
+
+    Refuses, with TypeError naming the class and field, what is a mistake of the
+    driver's author: an unknown metadata key (a typo such as "mx"), a bound that
+    is not a number or sits on a field that is not a number, `name` on a field
+    that is not a string, a `doc` that is not a string. Returns the field types.
+    """
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        where = f"{cls.__qualname__}.{f.name}"
+        meta = f.metadata
+        unknown = sorted(k for k in meta if k not in METADATA_KEYS)
+        if unknown:
+            known = ", ".join(sorted(METADATA_KEYS))
+            raise TypeError(f"{where}: unknown field metadata key {unknown[0]!r} (known: {known})")
+        t = hints[f.name]
+        scalars = _scalar_types(t)
+        for b in BOUNDS:
+            if b not in meta:
+                continue
+            v = meta[b]
+            if not isinstance(v, int | float) or isinstance(v, bool):
+                raise TypeError(f"{where}: metadata {b!r} must be a number, got {v!r}")
+            if not scalars or not scalars <= {int, float}:
+                raise TypeError(f"{where}: metadata {b!r} needs a number field, not {t!r}")
+        if "name" in meta and (meta["name"] is not True or scalars != {str}):
+            raise TypeError(f"{where}: metadata 'name' must be True, on a str field")
+        if "doc" in meta and not isinstance(meta["doc"], str):
+            raise TypeError(f"{where}: metadata 'doc' must be a string")
+        for sub in _tables_in(t):
+            check_fields(sub)
+    return hints
+
+
+def _scalar_types(t: Any) -> set[Any]:
+    """The types a field may hold besides None (empty for lists, tables, literals)."""
+    if typing.get_origin(t) in (typing.Union, types.UnionType):
+        out: set[Any] = set()
+        for a in typing.get_args(t):
+            if a is not type(None):
+                out |= _scalar_types(a)
+        return out
+    return {t} if t in (int, float, str, bool) else set()
+
+
+def _tables_in(t: Any) -> list[type]:
+    if dataclasses.is_dataclass(t):
+        return [t]  # type: ignore[list-item]
+    return [x for a in typing.get_args(t) for x in _tables_in(a)]
 
 
 def unique(where: str, key: str, items: list[Any], attr: str = "name") -> None:
@@ -332,6 +397,8 @@ def resolve_driver(type_name: str) -> type:
         mod = importlib.import_module(mod_name)
     except ImportError as e:
         raise LookupError(f"driver type {type_name!r}: cannot import {mod_name!r}: {e}") from None
+    except TypeError as e:  # a mistake in the driver's config class (check_fields)
+        raise LookupError(f"driver type {type_name!r}: {mod_name!r} is broken: {e}") from None
     cls = getattr(mod, attr, None)
     if not (isinstance(cls, type) and issubclass(cls, Actor)):
         raise LookupError(f"driver type {type_name!r}: {target!r} is not an edgert Actor class")
@@ -427,11 +494,8 @@ def _unique_nodes(path: str, drivers: list[DriverSpec]) -> None:
 
 
 def driver_nodes(d: DriverSpec) -> list[str]:
-    """The point nodes a driver owns (commands for them are routed to it)."""
-    fn = getattr(d.cls, "nodes", None)
-    if fn is None:
-        return [d.name]
-    return list(fn(d.name, d.config))
+    """The point nodes a driver owns (commands for them are routed to it): `Actor.nodes`."""
+    return list(d.cls.nodes(d.name, d.config))
 
 
 def load(path: str | os.PathLike[str]) -> GatewayConfig:

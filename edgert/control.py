@@ -60,10 +60,11 @@ def _age(seconds: float) -> str:
 
 
 def now_note(actor: dict[str, Any]) -> str:
-    """What an actor says of its present state, from the figures it reports: the NATS
-    link (bridge), what it waits for (a GPIO chip), a closed port (Modbus), drops."""
+    """What an actor says of its present state, from the figures it reports: its own
+    note (`ctx.report(now=...)`), the NATS link (bridge), what it waits for, a closed
+    port (Modbus), drops."""
     s = actor.get("stats") or {}
-    notes = []
+    notes = [str(s["now"])] if s.get("now") else []
     if s.get("nats"):
         notes.append(f"nats {s['nats']}")
     if s.get("waiting"):

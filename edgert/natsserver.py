@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .actor import Actor, Context, Stop
+from .actor import Actor, Stop
 from .config import NatsSection
+from .context import Context
 from .process import set_pdeathsig
 
 __all__ = ["NatsServer", "NatsServerConfig", "find_nats_server"]

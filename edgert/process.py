@@ -181,8 +181,8 @@ def _send(link: mp.connection.Connection, kind: str, data: Any) -> None:
 
 
 def _run_actor(spec: ActorSpec, link: mp.connection.Connection) -> None:
-    from .actor import Context
     from .bus import Outbox, bus_endpoint, new_epoch
+    from .context import Context
 
     actor = spec.cls(spec.config, name=spec.name)
     signal.signal(signal.SIGTERM, lambda *_: actor.stop())
@@ -215,7 +215,7 @@ def _run_actor(spec: ActorSpec, link: mp.connection.Connection) -> None:
                 "stopped with %d points not acknowledged by the bridge", outbox.stats()["buffered"]
             )
     finally:
-        ctx.close()
+        ctx._close()
         if sock is not None:
             sock.close(0)
         if zctx is not None:

@@ -140,9 +140,9 @@ def test_a_driver_that_does_not_answer_gets_a_timeout_error(tmp_path: Path) -> N
 
     import zmq
 
-    from edgert.actor import Context
     from edgert.bridge import Bridge, BridgeConfig, _Run
     from edgert.config import NatsSection
+    from edgert.context import Context
 
     @dataclass
     class Request:  # what the bridge reads of a NATS message
@@ -175,7 +175,7 @@ def test_a_driver_that_does_not_answer_gets_a_timeout_error(tmp_path: Path) -> N
         silent.close(0)
         run.router.close(0)
         zctx.term()
-        ctx.close()
+        ctx._close()
 
 
 def test_edgert_cmd_writes_and_reports_refusals(gateway) -> None:

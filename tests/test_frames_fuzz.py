@@ -9,10 +9,10 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgert.actor import Context
 from edgert.bridge import Bridge, BridgeConfig, _Run
 from edgert.bus import BadFrame, Outbox, bus_endpoint, decode_frame
 from edgert.config import NatsSection
+from edgert.context import Context
 from edgert.point import Point
 from edgert.spool import Spool
 from edgert.testing import running_gateway, status, wait_for
@@ -95,7 +95,7 @@ def test_the_bridge_loop_survives_any_frames(tmp_path: Path) -> None:
             if s is not None:
                 s.close(0)
         zctx.term()
-        ctx.close()
+        ctx._close()
 
 
 def test_garbage_on_the_bus_is_counted_and_points_still_flow(make_config) -> None:

@@ -229,11 +229,12 @@ def test_driver_waits_for_its_chip_and_starts_when_it_appears(
     chip = SimChip(short_dir / "later")
     cfg = make_config(gateway(nats_server.url, chip, DOOR + RELAY))
     with running_gateway(cfg):
-        a = wait_for(lambda: (a := io(cfg))["stats"].get("waiting") and a, 15, "waiting")
-        assert "no simulated GPIO chip" in a["stats"]["waiting"]
+        a = wait_for(lambda: (a := io(cfg))["stats"].get("now") and a, 15, "waiting")
+        assert a["stats"]["now"].startswith("waiting: ")
+        assert "no simulated GPIO chip" in a["stats"]["now"]
         reply = command(nats_server.url, ("relay", True))
         assert reply["ok"] is False and "not requested yet" in reply["error"]
         SimChip.create(chip.path, lines=32)
         wait_values(points, "door", [False])
         a = running(cfg)
-        assert a["restarts"] == 0 and a["stats"]["waiting"] == ""
+        assert a["restarts"] == 0 and a["stats"]["now"] == ""

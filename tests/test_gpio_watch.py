@@ -30,7 +30,7 @@ def pipe() -> Iterator[tuple[int, int]]:
 def ctx() -> Iterator[Context]:
     c = Context(Actor(), name="t")
     yield c
-    c.close()
+    c._close()
 
 
 def test_receive_returns_readable_while_a_watched_fd_has_data(ctx, pipe) -> None:
@@ -50,7 +50,7 @@ def test_stop_comes_before_a_readable_fd(ctx, pipe) -> None:
     r, w = pipe
     ctx.watch(r)
     os.write(w, b"x")
-    ctx.actor.stop()
+    ctx._actor.stop()
     assert isinstance(ctx.receive(timeout=1), Stop)
 
 

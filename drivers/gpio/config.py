@@ -28,15 +28,38 @@ OnStop = Literal["keep", "initial"]
 class Line:
     """One `[[driver.line]]`: a GPIO line, published as points of type `name`."""
 
-    name: str = field(metadata={"name": True})
-    offset: int = field(metadata={"min": 0})
-    direction: Direction = "input"
-    edge: Edge | None = None  # inputs: "both" when not given
-    bias: Bias = "as_is"
-    active_low: bool = False
-    debounce: float | None = field(default=None, metadata={"min": 0, "max": 10.0})  # seconds
-    initial: bool | None = None  # outputs: False when not given
-    on_stop: OnStop | None = None  # outputs: "keep" when not given
+    name: str = field(
+        metadata={"name": True, "doc": "the points' type (their node is the driver's name)"}
+    )
+    offset: int = field(metadata={"min": 0, "doc": "the line's offset on the chip"})
+    direction: Direction = field(
+        default="input", metadata={"doc": "outputs take commands (true/false or 0/1)"}
+    )
+    edge: Edge | None = field(
+        default=None,
+        metadata={
+            "doc": 'inputs: the edges published; "none" reads every poll_interval ("both" when unset)'
+        },
+    )
+    bias: Bias = field(default="as_is", metadata={"doc": "the line's pull resistor"})
+    active_low: bool = field(default=False, metadata={"doc": "true: a low level reads as true"})
+    debounce: float | None = field(
+        default=None,
+        metadata={
+            "min": 0,
+            "max": 10.0,
+            "doc": "inputs: seconds a new level must hold before it counts",
+        },
+    )
+    initial: bool | None = field(
+        default=None, metadata={"doc": "outputs: the value set at start (false when unset)"}
+    )
+    on_stop: OnStop | None = field(
+        default=None,
+        metadata={
+            "doc": 'outputs: "initial" sets the output back to initial when the driver stops ("keep" when unset)'
+        },
+    )
 
     def check(self) -> None:
         if self.direction == "input":
@@ -78,10 +101,19 @@ class Line:
 
 @dataclass
 class GpioConfig:
-    chip: str
-    line: list[Line] = field(default_factory=list)
-    poll_interval: float = field(default=1.0, metadata={"gt": 0})  # for edge = "none" inputs
-    consumer: str | None = None  # the label the kernel shows for the lines; default edgert-NAME
+    chip: str = field(
+        metadata={"doc": 'a chip device, "/dev/gpiochip0", or "sim:NAME" for a simulated chip'}
+    )
+    line: list[Line] = field(
+        default_factory=list, metadata={"doc": "the lines to use, one table each"}
+    )
+    poll_interval: float = field(
+        default=1.0, metadata={"gt": 0, "doc": 'seconds between reads of edge = "none" inputs'}
+    )
+    consumer: str | None = field(
+        default=None,
+        metadata={"doc": "the label the kernel shows on the lines (edgert-NAME when unset)"},
+    )
 
     def check(self) -> None:
         if not self.chip:

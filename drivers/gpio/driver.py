@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 
-from edgert import Actor, Command, Context, Point, Stop
+from edgert import Actor, Command, Context, Every, Point, Stop, every
 from edgert.point import Value
 
 from .backend import LineRequest, LineSettings, open_backend
@@ -57,13 +57,11 @@ def as_bool(value: Value) -> bool | None:
     return None
 
 
-class GpioDriver(Actor):
+class GpioDriver(Actor[GpioConfig]):
     """GPIO lines as points; outputs take commands. See the module's description."""
 
-    Config = GpioConfig
-
-    def run(self, ctx: Context) -> None:
-        cfg: GpioConfig = ctx.config
+    def run(self, ctx: Context[GpioConfig]) -> None:
+        cfg = ctx.config
         req = self._request(ctx, cfg)
         if req is None:
             return  # stopped while waiting for the chip
@@ -86,7 +84,7 @@ class GpioDriver(Actor):
                 ctx.unwatch(fd)
                 lines.restore_outputs()
 
-    def _request(self, ctx: Context, cfg: GpioConfig) -> LineRequest | None:
+    def _request(self, ctx: Context[GpioConfig], cfg: GpioConfig) -> LineRequest | None:
         """Request every line, retrying with backoff; None when stopped first."""
         backend = open_backend(cfg.chip)
         settings = {ln.offset: settings_for(ln) for ln in cfg.line}
@@ -100,9 +98,9 @@ class GpioDriver(Actor):
                 failures += 1
                 why = f"cannot request lines of {cfg.chip}: {e.strerror or e}"
                 ctx.log.warning("%s; retrying in %.1f s", why, delay)
-                ctx.report(waiting=why, request_failures=failures)
+                ctx.report(now=f"waiting: {why}", request_failures=failures)
             else:
-                ctx.report(waiting="", request_failures=failures)
+                ctx.report(now="", request_failures=failures)
                 return req
             retry_at = ctx.now() + delay
             delay = min(delay * 2, RETRY_MAX)
@@ -118,7 +116,7 @@ class GpioDriver(Actor):
 class _Lines:
     """The state of one run with the lines requested: values, timers, counters."""
 
-    def __init__(self, ctx: Context, cfg: GpioConfig, req: LineRequest) -> None:
+    def __init__(self, ctx: Context[GpioConfig], cfg: GpioConfig, req: LineRequest) -> None:
         self.ctx = ctx
         self.cfg = cfg
         self.req = req
@@ -126,19 +124,20 @@ class _Lines:
         self.by_offset = {ln.offset: ln for ln in cfg.line}
         self.polled = [ln for ln in cfg.line if ln.is_input and ln.edges == "none"]
         self.values: dict[str, bool] = {}
-        self.next_poll: float | None = None
-        self.counts = {"edges": 0, "polls": 0, "writes": 0, "refused": 0}
+        self.poll: Every | None = None
+        if self.polled:  # the first poll one interval after the values published at start
+            self.poll = every(cfg.poll_interval, start=ctx.now() + cfg.poll_interval)
+        self.counts = {"edges": 0, "polls": 0, "polls_skipped": 0, "writes": 0, "refused": 0}
 
     def start(self) -> None:
         """Publish every line's value as requested."""
         now_ns = time.time_ns()
         got = self.req.get(ln.offset for ln in self.cfg.line)
         self._publish([(self.by_offset[o], v, now_ns, "") for o, v in got.items()])
-        if self.polled:
-            self.next_poll = self.ctx.now() + self.cfg.poll_interval
 
     def next_deadline(self) -> float | None:
-        deadlines = [d for d in (self.next_poll, self.req.deadline()) if d is not None]
+        next_poll = None if self.poll is None else self.poll.next
+        deadlines = [d for d in (next_poll, self.req.deadline()) if d is not None]
         return min(deadlines, default=None)
 
     def read_events(self) -> None:
@@ -148,10 +147,10 @@ class _Lines:
             self._publish([(self.by_offset[e.offset], e.value, e.time_ns, "") for e in events])
 
     def poll_due(self) -> None:
-        if self.next_poll is None or self.ctx.now() < self.next_poll:
-            return
-        self.next_poll = max(self.next_poll + self.cfg.poll_interval, self.ctx.now())
+        if self.poll is None or not self.poll.due():
+            return  # a late loop polls once and counts the polls it skipped
         self.counts["polls"] += 1
+        self.counts["polls_skipped"] = self.poll.skipped
         now_ns = time.time_ns()
         got = self.req.get(ln.offset for ln in self.polled)
         changed = [

@@ -39,8 +39,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgert.testing import pid_alive
-
 from .backend import EdgeEvent, LineRequest, LineSettings
 
 __all__ = ["Holder", "SimBackend", "SimChip", "SimChipError", "SimRequest", "chip_dir", "base_dir"]
@@ -52,6 +50,15 @@ SEND_TIMEOUT = 2.0  # seconds a set waits for a request whose socket queue is fu
 
 class SimChipError(Exception):
     """A simulated chip that does not exist, or a change it refuses."""
+
+
+def _pid_alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (its flocks are gone with it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # gone, or caught mid-exit with an empty stat
+        return False
 
 
 def base_dir() -> Path:
@@ -147,7 +154,7 @@ class SimChip:
                 direction, pid, consumer = p.read_text().split(" ", 2)
             except (ValueError, OSError):
                 continue
-            if pid_alive(int(pid)):
+            if _pid_alive(int(pid)):
                 out[off] = Holder(direction, int(pid), consumer.strip())
         return out
 

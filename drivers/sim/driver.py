@@ -1,10 +1,15 @@
 """The `sim` driver: generates signals (sine, ramp, random, counter) at a fixed rate.
 
 Each `[[driver.signal]]` becomes points with node = the driver's name and
-type = the signal's name, `rate` per second, scheduled from the start time so
-the rate never drifts; a late wake-up catches up in one batch, so a `counter`
-never skips a value. A signal with `writable = true` accepts commands: the
-written value replaces the generated one (a counter goes on counting from it).
+type = the signal's name, `rate` per second. A signal's points fall on a
+schedule from the start time (`every(1 / rate)`), so the rate never drifts and
+each point carries its own slot's time. The driver does not wake once per
+point: it wakes when the next point is due but at most every `WAKE_MIN`
+seconds, and then publishes each point that came due with its own
+`ctx.publish(point)`, as a polling driver does. A late wake-up catches up, so a
+`counter` never skips a value. A signal with `writable = true` accepts
+commands: the written value replaces the generated one (a counter goes on
+counting from it).
 """
 
 from __future__ import annotations
@@ -15,21 +20,38 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from edgert import Actor, Command, Context, Point, Stop
-from edgert.config import Invalid
+from edgert import Actor, Command, Context, Invalid, Point, Stop, every
 
-MAX_BATCH = 5000
+MAX_PER_WAKE = 20_000  # points of one signal per wake-up; the rest come at the next
+WAKE_MIN = 0.01  # seconds: the shortest time between two wake-ups
 
 
 @dataclass
 class Signal:
-    name: str = field(metadata={"name": True})
-    shape: Literal["sine", "ramp", "random", "counter"] = "sine"
-    min: float = 0.0
-    max: float = 100.0
-    period: float = field(default=60.0, metadata={"gt": 0})
-    rate: float = field(default=1.0, metadata={"gt": 0, "max": 1_000_000})
-    writable: bool = False
+    """One `[[driver.signal]]`: a generated value published as points of type `name`."""
+
+    name: str = field(
+        metadata={"name": True, "doc": "the points' type (their node is the driver's name)"}
+    )
+    shape: Literal["sine", "ramp", "random", "counter"] = field(
+        default="sine",
+        metadata={
+            "doc": "sine and ramp go from min to max over each period; random is uniform"
+            " in min..max; counter is 0, 1, 2, ... never skipping"
+        },
+    )
+    min: float = field(default=0.0, metadata={"doc": "lowest value (not for counter)"})
+    max: float = field(default=100.0, metadata={"doc": "highest value, >= min (not for counter)"})
+    period: float = field(
+        default=60.0, metadata={"gt": 0, "doc": "seconds per cycle of sine and ramp"}
+    )
+    rate: float = field(
+        default=1.0, metadata={"gt": 0, "max": 1_000_000, "doc": "points per second"}
+    )
+    writable: bool = field(
+        default=False,
+        metadata={"doc": "commands may set the value (a counter counts on from the one written)"},
+    )
 
     def check(self) -> None:
         if self.max < self.min:
@@ -38,7 +60,9 @@ class Signal:
 
 @dataclass
 class SimConfig:
-    signal: list[Signal] = field(default_factory=list)
+    signal: list[Signal] = field(
+        default_factory=list, metadata={"doc": "the signals to generate, one table each"}
+    )
 
     def check(self) -> None:
         seen: set[str] = set()
@@ -53,16 +77,9 @@ class _Gen:
 
     def __init__(self, sig: Signal, start: float) -> None:
         self.sig = sig
-        self.start = start
-        self.emitted = 0
+        self.slots = every(1.0 / sig.rate, start=start)
         self.counter = 0
         self.held: float | int | None = None
-
-    def due(self, now: float) -> int:
-        return int((now - self.start) * self.sig.rate) + 1 - self.emitted
-
-    def next_at(self) -> float:
-        return self.start + self.emitted / self.sig.rate
 
     def value(self, t: float) -> float | int:
         s = self.sig
@@ -73,7 +90,7 @@ class _Gen:
         if self.held is not None:
             return self.held
         span = s.max - s.min
-        phase = ((t - self.start) % s.period) / s.period
+        phase = ((t - self.slots.start) % s.period) / s.period
         if s.shape == "sine":
             return s.min + span * (0.5 + 0.5 * math.sin(2 * math.pi * phase))
         if s.shape == "ramp":
@@ -81,40 +98,36 @@ class _Gen:
         return random.uniform(s.min, s.max)
 
 
-class SimDriver(Actor):
+class SimDriver(Actor[SimConfig]):
     """Publishes generated signals; the model of a driver's select loop."""
 
-    Config = SimConfig
-
-    def run(self, ctx: Context) -> None:
-        start = time.monotonic()
+    def run(self, ctx: Context[SimConfig]) -> None:
+        start = ctx.now()
+        wall_ns = time.time_ns() - int(start * 1e9)  # monotonic -> wall clock, for point times
         gens = {s.name: _Gen(s, start) for s in ctx.config.signal}
+        woke = -math.inf
         while True:
-            next_due = min((g.next_at() for g in gens.values()), default=None)
-            msg = ctx.receive(timeout=ctx.until(next_due))
+            wake = min((g.slots.next for g in gens.values()), default=None)
+            if wake is not None:
+                wake = max(wake, woke + WAKE_MIN)
+            msg = ctx.receive(timeout=ctx.until(wake))
             match msg:
                 case Stop():
                     return
                 case Command():
                     ctx.reply(msg, self._write(ctx, gens, msg))
-                case _:
-                    self._emit(ctx, gens)
+                case None:
+                    woke = ctx.now()
+                    self._emit(ctx, gens, wall_ns)
 
-    def _emit(self, ctx: Context, gens: dict[str, _Gen]) -> None:
-        now = time.monotonic()
-        now_ns = time.time_ns()
-        points: list[Point] = []
+    def _emit(self, ctx: Context[SimConfig], gens: dict[str, _Gen], wall_ns: int) -> None:
         for g in gens.values():
-            n = min(g.due(now), MAX_BATCH)
-            for i in range(n):
-                t = g.start + (g.emitted + i) / g.sig.rate
-                points.append(Point(ctx.name, g.sig.name, "0", g.value(t), now_ns))
-            if n > 0:
-                g.emitted += n
-        if points:
-            ctx.publish(points)
+            n = g.slots.take(MAX_PER_WAKE)
+            for k in range(g.slots.taken - n, g.slots.taken):
+                t = g.slots.at(k)
+                ctx.publish(Point(ctx.name, g.sig.name, "0", g.value(t), wall_ns + int(t * 1e9)))
 
-    def _write(self, ctx: Context, gens: dict[str, _Gen], cmd: Command) -> str | None:
+    def _write(self, ctx: Context[SimConfig], gens: dict[str, _Gen], cmd: Command) -> str | None:
         for p in cmd.points:  # check all before applying any
             g = gens.get(p.type)
             if p.node != ctx.name or g is None:

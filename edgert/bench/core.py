@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from edgert.actor import Actor, Context, Stop
+from edgert import Actor, Context, Stop
 from edgert.config import GatewayConfig, loads
 from edgert.testing import running_gateway, status, wait_for
 

@@ -197,15 +197,25 @@ def _runtime_dir(config: str | None, runtime_dir: str | None) -> str:
 
 
 @cli.command()
-def drivers() -> None:
+@click.option(
+    "--keys", "keys_of", metavar="TYPE", help="Show the config keys of driver TYPE instead."
+)
+def drivers(keys_of: str | None) -> None:
     """List the installed driver types (the `edgert.drivers` entry points).
+
+    With --keys TYPE, show the keys a `[[driver]]` of that type takes: type,
+    bounds, default and what each is for.
 
     \b
     Example:
       edgert drivers
+      edgert drivers --keys sim
     """
     from edgert.config import resolve_driver
 
+    if keys_of is not None:
+        _print_keys(keys_of)
+        return
     for name, target in sorted(installed_drivers().items()):
         try:
             doc = (resolve_driver(name).__doc__ or "").strip().splitlines()
@@ -213,6 +223,35 @@ def drivers() -> None:
         except LookupError as e:
             about = f"(cannot load: {e})"
         click.echo(f"{name:10} {target:36} {about}")
+
+
+def _print_keys(type_name: str) -> None:
+    import textwrap
+
+    from edgert.config import _COMMON, resolve_driver
+    from edgert.configdoc import describe
+
+    try:
+        cls = resolve_driver(type_name)
+    except LookupError as e:
+        raise click.BadParameter(str(e), param_hint="--keys") from None
+    target = installed_drivers().get(type_name, type_name)
+    doc = (cls.__doc__ or "").strip().splitlines()
+    click.echo(f"{type_name}: {target}" + (f": {doc[0]}" if doc else ""))
+    common = ", ".join(_COMMON)
+    if cls.Config is None:
+        click.echo(f'\n[[driver]]  (type = "{type_name}"): no keys besides {common}')
+        return
+    table = None
+    for k in describe(cls.Config):
+        if k.table != table:
+            table = k.table
+            note = f'  (type = "{type_name}"; also {common})' if table == "driver" else ""
+            click.echo(f"\n[[{table}]]{note}")
+        default = "required" if k.default == "required" else f"default {k.default}"
+        click.echo(f"  {k.key} = {k.type}, {default}")
+        if k.doc:
+            click.echo(textwrap.fill(k.doc, 96, initial_indent=" " * 6, subsequent_indent=" " * 6))
 
 
 def _optional_commands() -> None:

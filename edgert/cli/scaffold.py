@@ -1,9 +1,10 @@
 """`edgert new-driver NAME`: write a skeleton driver package with a passing test.
 
-The skeleton is the smallest complete driver: a typed config, a `run` with the
-select loop of DESIGN.md section 1 (stop, commands, a poll timer), a writable
-setting that refuses bad values, an entry point so `type = "NAME"` finds it, and
-a test that runs it as a real process under a real gateway.
+The skeleton is the smallest complete driver: a typed config with bounds and
+docs (`Actor[Config]`), a `run` with the one select loop (stop, commands, an
+`every` poll timer, a note for `edgert status`), a writable setting that
+refuses bad values, an entry point so `type = "NAME"` finds it, and a test that
+runs it as a real process under a real gateway.
 """
 
 from __future__ import annotations
@@ -65,28 +66,38 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from edgert import Actor, Command, Context, Point, Stop
-from edgert.config import Invalid
+from edgert import Actor, Command, Context, Point, Stop, every
+
+SETPOINT_MIN, SETPOINT_MAX = -50.0, 150.0
 
 
 @dataclass
 class {cls}Config:
-    interval: float = field(default=1.0, metadata={{"gt": 0}})
-    setpoint: float = 20.0  # a writable setting; commands change it
+    """The keys of a `[[driver]]` with `type = "{name}"`.
 
-    def check(self) -> None:
-        if not -50 <= self.setpoint <= 150:
-            raise Invalid("setpoint", f"must be within -50..150, got {{self.setpoint}}")
+    `edgert drivers --keys {name}` shows them with their docs.
+    """
+
+    interval: float = field(default=1.0, metadata={{"gt": 0, "doc": "seconds between reads"}})
+    setpoint: float = field(
+        default=20.0,
+        metadata={{
+            "min": SETPOINT_MIN,
+            "max": SETPOINT_MAX,
+            "doc": "the setting at start; commands change it",
+        }},
+    )
 
 
-class {cls}(Actor):
-    Config = {cls}Config
+class {cls}(Actor[{cls}Config]):
+    """Reads its device every `interval` seconds; its `setpoint` takes commands."""
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: Context[{cls}Config]) -> None:
         setpoint = ctx.config.setpoint
-        next_poll = ctx.now()
+        ctx.report(now=f"setpoint {{setpoint}}")
+        tick = every(ctx.config.interval)  # the first read now, then every interval
         while True:
-            msg = ctx.receive(timeout=ctx.until(next_poll))
+            msg = ctx.receive(timeout=ctx.until(tick.next))
             match msg:
                 case Stop():
                     return
@@ -95,15 +106,11 @@ class {cls}(Actor):
                     if error is None:
                         setpoint = float(msg.points[-1].value)
                         ctx.publish(Point(ctx.name, "setpoint", value=setpoint, origin="cmd"))
+                        ctx.report(now=f"setpoint {{setpoint}}")
                     ctx.reply(msg, error)
-                case None:
-                    ctx.publish(
-                        [
-                            Point(ctx.name, "value", value=self.read()),
-                            Point(ctx.name, "setpoint", value=setpoint),
-                        ]
-                    )
-                    next_poll += ctx.config.interval
+            if tick.due():  # late: one read now, the missed ones skipped (tick.skipped)
+                ctx.publish(Point(ctx.name, "value", value=self.read()))
+                ctx.publish(Point(ctx.name, "setpoint", value=setpoint))
 
     def read(self) -> float:
         return round(random.uniform(0, 100), 2)
@@ -116,8 +123,8 @@ class {cls}(Actor):
                 return f"{{p.type!r}} is not writable (writable: setpoint)"
             if not isinstance(p.value, int | float) or isinstance(p.value, bool):
                 return f"setpoint takes a number, got {{p.value!r}}"
-            if not -50 <= p.value <= 150:
-                return f"setpoint must be within -50..150, got {{p.value}}"
+            if not SETPOINT_MIN <= p.value <= SETPOINT_MAX:
+                return f"setpoint must be within {{SETPOINT_MIN}}..{{SETPOINT_MAX}}, got {{p.value}}"
         return None
 '''
 
@@ -161,6 +168,9 @@ def test_driver_runs_and_publishes() -> None:
                 return a["state"] == "running" and a["points_out"] >= 10
 
             wait_for(published, 30, "the driver publishing")
+            # what it reported with ctx.report(now=...): the NOW column of `edgert status`
+            wait_for(lambda: status(cfg)["by_name"]["dev"]["stats"].get("now"), 10, "its note")
+            assert status(cfg)["by_name"]["dev"]["stats"]["now"] == "setpoint 20.0"
     finally:
         shutil.rmtree(d, ignore_errors=True)
 

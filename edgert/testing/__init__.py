@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from edgert.config import GatewayConfig
     from edgert.runtime import Runtime
 
-from edgert.actor import Actor, Command, Context, Stop
+from edgert import Actor, Command, Context, Stop
 from edgert.point import Point
 
 T = TypeVar("T")

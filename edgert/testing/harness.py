@@ -40,7 +40,7 @@ class CapturedContext(Context):
     def send(self, cmd: Command) -> None:
         """Queue a command for the actor (from another thread) and wake it."""
         self._queue.append(cmd)
-        self.wake()
+        self._wake()
 
 
 class DriverRun:
@@ -104,6 +104,6 @@ def run_driver(cls: type[Actor], table: dict[str, Any], name: str = "bus") -> It
         thread.join(30)
         if thread.is_alive():
             raise TimeoutError(f"driver {name!r} did not stop")
-        ctx.close()
+        ctx._close()
     if errors:
         raise errors[0]

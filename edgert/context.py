@@ -1,0 +1,304 @@
+"""The Context: what an actor's `run` sees of the runtime, and its one inbox.
+
+A `Context[C]` gives a driver exactly what it uses: its `name`, its typed
+`config` (`C`), a `log`, the inbox (`receive`, or `areceive` in an asyncio
+loop), `publish(points)` (buffered in an outbox, acknowledged, resent; never
+blocks), `reply(command, error)`, `report(...)` for the figures `edgert status`
+shows (`now="..."` fills its NOW column), timers (`now`, `until`, and
+`edgert.every` for periodic ones) and `watch`/`unwatch` of a device's fd.
+
+Everything else is the runtime's plumbing and private: the link to the
+supervisor (heartbeats are sent for the actor while it waits in `receive`, so
+an actor that stops coming back to `receive` for `heartbeat_timeout` is judged
+hung and restarted), the outbox, the wake pipe, the stats the heartbeats carry.
+The runtime creates one Context per run of an actor and closes it after.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Generic
+
+import zmq
+
+from .actor import Actor, C, Message, Readable, Status
+from .bus import Command, Outbox
+from .point import Point
+
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = ["Context", "settle_future"]
+
+
+class Context(Generic[C]):
+    """What an actor's `run` sees of the world. One per run, owned by its loop.
+
+    Made by the runtime: `link` is the duplex connection to the supervisor
+    (None when the actor runs in-process, in a thread or a test); `outbox`
+    carries points to the bridge (None for actors that publish nothing).
+    """
+
+    def __init__(
+        self,
+        actor: Actor[C],
+        *,
+        name: str,
+        config: C = None,  # type: ignore[assignment]
+        outbox: Outbox | None = None,
+        link: Any = None,
+        heartbeat_interval: float = 1.0,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.name = name
+        self.config: C = config
+        self.log = log or logging.getLogger(f"edgert.actor.{name}")
+        self._actor = actor
+        self._outbox = outbox
+        self._link = link
+        self._heartbeat_interval = heartbeat_interval
+        self._queue: deque[Message] = deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        os.set_blocking(self._wake_r, False)
+        self._next_hb = 0.0
+        self._extra: dict[str, Any] = {}
+        self._parent_gone = False
+        self._watched: set[int] = set()
+        self._poll = zmq.Poller()  # handles the edge-triggered FD of zmq sockets correctly
+        self._poll.register(self._wake_r, zmq.POLLIN)
+        if link is not None:
+            self._poll.register(link.fileno(), zmq.POLLIN)
+        if outbox is not None:
+            self._poll.register(outbox.sock, zmq.POLLIN)
+        actor._ctx = self
+
+    # -- lifecycle (the runtime's) ---------------------------------------------------
+    def _close(self) -> None:
+        self._actor._ctx = None
+        self._watched.clear()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass
+
+    # -- time --------------------------------------------------------------------
+    @staticmethod
+    def now() -> float:
+        """The monotonic clock that timers use (seconds)."""
+        return time.monotonic()
+
+    def until(self, deadline: float | None) -> float | None:
+        """Seconds from now to the monotonic `deadline` (never negative); None stays None."""
+        if deadline is None:
+            return None
+        return max(0.0, deadline - time.monotonic())
+
+    # -- the inbox ---------------------------------------------------------------
+    def watch(self, fd: int) -> None:
+        """Make `receive` also return `Readable(fd)` while `fd` has data to read.
+
+        For an actor whose device signals through a file descriptor (an event fd,
+        a socket), so its one loop waits on the device and the inbox together.
+        The actor owns `fd`: call `unwatch(fd)` before closing it.
+        """
+        if fd not in self._watched:
+            self._poll.register(fd, zmq.POLLIN)
+            self._watched.add(fd)
+
+    def unwatch(self, fd: int) -> None:
+        """Stop watching `fd` (harmless when it is not watched)."""
+        if fd in self._watched:
+            self._watched.discard(fd)
+            self._poll.unregister(fd)
+            self._queue = deque(m for m in self._queue if m != Readable(fd))
+
+    def receive(self, timeout: float | None = None) -> Message:
+        """Wait up to `timeout` seconds (None: forever) for the next message.
+
+        Returns Stop, a Command, a Status, Readable(fd) for a watched fd with
+        data, or None when the timeout passed. Publishing is flushed, acks read
+        and heartbeats sent while waiting.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        polled = False  # look at the inputs at least once, even with timeout=0
+        while True:
+            msg = self._next_message()
+            if msg is not None:
+                return msg
+            wait = self._service()
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0 and polled:
+                return None
+            for t in (left, wait):
+                if t is not None:
+                    left = t if left is None else min(left, t)
+            ms = -1 if left is None else max(0, int(left * 1000 + 0.999))
+            ready = self._poll.poll(ms)
+            self._drain_inputs()
+            if self._watched:
+                self._queue_readable(fd for fd, _ in ready if fd in self._watched)
+            polled = True
+
+    async def areceive(self, timeout: float | None = None) -> Message:
+        """`receive` for actors whose loop is asyncio: waits without blocking the loop."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        fds = [self._wake_r]
+        if self._link is not None:
+            fds.append(self._link.fileno())
+        if self._outbox is not None:
+            fds.append(self._outbox.sock.getsockopt(zmq.FD))
+        while True:
+            msg = self._next_message()
+            if msg is not None:
+                return msg
+            wait = self._service()
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            for t in (left, wait):
+                if t is not None:
+                    left = t if left is None else min(left, t)
+            if self._outbox is not None and self._outbox.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                left = 0.0
+            ready = loop.create_future()
+            for fd in fds:
+                loop.add_reader(fd, settle_future, ready)
+            for fd in self._watched:
+                loop.add_reader(fd, settle_future, ready)
+            try:  # not wait_for: on 3.11 it can swallow a cancellation racing the wait's end
+                async with asyncio.timeout(left):
+                    await ready
+            except TimeoutError:
+                pass
+            finally:
+                for fd in fds:
+                    loop.remove_reader(fd)
+                for fd in self._watched:
+                    loop.remove_reader(fd)
+            self._drain_inputs()
+            if self._watched:
+                self._queue_readable(_readable_now(self._watched))
+
+    def _queue_readable(self, fds: Iterable[int]) -> None:
+        for fd in fds:
+            msg = Readable(fd)
+            if msg not in self._queue:
+                self._queue.append(msg)
+
+    def _next_message(self) -> Message:
+        if self._queue:
+            return self._queue.popleft()
+        if self._actor._stopping is not None:
+            return self._actor._stopping
+        return None
+
+    def _service(self) -> float | None:
+        """Flush, resend and heartbeat; returns seconds until this needs doing again."""
+        now = time.monotonic()
+        waits: list[float] = []
+        if self._outbox is not None:
+            self._outbox.flush()
+            self._outbox.tick(now)
+            d = self._outbox.next_deadline()
+            if d is not None:
+                waits.append(max(0.0, d - now))
+        if self._link is not None:
+            if now >= self._next_hb:
+                self._send_link("hb", self._stats())
+                self._next_hb = now + self._heartbeat_interval
+            waits.append(max(0.0, self._next_hb - now))
+        return min(waits) if waits else None
+
+    def _drain_inputs(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+        if self._link is not None and not self._parent_gone:
+            from .process import decode_link
+
+            try:
+                while self._link.poll():
+                    msg = decode_link(self._link.recv_bytes())
+                    if msg[0] == "stop":
+                        self._actor.stop()
+                    elif msg[0] == "status" and self._actor.wants_status:
+                        self._queue.append(Status(msg[1]))
+            except (EOFError, OSError):
+                self._parent_gone = True
+                self.log.warning("supervisor gone: stopping")
+                self._actor.stop()
+                self._poll.unregister(self._link.fileno())
+        if self._outbox is not None:
+            for cmd in self._outbox.on_readable():
+                self._queue.append(cmd)
+
+    # -- output ------------------------------------------------------------------
+    def publish(self, points: list[Point] | Point) -> None:
+        """Queue points for the bridge. Never blocks; they are acknowledged and resent."""
+        if isinstance(points, Point):
+            points = [points]
+        if self._outbox is None:
+            raise RuntimeError(f"actor {self.name!r} has no bus to publish on")
+        self._outbox.publish(points)
+
+    def reply(self, cmd: Command, error: str | None = None) -> None:
+        """Answer a command: `error=None` means it was applied."""
+        if self._outbox is not None:
+            self._outbox.reply(cmd.id, error)
+
+    def report(self, *, now: str | None = None, **figures: Any) -> None:
+        """Add figures of the actor's own to its heartbeats (`edgert status` shows them).
+
+        `now` is a short note on the actor's present state ("polling 3 devices",
+        "waiting for /dev/ttyUSB0"), shown in the NOW column; `now=""` clears it.
+        The figures (counters, values) are in `edgert status --json` under "stats".
+        A figure keeps its value until reported again.
+        """
+        if now is not None:
+            self._extra["now"] = now
+        self._extra.update(figures)
+
+    def _stats(self) -> dict[str, Any]:
+        s: dict[str, Any] = dict(self._extra)
+        if self._outbox is not None:
+            s.update(self._outbox.stats())
+        return s
+
+    def _send_link(self, kind: str, data: Any = None) -> None:
+        if self._link is None or self._parent_gone:
+            return
+        from .process import encode_link
+
+        try:
+            self._link.send_bytes(encode_link(kind, data))
+        except OSError:
+            self._parent_gone = True
+            self._actor.stop()
+
+
+def _readable_now(fds: Iterable[int]) -> list[int]:
+    p = select.poll()
+    for fd in fds:
+        p.register(fd, select.POLLIN)
+    return [fd for fd, _ in p.poll(0)]
+
+
+def settle_future(fut: asyncio.Future[None]) -> None:
+    """Resolve `fut` with None unless it is done already (a reader callback for waits)."""
+    if not fut.done():
+        fut.set_result(None)
