@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from .actor import Actor, Context, Stop
 from .config import NatsSection
-from .process import set_pdeathsig
+from .proc.child import set_pdeathsig
 
 __all__ = ["NatsServer", "NatsServerConfig", "find_nats_server"]
 
