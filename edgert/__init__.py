@@ -1,13 +1,12 @@
 """edgert: a multiprocessing actor runtime for edge gateways.
 
 The public API lives here: `Actor`, `Context` and the messages its `receive`
-returns (`Stop`, `Command`, `Status`, `Readable`), `Point`, `Group`, `Runtime`,
+returns (`Stop`, `Command`, `Status`, `Readable`), `Point`, `Runtime`,
 `ConfigError`.
 """
 
 from .actor import Actor, Command, Context, Message, Readable, Status, Stop
 from .config import ConfigError
-from .group import Group
 from .point import Point
 from .runtime import Runtime
 
@@ -20,7 +19,6 @@ __all__ = [
     "Status",
     "Stop",
     "Point",
-    "Group",
     "Runtime",
     "ConfigError",
 ]
