@@ -43,7 +43,10 @@ def test_sends_to_a_child_that_does_not_read_never_block_and_status_is_latest_wi
 
 def test_the_zygote_path_leaves_out_the_working_directory(tmp_path) -> None:
     path = ["", str(tmp_path), "/usr/lib/python3", str(tmp_path) + "/", "/usr/lib/python3"]
-    assert clean_path(path, cwd=str(tmp_path)) == ["/usr/lib/python3"]
+    assert clean_path(path, cwd=str(tmp_path), pythonpath="") == ["/usr/lib/python3"]
+    # unless PYTHONPATH names it: a driver tested from its own folder
+    explicit = clean_path(path, cwd=str(tmp_path), pythonpath=f"/x{os.pathsep}{tmp_path}")
+    assert explicit == [str(tmp_path), "/usr/lib/python3", str(tmp_path) + "/"]
 
 
 def test_a_fingerprint_changes_with_the_code(tmp_path, monkeypatch) -> None:

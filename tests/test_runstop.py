@@ -20,6 +20,19 @@ SIM = (
 )
 
 
+def gateway_processes(cfg) -> set[int]:
+    """The running gateway's processes: its actors, its zygote, and what they started."""
+    roots = {a["pid"] for a in status(cfg)["actors"] if a["pid"]}
+    for p in descendants(os.getpid()):
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                if b"edgert.proc.zygote" in f.read():
+                    roots.add(p)
+        except OSError:
+            pass
+    return roots.union(*(descendants(p) for p in roots))
+
+
 def test_stop_before_run_starts_nothing(make_config) -> None:
     cfg = make_config(SIM)
     rt = Runtime(cfg)
@@ -37,7 +50,8 @@ def test_stop_from_another_thread_leaves_no_process(make_config) -> None:
     t.start()
     try:
         a = wait_for(lambda: (a := status(cfg)["by_name"]["gen"])["points_out"] >= 5 and a, 20)
-        kids = descendants(os.getpid())
+        kids = gateway_processes(cfg)
+        assert len(kids) == 2  # the driver and the zygote
     finally:
         rt.stop()
         rt.stop()

@@ -69,7 +69,8 @@ def test_temporary_is_not_restarted(make_config) -> None:
     with running_gateway(cfg):
         a = wait_for(lambda: (s := actor(cfg, "temp"))["state"] == "failed" and s, 15, "failed")
         assert a["restarts"] == 0 and a["pid"] is None
-        assert actor(cfg, "gen")["state"] == "running"  # a temporary bystander stops nothing
+        # a temporary bystander stops nothing
+        wait_for(lambda: actor(cfg, "gen")["state"] == "running", 10, "gen running")
 
 
 def test_transient_is_not_restarted_after_clean_return(make_config) -> None:
@@ -150,7 +151,7 @@ def test_stop_kills_a_driver_that_ignores_it(make_config) -> None:
     )
     with running_gateway(cfg) as rt:
         pid = wait_for(lambda: actor(cfg, "deaf")["pid"], 10, "started")
-        kids = descendants(os.getpid())
+        kids = gateway_processes(cfg)
         assert any(_is_zygote(p) for p in kids)
         t0 = time.monotonic()
         rt.stop()
@@ -158,6 +159,13 @@ def test_stop_kills_a_driver_that_ignores_it(make_config) -> None:
     assert not pid_alive(pid)
     assert not (cfg.runtime_dir / "control.sock").exists()
     wait_for(lambda: not any(pid_alive(p) for p in kids), 2, "no process left, zygote included")
+
+
+def gateway_processes(cfg) -> set[int]:
+    """The running gateway's processes: its actors, its zygote, and what they started."""
+    roots = {a["pid"] for a in status(cfg)["actors"] if a["pid"]}
+    roots |= {p for p in descendants(os.getpid()) if _is_zygote(p)}
+    return roots.union(*(descendants(p) for p in roots))
 
 
 def _is_zygote(pid: int) -> bool:
@@ -244,3 +252,33 @@ def test_the_status_subject_reports_a_failed_driver(make_config, nats_server) ->
         by = wait_for(failed_in_a_message, 20, "a status message with `bad` failed")
         assert by["gen"]["state"] == "running" and by["bridge"]["state"] == "running"
         assert "FaultActor crashed on purpose" in by["bad"]["last_error"]
+
+
+def test_a_dead_zygote_stops_no_actor_and_a_new_one_serves_the_next_start(make_config) -> None:
+    """Actors are the supervisor's children, not the zygote's: they outlive it."""
+    cfg = make_config(ISOLATE.format(retry=60) + SIM + fault("other", mode="run"))
+    with running_gateway(cfg):
+        s = wait_for(
+            lambda: (s := status(cfg)) and all(a["state"] == "running" for a in s["actors"]) and s,
+            15,
+            "all running",
+        )
+        pids = {n: a["pid"] for n, a in s["by_name"].items()}
+        # actors forked from the zygote share its command line: leave them out
+        (zygote,) = [
+            p for p in descendants(os.getpid()) if _is_zygote(p) and p not in pids.values()
+        ]
+        os.kill(zygote, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(zygote), 5, "the zygote gone")
+        os.kill(pids["gen"], signal.SIGKILL)  # the next start needs a zygote
+        a = wait_for(
+            lambda: (
+                (a := actor(cfg, "gen"))["state"] == "running" and a["pid"] != pids["gen"] and a
+            ),
+            20,
+            "gen restarted by a new zygote",
+        )
+        assert a["restarts"] == 1
+        o = actor(cfg, "other")
+        assert o["pid"] == pids["other"] and o["restarts"] == 0 and pid_alive(o["pid"])
+        assert [p for p in descendants(os.getpid()) if _is_zygote(p) and pid_alive(p)] != []

@@ -67,12 +67,24 @@ class ZygoteError(Exception):
     """The zygote could not be started, or did not answer."""
 
 
-def clean_path(path: Iterable[str] | None = None, cwd: str | None = None) -> list[str]:
-    """The import path for the zygote: this one without the working directory."""
+def clean_path(
+    path: Iterable[str] | None = None, cwd: str | None = None, pythonpath: str | None = None
+) -> list[str]:
+    """The import path for the zygote: this one without the working directory.
+
+    The working directory stays only where PYTHONPATH names it explicitly (a driver
+    under development, tested from its own folder); never by accident ('' or the
+    entry `python -m`/`-c` adds)."""
     here = os.path.realpath(cwd or os.getcwd())
+    if pythonpath is None:
+        pythonpath = os.environ.get("PYTHONPATH", "")
+    explicit = {os.path.realpath(p) for p in pythonpath.split(os.pathsep) if p}
     out = []
     for p in sys.path if path is None else path:
-        if p and os.path.realpath(p) != here and p not in out:
+        if not p or p in out:
+            continue
+        real = os.path.realpath(p)
+        if real != here or real in explicit:
             out.append(p)
     return out
 

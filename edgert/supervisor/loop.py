@@ -17,7 +17,9 @@ treated as failed. `stop()` stops children tier by tier, highest first (drivers,
 then the bridge, then the embedded server), each given `shutdown_timeout`
 before SIGKILL. Nothing in the loop blocks on a child: messages to children
 are queued (status snapshots latest-wins), exits are collected from pidfds
-without waiting. A reload that brings new driver code starts a new zygote.
+without waiting. The one wait is for a zygote to preload (at the start of
+`run`, when a start finds it gone, and on a reload that brings new driver
+code); the running actors are not its children and are never touched by it.
 """
 
 from __future__ import annotations
