@@ -6,8 +6,10 @@ machine, so the ratio means something anywhere:
 - restart: SIGKILL of a driver to the new process inside `run` (backoff_min = 0),
   beside a bare `multiprocessing` fork and spawn of an empty function (start to
   the function running);
-- start-up: a gateway with 10 sim drivers, from `Runtime.run` to all running,
-  beside 10 bare spawn and fork processes started together;
+- start-up: a gateway with 10 sim drivers, from `Runtime.run` to all running
+  (the zygote's own start-up included), and 10 sim drivers added by a reload
+  to a running gateway (the starts alone), beside 10 bare spawn and fork
+  processes started together;
 - memory: RSS and USS (private pages, /proc/PID/smaps_rollup) per driver
   process, beside an idle bare fork and spawn child;
 - the demo gateway (configs/demo.toml, on a free port) run as `edgert run`: PSS
@@ -66,6 +68,7 @@ def _config(d: str, drivers: str, **sup: Any) -> GatewayConfig:
         f'[gateway]\nid = "bench"\nruntime_dir = "{d}/run"\ndata_dir = "{d}/data"\n'
         f"[nats]\nenabled = false\n[supervisor]\n{sup_toml}\n{drivers}"
     )
+    Path(d, "bench.toml").write_text(text)  # on disk too, for a reload to re-read
     return loads(text, f"{d}/bench.toml")
 
 
@@ -227,6 +230,7 @@ def startup(n: int = 10) -> dict[str, Any]:
     return {
         "drivers": n,
         "edgert_s": elapsed,
+        "edgert_warm_s": _warm_startup(n),
         "bare_fork_s": _bare_parallel("fork", n),
         "bare_spawn_s": _bare_parallel("spawn", n),
         "memory": {
@@ -235,6 +239,27 @@ def startup(n: int = 10) -> dict[str, Any]:
             "edgert_pss_mb": statistics.mean(m["pss_mb"] for m in mem),
         },
     }
+
+
+def _warm_startup(n: int) -> float:
+    """Seconds from a reload that adds `n` sim drivers to a running gateway to all running:
+    the starts alone, without the zygote's own start-up (its code is loaded already)."""
+    sim = '[[driver]]\nname = "{}"\ntype = "sim"\n[[driver.signal]]\nname = "v"\nrate = 10.0\n'
+    with _tempdir() as d:
+        cfg = _config(d, sim.format("first"))
+        with _gateway(cfg) as rt:
+            _wait(lambda: status(cfg)["by_name"]["first"]["state"] == "running", 60, "first")
+            text = Path(cfg.path).read_text()
+            Path(cfg.path).write_text(text + "".join(sim.format(f"sim{i}") for i in range(n)))
+            t0 = time.monotonic()
+            rt.reload()
+
+            def all_running() -> bool:
+                s = status(cfg)["actors"]
+                return len(s) == n + 1 and all(a["state"] == "running" for a in s)
+
+            _wait(all_running, 60, f"{n} more drivers running")
+            return time.monotonic() - t0
 
 
 def memory() -> dict[str, Any]:
