@@ -260,6 +260,11 @@ BAD = {
         "key 'rate' must be > 0",
     ),
     "not toml": ("[[driver\n", "not valid TOML"),
+    "critical not a bool": (
+        '[[driver]]\nname = "a"\ntype = "sim"\ncritical = "yes"\n',
+        "key 'critical' must be true or false",
+    ),
+    "negative failed_retry": ("[supervisor]\nfailed_retry = -1.0\n", "key 'failed_retry'"),
 }
 
 

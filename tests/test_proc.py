@@ -8,8 +8,10 @@ import subprocess
 import sys
 import time
 
+from edgert.actor import Actor, Context, Stop
 from edgert.proc import ActorProcess, ActorSpec, Link, decode_link
 from edgert.proc.zygote import clean_path, fingerprint
+from edgert.testing import running_gateway, status, wait_for
 
 
 def test_sends_to_a_child_that_does_not_read_never_block_and_status_is_latest_wins() -> None:
@@ -89,3 +91,26 @@ def test_the_supervisor_does_not_import_nats_sqlite_or_the_bridge(tmp_path) -> N
         [sys.executable, "-P", "-c", LEAN, demo], capture_output=True, text=True, timeout=60
     )
     assert r.returncode == 0, r.stderr
+
+
+class ModulesProbe(Actor):
+    """Reports which heavy modules its process has loaded."""
+
+    def run(self, ctx: Context) -> None:
+        heavy = ("click", "edgert.cli", "pytest", "_pytest", "multiprocessing")
+        ctx.report(loaded=[m for m in heavy if m in sys.modules])
+        while not isinstance(ctx.receive(), Stop):
+            pass
+
+
+def test_a_driver_process_loads_neither_the_cli_nor_the_test_runner(make_config) -> None:
+    cfg = make_config(
+        '[nats]\nenabled = false\n[[driver]]\nname = "probe"\ntype = "test_proc:ModulesProbe"\n'
+    )
+    with running_gateway(cfg):
+        a = wait_for(
+            lambda: (a := status(cfg)["by_name"]["probe"])["stats"].get("loaded") is not None and a,
+            20,
+            "the probe's report",
+        )
+    assert a["stats"]["loaded"] == []
