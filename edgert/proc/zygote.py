@@ -130,9 +130,12 @@ def make_subreaper() -> None:
 class Zygote:
     """The supervisor's handle on its zygote. Used only by the supervisor's loop."""
 
-    def __init__(self, preload: Iterable[str], *, timeout: float = 60.0) -> None:
+    def __init__(
+        self, preload: Iterable[str], *, start_timeout: float = 60.0, spawn_timeout: float = 10.0
+    ) -> None:
         self.preload = list(dict.fromkeys([*PRELOAD, *preload]))
-        self.timeout = timeout
+        self.start_timeout = start_timeout  # preloading, on a slow device
+        self.spawn_timeout = spawn_timeout  # a fork; a zygote this slow is replaced
         self.failed_imports: dict[str, str] = {}
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -171,7 +174,7 @@ class Zygote:
         finally:
             theirs.close()
         self._sock = ours
-        kind, data = self._recv()
+        kind, data = self._recv(self.start_timeout)
         if kind != "ready":
             self.close()
             raise ZygoteError(f"the zygote did not start: {data}")
@@ -186,14 +189,14 @@ class Zygote:
         except OSError as e:
             self.close()
             raise ZygoteError(f"the zygote is gone: {e}") from e
-        kind, data = self._recv()
+        kind, data = self._recv(self.spawn_timeout)
         if kind != "started":
             raise ZygoteError(f"the zygote could not fork: {data}")
         return int(data)
 
-    def _recv(self) -> tuple[str, Any]:
+    def _recv(self, timeout: float) -> tuple[str, Any]:
         assert self._sock is not None
-        self._sock.settimeout(self.timeout)
+        self._sock.settimeout(timeout)
         try:
             data = self._sock.recv(MAX_MESSAGE)
         except OSError as e:  # the timeout included
