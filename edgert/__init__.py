@@ -5,8 +5,8 @@ The names a driver author uses live here: `Actor`, `Context`, the messages
 `Invalid` (a config check's error) and `every` (a drift-free periodic timer).
 Importing them loads no more than a driver process needs.
 
-`Runtime`, `Group` and `ConfigError` (for programs that run a gateway) are
-importable from here too; the first two are loaded on first use.
+`Runtime` and `ConfigError` (for programs that run a gateway) are importable
+from here too; `Runtime` is loaded on first use.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from .point import Point
 from .timers import Every, every
 
 if TYPE_CHECKING:
-    from .group import Group
     from .runtime import Runtime
 
 __all__ = [
@@ -36,12 +35,11 @@ __all__ = [
     "Stop",
     "every",
     "ConfigError",
-    "Group",
     "Runtime",
 ]
 __version__ = "0.1.0"
 
-_LAZY = {"Runtime": ".runtime", "Group": ".group"}
+_LAZY = {"Runtime": ".runtime"}
 
 
 def __getattr__(name: str) -> Any:

@@ -287,6 +287,9 @@ class SupervisorSection:
     shutdown_timeout: float = field(default=5.0, metadata={"gt": 0})
     heartbeat_timeout: float = field(default=10.0, metadata={"gt": 0})
     healthy_after: float = field(default=10.0, metadata={"min": 0})
+    failed_retry: float = field(
+        default=60.0, metadata={"min": 0}
+    )  # 0: a failed driver stays failed
 
     def check(self) -> None:
         if self.backoff_max < self.backoff_min:
@@ -338,6 +341,7 @@ class DriverSpec:
     cls: type
     config: Any
     raw: dict[str, Any]
+    critical: bool = False  # given up on: tear the gateway down instead of `failed`
 
 
 @dataclass
@@ -405,7 +409,7 @@ def resolve_driver(type_name: str) -> type:
     return cls
 
 
-_COMMON = ("name", "type", "restart")
+_COMMON = ("name", "type", "restart", "critical")
 
 
 def _driver(path: str, i: int, table: Any) -> DriverSpec:
@@ -432,6 +436,9 @@ def _driver(path: str, i: int, table: Any) -> DriverSpec:
         raise ConfigError(
             f"{where}: key 'restart' must be 'permanent', 'transient' or 'temporary', got {restart!r}"
         )
+    critical = table.get("critical", False)
+    if not isinstance(critical, bool):
+        raise ConfigError(f"{where}: key 'critical' must be true or false, got {critical!r}")
     try:
         cls = resolve_driver(t)
     except LookupError as e:
@@ -446,7 +453,9 @@ def _driver(path: str, i: int, table: Any) -> DriverSpec:
         cfg = None
     else:
         cfg = decode(cfg_cls, own, where)
-    return DriverSpec(name=name, type=t, restart=restart, cls=cls, config=cfg, raw=dict(table))
+    return DriverSpec(
+        name=name, type=t, restart=restart, cls=cls, config=cfg, raw=dict(table), critical=critical
+    )
 
 
 _TOP = ("gateway", "supervisor", "nats", "driver")

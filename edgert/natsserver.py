@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from .actor import Actor, Stop
 from .config import NatsSection
 from .context import Context
-from .process import set_pdeathsig
+from .proc.child import set_pdeathsig
 
 __all__ = ["NatsServer", "NatsServerConfig", "find_nats_server"]
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, GatewayConfig, SupervisorSection, driver_nodes, load
-from .process import ActorSpec
+from .proc import ActorSpec, Build
+from .proc.zygote import fingerprint
 from .supervisor import ChildSpec, GroupFailed, Supervisor
 from .systemd import Notifier
 
@@ -66,7 +67,7 @@ class Runtime:
             self._supervisor = sup
             if self._stopped:
                 sup.stop()
-            log.info("gateway %r starting %d actors", cfg.gateway.id, len(sup._children))
+            log.info("gateway %r starting %d actors", cfg.gateway.id, len(sup.children))
             try:
                 sup.run()
             finally:
@@ -102,7 +103,7 @@ class Runtime:
         # with no bridge, nobody acknowledges: a stopping driver need not wait for it
         drain = max(0.1, sp.shutdown_timeout / 2) if cfg.nats.enabled else 0.0
 
-        def spec(name: str, cls: type, conf: Any) -> ActorSpec:
+        def spec(name: str, cls: type | str, conf: Any) -> ActorSpec:
             return ActorSpec(
                 name=name,
                 cls=cls,
@@ -113,31 +114,65 @@ class Runtime:
                 log_level=self.log_level,
             )
 
+        # The bridge and the embedded server are named, not imported: the supervisor
+        # never loads asyncio, nats or sqlite3; their processes do.
+        runtime_code = fingerprint("edgert")
         out: list[ChildSpec] = []
         if cfg.nats.embedded:
-            from .natsserver import NatsServer, NatsServerConfig
-
-            conf = NatsServerConfig.from_section(cfg.nats, str(cfg.data_dir))
-            out.append(ChildSpec(spec("nats", NatsServer, conf), "permanent", tier=0, kind="nats"))
-        if cfg.nats.enabled:
-            from .bridge import Bridge, BridgeConfig
-
-            bconf = BridgeConfig(
-                gateway_id=cfg.gateway.id,
-                runtime_dir=rdir,
-                data_dir=str(cfg.data_dir),
-                nats=cfg.nats,
-                routes={node: d.name for d in cfg.drivers for node in driver_nodes(d)},
+            conf = Build(
+                "edgert.natsserver:NatsServerConfig.from_section",
+                {"nats": cfg.nats, "data_dir": str(cfg.data_dir)},
             )
-            out.append(ChildSpec(spec("bridge", Bridge, bconf), "permanent", tier=1, kind="bridge"))
+            out.append(
+                ChildSpec(
+                    spec("nats", "edgert.natsserver:NatsServer", conf),
+                    "permanent",
+                    tier=0,
+                    kind="nats",
+                    critical=True,
+                    code=runtime_code,
+                )
+            )
+        if cfg.nats.enabled:
+            bconf = Build(
+                "edgert.bridge:BridgeConfig",
+                {
+                    "gateway_id": cfg.gateway.id,
+                    "runtime_dir": rdir,
+                    "data_dir": str(cfg.data_dir),
+                    "nats": cfg.nats,
+                    "routes": {node: d.name for d in cfg.drivers for node in driver_nodes(d)},
+                },
+            )
+            out.append(
+                ChildSpec(
+                    spec("bridge", "edgert.bridge:Bridge", bconf),
+                    "permanent",
+                    tier=1,
+                    kind="bridge",
+                    critical=True,
+                    code=runtime_code,
+                    wants_status=True,
+                )
+            )
         for d in cfg.drivers:
-            out.append(ChildSpec(spec(d.name, d.cls, d.config), d.restart, tier=2, kind=d.type))
+            out.append(
+                ChildSpec(
+                    spec(d.name, d.cls, d.config),
+                    d.restart,
+                    tier=2,
+                    kind=d.type,
+                    critical=d.critical,
+                    code=fingerprint(d.cls.__module__),
+                )
+            )
         return out
 
     def _preload(self) -> list[str]:
-        mods = ["edgert.bridge", "edgert.spool", "edgert.natsserver", "nats"]
-        for d in self.config.drivers:
-            mods.append(d.cls.__module__)
+        """What the zygote imports besides edgert and the drivers' modules."""
+        mods = ["edgert.bridge", "edgert.spool", "nats"] if self.config.nats.enabled else []
+        if self.config.nats.embedded:
+            mods.append("edgert.natsserver")
         return mods
 
 

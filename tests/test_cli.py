@@ -28,6 +28,7 @@ backoff_max = 0.2
 intensity = {intensity}
 period = 30
 shutdown_timeout = 2
+failed_retry = 60
 
 [[driver]]
 name = "gen"
@@ -42,12 +43,18 @@ name = "flaky"
 type = "edgert.testing:FaultActor"
 mode = "{mode}"
 after = {after}
+critical = {critical}
 """
 
 
-def write(d: Path, mode: str = "run", after: float = 0.0, intensity: int = 5) -> Path:
+def write(
+    d: Path, mode: str = "run", after: float = 0.0, intensity: int = 5, critical: bool = False
+) -> Path:
     p = d / "gw.toml"
-    p.write_text(GATEWAY.format(d=d, mode=mode, after=after, intensity=intensity))
+    text = GATEWAY.format(
+        d=d, mode=mode, after=after, intensity=intensity, critical=str(critical).lower()
+    )
+    p.write_text(text)
     return p
 
 
@@ -89,7 +96,7 @@ def test_sigterm_stops_cleanly(short_dir: Path) -> None:
     try:
         wait_for(lambda: all_running(cfg), 20, "all actors running")
         kids = descendants(proc.pid)
-        assert len(kids) >= 3  # forkserver, bridge or drivers
+        assert len(kids) >= 3  # zygote, bridge, drivers
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=2 + 5)
@@ -120,8 +127,8 @@ def test_sigkill_of_edgert_run_takes_every_child_within_a_second(short_dir: Path
         kill_tree(proc, kids)
 
 
-def test_intensity_exceeded_tears_down_and_exits_1(short_dir: Path) -> None:
-    cfg = write(short_dir, mode="crash", after=0.05, intensity=3)
+def test_a_critical_driver_given_up_on_tears_down_and_exits_1(short_dir: Path) -> None:
+    cfg = write(short_dir, mode="crash", after=0.05, intensity=3, critical=True)
     proc = start(cfg)
     seen: set[int] = set()
     try:
@@ -140,6 +147,54 @@ def test_intensity_exceeded_tears_down_and_exits_1(short_dir: Path) -> None:
     assert code == 1, err
     assert "torn down" in err and "'flaky'" in err and "FaultActor crashed on purpose" in err
     wait_for(lambda: not any(pid_alive(p) for p in seen), 2, "no child left")
+
+
+def test_a_failed_driver_is_shown_and_the_gateway_keeps_running(short_dir: Path) -> None:
+    cfg = write(short_dir, mode="crash", after=0.0, intensity=2)
+    proc = start(cfg)
+    try:
+
+        def failed() -> dict | None:
+            by = {a["name"]: a for a in status_json(cfg)["actors"]}
+            return by if by["flaky"]["state"] == "failed" else None
+
+        by = wait_for(failed, 30, "flaky failed")
+        assert by["flaky"]["pid"] is None and by["flaky"]["retry_in"] > 0
+        assert by["gen"]["state"] == "running" and by["gen"]["restarts"] == 0
+        table = edgert("status", "--config", str(cfg))
+        assert table.returncode == 0, table.stderr
+        row = next(line for line in table.stdout.splitlines() if line.startswith("flaky"))
+        assert " failed " in row and "retry in" in row and "crashed on purpose" in row
+        assert proc.poll() is None  # still running
+    finally:
+        proc.terminate()
+        code = proc.wait(timeout=10)
+    assert code == 0
+
+
+def test_drivers_start_whatever_the_working_directory_holds(short_dir: Path) -> None:
+    """A folder named `edgert` or `drivers/sim` in the working directory is not imported."""
+    cwd = short_dir / "home"
+    for pkg in ("edgert", "drivers", "drivers/sim", "edgert_drivers", "edgert_drivers/sim"):
+        (cwd / pkg).mkdir(parents=True)
+        (cwd / pkg / "__init__.py").write_text("raise ImportError('the wrong package')\n")
+    cfg = write(short_dir)
+    exe = Path(sys.executable).parent / "edgert"  # as installed: not `python -m` from cwd
+    proc = subprocess.Popen(
+        [str(exe), "run", str(cfg)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        s = wait_for(lambda: all_running(cfg), 30, "every actor running")
+        assert {a["name"] for a in s["actors"]} == {"bridge", "gen", "flaky"}
+        assert all(a["restarts"] == 0 for a in s["actors"])
+    finally:
+        proc.terminate()
+        code = proc.wait(timeout=10)
+    assert code == 0, proc.stderr.read()
 
 
 def test_status_json_reflects_a_restart_after_kill(short_dir: Path) -> None:
@@ -205,6 +260,11 @@ BAD = {
         "key 'rate' must be > 0",
     ),
     "not toml": ("[[driver\n", "not valid TOML"),
+    "critical not a bool": (
+        '[[driver]]\nname = "a"\ntype = "sim"\ncritical = "yes"\n',
+        "key 'critical' must be true or false",
+    ),
+    "negative failed_retry": ("[supervisor]\nfailed_retry = -1.0\n", "key 'failed_retry'"),
 }
 
 

@@ -107,3 +107,46 @@ def test_sighup_to_edgert_run_reloads(short_dir: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+UPGRADABLE = """
+from edgert.actor import Actor, Stop
+
+
+class Up(Actor):
+    def run(self, ctx):
+        ctx.report(version={version!r})
+        while not isinstance(ctx.receive(0.05), Stop):
+            pass
+"""
+
+
+def test_reload_after_an_upgrade_runs_the_new_code(make_config, short_dir, monkeypatch) -> None:
+    """`pip install -U mydriver && edgert reload`: the driver restarts with its new code
+    (a new zygote preloads it), while a driver whose code did not change keeps running."""
+    pkgs = short_dir / "site"
+    src = pkgs / "updrv" / "__init__.py"
+    src.parent.mkdir(parents=True)
+    src.write_text(UPGRADABLE.format(version="one"))
+    monkeypatch.setenv("PYTHONPATH", str(pkgs))
+    monkeypatch.syspath_prepend(str(pkgs))
+    body = '[nats]\nenabled = false\n[[driver]]\nname = "up"\ntype = "updrv:Up"\n' + sim("keep")
+    cfg = make_config(body)
+
+    def version() -> tuple[str, int] | None:
+        a = status(cfg)["by_name"]["up"]
+        return (a["stats"].get("version"), a["pid"]) if a["state"] == "running" else None
+
+    with running_gateway(cfg) as rt:
+        v, pid = wait_for(lambda: (v := version()) and v[0] and v, 20, "the driver's version")
+        assert v == "one"
+        keep = wait_for(lambda: running(cfg, "keep"), 20, "keep running")["keep"]["pid"]
+        src.write_text(UPGRADABLE.format(version="two, upgraded"))
+        st = src.stat()
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+        rt.reload()
+        v2, pid2 = wait_for(
+            lambda: (v := version()) and v[1] != pid and v[0] and v, 20, "the restarted driver"
+        )
+        assert v2 == "two, upgraded"
+        assert status(cfg)["by_name"]["keep"]["pid"] == keep

@@ -10,6 +10,9 @@ import os
 import signal
 import time
 
+import pytest
+
+from edgert.runtime import GroupFailed
 from edgert.testing import descendants, pid_alive, running_gateway, status, wait_for
 
 FAST = """
@@ -66,7 +69,8 @@ def test_temporary_is_not_restarted(make_config) -> None:
     with running_gateway(cfg):
         a = wait_for(lambda: (s := actor(cfg, "temp"))["state"] == "failed" and s, 15, "failed")
         assert a["restarts"] == 0 and a["pid"] is None
-        assert actor(cfg, "gen")["state"] == "running"  # a temporary bystander stops nothing
+        # a temporary bystander stops nothing
+        wait_for(lambda: actor(cfg, "gen")["state"] == "running", 10, "gen running")
 
 
 def test_transient_is_not_restarted_after_clean_return(make_config) -> None:
@@ -147,24 +151,134 @@ def test_stop_kills_a_driver_that_ignores_it(make_config) -> None:
     )
     with running_gateway(cfg) as rt:
         pid = wait_for(lambda: actor(cfg, "deaf")["pid"], 10, "started")
-        kids = descendants(os.getpid())
+        kids = gateway_processes(cfg)
+        assert any(_is_zygote(p) for p in kids)
         t0 = time.monotonic()
         rt.stop()
     assert time.monotonic() - t0 < 0.5 + 2.0
     assert not pid_alive(pid)
-    assert not any(pid_alive(p) for p in kids if p != os.getpid() and _is_actor(p))
     assert not (cfg.runtime_dir / "control.sock").exists()
+    wait_for(lambda: not any(pid_alive(p) for p in kids), 2, "no process left, zygote included")
 
 
-def _is_actor(pid: int) -> bool:
+def gateway_processes(cfg) -> set[int]:
+    """The running gateway's processes: its actors, its zygote, and what they started."""
+    roots = {a["pid"] for a in status(cfg)["actors"] if a["pid"]}
+    roots |= {p for p in descendants(os.getpid()) if _is_zygote(p)}
+    return roots.union(*(descendants(p) for p in roots))
+
+
+def _is_zygote(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"forkserver" in f.read() and pid != _forkserver()
+            return b"edgert.proc.zygote" in f.read()
     except OSError:
         return False
 
 
-def _forkserver() -> int:
-    from multiprocessing import forkserver
+ISOLATE = """
+[nats]
+enabled = false
 
-    return forkserver._forkserver._forkserver_pid or -1
+[supervisor]
+backoff_min = 0.05
+backoff_max = 0.2
+intensity = 2
+period = 30
+failed_retry = {retry}
+shutdown_timeout = 3
+"""
+
+
+def test_a_driver_that_always_fails_is_given_up_on_and_retried_alone(make_config) -> None:
+    cfg = make_config(ISOLATE.format(retry=2.0) + SIM + fault("bad", mode="crash", after=0.0))
+    with running_gateway(cfg):
+        gen = wait_for(lambda: (a := actor(cfg, "gen"))["state"] == "running" and a, 15, "gen")
+        bad = wait_for(lambda: (a := actor(cfg, "bad"))["state"] == "failed" and a, 15, "failed")
+        assert bad["pid"] is None and bad["restarts"] == 2
+        assert "FaultActor crashed on purpose" in bad["last_error"]
+        assert 0 < bad["retry_in"] <= 2.0
+        now = actor(cfg, "gen")
+        assert now["pid"] == gen["pid"] and now["restarts"] == 0 and now["state"] == "running"
+        before = now["points_out"]
+        wait_for(lambda: actor(cfg, "gen")["points_out"] > before + 5, 10, "gen keeps publishing")
+        # tried again after failed_retry: it restarts (and fails) once more
+        wait_for(lambda: actor(cfg, "bad")["restarts"] > bad["restarts"], 15, "the retry")
+        assert actor(cfg, "gen")["pid"] == gen["pid"]
+
+
+def test_failed_retry_zero_leaves_it_failed(make_config) -> None:
+    cfg = make_config(ISOLATE.format(retry=0) + SIM + fault("bad", mode="crash", after=0.0))
+    with running_gateway(cfg):
+        bad = wait_for(lambda: (a := actor(cfg, "bad"))["state"] == "failed" and a, 15, "failed")
+        assert bad["retry_in"] is None
+        # a driver that comes up again would be counted; give the loop a few turns of status
+        for _ in range(5):
+            assert actor(cfg, "bad")["restarts"] == bad["restarts"]
+            assert actor(cfg, "gen")["state"] == "running"
+
+
+def test_a_critical_driver_given_up_on_tears_the_gateway_down(make_config) -> None:
+    cfg = make_config(
+        ISOLATE.format(retry=1.0)
+        + SIM
+        + fault("vital", mode="crash", after=0.0)
+        + "critical = true\n"
+    )
+    with pytest.raises(GroupFailed, match="'vital'"):
+        with running_gateway(cfg):
+            gen = wait_for(lambda: actor(cfg, "gen")["pid"], 15, "gen started")
+            wait_for(lambda: not (cfg.runtime_dir / "control.sock").exists(), 15, "torn down")
+    assert not pid_alive(gen)
+
+
+def test_the_status_subject_reports_a_failed_driver(make_config, nats_server) -> None:
+    from edgert.testing.nats import Subscriber, decode
+
+    cfg = make_config(
+        ISOLATE.format(retry=60).replace("enabled = false", f'url = "{nats_server.url}"')
+        + SIM
+        + fault("bad", mode="crash", after=0.0)
+    )
+    with Subscriber(nats_server.url, "edgert.gw.status") as sub, running_gateway(cfg):
+
+        def failed_in_a_message() -> dict | None:
+            for m in sub.messages:
+                by = {a["name"]: a for a in decode(m)["actors"]}
+                if by.get("bad", {}).get("state") == "failed":
+                    return by
+            return None
+
+        by = wait_for(failed_in_a_message, 20, "a status message with `bad` failed")
+        assert by["gen"]["state"] == "running" and by["bridge"]["state"] == "running"
+        assert "FaultActor crashed on purpose" in by["bad"]["last_error"]
+
+
+def test_a_dead_zygote_stops_no_actor_and_a_new_one_serves_the_next_start(make_config) -> None:
+    """Actors are the supervisor's children, not the zygote's: they outlive it."""
+    cfg = make_config(ISOLATE.format(retry=60) + SIM + fault("other", mode="run"))
+    with running_gateway(cfg):
+        s = wait_for(
+            lambda: (s := status(cfg)) and all(a["state"] == "running" for a in s["actors"]) and s,
+            15,
+            "all running",
+        )
+        pids = {n: a["pid"] for n, a in s["by_name"].items()}
+        # actors forked from the zygote share its command line: leave them out
+        (zygote,) = [
+            p for p in descendants(os.getpid()) if _is_zygote(p) and p not in pids.values()
+        ]
+        os.kill(zygote, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(zygote), 5, "the zygote gone")
+        os.kill(pids["gen"], signal.SIGKILL)  # the next start needs a zygote
+        a = wait_for(
+            lambda: (
+                (a := actor(cfg, "gen"))["state"] == "running" and a["pid"] != pids["gen"] and a
+            ),
+            20,
+            "gen restarted by a new zygote",
+        )
+        assert a["restarts"] == 1
+        o = actor(cfg, "other")
+        assert o["pid"] == pids["other"] and o["restarts"] == 0 and pid_alive(o["pid"])
+        assert [p for p in descendants(os.getpid()) if _is_zygote(p) and pid_alive(p)] != []

@@ -6,10 +6,16 @@ machine, so the ratio means something anywhere:
 - restart: SIGKILL of a driver to the new process inside `run` (backoff_min = 0),
   beside a bare `multiprocessing` fork and spawn of an empty function (start to
   the function running);
-- start-up: a gateway with 10 sim drivers, from `Runtime.run` to all running,
-  beside 10 bare spawn and fork processes started together;
+- start-up: a gateway with 10 sim drivers, from `Runtime.run` to all running
+  (the zygote's own start-up included), and 10 sim drivers added by a reload
+  to a running gateway (the starts alone), beside 10 bare spawn and fork
+  processes started together;
 - memory: RSS and USS (private pages, /proc/PID/smaps_rollup) per driver
-  process, beside an idle bare fork and spawn child.
+  process, beside an idle bare fork and spawn child;
+- the demo gateway (configs/demo.toml, on a free port) run as `edgert run`: PSS
+  summed over every one of its processes but nats-server (supervisor, zygote,
+  bridge, drivers, the embedded server's actor), then the USS of each of 5 sim
+  drivers added by a reload and the PSS they add, beside a bare idle Python.
 
 Every function returns plain dicts; `edgert.bench` prints them.
 """
@@ -19,18 +25,25 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import re
 import signal
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from edgert import Actor, Context, Stop
 from edgert.config import GatewayConfig, loads
-from edgert.testing import running_gateway, status, wait_for
+from edgert.testing import descendants, running_gateway, status, wait_for
 
-__all__ = ["Probe", "restart_latency", "startup", "memory", "run_all"]
+__all__ = ["Probe", "restart_latency", "startup", "memory", "demo_memory", "run_all"]
+
+DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.toml"
 
 
 @dataclass
@@ -55,6 +68,7 @@ def _config(d: str, drivers: str, **sup: Any) -> GatewayConfig:
         f'[gateway]\nid = "bench"\nruntime_dir = "{d}/run"\ndata_dir = "{d}/data"\n'
         f"[nats]\nenabled = false\n[supervisor]\n{sup_toml}\n{drivers}"
     )
+    Path(d, "bench.toml").write_text(text)  # on disk too, for a reload to re-read
     return loads(text, f"{d}/bench.toml")
 
 
@@ -216,6 +230,7 @@ def startup(n: int = 10) -> dict[str, Any]:
     return {
         "drivers": n,
         "edgert_s": elapsed,
+        "edgert_warm_s": _warm_startup(n),
         "bare_fork_s": _bare_parallel("fork", n),
         "bare_spawn_s": _bare_parallel("spawn", n),
         "memory": {
@@ -224,6 +239,27 @@ def startup(n: int = 10) -> dict[str, Any]:
             "edgert_pss_mb": statistics.mean(m["pss_mb"] for m in mem),
         },
     }
+
+
+def _warm_startup(n: int) -> float:
+    """Seconds from a reload that adds `n` sim drivers to a running gateway to all running:
+    the starts alone, without the zygote's own start-up (its code is loaded already)."""
+    sim = '[[driver]]\nname = "{}"\ntype = "sim"\n[[driver.signal]]\nname = "v"\nrate = 10.0\n'
+    with _tempdir() as d:
+        cfg = _config(d, sim.format("first"))
+        with _gateway(cfg) as rt:
+            _wait(lambda: status(cfg)["by_name"]["first"]["state"] == "running", 60, "first")
+            text = Path(cfg.path).read_text()
+            Path(cfg.path).write_text(text + "".join(sim.format(f"sim{i}") for i in range(n)))
+            t0 = time.monotonic()
+            rt.reload()
+
+            def all_running() -> bool:
+                s = status(cfg)["actors"]
+                return len(s) == n + 1 and all(a["state"] == "running" for a in s)
+
+            _wait(all_running, 60, f"{n} more drivers running")
+            return time.monotonic() - t0
 
 
 def memory() -> dict[str, Any]:
@@ -238,7 +274,114 @@ def memory() -> dict[str, Any]:
     }
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _gateway_pss(root: int) -> tuple[float, dict[int, dict[str, float]]]:
+    """PSS summed over `root` and its descendants, nats-server left out."""
+    per: dict[int, dict[str, float]] = {}
+    for pid in {root} | descendants(root):
+        if _comm(pid) == "nats-server":
+            continue
+        try:
+            per[pid] = smaps(pid)
+        except OSError:
+            continue
+    return sum(m["pss_mb"] for m in per.values()), per
+
+
+def _bare_python_pss() -> float:
+    p = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    try:
+        time.sleep(0.5)
+        return smaps(p.pid)["pss_mb"]
+    finally:
+        p.communicate(b"")
+
+
+def demo_memory(extra: int = 5, settle: float = 3.0, demo: Path = DEMO) -> dict[str, Any]:
+    """The demo gateway's memory as `edgert run` runs it; then `extra` more sim drivers."""
+    from edgert.control import request
+
+    with _tempdir() as d:
+        text = demo.read_text()
+        text = re.sub(
+            r"\[gateway\]\nid = \"[^\"]*\"",
+            f'[gateway]\nid = "benchdemo"\nruntime_dir = "{d}/run"\ndata_dir = "{d}/data"',
+            text,
+        )
+        text = text.replace("nats://127.0.0.1:4222", f"nats://127.0.0.1:{_free_port()}")
+        path = Path(d) / "demo.toml"
+        path.write_text(text)
+        rdir = Path(d) / "run"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgert", "run", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def running(n: int) -> dict[str, Any] | None:
+            s = request(rdir, "status")["status"]
+            ok = len(s["actors"]) == n and all(a["state"] == "running" for a in s["actors"])
+            return s if ok else None
+
+        try:
+            s = _wait(lambda: running(len(_actors(text))), 60, "the demo running")
+            time.sleep(settle)  # steady state: buffers allocated, first status sent
+            total, per = _gateway_pss(proc.pid)
+            drivers = "".join(
+                f'\n[[driver]]\nname = "extra{i}"\ntype = "sim"\n'
+                f'[[driver.signal]]\nname = "v"\nshape = "sine"\nrate = 1.0\n'
+                for i in range(extra)
+            )
+            path.write_text(text + drivers)
+            request(rdir, "reload")
+            s = _wait(lambda: running(len(_actors(text)) + extra), 60, "the extra drivers")
+            time.sleep(settle)
+            total2, per2 = _gateway_pss(proc.pid)
+            new = [a["pid"] for a in s["actors"] if a["name"].startswith("extra")]
+            uss = [per2[p]["uss_mb"] for p in new if p in per2]
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return {
+        "demo_pss_mb": total,
+        "demo_processes": len(per),
+        "supervisor_pss_mb": per.get(proc.pid, {}).get("pss_mb", 0.0),
+        "supervisor_uss_mb": per.get(proc.pid, {}).get("uss_mb", 0.0),
+        "extra_driver_uss_mb": statistics.mean(uss) if uss else 0.0,
+        "extra_driver_pss_mb": (total2 - total) / extra,
+        "bare_python_pss_mb": _bare_python_pss(),
+    }
+
+
+def _actors(text: str) -> list[str]:
+    """The actor names a config will run (drivers, the bridge, the embedded server)."""
+    names = re.findall(r'^\[\[driver\]\]\s*\nname = "([^"]+)"', text, re.M)
+    names.append("bridge")
+    if re.search(r"^embedded = true", text, re.M):
+        names.append("nats")
+    return names
+
+
 def run_all() -> dict[str, Any]:
     st = startup()
-    mem = st.pop("memory") | memory()
+    mem = st.pop("memory") | memory() | demo_memory()
     return {"startup": st, "restart": restart_latency(), "memory": mem}

@@ -1,0 +1,143 @@
+"""The main of every actor process, from the zygote's fork to `os._exit`.
+
+The zygote forks an intermediate process that forks the child and exits at
+once, so the child is re-parented to the supervisor (a child subreaper, see
+`edgert.proc.zygote`). The child then:
+
+- waits until its parent is the supervisor, sets `PR_SET_PDEATHSIG(SIGKILL)`
+  and checks its parent again (the signal never fires for a parent that died
+  before the call), so it dies with the supervisor even when its actor hangs;
+- leads its own process group, so the driver's own subprocesses die with it;
+- ignores SIGINT (a terminal's ^C is for the supervisor) and stops its actor
+  on SIGTERM;
+- unpickles its `ActorSpec`, creates its own ZeroMQ context (never inherited),
+  builds the actor's Context and runs the actor, telling the supervisor over
+  the link `running`, heartbeats, and `exit` with the traceback of an error.
+  EOF on the link means the supervisor is gone, and the actor is stopped.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import pickle
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+from .link import Link, encode_link
+
+__all__ = ["main", "set_pdeathsig"]
+
+PR_SET_PDEATHSIG = 1
+
+
+def set_pdeathsig(sig: int = signal.SIGKILL) -> None:
+    """Have the kernel send `sig` to this process when its parent (thread) exits."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the link's EOF still stops the actor
+        pass
+
+
+def main(spec_bytes: bytes, link_fd: int, supervisor_pid: int, intermediate_pid: int) -> None:
+    """Run in the forked child; never returns."""
+    code = 1
+    try:
+        while os.getppid() == intermediate_pid:  # it exits right after forking us
+            time.sleep(0.0002)
+        set_pdeathsig()
+        if os.getppid() != supervisor_pid:  # the supervisor died before PDEATHSIG was set
+            os._exit(1)
+        try:
+            os.setpgid(0, 0)
+        except OSError:
+            pass
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        link = Link.from_fd(link_fd)
+        code = _main(spec_bytes, link)
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _main(spec_bytes: bytes, link: Link) -> int:
+    name = "?"
+    try:
+        spec = pickle.loads(spec_bytes)
+        name = spec.name
+        logging.basicConfig(
+            level=spec.log_level,
+            format=f"%(asctime)s %(levelname)s {spec.name}[%(process)d] %(name)s: %(message)s",
+            stream=sys.stderr,
+            force=True,
+        )
+        _run_actor(spec, link)
+        _send(link, "exit", None)
+        return 0
+    except BaseException as e:  # noqa: BLE001 - every failure is reported to the supervisor
+        text = "".join(traceback.format_exception(e)).rstrip()
+        logging.getLogger(f"edgert.actor.{name}").error("failed: %s", text)
+        _send(link, "exit", text)
+        return 1
+    finally:
+        link.close()
+
+
+def _send(link: Link, kind: str, data: Any) -> None:
+    try:
+        link.send_bytes(encode_link(kind, data))
+    except OSError:
+        pass
+
+
+def _run_actor(spec: Any, link: Link) -> None:
+    from ..bus import Outbox, bus_endpoint, new_epoch
+    from ..context import Context
+
+    cls = spec.actor_class()
+    config = spec.actor_config()
+    actor = cls(config, name=spec.name)
+    signal.signal(signal.SIGTERM, lambda *_: actor.stop())
+    zctx = sock = outbox = None
+    if getattr(actor, "uses_bus", True):
+        import zmq
+
+        zctx = zmq.Context(1)
+        sock = zctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.ROUTING_ID, spec.name.encode())
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RECONNECT_IVL, 20)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+        sock.connect(bus_endpoint(spec.runtime_dir))
+        outbox = Outbox(sock, new_epoch(spec.name), max_points=spec.outbox_max_points)
+    ctx = Context(
+        actor,
+        name=spec.name,
+        config=config,
+        outbox=outbox,
+        link=link,
+        heartbeat_interval=spec.heartbeat_interval,
+    )
+    try:
+        _send(link, "running", time.monotonic())
+        actor.run(ctx)
+        if outbox is not None and spec.drain_timeout > 0 and not outbox.drain(spec.drain_timeout):
+            ctx.log.warning(
+                "stopped with %d points not acknowledged by the bridge", outbox.stats()["buffered"]
+            )
+    finally:
+        ctx._close()
+        if sock is not None:
+            sock.close(0)
+        if zctx is not None:
+            zctx.term()

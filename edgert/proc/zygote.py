@@ -1,0 +1,288 @@
+"""An owned zygote: a warm interpreter that forks actor processes on request.
+
+The supervisor never forks itself (it holds a ZeroMQ context and maybe
+threads). `Zygote.start()` starts `python -P` with a clean import path (the
+supervisor's, without the working directory), which imports edgert and every
+configured driver module once, freezes what it loaded out of the garbage
+collector's reach (`gc.freeze()`, so children do not copy the pages they share
+with it), and waits for requests on a socket. A start is then a fork of that
+warm interpreter: milliseconds, and shared pages. Its lifetime is the
+supervisor's `run`: `close()` stops it, and it dies with the supervisor
+(`PR_SET_PDEATHSIG`, and EOF on its socket). A reload that brings new driver
+code starts a fresh one; the actors already running are not its children and
+are not touched.
+
+How children are owned (no PID reuse races, no orphans):
+
+- the supervisor makes itself a child subreaper (`PR_SET_CHILD_SUBREAPER`);
+- for each start the zygote forks an intermediate process, which forks the
+  actor and exits at once; the zygote reaps the intermediate and only then
+  replies with the actor's pid. The orphaned actor has been re-parented to the
+  nearest subreaper, the supervisor, before the reply is sent;
+- so every actor is the supervisor's own child: nobody else can reap it, its
+  pid cannot be reused before the supervisor reaps it, and `os.pidfd_open`
+  on it is race-free. The supervisor waits on the pidfd and collects the exit
+  status with `waitid(P_PIDFD)`, never blocking;
+- the actor sets `PR_SET_PDEATHSIG(SIGKILL)` once its parent is the supervisor
+  (see `edgert.proc.child`), so a SIGKILLed supervisor takes every actor with
+  it at once, whatever the zygote is doing.
+
+The protocol on the zygote's `SOCK_SEQPACKET` socket is msgpack: the zygote
+says `["ready", {module: error}]` once preloaded; the supervisor sends
+`["spawn", pickled ActorSpec]` with the child's end of its link attached
+(SCM_RIGHTS) and gets `["started", pid]` or `["error", text]`.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import traceback
+from collections.abc import Iterable
+from typing import Any
+
+import msgpack
+
+from .child import set_pdeathsig
+
+__all__ = ["Zygote", "ZygoteError", "PRELOAD", "clean_path", "fingerprint"]
+
+PRELOAD = ["edgert", "edgert.actor", "edgert.bus", "edgert.proc.child", "zmq", "msgpack"]
+PR_SET_CHILD_SUBREAPER = 36
+MAX_MESSAGE = 1 << 20
+BOOT = (
+    "import sys, json; a = json.loads(sys.argv[1]); sys.path[:] = a['path']; "
+    "from edgert.proc.zygote import serve; serve(a)"
+)
+
+
+class ZygoteError(Exception):
+    """The zygote could not be started, or did not answer."""
+
+
+def clean_path(
+    path: Iterable[str] | None = None, cwd: str | None = None, pythonpath: str | None = None
+) -> list[str]:
+    """The import path for the zygote: this one without the working directory.
+
+    The working directory stays only where PYTHONPATH names it explicitly (a driver
+    under development, tested from its own folder); never by accident ('' or the
+    entry `python -m`/`-c` adds)."""
+    here = os.path.realpath(cwd or os.getcwd())
+    if pythonpath is None:
+        pythonpath = os.environ.get("PYTHONPATH", "")
+    explicit = {os.path.realpath(p) for p in pythonpath.split(os.pathsep) if p}
+    out = []
+    for p in sys.path if path is None else path:
+        if not p or p in out:
+            continue
+        real = os.path.realpath(p)
+        if real != here or real in explicit:
+            out.append(p)
+    return out
+
+
+def fingerprint(module: str) -> tuple[tuple[str, int, int], ...]:
+    """The (file, mtime, size) of every source file of `module`'s top-level package.
+
+    Changes when that package is upgraded or edited; empty when it is not found.
+    """
+    top = module.split(".")[0]
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return ()
+    if spec is None:
+        return ()
+    files: list[str] = []
+    if spec.submodule_search_locations:
+        for base in spec.submodule_search_locations:
+            for d, _, names in os.walk(base):
+                files.extend(os.path.join(d, n) for n in names if n.endswith(".py"))
+    elif spec.origin and os.path.isfile(spec.origin):
+        files.append(spec.origin)
+    out = []
+    for f in sorted(files):
+        try:
+            st = os.stat(f)
+        except OSError:
+            continue
+        out.append((f, st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+def make_subreaper() -> None:
+    """Orphaned descendants of this process are re-parented to it (Linux)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise ZygoteError(f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
+
+
+class Zygote:
+    """The supervisor's handle on its zygote. Used only by the supervisor's loop."""
+
+    def __init__(
+        self, preload: Iterable[str], *, start_timeout: float = 60.0, spawn_timeout: float = 10.0
+    ) -> None:
+        self.preload = list(dict.fromkeys([*PRELOAD, *preload]))
+        self.start_timeout = start_timeout  # preloading, on a slow device
+        self.spawn_timeout = spawn_timeout  # a fork; a zygote this slow is replaced
+        self.failed_imports: dict[str, str] = {}
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._sock is not None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def fileno(self) -> int:
+        """Readable when the zygote is gone (EOF)."""
+        assert self._sock is not None
+        return self._sock.fileno()
+
+    def start(self) -> None:
+        """Start it and wait until it has preloaded; raise ZygoteError if it cannot."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        args = {
+            "fd": theirs.fileno(),
+            "supervisor": os.getpid(),
+            "path": clean_path(),
+            "preload": self.preload,
+        }
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-P", "-c", BOOT, json.dumps(args)],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError as e:
+            ours.close()
+            raise ZygoteError(f"could not start the zygote: {e}") from e
+        finally:
+            theirs.close()
+        self._sock = ours
+        kind, data = self._recv(self.start_timeout)
+        if kind != "ready":
+            self.close()
+            raise ZygoteError(f"the zygote did not start: {data}")
+        self.failed_imports = dict(data or {})
+
+    def spawn(self, spec_bytes: bytes, link_fd: int) -> int:
+        """Fork an actor process that runs `spec_bytes` with `link_fd` as its link; its pid."""
+        if self._sock is None:
+            raise ZygoteError("the zygote is not running")
+        try:
+            socket.send_fds(self._sock, [msgpack.packb(["spawn", spec_bytes])], [link_fd])
+        except OSError as e:
+            self.close()
+            raise ZygoteError(f"the zygote is gone: {e}") from e
+        kind, data = self._recv(self.spawn_timeout)
+        if kind != "started":
+            raise ZygoteError(f"the zygote could not fork: {data}")
+        return int(data)
+
+    def _recv(self, timeout: float) -> tuple[str, Any]:
+        assert self._sock is not None
+        self._sock.settimeout(timeout)
+        try:
+            data = self._sock.recv(MAX_MESSAGE)
+        except OSError as e:  # the timeout included
+            self.close()
+            raise ZygoteError(f"the zygote did not answer: {e}") from e
+        if not data:
+            self.close()
+            raise ZygoteError("the zygote exited")
+        kind, payload = msgpack.unpackb(data, raw=False)
+        return kind, payload
+
+    def close(self) -> None:
+        """Stop the zygote (EOF on its socket) and reap it. Idempotent."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            try:
+                proc.wait(2.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+# -- the zygote process --------------------------------------------------------------
+def serve(args: dict[str, Any]) -> None:
+    """The zygote's main: preload, then fork on request until EOF. Runs in the zygote."""
+    set_pdeathsig()
+    supervisor = int(args["supervisor"])
+    if os.getppid() != supervisor:
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=int(args["fd"]))
+    failed: dict[str, str] = {}
+    for mod in args["preload"]:
+        try:
+            importlib.import_module(mod)
+        except BaseException as e:  # noqa: BLE001 - reported; the actor's start shows it too
+            failed[mod] = "".join(traceback.format_exception_only(e)).strip()
+    gc.collect()
+    gc.freeze()
+    sock.sendall(msgpack.packb(["ready", failed]))
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1)
+        except InterruptedError:
+            continue
+        if not data:
+            os._exit(0)
+        try:
+            kind, spec_bytes = msgpack.unpackb(data, raw=False)
+            if kind != "spawn" or len(fds) != 1:
+                raise ValueError(f"bad request {kind!r} with {len(fds)} fds")
+            reply = ["started", _fork(sock, spec_bytes, fds[0], supervisor)]
+        except Exception as e:  # noqa: BLE001 - the supervisor gets the reason
+            reply = ["error", f"{type(e).__name__}: {e}"]
+        finally:
+            for fd in fds:
+                os.close(fd)
+        sock.sendall(msgpack.packb(reply))
+
+
+def _fork(sock: socket.socket, spec_bytes: bytes, link_fd: int, supervisor: int) -> int:
+    r, w = os.pipe()
+    mid = os.fork()
+    if mid == 0:  # the intermediate: fork the actor, say its pid, exit
+        try:
+            os.close(r)
+            me = os.getpid()
+            pid = os.fork()
+            if pid == 0:
+                os.close(w)
+                sock.close()
+                from .child import main
+
+                main(spec_bytes, link_fd, supervisor, me)
+            os.write(w, pid.to_bytes(4, "little"))
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        data = os.read(r, 4)
+    finally:
+        os.close(r)
+        os.waitpid(mid, 0)  # after this the actor is the supervisor's child
+    if len(data) != 4:
+        raise OSError("the intermediate process died before forking")
+    return int.from_bytes(data, "little")

@@ -1,0 +1,148 @@
+"""The control socket: the supervisor serves it, `edgert status`/`reload` ask it.
+
+The supervisor binds `ipc://<runtime_dir>/control.sock` (a ROUTER) in its
+`run` and reads requests from its loop (`requests`, `answer`); a request is a
+msgpack map `{"op": "status"}` and the answer `{"ok": true, "status": {...}}` or
+`{"ok": false, "error": "..."}`. `request()` is the client: it opens a socket,
+asks, and closes it; it raises `ControlError` with a clear message when no
+gateway answers. `format_status` prints a snapshot as the status table.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+
+__all__ = ["ControlError", "request", "format_status", "requests", "answer"]
+
+
+class ControlError(Exception):
+    """No gateway answered on the control socket, or it refused the request."""
+
+
+def request(runtime_dir: str | os.PathLike[str], op: str, timeout: float = 3.0, **args: Any) -> Any:
+    path = Path(runtime_dir) / "control.sock"
+    if not path.exists():
+        raise ControlError(
+            f"no gateway is running with runtime directory {runtime_dir} (no {path})"
+        )
+    zctx = zmq.Context(1)
+    try:
+        sock = zctx.socket(zmq.DEALER)
+        try:
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(f"ipc://{path}")
+            sock.send_multipart([b"", msgpack.packb({"op": op, **args}, use_bin_type=True)])
+            if not sock.poll(int(timeout * 1000)):
+                raise ControlError(
+                    f"the gateway at {runtime_dir} did not answer within {timeout:g}s"
+                )
+            frames = sock.recv_multipart()
+        finally:
+            sock.close(0)
+    finally:
+        zctx.term()
+    reply = msgpack.unpackb(frames[-1], raw=False)
+    if not reply.get("ok"):
+        raise ControlError(reply.get("error") or "request refused")
+    return reply
+
+
+def requests(sock: zmq.Socket) -> list[tuple[bytes, str | None]]:
+    """Every request waiting on the server socket now: (who, op); op None when malformed."""
+    from ..point import unpack_limited
+
+    out: list[tuple[bytes, str | None]] = []
+    while True:
+        try:
+            frames = sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return out
+        if len(frames) < 2:
+            continue
+        try:
+            req = unpack_limited(frames[-1])
+            op = req.get("op") if isinstance(req, dict) else None
+        except Exception:  # noqa: BLE001 - any garbage gets an error reply
+            op = None
+        out.append((frames[0], op if isinstance(op, str) else None))
+
+
+def answer(sock: zmq.Socket, who: bytes, reply: dict[str, Any]) -> None:
+    """Send `reply` to `who`, never waiting (a client that went away loses it)."""
+    try:
+        sock.send_multipart([who, msgpack.packb(reply, use_bin_type=True)], zmq.NOBLOCK)
+    except zmq.ZMQError:
+        pass
+
+
+def _age(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def now_note(actor: dict[str, Any]) -> str:
+    """What an actor says of its present state, from the figures it reports: its own
+    note (`ctx.report(now=...)`), the NATS link (bridge), what it waits for, a closed
+    port (Modbus), drops."""
+    s = actor.get("stats") or {}
+    notes = [str(s["now"])] if s.get("now") else []
+    if s.get("nats"):
+        notes.append(f"nats {s['nats']}")
+    if s.get("waiting"):
+        notes.append(f"waiting: {s['waiting']}")
+    if s.get("port") not in (None, "open"):
+        notes.append(f"port {s['port']}: {s.get('port_error') or '?'}")
+    if actor.get("state") == "failed":
+        retry = actor.get("retry_in")
+        notes.append("given up" if retry is None else f"retry in {_age(retry)}")
+    if actor.get("dropped"):
+        notes.append(f"dropped {actor['dropped']}")
+    return "; ".join(notes)
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """The status snapshot as a table, one row per actor."""
+    rows = [
+        (
+            "NAME",
+            "KIND",
+            "PID",
+            "STATE",
+            "RESTARTS",
+            "UPTIME",
+            "POINTS_OUT",
+            "BUFFERED",
+            "NOW",
+            "LAST_ERROR",
+        )
+    ]
+    for a in status["actors"]:
+        err = (a.get("last_error") or "").strip().splitlines()
+        rows.append(
+            (
+                a["name"],
+                a.get("kind", ""),
+                str(a["pid"] or "-"),
+                a["state"],
+                str(a["restarts"]),
+                _age(a["uptime"]) if a["uptime"] else "-",
+                str(a["points_out"]),
+                str(a["buffered"]),
+                now_note(a)[:60],
+                (err[-1][:60] if err else ""),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [f"gateway {status['gateway']}"]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,564 @@
+"""The supervisor's loop: runs actor processes and acts on the restart policy.
+
+`Supervisor(children, section).run()` starts its zygote (`edgert.proc`), binds
+the control socket, starts every child and then waits, in one loop that owns
+all state, on the children's links and pidfds, the zygote, the control socket
+and its `Waker`, with a timeout set by the next timer. Everything it opens is
+opened in `run` and closed there; `stop()` and `reload()` only set a flag and
+wake the loop, and do nothing once `run` has returned.
+
+When a child exits, `Policy.exited` (`policy.py`) says what to do: restart it
+after a backoff, give up on it (state `failed`, retried after `failed_retry`),
+leave it stopped, or, for a critical child (the bridge, the embedded NATS
+server, a driver with `critical = true`), tear the whole group down: `run`
+then raises `GroupFailed`. Other children are never touched by one child's
+failures. A child that sends no heartbeat for `heartbeat_timeout` is killed and
+treated as failed. `stop()` stops children tier by tier, highest first (drivers,
+then the bridge, then the embedded server), each given `shutdown_timeout`
+before SIGKILL. Nothing in the loop blocks on a child: messages to children
+are queued (status snapshots latest-wins), exits are collected from pidfds
+without waiting. The one wait is for a zygote to preload (at the start of
+`run`, when a start finds it gone, and on a reload that brings new driver
+code); the running actors are not its children and are never touched by it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pickle
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from ..proc import ActorProcess, ActorSpec, Zygote, ZygoteError, reap_group
+from ..proc.zygote import make_subreaper
+from ..systemd import Notifier
+from ..waker import Waker
+from . import control
+from .policy import History, Policy, Restart
+from .reload import diff
+
+__all__ = ["Supervisor", "ChildSpec", "GroupFailed"]
+
+log = logging.getLogger("edgert.supervisor")
+
+STATUS_EVERY = 2.0
+
+
+class GroupFailed(Exception):
+    """The group was torn down because a critical child failed too often."""
+
+    def __init__(self, name: str, restarts: int, period: float, error: str | None) -> None:
+        last = (error or "exited").strip().splitlines()[-1] if error else "exited"
+        super().__init__(
+            f"critical actor {name!r} failed {restarts} times within {period:g}s "
+            f"(more than the supervisor's intensity): {last}"
+        )
+        self.name = name
+        self.error = error
+
+
+@dataclass
+class ChildSpec:
+    spec: ActorSpec
+    restart: Restart = "permanent"
+    tier: int = 2
+    kind: str = "driver"
+    critical: bool = False
+    code: tuple[Any, ...] = ()  # the fingerprint of its code: a change restarts it
+    wants_status: bool = False  # sent the status snapshot (its class says so too)
+
+
+@dataclass
+class Child:
+    """The supervisor's record of one child; owned by the supervisor's loop."""
+
+    cs: ChildSpec
+    proc: ActorProcess | None = None
+    state: str = "starting"
+    restarts: int = 0
+    last_error: str = ""
+    started: float = 0.0
+    running_since: float = 0.0
+    last_hb: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+    history: History = field(default_factory=History)
+    next_start: float | None = None  # backing off or failed: when to start again
+    kill_at: float | None = None
+    hung: bool = False
+    points_base: int = 0  # points published by earlier runs of this child
+    retiring: bool = False  # stopped by a reload: replaced by `successor`, or removed
+    successor: ChildSpec | None = None
+
+    @property
+    def name(self) -> str:
+        return self.cs.spec.name
+
+
+class Supervisor:
+    def __init__(
+        self,
+        children: list[ChildSpec],
+        policy: Any,
+        *,
+        gateway_id: str = "",
+        control_path: str | None = None,
+        preload: list[str] = (),  # type: ignore[assignment]
+        reload: Callable[[], tuple[list[ChildSpec], Any]] | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self._notifier = notifier or Notifier({})
+        self.section = policy
+        self.policy = Policy.of(policy)
+        self._reload = reload
+        self.gateway_id = gateway_id
+        self.control_path = control_path
+        self._specs = list(children)
+        self._preload = list(preload)
+        self._waker: Waker | None = None
+        self._stop_requested = False
+        self._reload_requested = False
+
+    @property
+    def children(self) -> list[ChildSpec]:
+        return list(self._specs)
+
+    # -- Run/Stop ------------------------------------------------------------------
+    def stop(self, err: BaseException | None = None) -> None:
+        """Ask `run` to stop every child and return; returns at once."""
+        self._stop_requested = True
+        waker = self._waker
+        if waker is not None:
+            waker.wake()
+
+    def reload(self) -> None:
+        """Ask `run` to re-read the config (SIGHUP); returns at once."""
+        self._reload_requested = True
+        waker = self._waker
+        if waker is not None:
+            waker.wake()
+
+    def run(self) -> None:
+        """Run and supervise the children until stopped; raise GroupFailed on a teardown."""
+        self._children = [Child(cs) for cs in self._specs]
+        self._failure: GroupFailed | None = None
+        self._shutting_down = False
+        self._next_status = 0.0
+        self._status_dirty = True
+        self._graveyard: set[int] = set()  # process groups of dead children, to reap
+        make_subreaper()
+        waker = Waker()
+        self._zygote = Zygote([])
+        self._zygote_code: tuple[Any, ...] = ()
+        zctx = zmq.Context(1)
+        sock = None
+        self._waker = waker
+        try:
+            if self.control_path:
+                sock = zctx.socket(zmq.ROUTER)
+                sock.setsockopt(zmq.LINGER, 0)
+                if os.path.exists(self.control_path):
+                    os.unlink(self.control_path)
+                sock.bind(f"ipc://{self.control_path}")
+            if self._stop_requested:
+                return
+            self._ensure_zygote()
+            for c in self._children:
+                self._start(c, time.monotonic())
+            self._loop(waker, sock)
+        finally:
+            self._waker = None
+            waker.close()
+            for c in self._children:  # whatever is left (only on an internal error)
+                if c.proc is not None:
+                    c.proc.kill(signal.SIGKILL)
+                    while c.proc.poll_exit() is None:
+                        time.sleep(0.01)
+                    c.proc = None
+            self._zygote.close()
+            if sock is not None:
+                sock.close(0)
+                if self.control_path and os.path.exists(self.control_path):
+                    os.unlink(self.control_path)
+            zctx.term()
+            for pgid in self._graveyard:
+                reap_group(pgid)
+        if self._failure is not None:
+            raise self._failure
+
+    # -- the zygote ------------------------------------------------------------------
+    def _code_key(self, specs: list[ChildSpec]) -> tuple[Any, ...]:
+        mods = sorted({(cs.spec.module, cs.code) for cs in specs})
+        return (tuple(self._preload), tuple(mods))
+
+    def _ensure_zygote(self, specs: list[ChildSpec] | None = None) -> None:
+        """Have a zygote that preloads the code of `specs` (default: the children's)."""
+        if specs is None:
+            specs = self._specs
+        key = self._code_key(specs)
+        if self._zygote.running and key == self._zygote_code:
+            return
+        if self._zygote.running:
+            log.info("driver code changed: starting a new zygote")
+        self._zygote.close()
+        self._zygote = Zygote([*self._preload, *(cs.spec.module for cs in specs)])
+        self._zygote.start()
+        self._zygote_code = key
+        for mod, err in self._zygote.failed_imports.items():
+            log.warning("could not preload %s: %s", mod, err)
+
+    # -- the loop ------------------------------------------------------------------
+    def _loop(self, waker: Waker, sock: zmq.Socket | None) -> None:
+        p = self.section
+        while True:
+            if self._stop_requested and not self._shutting_down:
+                self._begin_shutdown()
+            if self._shutting_down:
+                if all(c.proc is None for c in self._children):
+                    return
+                self._stop_tier()
+            poller = zmq.Poller()
+            poller.register(waker.fileno(), zmq.POLLIN)
+            if sock is not None:
+                poller.register(sock, zmq.POLLIN)
+            if self._zygote.running:
+                poller.register(self._zygote.fileno(), zmq.POLLIN)
+            for c in self._children:
+                if c.proc is not None and c.proc.link is not None:
+                    ev = zmq.POLLIN | (zmq.POLLOUT if c.proc.pending else 0)
+                    poller.register(c.proc.link.fileno(), ev)
+                    poller.register(c.proc.pidfd, zmq.POLLIN)
+            timeout = self._next_timer() - time.monotonic()
+            ready = dict(poller.poll(max(0, int(timeout * 1000) + 1)))
+            waker.clear()
+            if self._zygote.running and self._zygote.fileno() in ready:
+                log.warning("the zygote exited; a new one starts with the next actor")
+                self._zygote.close()
+            if self._reload_requested and not self._shutting_down:
+                self._reload_requested = False
+                self._try_reload()
+            now = time.monotonic()
+            for c in list(self._children):
+                if c.proc is None:
+                    continue
+                self._read_link(c, now)
+                c.proc.flush()
+                code = c.proc.poll_exit()
+                if code is not None:
+                    self._on_exit(c, code, now)
+            if sock is not None:
+                self._serve_control(sock)
+            now = time.monotonic()
+            self._notify(now)
+            for c in self._children:
+                if c.proc is not None:
+                    if c.kill_at is not None and now >= c.kill_at:
+                        log.warning("%s: did not stop in time: SIGKILL", c.name)
+                        c.proc.kill(signal.SIGKILL)
+                        c.kill_at = math.inf
+                    elif (
+                        c.state in ("starting", "running")
+                        and not self._shutting_down
+                        and not c.hung
+                        and now - c.last_hb > p.heartbeat_timeout
+                    ):
+                        log.error(
+                            "%s: no heartbeat for %.1fs: killing it", c.name, p.heartbeat_timeout
+                        )
+                        c.hung = True
+                        c.proc.kill(signal.SIGKILL)
+                elif c.next_start is not None and now >= c.next_start and not self._shutting_down:
+                    self._start(c, now)
+            self._graveyard = {g for g in self._graveyard if not reap_group(g)}
+            if now >= self._next_status or self._status_dirty:
+                self._push_status()
+
+    def _notify(self, now: float) -> None:
+        """Tell systemd (when it runs us): ready once all actors ran, alive, their states."""
+        n = self._notifier
+        if not n.active:
+            return
+        n.tick(now)
+        n.status(self.summary())
+        if all(c.state in ("running", "failed") for c in self._children) and any(
+            c.state == "running" for c in self._children
+        ):
+            n.ready(self.summary())
+
+    def summary(self) -> str:
+        """One line: how many actors are in each state, naming the failed ones."""
+        states: dict[str, list[str]] = {}
+        for c in self._children:
+            states.setdefault(c.state, []).append(c.name)
+        parts = []
+        for k, names in sorted(states.items()):
+            parts.append(f"{k} {len(names)}" + (f" ({', '.join(names)})" if k == "failed" else ""))
+        return "actors: " + ", ".join(parts)
+
+    def _next_timer(self) -> float:
+        now = time.monotonic()
+        t = min(now + 1.0, self._next_status)
+        wd = self._notifier.next_due
+        if wd is not None:
+            t = min(t, wd)
+        for c in self._children:
+            if c.proc is not None:
+                if c.kill_at is not None:
+                    t = min(t, c.kill_at)
+                if c.state in ("starting", "running") and not c.hung:
+                    t = min(t, c.last_hb + self.section.heartbeat_timeout)
+            elif c.next_start is not None:
+                t = min(t, c.next_start)
+        if self._graveyard:
+            t = min(t, now + 0.1)
+        return t
+
+    def _start(self, c: Child, now: float) -> None:
+        c.next_start = None
+        c.hung = False
+        c.kill_at = None
+        c.stats = {}
+        proc = ActorProcess(c.cs.spec)
+        try:
+            self._ensure_zygote()
+            proc.start(self._zygote)
+        except (OSError, ZygoteError, pickle.PicklingError) as e:
+            proc.close()
+            self._failed(c, now, f"could not start process: {e}", ran_for=0.0)
+            return
+        c.proc = proc
+        c.state = "starting"
+        c.started = c.last_hb = now
+        self._status_dirty = True
+        log.info("%s: started, pid %d", c.name, proc.pid)
+
+    def _read_link(self, c: Child, now: float) -> None:
+        assert c.proc is not None
+        for kind, data in c.proc.messages():
+            if kind == "running":
+                c.state = "stopping" if self._shutting_down or c.retiring else "running"
+                c.running_since = now
+                c.last_hb = now
+                self._status_dirty = True
+            elif kind == "hb":
+                c.last_hb = now
+                if isinstance(data, dict):
+                    c.stats = data
+            elif kind == "exit":
+                c.proc.exit_error = data
+
+    def _on_exit(self, c: Child, code: int, now: float) -> None:
+        assert c.proc is not None
+        proc = c.proc
+        c.points_base += int(c.stats.get("points_out", 0) or 0)
+        c.stats = {k: v for k, v in c.stats.items() if k != "points_out"}
+        c.proc = None
+        self._graveyard.add(proc.pid)
+        self._status_dirty = True
+        if self._shutting_down:
+            c.state = "stopped"
+            log.info("%s: stopped (exit code %s)", c.name, code)
+            return
+        if c.retiring:
+            self._retire(c, now)
+            return
+        if c.hung:
+            error = f"hung: no heartbeat for {self.section.heartbeat_timeout:g}s, killed"
+        elif proc.exit_error:
+            error = proc.exit_error
+        elif code < 0:
+            error = f"killed by signal {signal.Signals(-code).name}"
+        elif code != 0:
+            error = f"exited with code {code}"
+        else:
+            error = None
+        if error:
+            log.error("%s: failed: %s", c.name, error.strip().splitlines()[-1])
+        ran_for = now - c.running_since if c.running_since else 0.0
+        c.running_since = 0.0
+        self._failed(c, now, error, ran_for)
+
+    def _failed(self, c: Child, now: float, error: str | None, ran_for: float) -> None:
+        """Act on the policy's decision for a child that exited (or could not start)."""
+        if error:
+            c.last_error = error
+        d = self.policy.exited(
+            c.history,
+            now=now,
+            restart=c.cs.restart,
+            error=error is not None,
+            ran_for=ran_for,
+            critical=c.cs.critical,
+        )
+        self._status_dirty = True
+        if d.action == "restart":
+            assert d.delay is not None
+            c.restarts += 1
+            c.state = "backing_off"
+            c.next_start = now + d.delay
+            log.info("%s: restart %d in %.3fs", c.name, c.restarts, d.delay)
+        elif d.action == "teardown":
+            c.state = "failed"
+            self._failure = GroupFailed(c.name, d.restarts_in_period, self.policy.period, error)
+            log.error("%s", self._failure)
+            self._begin_shutdown()
+        elif d.action == "failed" and d.restarts_in_period:
+            c.state = "failed"
+            c.next_start = None if d.delay is None else now + d.delay
+            log.error(
+                "%s: failed %d times within %gs: given up on%s",
+                c.name,
+                d.restarts_in_period,
+                self.policy.period,
+                "" if d.delay is None else f", trying again in {d.delay:g}s",
+            )
+        else:  # temporary, or transient that returned: not restarted
+            c.state = d.action
+            log.info("%s: %s, not restarted (%s)", c.name, c.state, c.cs.restart)
+
+    def _begin_shutdown(self) -> None:
+        self._shutting_down = True
+        self._notifier.stopping()
+        for c in self._children:
+            c.next_start = None
+            if c.proc is None and c.state in ("backing_off", "starting"):
+                c.state = "stopped"
+        self._stop_tier()
+
+    def _stop_tier(self) -> None:
+        """Send stop to the live children of the highest tier that still has any."""
+        live = [c for c in self._children if c.proc is not None]
+        if not live:
+            return
+        top = max(c.cs.tier for c in live)
+        now = time.monotonic()
+        for c in live:
+            if c.cs.tier == top and c.kill_at is None:
+                self._ask_stop(c, now)
+
+    def _ask_stop(self, c: Child, now: float) -> None:
+        """Send stop to a live child; SIGKILL follows after `shutdown_timeout`."""
+        assert c.proc is not None
+        c.state = "stopping"
+        c.proc.send("stop")
+        c.kill_at = now + self.section.shutdown_timeout
+
+    # -- reload --------------------------------------------------------------------
+    def _try_reload(self) -> dict[str, Any]:
+        """Reload, or refuse with the reason (a broken config is not fatal); the control reply."""
+        try:
+            return {"ok": True, "changes": self._apply_reload()}
+        except Exception as e:  # noqa: BLE001 - refused, with the reason
+            log.error("reload refused, nothing changed: %s", e)
+            return {"ok": False, "error": f"reload refused, nothing changed: {e}"}
+
+    def _apply_reload(self) -> dict[str, list[str]]:
+        """Compare the re-read config with the running children and act on the difference.
+
+        Unchanged children keep running (same pid). A changed one (its config or its
+        code) is stopped and its successor started once it has exited; a removed one
+        is stopped; a new one is started. New code means a new zygote first. Raises
+        (changing nothing) when the config is broken.
+        """
+        if self._reload is None:
+            raise RuntimeError("this supervisor has no config to reload")
+        specs, section = self._reload()
+        self._ensure_zygote(specs)
+        self.section = section
+        self.policy = Policy.of(section)
+        self._specs = list(specs)
+        current = {c.name: (c.successor if c.retiring else c.cs) for c in self._children}
+        changes = diff({k: v for k, v in current.items() if v is not None}, specs)
+        now = time.monotonic()
+        for c in list(self._children):
+            if c.name in changes.removed or (c.retiring and c.successor is None):
+                self._retire_later(c, None, now)
+            elif c.name in changes.changed:
+                self._retire_later(c, changes.changed[c.name], now)
+        for cs in changes.added:
+            c = Child(cs)
+            self._children.append(c)
+            self._start(c, now)
+        names = changes.names()
+        log.info(
+            "reloaded: %s",
+            "; ".join(f"{k} {', '.join(v)}" for k, v in names.items() if v) or "nothing",
+        )
+        self._status_dirty = True
+        return names
+
+    def _retire_later(self, c: Child, successor: ChildSpec | None, now: float) -> None:
+        c.retiring = True
+        c.successor = successor
+        if c.proc is None:
+            self._retire(c, now)
+        elif c.kill_at is None:
+            self._ask_stop(c, now)
+
+    def _retire(self, c: Child, now: float) -> None:
+        """A retiring child has exited: start its successor in its place, or drop it."""
+        i = self._children.index(c)
+        if c.successor is None:
+            del self._children[i]
+            log.info("%s: removed", c.name)
+            return
+        fresh = Child(c.successor)
+        self._children[i] = fresh
+        self._start(fresh, now)
+
+    # -- status and control --------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        now = time.monotonic()
+        actors = []
+        for c in self._children:
+            s = c.stats
+            a = {
+                "name": c.name,
+                "kind": c.cs.kind,
+                "pid": c.proc.pid if c.proc is not None else None,
+                "state": c.state,
+                "restarts": c.restarts,
+                "last_error": c.last_error,
+                "uptime": round(now - c.running_since, 3) if c.running_since and c.proc else 0.0,
+                "points_out": c.points_base + int(s.get("points_out", 0) or 0),
+                "buffered": int(s.get("buffered", 0) or 0),
+                "dropped": int(s.get("dropped", 0) or 0),
+                "critical": c.cs.critical,
+                "stats": s,
+            }
+            if c.state == "failed":
+                a["retry_in"] = (
+                    None if c.next_start is None else round(max(0.0, c.next_start - now), 3)
+                )
+            actors.append(a)
+        return {"gateway": self.gateway_id, "actors": actors}
+
+    def _push_status(self) -> None:
+        snap = None
+        for c in self._children:
+            if c.proc is not None and (
+                c.cs.wants_status or getattr(c.cs.spec.cls, "wants_status", False)
+            ):
+                snap = snap or self.snapshot()
+                c.proc.send("status", snap)
+        self._next_status = time.monotonic() + STATUS_EVERY
+        self._status_dirty = False
+
+    def _serve_control(self, sock: zmq.Socket) -> None:
+        for who, op in control.requests(sock):
+            if op == "status":
+                reply: dict[str, Any] = {"ok": True, "status": self.snapshot()}
+            elif op == "reload" and not self._shutting_down:
+                reply = self._try_reload()
+            else:
+                reply = {
+                    "ok": False,
+                    "error": f"unknown control request {op!r} (known: status, reload)",
+                }
+            control.answer(sock, who, reply)

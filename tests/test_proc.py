@@ -1,0 +1,117 @@
+"""Actor process plumbing without a gateway: the link, the zygote's import path, and what
+the supervisor's process imports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from edgert.actor import Actor, Stop
+from edgert.context import Context
+from edgert.proc import ActorProcess, ActorSpec, Link, decode_link
+from edgert.proc.zygote import clean_path, fingerprint
+from edgert.testing import running_gateway, status, wait_for
+
+
+def test_sends_to_a_child_that_does_not_read_never_block_and_status_is_latest_wins() -> None:
+    ours, theirs = Link.pair()
+    proc = ActorProcess(ActorSpec("x", "m:C", None, "/tmp"))
+    ours.sock.setblocking(False)
+    proc.link = ours
+    try:
+        big = "x" * 50_000
+        t0 = time.monotonic()
+        for i in range(200):  # far more than the socket buffer holds
+            proc.send("status", {"n": i, "pad": big})
+        proc.send("stop")
+        assert time.monotonic() - t0 < 5  # returned every time: nothing waited for the reader
+        assert proc.pending
+        got = []
+        while proc.pending or theirs.poll():
+            while theirs.poll():
+                got.append(decode_link(theirs.recv_bytes()))
+            proc.flush()
+        kinds = [k for k, _ in got]
+        assert kinds.count("stop") == 1
+        statuses = [d["n"] for k, d in got if k == "status"]
+        assert statuses[-1] == 199  # the newest always arrives
+        assert len(statuses) < 200  # the ones overtaken while the link was full were dropped
+        assert statuses == sorted(statuses)
+    finally:
+        proc.close()
+        theirs.close()
+
+
+def test_the_zygote_path_leaves_out_the_working_directory(tmp_path) -> None:
+    path = ["", str(tmp_path), "/usr/lib/python3", str(tmp_path) + "/", "/usr/lib/python3"]
+    assert clean_path(path, cwd=str(tmp_path), pythonpath="") == ["/usr/lib/python3"]
+    # unless PYTHONPATH names it: a driver tested from its own folder
+    explicit = clean_path(path, cwd=str(tmp_path), pythonpath=f"/x{os.pathsep}{tmp_path}")
+    assert explicit == [str(tmp_path), "/usr/lib/python3", str(tmp_path) + "/"]
+
+
+def test_a_fingerprint_changes_with_the_code(tmp_path, monkeypatch) -> None:
+    pkg = tmp_path / "fpdrv"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = fingerprint("fpdrv.sub")
+    assert before and before == fingerprint("fpdrv")
+    (pkg / "sub.py").write_text("Y = 2\n")
+    assert fingerprint("fpdrv") != before
+    assert fingerprint("no_such_package_here") == ()
+
+
+LEAN = """
+import sys
+import edgert.actor  # the driver API itself: what a driver module costs anyway
+base = set(sys.modules)
+from edgert.config import load
+from edgert.runtime import Runtime
+import edgert.supervisor, edgert.proc
+rt = Runtime(load(sys.argv[1]))
+rt.children()
+new = set(sys.modules) - base
+heavy = {"asyncio", "nats", "sqlite3", "_sqlite3", "click", "edgert.bridge", "edgert.spool"}
+bad = sorted(m for m in sys.modules if m.split(".")[0] in heavy or m in heavy)
+bad_new = sorted(m for m in new if m.split(".")[0] in heavy)
+print(bad, bad_new)
+assert not [m for m in bad if not m.startswith("asyncio")], bad
+assert not bad_new, bad_new
+"""
+
+
+def test_the_supervisor_does_not_import_nats_sqlite_or_the_bridge(tmp_path) -> None:
+    """The supervisor's modules, with the demo's config loaded and its children built,
+    import neither nats, sqlite3, click nor the bridge (asyncio: only if the driver API
+    itself does)."""
+    demo = os.path.join(os.path.dirname(__file__), "..", "configs", "demo.toml")
+    r = subprocess.run(
+        [sys.executable, "-P", "-c", LEAN, demo], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+
+
+class ModulesProbe(Actor):
+    """Reports which heavy modules its process has loaded."""
+
+    def run(self, ctx: Context) -> None:
+        heavy = ("click", "edgert.cli", "pytest", "_pytest", "multiprocessing")
+        ctx.report(loaded=[m for m in heavy if m in sys.modules])
+        while not isinstance(ctx.receive(), Stop):
+            pass
+
+
+def test_a_driver_process_loads_neither_the_cli_nor_the_test_runner(make_config) -> None:
+    cfg = make_config(
+        '[nats]\nenabled = false\n[[driver]]\nname = "probe"\ntype = "test_proc:ModulesProbe"\n'
+    )
+    with running_gateway(cfg):
+        a = wait_for(
+            lambda: (a := status(cfg)["by_name"]["probe"])["stats"].get("loaded") is not None and a,
+            20,
+            "the probe's report",
+        )
+    assert a["stats"]["loaded"] == []
