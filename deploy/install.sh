@@ -28,7 +28,7 @@ etc="$root/etc/edgert"
 mkdir -p "$root/opt/edgert" "$etc" "$root/etc/systemd/system" "$root/etc/udev/rules.d"
 "$python" -m venv "$venv"
 "$venv/bin/pip" install --quiet --upgrade pip
-"$venv/bin/pip" install --quiet "$src"
+"$venv/bin/pip" install --quiet "$src[demo]"  # the demo config embeds nats-server
 
 if [ ! -e "$etc/gateway.toml" ]; then
   install -m 0640 "$here/configs/demo.toml" "$etc/gateway.toml"
