@@ -183,6 +183,8 @@ def reload(config: str | None, runtime_dir: str | None) -> None:
     Example:
       edgert reload --config /etc/edgert/gateway.toml
     """
+    if config is not None:
+        load(config)  # a broken file is refused here, before the gateway is asked (exit 2)
     rdir = _runtime_dir(config, runtime_dir)
     changes = request(rdir, "reload", timeout=10.0)["changes"]
     for what in ("added", "changed", "removed", "kept"):
