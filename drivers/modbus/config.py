@@ -42,6 +42,9 @@ SIZES = {
     "float64": 4,
 }
 
+#: the most registers one write request (FC 16) carries
+MAX_WRITE_REGISTERS = 123
+
 #: point types the driver publishes for every device; registers may not use them
 STATUS_TYPES = ("online", "errors_timeout", "errors_crc", "errors_exception")
 
@@ -111,6 +114,12 @@ class RegisterConfig:
             raise Invalid("scale", "must not be 0")
         if self.writable and self.table not in ("coil", "holding"):
             raise Invalid("writable", f"a {self.table} cannot be written (only coil and holding)")
+        if self.writable and not self.bits and self.size > MAX_WRITE_REGISTERS:
+            raise Invalid(
+                "count",
+                f"a writable register spans at most {MAX_WRITE_REGISTERS} registers "
+                f"(one FC 16 request), not {self.size}",
+            )
         if self.writable and self.bit is not None:
             raise Invalid("writable", "writing one bit of a register is not supported")
         if self.address + self.size > 65536:
@@ -134,6 +143,9 @@ class DeviceConfig:
     poll_interval: float | None = field(default=None, metadata={"gt": 0})
     pause_between_requests: float = field(default=0.0, metadata={"min": 0, "max": 60})
     probe_interval: float = field(default=5.0, metadata={"gt": 0})
+    busy_retries: int = field(default=0, metadata={"min": 0, "max": 100})
+    busy_retry_wait: float = field(default=0.1, metadata={"min": 0, "max": 10})
+    tolerant_transaction_ids: bool = False
 
     def check(self) -> None:
         seen: set[str] = set()

@@ -57,6 +57,8 @@ class Block:
     due: float
     skipped: int = 0
     extra: float | None = None  # a one-off read before `due` (read-back after a write)
+    read_at: float = 0.0  # when it was last read (the longest waiting goes first)
+    refused: int | None = None  # the exception code of the last refusal, until read again
     request: bytes = field(init=False)
 
     def __post_init__(self) -> None:

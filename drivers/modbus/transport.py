@@ -12,7 +12,10 @@ last byte on the line. The answer is read to exactly its expected length, or
 to 5 bytes as soon as the function code carries the exception bit, and its CRC
 checked; after a timeout or a bad frame the line is read until silent, so a
 late answer never passes for the next one. TCP: the MBAP header's transaction
-id pairs answers with requests; a late answer to an earlier request is skipped.
+id pairs answers with requests; a late answer to an earlier request is skipped
+(with `tolerant`, for gateways that answer id 0 or unit 255, stale bytes are
+dropped before each request and the answer taken whatever its ids). A stray
+byte after an RTU exception answer is line noise, not part of the frame.
 """
 
 from __future__ import annotations
@@ -163,7 +166,11 @@ class Transport:
         self.where = where
         self._closed = False
 
-    def exchange(self, unit: int, request: bytes, timeout: float) -> list[int] | list[bool] | None:
+    def exchange(
+        self, unit: int, request: bytes, timeout: float, tolerant: bool = False
+    ) -> list[int] | list[bool] | None:
+        """One request and its parsed answer. `tolerant` (TCP): take the answer whatever
+        its transaction id and unit id, for gateways that do not echo them."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -181,7 +188,9 @@ class RtuTransport(Transport):
         self.char_time = char_time
         self._free_at = time.monotonic() + gap
 
-    def exchange(self, unit: int, request: bytes, timeout: float) -> list[int] | list[bool] | None:
+    def exchange(
+        self, unit: int, request: bytes, timeout: float, tolerant: bool = False
+    ) -> list[int] | list[bool] | None:
         adu = with_crc(bytes((unit,)) + request)
         need = pdu.response_length(request) + 3
         wait = self._free_at - time.monotonic()
@@ -197,6 +206,7 @@ class RtuTransport(Transport):
                 buf += stream.recv(need - len(buf), deadline)
                 if len(buf) >= 2 and buf[1] & 0x80:
                     need = 5
+                    buf = buf[:need]  # a byte after the exception frame is line noise
         except Timeout:
             stream.settle(max(self.gap, 0.002), timeout)
             self._free_at = time.monotonic() + self.gap
@@ -225,8 +235,12 @@ class TcpTransport(Transport):
             buf += self.stream.recv(n - len(buf), deadline)
         return buf
 
-    def exchange(self, unit: int, request: bytes, timeout: float) -> list[int] | list[bool] | None:
+    def exchange(
+        self, unit: int, request: bytes, timeout: float, tolerant: bool = False
+    ) -> list[int] | list[bool] | None:
         self._tid = tid = (self._tid + 1) & 0xFFFF
+        if tolerant:  # no id to tell a late answer by: drop it before asking
+            self.stream.discard()
         self.stream.send(struct.pack(">HHHB", tid, 0, len(request) + 1, unit) + request)
         deadline = time.monotonic() + timeout
         while True:
@@ -236,11 +250,15 @@ class TcpTransport(Transport):
                 raise Timeout(f"unit {unit}: no answer within {timeout:g} s") from None
             t, proto, length, u = struct.unpack(">HHHB", head)
             if proto != 0 or not 3 <= length <= 254:
-                raise PortError(f"malformed MBAP header {head.hex()}: stream out of step")
+                raise PortError(
+                    f"malformed MBAP header {head.hex()}: stream out of step", count="crc"
+                )
             try:
                 body = self._exact(length - 1, deadline)
             except Timeout:  # half a frame: the stream is out of step
                 raise PortError(f"unit {unit}: answer cut short") from None
+            if tolerant:
+                return pdu.parse_response(request, body)
             if t != tid:
                 continue  # a late answer to an earlier request
             if u != unit:
