@@ -2,8 +2,11 @@
 
 `ModbusConfig` is one bus (`[[driver]]` with `type = "modbus"`): its transport
 and timing. Each `DeviceConfig` (`[[driver.device]]`) is one unit id on it with
-its own register map of `RegisterConfig`s (`[[driver.device.register]]`).
-Addresses are 0-based PDU addresses. Every check names the key it is about.
+its own register map of `RegisterConfig`s (`[[driver.device.register]]`) and
+the settings for its quirks (busy answers, sloppy gateways, one value per
+read, one TCP client, a pause after connecting, swapped strings, addresses
+counted from 1). Addresses are 0-based PDU addresses unless the device sets
+`address_base`/`coil_base`. Every check names the key it is about.
 """
 
 from __future__ import annotations
@@ -146,10 +149,30 @@ class DeviceConfig:
     busy_retries: int = field(default=0, metadata={"min": 0, "max": 100})
     busy_retry_wait: float = field(default=0.1, metadata={"min": 0, "max": 10})
     tolerant_transaction_ids: bool = False
+    one_request_per_register: bool = False
+    close_connection_after_poll: bool = False
+    pause_after_connect: float = field(default=0.0, metadata={"min": 0, "max": 60})
+    string_byte_order: Order | None = None
+    address_base: int = field(default=0, metadata={"min": 0, "max": 1})
+    coil_base: int | None = field(default=None, metadata={"min": 0, "max": 1})
+
+    def base(self, table: str) -> int:
+        """What to subtract from a register's `address` to get its address on the wire."""
+        if table in ("coil", "discrete") and self.coil_base is not None:
+            return self.coil_base
+        return self.address_base
 
     def check(self) -> None:
         seen: set[str] = set()
         for r in self.register:
+            if r.address < self.base(r.table):
+                raise Invalid(
+                    "register",
+                    f"register {r.name!r}: address {r.address} is below the device's "
+                    f"base {self.base(r.table)} (address_base / coil_base)",
+                )
+            if self.string_byte_order is not None and r.kind == "string":
+                r.byte_order = self.string_byte_order
             if r.name in seen:
                 raise Invalid("register", f"duplicate register name {r.name!r}")
             seen.add(r.name)

@@ -71,6 +71,7 @@ class Poller:
         self._backoff = cfg.reopen_min
         self._healthy = False  # an exchange succeeded since the port was opened
         self._port_error = ""
+        self._hung_up = False  # the port was closed on purpose: re-open it quietly
         self.stats = {"requests": 0, "opens": 0, "open_failures": 0, "port_errors": 0}
         self._report_at = 0.0
 
@@ -78,7 +79,7 @@ class Poller:
     def next_wake(self) -> float:
         """Monotonic time when `step` has work next."""
         if self.transport is None:
-            return self.reopen_at
+            return min(self.reopen_at, self._report_at)
         block, when = self._next_block()
         when = when if block is not None else time.monotonic() + 3600.0
         return min(when, self._report_at)  # figures stay fresh when nothing is due
@@ -161,6 +162,17 @@ class Poller:
         out += dev.status_points(t_ns)
         if out:
             self.ctx.publish(out)
+        if dev.cfg.close_connection_after_poll:
+            now = time.monotonic()
+            if not any(b.device == dev.index and b.next_at <= now for b in self.blocks):
+                self._hang_up(now)
+
+    def _hang_up(self, now: float) -> None:
+        """Close the connection on purpose (a device that serves one client at a time):
+        it is opened again when next needed, with no backoff."""
+        self.close()
+        self.reopen_at = now
+        self._hung_up = True
 
     def _not_answering(self, dev: DeviceState, e: ModbusError) -> None:
         if dev.online is not False:
@@ -246,10 +258,16 @@ class Poller:
             self.stats["open_failures"] += 1
             self._schedule_reopen(now)
             return
-        self.log.info("bus open: %s", self.transport.where)
+        self.log.log(
+            logging.DEBUG if self._hung_up else logging.INFO, "bus open: %s", self.transport.where
+        )
+        self._hung_up = False
         self._port_error = ""
         self._healthy = False
         self.stats["opens"] += 1
+        for dev in self.devices:  # devices that need a moment after a connection opens
+            if dev.cfg.pause_after_connect:
+                dev.ready_at = max(dev.ready_at, time.monotonic() + dev.cfg.pause_after_connect)
 
     def _schedule_reopen(self, now: float) -> None:
         self.reopen_at = now + self._backoff * random.uniform(0.8, 1.2)
@@ -297,6 +315,8 @@ class Poller:
                 todo.append((dev, reg, encode(reg, p.value)))
             except Refused as e:
                 return f"device {p.node!r}: {e}"
+        if self.transport is None and self._hung_up:  # closed between polls on purpose
+            self._open(time.monotonic())
         if self.transport is None:
             return f"the bus is not open ({self._port_error or 'opening'}); nothing written"
         for dev, regs, request in _write_requests(todo):
@@ -309,6 +329,8 @@ class Poller:
             except ModbusError as e:
                 return f"device {dev.name!r}: writing {names} failed: {e}"
             now = time.monotonic()
+            if dev.cfg.close_connection_after_poll:
+                self._hang_up(now)
             for b in self.blocks:  # read back at once
                 if b.device == dev.index and any(r in b.registers for r in regs):
                     b.extra = now
@@ -343,7 +365,7 @@ def _write_requests(
         runs.append((dev, [reg], items))
     out = []
     for dev, regs, acc in runs:
-        start = regs[0].address
+        start = regs[0].address - dev.cfg.base(regs[0].table)
         if regs[0].table == "coil":
             req = pdu.write_coil(start, acc[0]) if len(acc) == 1 else pdu.write_coils(start, acc)
         else:
