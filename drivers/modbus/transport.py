@@ -173,6 +173,11 @@ class Transport:
         its transaction id and unit id, for gateways that do not echo them."""
         raise NotImplementedError
 
+    def exchange_raw(self, unit: int, request: bytes, timeout: float) -> bytes:
+        """Any request PDU; its answer PDU unparsed (for function codes whose answers
+        have no length known in advance, such as FC 43). Raises Timeout, BadFrame."""
+        raise NotImplementedError
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -221,6 +226,29 @@ class RtuTransport(Transport):
             raise BadFrame(f"answer from unit {buf[0]} to a request for unit {unit}")
         return pdu.parse_response(request, buf[1:-2])
 
+    def exchange_raw(self, unit: int, request: bytes, timeout: float) -> bytes:
+        adu = with_crc(bytes((unit,)) + request)
+        wait = self._free_at - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self.stream.discard()
+        self.stream.send(adu)
+        deadline = time.monotonic() + timeout + (len(adu) + 256) * self.char_time
+        buf = b""
+        try:
+            while not (len(buf) >= 5 and crc_ok(buf)):  # ends where its CRC checks
+                buf += self.stream.recv(256 - len(buf), deadline)
+                if len(buf) >= 256:
+                    raise BadFrame(f"unit {unit}: no frame in {buf.hex()}", crc=True)
+        except Timeout:
+            raise Timeout(f"unit {unit}: {len(buf)} bytes within {timeout:g} s") from None
+        finally:
+            self.stream.settle(max(self.gap, 0.002), timeout)
+            self._free_at = time.monotonic() + self.gap
+        if buf[0] != unit:
+            raise BadFrame(f"answer from unit {buf[0]} to a request for unit {unit}")
+        return buf[1:-2]
+
 
 class TcpTransport(Transport):
     """Modbus TCP: MBAP header with transaction ids, no CRC."""
@@ -264,6 +292,22 @@ class TcpTransport(Transport):
             if u != unit:
                 raise BadFrame(f"answer from unit {u} to a request for unit {unit}")
             return pdu.parse_response(request, body)
+
+    def exchange_raw(self, unit: int, request: bytes, timeout: float) -> bytes:
+        self._tid = tid = (self._tid + 1) & 0xFFFF
+        self.stream.send(struct.pack(">HHHB", tid, 0, len(request) + 1, unit) + request)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                head = self._exact(7, deadline)
+                t, proto, length, u = struct.unpack(">HHHB", head)
+                if proto != 0 or not 3 <= length <= 254:
+                    raise PortError(f"malformed MBAP header {head.hex()}", count="crc")
+                body = self._exact(length - 1, deadline)
+            except Timeout:
+                raise Timeout(f"unit {unit}: no answer within {timeout:g} s") from None
+            if t == tid:
+                return body
 
 
 def _open_serial(cfg: ModbusConfig) -> Transport:
