@@ -204,3 +204,42 @@ def test_close_connection_after_poll(modbus_sim, setting) -> None:
             else:
                 wait_for(lambda: b.stats().get("port_errors", 0) >= 3, 10, "shut out")
                 assert b.values("d", "n") == []
+
+
+# -- the simulator's fault and quirk profiles, with the settings that cope ------------------
+
+COPE = {
+    "slow": ({"timeout": 0.3}, None),
+    "wrong_unit": ({}, "errors_crc"),  # no setting: an answer from another unit is an error
+    "trailing_byte": ({}, None),
+    "busy": ({"busy_retries": 3, "busy_retry_wait": 0.01}, None),
+    "one_value_per_read": ({"one_request_per_register": True}, None),
+    "gateway_dead": ({}, None),
+    "sloppy_gateway": ({"tolerant_transaction_ids": True}, None),
+    "one_client": ({"close_connection_after_poll": True}, None),
+    "slow_start": ({"pause_after_connect": 0.4}, None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COPE))
+def test_each_profile_with_the_settings_that_cope(modbus_profile, name) -> None:
+    address = modbus_profile(name)
+    settings, error = COPE[name]
+    bus = {
+        **where(address),
+        "poll_interval": 0.05,
+        **{k: v for k, v in settings.items() if k == "timeout"},
+    }
+    dev_keys = {k: v for k, v in settings.items() if k != "timeout"}
+    regs = [{"name": "a", "address": 0}, {"name": "b", "address": 1}]
+    devices = [device(dev_keys, regs)]
+    if name == "gateway_dead":
+        devices.append({"name": "gone", "unit": 2, "register": regs, "probe_interval": 0.2})
+    with run_driver(ModbusDriver, {**bus, "device": devices}) as run:
+        if error:
+            wait_for(lambda: (run.latest("d", error) or 0) >= 2, 10, error)
+            assert run.values("d", "a") == []
+            return
+        wait_for(lambda: run.latest("d", "a") == 1 and run.latest("d", "b") == 2, 10, "read")
+        if name == "gateway_dead":
+            wait_for(lambda: run.latest("gone", "online") is False, 5, "unit 2 offline")
