@@ -30,6 +30,11 @@ RegType = Literal[
     "float32",
     "float64",
     "string",
+    "int8",
+    "uint8",
+    "float16",
+    "bcd16",
+    "bcd32",
 ]
 Order = Literal["big", "little"]
 
@@ -43,6 +48,11 @@ SIZES = {
     "int64": 4,
     "uint64": 4,
     "float64": 4,
+    "int8": 1,
+    "uint8": 1,
+    "float16": 1,
+    "bcd16": 1,
+    "bcd32": 2,
 }
 
 #: the most registers one write request (FC 16) carries
@@ -65,6 +75,8 @@ class RegisterConfig:
     writable: bool = False
     count: int | None = field(default=None, metadata={"min": 1, "max": 125})
     bit: int | None = field(default=None, metadata={"min": 0, "max": 15})
+    half: Literal["high", "low"] | None = None  # int8, uint8: which byte of the register
+    encoding: Literal["utf-8", "latin-1", "utf-16"] = "utf-8"  # string
     poll_interval: float | None = field(default=None, metadata={"gt": 0})
     report: Literal["change", "always"] = "change"
     deadband: float = field(default=0.0, metadata={"min": 0})
@@ -85,6 +97,11 @@ class RegisterConfig:
     def bits(self) -> bool:
         """True for coils and discrete inputs (addressed by bit, not register)."""
         return self.table in ("coil", "discrete")
+
+    @property
+    def masked(self) -> bool:
+        """Part of a register (a bit, a byte): written with FC 22, the rest kept."""
+        return not self.bits and (self.bit is not None or self.kind in ("int8", "uint8"))
 
     @property
     def size(self) -> int:
@@ -109,6 +126,12 @@ class RegisterConfig:
             raise Invalid("bit", f'one bit of a register is a bool; remove `type = "{kind}"`')
         if kind == "string" and self.count is None:
             raise Invalid("count", 'type = "string" needs `count` (registers, 2 characters each)')
+        if kind in ("int8", "uint8") and self.half is None:
+            raise Invalid("half", f'a {kind} is one byte of a register: half = "high" or "low"')
+        if kind not in ("int8", "uint8") and self.half is not None:
+            raise Invalid("half", "only type = int8 or uint8 takes `half`")
+        if kind != "string" and self.encoding != "utf-8":
+            raise Invalid("encoding", 'only type = "string" takes `encoding`')
         if kind != "string" and self.count is not None:
             raise Invalid("count", 'only type = "string" takes `count`')
         if kind in ("bool", "string") and (self.scale != 1.0 or self.offset != 0.0):
@@ -123,8 +146,6 @@ class RegisterConfig:
                 f"a writable register spans at most {MAX_WRITE_REGISTERS} registers "
                 f"(one FC 16 request), not {self.size}",
             )
-        if self.writable and self.bit is not None:
-            raise Invalid("writable", "writing one bit of a register is not supported")
         if self.address + self.size > 65536:
             raise Invalid("address", f"{self.address} + {self.size} runs past 65535")
         if self.min is not None and self.max is not None and self.max < self.min:

@@ -23,6 +23,7 @@ __all__ = [
     "write_register",
     "write_coils",
     "write_registers",
+    "mask_write",
     "response_length",
     "parse_response",
     "request_length",
@@ -69,6 +70,11 @@ def write_registers(address: int, regs: list[int]) -> bytes:
     return struct.pack(f">BHHB{len(regs)}H", 16, address, len(regs), 2 * len(regs), *regs)
 
 
+def mask_write(address: int, and_mask: int, or_mask: int) -> bytes:
+    """FC 22: register = (register AND and_mask) OR (or_mask AND NOT and_mask)."""
+    return struct.pack(">BHHH", 22, address, and_mask & 0xFFFF, or_mask & 0xFFFF)
+
+
 def pack_bits(bits: list[bool]) -> bytes:
     """Bits to bytes, first bit in the lowest bit of the first byte."""
     out = bytearray((len(bits) + 7) // 8)
@@ -91,6 +97,8 @@ def response_length(request: bytes) -> int:
         return 2 + 2 * struct.unpack_from(">H", request, 3)[0]
     if fc in (5, 6, 15, 16):
         return 5
+    if fc == 22:
+        return 7
     raise ValueError(f"function code {fc} is not supported")
 
 
@@ -118,7 +126,7 @@ def parse_response(request: bytes, response: bytes) -> list[int] | list[bool] | 
         if fc in (1, 2):
             return unpack_bits(response[2:], count)
         return list(struct.unpack_from(f">{count}H", response, 2))
-    if response[1:5] != request[1:5]:
+    if response[1:] != request[1 : len(response)]:
         raise BadFrame(f"FC {fc} answer does not echo the request")
     return None
 

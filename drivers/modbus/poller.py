@@ -46,7 +46,7 @@ from .errors import (
     Timeout,
 )
 from .plan import Block, plan_device
-from .registers import Refused, encode
+from .registers import Refused, encode, encode_mask
 from .report import DeviceState
 from .transport import Transport, open_transport
 
@@ -301,7 +301,7 @@ class Poller:
     # -- writes -----------------------------------------------------------------------
     def write(self, points: list[Point]) -> str | None:
         """Check every point of a command, then write them; None when all were written."""
-        todo: list[tuple[DeviceState, RegisterConfig, list[int] | bool]] = []
+        todo: list[tuple[DeviceState, RegisterConfig, Any]] = []
         for p in points:
             dev = self.by_name.get(p.node)
             if dev is None:
@@ -312,7 +312,8 @@ class Poller:
             if not reg.writable:
                 return f"register {p.type!r} of device {p.node!r} is not writable"
             try:
-                todo.append((dev, reg, encode(reg, p.value)))
+                data = encode_mask(reg, p.value) if reg.masked else encode(reg, p.value)
+                todo.append((dev, reg, data))
             except Refused as e:
                 return f"device {p.node!r}: {e}"
         if self.transport is None and self._hung_up:  # closed between polls on purpose
@@ -342,12 +343,18 @@ def _names(block: Block) -> str:
 
 
 def _write_requests(
-    todo: list[tuple[DeviceState, RegisterConfig, list[int] | bool]],
+    todo: list[tuple[DeviceState, RegisterConfig, Any]],
 ) -> list[tuple[DeviceState, list[RegisterConfig], bytes]]:
     """The requests for a checked command: consecutive coils or registers of one
-    device written together (FC 15, 16), a lone coil or register alone (FC 5, 6)."""
+    device written together (FC 15, 16), a lone coil or register alone (FC 5, 6),
+    a bit or a byte of a register each on its own (FC 22)."""
     runs: list[tuple[DeviceState, list[RegisterConfig], list[Any]]] = []
+    masked = []
     for dev, reg, data in todo:
+        if reg.masked:
+            address = reg.address - dev.cfg.base(reg.table)
+            masked.append((dev, [reg], pdu.mask_write(address, *data)))
+            continue
         items = [data] if isinstance(data, bool) else list(data)
         if runs:
             d, regs, acc = runs[-1]
@@ -375,4 +382,4 @@ def _write_requests(
                 else pdu.write_registers(start, acc)
             )
         out.append((dev, regs, req))
-    return out
+    return out + masked

@@ -50,7 +50,7 @@ from edgert.config import Invalid
 from edgert_drivers.modbus import pdu
 from edgert_drivers.modbus.config import RegisterConfig, RegType
 from edgert_drivers.modbus.crc import crc_ok, with_crc
-from edgert_drivers.modbus.registers import encode
+from edgert_drivers.modbus.registers import encode, encode_mask
 
 __all__ = ["ModbusSim", "SimConfig", "SimDevice", "SimRegister"]
 
@@ -67,6 +67,8 @@ class SimRegister:
     offset: float = 0.0
     count: int | None = field(default=None, metadata={"min": 1, "max": 125})
     bit: int | None = field(default=None, metadata={"min": 0, "max": 15})
+    half: Literal["high", "low"] | None = None
+    encoding: Literal["utf-8", "latin-1", "utf-16"] = "utf-8"
     shape: Literal["constant", "counter", "sine"] = "constant"
     value: bool | int | float | str = 0
     min: float = 0.0
@@ -87,6 +89,8 @@ class SimRegister:
             offset=self.offset,
             count=self.count,
             bit=self.bit,
+            half=self.half,
+            encoding=self.encoding,
         )
         reg.check()
         return reg
@@ -144,6 +148,10 @@ _INT_SPAN = {
     "uint32": (0, 2**32),
     "int64": (-(2**63), 2**64),
     "uint64": (0, 2**64),
+    "int8": (-128, 256),
+    "uint8": (0, 256),
+    "bcd16": (0, 10**4),
+    "bcd32": (0, 10**8),
 }
 
 
@@ -211,11 +219,9 @@ class _Device:
         mem = self.mem[c.table]
         if c.bits:
             mem[c.address] = 1 if value else 0
-        elif c.bit is not None:
-            mask = 1 << c.bit
-            if c.byte_order == "little":
-                mask = ((mask & 0xFF) << 8) | (mask >> 8)
-            mem[c.address] = (mem[c.address] | mask) if value else (mem[c.address] & ~mask)
+        elif c.masked:
+            and_mask, or_mask = encode_mask(c, value)
+            mem[c.address] = (mem[c.address] & and_mask) | or_mask
         else:
             words = encode(c, value)
             mem[c.address : c.address + len(words)] = array.array("H", words)  # type: ignore[arg-type]

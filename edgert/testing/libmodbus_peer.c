@@ -44,6 +44,9 @@ static void fill(modbus_mapping_t *mb) {
     MODBUS_SET_INT64_TO_INT16(h, 120, i64);
     h[130] = 65535;
     h[131] = (uint16_t)-2;
+    h[132] = 0x80FE; /* int8 high -128, uint8 low 254; bits 1..7 and 15 set */
+    h[133] = 0x1234; /* BCD 1234 */
+    h[134] = 0x3E00; /* float16 1.5 */
     const char *s = "LIBMODBUS-3.1";
     for (size_t i = 0; i < 8; i++) {
         uint8_t hi = i * 2 < strlen(s) ? s[i * 2] : 0, lo = i * 2 + 1 < strlen(s) ? s[i * 2 + 1] : 0;
@@ -65,6 +68,8 @@ static void report(modbus_t *ctx, const uint8_t *q, modbus_mapping_t *mb) {
         printf("mem coil %d ", addr);
         for (int i = 0; i < count && addr + i < N; i++) putchar(mb->tab_bits[addr + i] ? '1' : '0');
         putchar('\n');
+    } else if (fc == 22) {
+        printf("mem holding %d %u\n", addr, mb->tab_registers[addr]);
     } else if (fc == 6 || fc == 16) {
         printf("mem holding %d", addr);
         for (int i = 0; i < count && addr + i < N; i++) printf(" %u", mb->tab_registers[addr + i]);
