@@ -163,7 +163,7 @@ def test_the_sim_command_prints_the_port_and_stops_on_sigterm(tmp_path) -> None:
 
 def test_a_broken_sim_config_names_the_key(tmp_path) -> None:
     conf = tmp_path / "sim.toml"
-    conf.write_text('[[device]]\nunit = 1\n[[device.register]]\naddress = 0\ntype = "float16"\n')
+    conf.write_text('[[device]]\nunit = 1\n[[device.register]]\naddress = 0\ntype = "float128"\n')
     r = subprocess.run(
         [sys.executable, "-m", "edgert", "sim", "modbus", "--config", str(conf)],
         capture_output=True,
