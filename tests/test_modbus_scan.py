@@ -41,14 +41,14 @@ def run_scan(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("transport", ["rtu", "tcp"])
+@pytest.mark.parametrize("transport", ["rtu", "tcp", "udp"])
 def test_scan_finds_the_units_and_their_identification(modbus_sim, transport) -> None:
     address = modbus_sim(BUS.format(transport=transport))
     if transport == "rtu":
         where = ["--port", address, "--baudrate", "115200", "--parity", "N"]
     else:
         host, port = address.rsplit(":", 1)
-        where = ["--host", host, "--tcp-port", port]
+        where = ["--host", host, "--tcp-port", port, "--transport", transport]
     got = run_scan(*where, "--units", "1-6", "--timeout", "0.1")
     assert got.returncode == 0, got.stderr
     found = [line for line in got.stdout.splitlines() if line.startswith("unit ") and ":" in line]

@@ -206,7 +206,7 @@ class DeviceConfig:
 
 @dataclass
 class ModbusConfig:
-    transport: Literal["rtu", "tcp", "rtu_over_tcp"] = "rtu"
+    transport: Literal["rtu", "tcp", "rtu_over_tcp", "udp"] = "rtu"
     port: str | None = None
     baudrate: int = field(default=19200, metadata={"min": 300, "max": 4_000_000})
     parity: Literal["N", "E", "O"] = "E"
@@ -227,7 +227,7 @@ class ModbusConfig:
                     "port", 'transport = "rtu" needs the serial device, e.g. "/dev/ttyUSB0"'
                 )
             if self.host is not None:
-                raise Invalid("host", 'is for transport = "tcp" or "rtu_over_tcp"')
+                raise Invalid("host", 'is for transport = "tcp", "rtu_over_tcp" or "udp"')
         else:
             if not self.host:
                 raise Invalid("host", f'transport = "{self.transport}" needs `host`')
@@ -242,7 +242,7 @@ class ModbusConfig:
                 raise Invalid("device", f"duplicate device name {d.name!r}")
             if d.unit in units:
                 raise Invalid("device", f"two devices with unit {d.unit} (device {d.name!r})")
-            if self.transport != "tcp" and not 1 <= d.unit <= 247:
+            if self.transport not in ("tcp", "udp") and not 1 <= d.unit <= 247:
                 raise Invalid("device", f"device {d.name!r}: unit must be 1..247 on a serial line")
             names.add(d.name)
             units.add(d.unit)

@@ -1,7 +1,7 @@
 """Simulated Modbus devices: register maps served on a pseudo-terminal (RTU) or TCP.
 
 `ModbusSim(config).run(announce)` creates a pseudo-terminal pair (or listens
-on TCP), writes the address a driver should use (the pty's path, optionally
+on TCP, or UDP: one request a datagram), writes the address a driver should use (the pty's path, optionally
 also a symlink `link`; or host:port) as one line to `announce`, and serves
 until `stop()`. Each `[[device]]` is a unit id; a request for any other unit
 gets no answer at all, as on a real bus, except that over Modbus TCP units 0
@@ -124,7 +124,7 @@ class SimDevice:
 
 @dataclass
 class SimConfig:
-    transport: Literal["rtu", "tcp", "rtu_over_tcp"] = "rtu"
+    transport: Literal["rtu", "tcp", "rtu_over_tcp", "udp"] = "rtu"
     link: str | None = None  # rtu: also make this symlink to the pty
     host: str = "127.0.0.1"
     tcp_port: int = field(default=5020, metadata={"min": 0, "max": 65535})  # 0: any free port
@@ -399,6 +399,8 @@ class ModbusSim:
             self._wake_r, self._wake_w = r, w
             if cfg.transport == "rtu":
                 self._serve_pty(stack, devices, announce)
+            elif cfg.transport == "udp":
+                self._serve_udp(stack, devices, announce)
             else:
                 self._serve_tcp(stack, devices, announce)
 
@@ -559,6 +561,42 @@ class ModbusSim:
                 unit = dev.cfg.answer_unit
             c.sock.sendall(struct.pack(">HHHB", tid, 0, len(answer) + 1, unit) + answer)
         return True
+
+    def _serve_udp(
+        self, stack: contextlib.ExitStack, devices: dict[int, _Device], announce: TextIO | None
+    ) -> None:
+        cfg = self.config
+        sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        sock.bind((cfg.host, cfg.tcp_port))
+        sock.setblocking(False)
+        poll = select.poll()
+        poll.register(sock, select.POLLIN)
+        poll.register(self._wake_r, select.POLLIN)
+        host, port = sock.getsockname()[:2]
+        self._announce(f"{host}:{port}", announce)
+        while not self._stopped:
+            poll.poll()
+            try:
+                data, peer = sock.recvfrom(1024)
+            except (BlockingIOError, OSError):
+                continue
+            if len(data) < 8:
+                continue  # one datagram, one request: a short one is dropped
+            tid, proto, length, unit = struct.unpack_from(">HHHB", data)
+            request = data[7:]
+            n = pdu.request_length(request)
+            if proto != 0 or length != len(data) - 6 or (n is not None and n != len(request)):
+                continue
+            got = self._answer(devices, unit, request, serial=False)
+            if got is None:
+                continue
+            dev, answer = got
+            if dev.cfg.transaction_id_zero:
+                tid = 0
+            if dev.cfg.answer_unit is not None:
+                unit = dev.cfg.answer_unit
+            with contextlib.suppress(OSError):
+                sock.sendto(struct.pack(">HHHB", tid, 0, len(answer) + 1, unit) + answer, peer)
 
 
 class _Client:

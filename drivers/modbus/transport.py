@@ -1,7 +1,8 @@
 """Transports: one open connection to a bus, carrying request/answer exchanges.
 
-`open_transport(cfg)` opens the serial port (RTU, exclusively) or the TCP
-connection (Modbus TCP, or RTU frames over TCP to a serial server) and raises
+`open_transport(cfg)` opens the serial port (RTU, exclusively), the TCP
+connection (Modbus TCP, or RTU frames over TCP to a serial server) or a UDP
+socket (Modbus UDP: MBAP frames, one a datagram) and raises
 `PortError` when it cannot. `exchange(unit, request, timeout)` sends one
 request PDU and returns the parsed answer: the registers or bits read, or None
 for a write. `close()` releases the port; it is safe twice.
@@ -35,7 +36,14 @@ from .config import ModbusConfig
 from .crc import crc_ok, with_crc
 from .errors import BadFrame, PortError, Timeout
 
-__all__ = ["Transport", "RtuTransport", "TcpTransport", "open_transport", "silence"]
+__all__ = [
+    "Transport",
+    "RtuTransport",
+    "TcpTransport",
+    "UdpTransport",
+    "open_transport",
+    "silence",
+]
 
 _IN = select.POLLIN | select.POLLERR | select.POLLHUP
 
@@ -310,6 +318,83 @@ class TcpTransport(Transport):
                 return body
 
 
+class UdpTransport(Transport):
+    """Modbus UDP: one MBAP frame a datagram; an answer with another transaction id
+    (a late one) is skipped. No connection: a host that is not listening shows as
+    a timeout, or as a refused port when the host says so."""
+
+    def __init__(self, sock: socket.socket, where: str) -> None:
+        super().__init__(_SocketStream(sock), where)
+        self.sock = sock
+        self._tid = 0
+
+    def _datagram(self, deadline: float) -> bytes:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Timeout("no answer")
+            if not self.stream._poll.poll(left * 1000.0):
+                continue
+            try:
+                return self.sock.recv(512)
+            except BlockingIOError:
+                continue
+            except ConnectionRefusedError:
+                raise PortError(f"{self.where}: port unreachable (nothing listening)") from None
+            except OSError as e:
+                raise PortError(f"read failed: {e.strerror or e}") from None
+
+    def _ask(self, unit: int, request: bytes, timeout: float, tolerant: bool) -> bytes:
+        self._tid = tid = (self._tid + 1) & 0xFFFF
+        if tolerant:
+            self.stream.discard()
+        try:
+            self.sock.send(struct.pack(">HHHB", tid, 0, len(request) + 1, unit) + request)
+        except OSError as e:
+            raise PortError(f"send failed: {e.strerror or e}") from None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                data = self._datagram(deadline)
+            except Timeout:
+                raise Timeout(f"unit {unit}: no answer within {timeout:g} s") from None
+            if len(data) < 8:
+                continue  # not a Modbus answer
+            t, proto, length, u = struct.unpack_from(">HHHB", data)
+            if proto != 0 or length != len(data) - 6:
+                continue
+            if tolerant:
+                return data[7:]
+            if t != tid:
+                continue
+            if u != unit:
+                raise BadFrame(f"answer from unit {u} to a request for unit {unit}")
+            return data[7:]
+
+    def exchange(
+        self, unit: int, request: bytes, timeout: float, tolerant: bool = False
+    ) -> list[int] | list[bool] | None:
+        return pdu.parse_response(request, self._ask(unit, request, timeout, tolerant))
+
+    def exchange_raw(self, unit: int, request: bytes, timeout: float) -> bytes:
+        return self._ask(unit, request, timeout, False)
+
+
+def _open_udp(cfg: ModbusConfig) -> Transport:
+    where = f"{cfg.host}:{cfg.tcp_port} (udp)"
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    except OSError as e:
+        raise PortError(f"{where}: {e.strerror or e}") from None
+    try:
+        sock.connect((cfg.host, cfg.tcp_port))
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        raise PortError(f"cannot reach {where}: {e.strerror or e}") from None
+    return UdpTransport(sock, where)
+
+
 def _open_serial(cfg: ModbusConfig) -> Transport:
     try:
         port = serial.Serial(
@@ -354,4 +439,6 @@ def _open_tcp(cfg: ModbusConfig) -> Transport:
 
 def open_transport(cfg: ModbusConfig) -> Transport:
     """Open the bus `cfg` describes; raises PortError naming the port and the reason."""
-    return _open_serial(cfg) if cfg.transport == "rtu" else _open_tcp(cfg)
+    if cfg.transport == "rtu":
+        return _open_serial(cfg)
+    return _open_udp(cfg) if cfg.transport == "udp" else _open_tcp(cfg)
