@@ -211,6 +211,13 @@ class ModbusConfig:
     baudrate: int = field(default=19200, metadata={"min": 300, "max": 4_000_000})
     parity: Literal["N", "E", "O"] = "E"
     stopbits: int = field(default=1, metadata={"min": 1, "max": 2})
+    # RS-485 direction control, for adapters that do not switch by themselves
+    rs485: bool = False
+    rs485_control: Literal["auto", "kernel", "software"] = "auto"
+    rts_level_for_tx: bool = True
+    rts_level_for_rx: bool = False
+    delay_before_tx: float = field(default=0.0, metadata={"min": 0, "max": 1})
+    delay_before_rx: float = field(default=0.0, metadata={"min": 0, "max": 1})
     host: str | None = None
     tcp_port: int = field(default=502, metadata={"min": 1, "max": 65535})
     timeout: float = field(default=0.5, metadata={"gt": 0, "max": 60})
@@ -233,6 +240,8 @@ class ModbusConfig:
                 raise Invalid("host", f'transport = "{self.transport}" needs `host`')
             if self.port is not None:
                 raise Invalid("port", 'is the serial device of transport = "rtu"; use tcp_port')
+        if self.rs485 and self.transport != "rtu":
+            raise Invalid("rs485", 'is for transport = "rtu" (a serial port)')
         if self.reopen_max < self.reopen_min:
             raise Invalid("reopen_max", f"must be >= reopen_min ({self.reopen_min})")
         names: set[str] = set()

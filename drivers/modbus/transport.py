@@ -30,6 +30,7 @@ import termios
 import time
 
 import serial
+import serial.rs485
 
 from . import pdu
 from .config import ModbusConfig
@@ -119,10 +120,27 @@ class _Stream:
 
 
 class _SerialStream(_Stream):
-    def __init__(self, port: serial.Serial) -> None:
+    def __init__(self, port: serial.Serial, rts: tuple[bool, bool, float, float] | None) -> None:
         self.port = port
+        self.rts = rts  # software direction control: (tx level, rx level, delays)
         super().__init__(port.fileno())
         termios.tcflush(self.fd, termios.TCIOFLUSH)
+
+    def send(self, data: bytes) -> None:
+        if self.rts is None:
+            return super().send(data)
+        tx, rx, before_tx, before_rx = self.rts
+        try:
+            self.port.rts = tx
+            if before_tx:
+                time.sleep(before_tx)
+            super().send(data)
+            termios.tcdrain(self.fd)  # the last bit is on the line
+            if before_rx:
+                time.sleep(before_rx)
+            self.port.rts = rx
+        except (OSError, termios.error) as e:
+            raise PortError(f"RS-485 direction (RTS) failed: {e}") from None
 
     def _read(self, n: int) -> bytes:
         return os.read(self.fd, n)
@@ -412,11 +430,38 @@ def _open_serial(cfg: ModbusConfig) -> Transport:
             msg = f"{cfg.port} is busy (held by another process): {msg}"
         raise PortError(msg) from None
     try:
-        stream = _SerialStream(port)
+        rts = _rs485(cfg, port) if cfg.rs485 else None
+        stream = _SerialStream(port, rts)
+    except PortError:
+        port.close()
+        raise
     except (OSError, termios.error) as e:
         port.close()
         raise PortError(f"{cfg.port}: {e}") from None
     return RtuTransport(stream, str(cfg.port), silence(cfg.baudrate), 11 / cfg.baudrate)
+
+
+def _rs485(cfg: ModbusConfig, port: serial.Serial) -> tuple[bool, bool, float, float] | None:
+    """Set up RS-485 direction control: the kernel's (TIOCSRS485, through pyserial) where
+    the adapter's driver has it, else RTS toggled around each request; None: the kernel's."""
+    levels = (cfg.rts_level_for_tx, cfg.rts_level_for_rx, cfg.delay_before_tx, cfg.delay_before_rx)
+    if cfg.rs485_control != "software":
+        try:
+            port.rs485_mode = serial.rs485.RS485Settings(
+                rts_level_for_tx=cfg.rts_level_for_tx,
+                rts_level_for_rx=cfg.rts_level_for_rx,
+                delay_before_tx=cfg.delay_before_tx,
+                delay_before_rx=cfg.delay_before_rx,
+            )
+            return None
+        except (ValueError, OSError) as e:
+            if cfg.rs485_control == "kernel":
+                raise PortError(f"{cfg.port}: kernel RS-485 mode refused: {e}") from None
+    try:
+        port.rts = cfg.rts_level_for_rx
+    except (OSError, ValueError) as e:
+        raise PortError(f"{cfg.port}: cannot drive RTS for RS-485: {e}") from None
+    return levels
 
 
 def _open_tcp(cfg: ModbusConfig) -> Transport:
