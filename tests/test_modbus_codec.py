@@ -143,7 +143,7 @@ def conf(**keys) -> ModbusConfig:
                     {
                         "name": "m",
                         "unit": 1,
-                        "register": [{"name": "v", "address": 0, "type": "float16"}],
+                        "register": [{"name": "v", "address": 0, "type": "float128"}],
                     }
                 ]
             },

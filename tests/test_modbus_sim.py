@@ -163,7 +163,7 @@ def test_the_sim_command_prints_the_port_and_stops_on_sigterm(tmp_path) -> None:
 
 def test_a_broken_sim_config_names_the_key(tmp_path) -> None:
     conf = tmp_path / "sim.toml"
-    conf.write_text('[[device]]\nunit = 1\n[[device.register]]\naddress = 0\ntype = "float16"\n')
+    conf.write_text('[[device]]\nunit = 1\n[[device.register]]\naddress = 0\ntype = "float128"\n')
     r = subprocess.run(
         [sys.executable, "-m", "edgert", "sim", "modbus", "--config", str(conf)],
         capture_output=True,
@@ -218,3 +218,47 @@ def test_the_energy_meter_example_reads_a_simulated_meter(modbus_sim) -> None:
         assert run.latest("meter-main", "power-total") == pytest.approx(1.5)  # W -> kW
         assert 228.0 <= run.latest("meter-main", "voltage-l1") <= 232.0
         wait_for(lambda: run.latest("meter-pv", "online") is False, 5, "the absent meter offline")
+
+
+UDP = """
+transport = "udp"
+tcp_port = 0
+
+[[device]]
+unit = 1
+
+[[device.register]]
+address = 0
+value = 321
+
+[[device.register]]
+address = 1
+type = "float32"
+value = 2.5
+"""
+
+
+def test_modbus_udp_reads_and_writes(modbus_sim) -> None:
+    address = modbus_sim(UDP)
+    host, port = address.rsplit(":", 1)
+    regs = [
+        {"name": "n", "address": 0, "writable": True},
+        {"name": "f", "address": 1, "type": "float32"},
+    ]
+    cfg = {
+        "transport": "udp",
+        "host": host,
+        "tcp_port": int(port),
+        "poll_interval": 0.05,
+        "timeout": 0.2,
+        "device": [
+            {"name": "u", "unit": 1, "register": regs},
+            {"name": "absent", "unit": 7, "register": regs[:1], "probe_interval": 0.3},
+        ],
+    }
+    with run_driver(ModbusDriver, cfg) as run:
+        wait_for(lambda: run.latest("u", "n") == 321 and run.latest("u", "f") == 2.5, 10, "read")
+        assert run.command([Point("u", "n", "0", 4321)]) is None
+        wait_for(lambda: run.latest("u", "n") == 4321, 5, "written and read back")
+        wait_for(lambda: run.latest("absent", "online") is False, 5, "unit 7 silent")
+        assert run.latest("u", "online") is True

@@ -2,8 +2,11 @@
 
 `ModbusConfig` is one bus (`[[driver]]` with `type = "modbus"`): its transport
 and timing. Each `DeviceConfig` (`[[driver.device]]`) is one unit id on it with
-its own register map of `RegisterConfig`s (`[[driver.device.register]]`).
-Addresses are 0-based PDU addresses. Every check names the key it is about.
+its own register map of `RegisterConfig`s (`[[driver.device.register]]`) and
+the settings for its quirks (busy answers, sloppy gateways, one value per
+read, one TCP client, a pause after connecting, swapped strings, addresses
+counted from 1). Addresses are 0-based PDU addresses unless the device sets
+`address_base`/`coil_base`. Every check names the key it is about.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ RegType = Literal[
     "float32",
     "float64",
     "string",
+    "int8",
+    "uint8",
+    "float16",
+    "bcd16",
+    "bcd32",
 ]
 Order = Literal["big", "little"]
 
@@ -40,7 +48,15 @@ SIZES = {
     "int64": 4,
     "uint64": 4,
     "float64": 4,
+    "int8": 1,
+    "uint8": 1,
+    "float16": 1,
+    "bcd16": 1,
+    "bcd32": 2,
 }
+
+#: the most registers one write request (FC 16) carries
+MAX_WRITE_REGISTERS = 123
 
 #: point types the driver publishes for every device; registers may not use them
 STATUS_TYPES = ("online", "errors_timeout", "errors_crc", "errors_exception")
@@ -59,6 +75,8 @@ class RegisterConfig:
     writable: bool = False
     count: int | None = field(default=None, metadata={"min": 1, "max": 125})
     bit: int | None = field(default=None, metadata={"min": 0, "max": 15})
+    half: Literal["high", "low"] | None = None  # int8, uint8: which byte of the register
+    encoding: Literal["utf-8", "latin-1", "utf-16"] = "utf-8"  # string
     poll_interval: float | None = field(default=None, metadata={"gt": 0})
     report: Literal["change", "always"] = "change"
     deadband: float = field(default=0.0, metadata={"min": 0})
@@ -79,6 +97,11 @@ class RegisterConfig:
     def bits(self) -> bool:
         """True for coils and discrete inputs (addressed by bit, not register)."""
         return self.table in ("coil", "discrete")
+
+    @property
+    def masked(self) -> bool:
+        """Part of a register (a bit, a byte): written with FC 22, the rest kept."""
+        return not self.bits and (self.bit is not None or self.kind in ("int8", "uint8"))
 
     @property
     def size(self) -> int:
@@ -103,6 +126,12 @@ class RegisterConfig:
             raise Invalid("bit", f'one bit of a register is a bool; remove `type = "{kind}"`')
         if kind == "string" and self.count is None:
             raise Invalid("count", 'type = "string" needs `count` (registers, 2 characters each)')
+        if kind in ("int8", "uint8") and self.half is None:
+            raise Invalid("half", f'a {kind} is one byte of a register: half = "high" or "low"')
+        if kind not in ("int8", "uint8") and self.half is not None:
+            raise Invalid("half", "only type = int8 or uint8 takes `half`")
+        if kind != "string" and self.encoding != "utf-8":
+            raise Invalid("encoding", 'only type = "string" takes `encoding`')
         if kind != "string" and self.count is not None:
             raise Invalid("count", 'only type = "string" takes `count`')
         if kind in ("bool", "string") and (self.scale != 1.0 or self.offset != 0.0):
@@ -111,8 +140,12 @@ class RegisterConfig:
             raise Invalid("scale", "must not be 0")
         if self.writable and self.table not in ("coil", "holding"):
             raise Invalid("writable", f"a {self.table} cannot be written (only coil and holding)")
-        if self.writable and self.bit is not None:
-            raise Invalid("writable", "writing one bit of a register is not supported")
+        if self.writable and not self.bits and self.size > MAX_WRITE_REGISTERS:
+            raise Invalid(
+                "count",
+                f"a writable register spans at most {MAX_WRITE_REGISTERS} registers "
+                f"(one FC 16 request), not {self.size}",
+            )
         if self.address + self.size > 65536:
             raise Invalid("address", f"{self.address} + {self.size} runs past 65535")
         if self.min is not None and self.max is not None and self.max < self.min:
@@ -134,10 +167,33 @@ class DeviceConfig:
     poll_interval: float | None = field(default=None, metadata={"gt": 0})
     pause_between_requests: float = field(default=0.0, metadata={"min": 0, "max": 60})
     probe_interval: float = field(default=5.0, metadata={"gt": 0})
+    busy_retries: int = field(default=0, metadata={"min": 0, "max": 100})
+    busy_retry_wait: float = field(default=0.1, metadata={"min": 0, "max": 10})
+    tolerant_transaction_ids: bool = False
+    one_request_per_register: bool = False
+    close_connection_after_poll: bool = False
+    pause_after_connect: float = field(default=0.0, metadata={"min": 0, "max": 60})
+    string_byte_order: Order | None = None
+    address_base: int = field(default=0, metadata={"min": 0, "max": 1})
+    coil_base: int | None = field(default=None, metadata={"min": 0, "max": 1})
+
+    def base(self, table: str) -> int:
+        """What to subtract from a register's `address` to get its address on the wire."""
+        if table in ("coil", "discrete") and self.coil_base is not None:
+            return self.coil_base
+        return self.address_base
 
     def check(self) -> None:
         seen: set[str] = set()
         for r in self.register:
+            if r.address < self.base(r.table):
+                raise Invalid(
+                    "register",
+                    f"register {r.name!r}: address {r.address} is below the device's "
+                    f"base {self.base(r.table)} (address_base / coil_base)",
+                )
+            if self.string_byte_order is not None and r.kind == "string":
+                r.byte_order = self.string_byte_order
             if r.name in seen:
                 raise Invalid("register", f"duplicate register name {r.name!r}")
             seen.add(r.name)
@@ -150,11 +206,18 @@ class DeviceConfig:
 
 @dataclass
 class ModbusConfig:
-    transport: Literal["rtu", "tcp", "rtu_over_tcp"] = "rtu"
+    transport: Literal["rtu", "tcp", "rtu_over_tcp", "udp"] = "rtu"
     port: str | None = None
     baudrate: int = field(default=19200, metadata={"min": 300, "max": 4_000_000})
     parity: Literal["N", "E", "O"] = "E"
     stopbits: int = field(default=1, metadata={"min": 1, "max": 2})
+    # RS-485 direction control, for adapters that do not switch by themselves
+    rs485: bool = False
+    rs485_control: Literal["auto", "kernel", "software"] = "auto"
+    rts_level_for_tx: bool = True
+    rts_level_for_rx: bool = False
+    delay_before_tx: float = field(default=0.0, metadata={"min": 0, "max": 1})
+    delay_before_rx: float = field(default=0.0, metadata={"min": 0, "max": 1})
     host: str | None = None
     tcp_port: int = field(default=502, metadata={"min": 1, "max": 65535})
     timeout: float = field(default=0.5, metadata={"gt": 0, "max": 60})
@@ -171,12 +234,14 @@ class ModbusConfig:
                     "port", 'transport = "rtu" needs the serial device, e.g. "/dev/ttyUSB0"'
                 )
             if self.host is not None:
-                raise Invalid("host", 'is for transport = "tcp" or "rtu_over_tcp"')
+                raise Invalid("host", 'is for transport = "tcp", "rtu_over_tcp" or "udp"')
         else:
             if not self.host:
                 raise Invalid("host", f'transport = "{self.transport}" needs `host`')
             if self.port is not None:
                 raise Invalid("port", 'is the serial device of transport = "rtu"; use tcp_port')
+        if self.rs485 and self.transport != "rtu":
+            raise Invalid("rs485", 'is for transport = "rtu" (a serial port)')
         if self.reopen_max < self.reopen_min:
             raise Invalid("reopen_max", f"must be >= reopen_min ({self.reopen_min})")
         names: set[str] = set()
@@ -186,7 +251,7 @@ class ModbusConfig:
                 raise Invalid("device", f"duplicate device name {d.name!r}")
             if d.unit in units:
                 raise Invalid("device", f"two devices with unit {d.unit} (device {d.name!r})")
-            if self.transport != "tcp" and not 1 <= d.unit <= 247:
+            if self.transport not in ("tcp", "udp") and not 1 <= d.unit <= 247:
                 raise Invalid("device", f"device {d.name!r}: unit must be 1..247 on a serial line")
             names.add(d.name)
             units.add(d.unit)

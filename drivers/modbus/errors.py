@@ -8,7 +8,16 @@ concerns the whole bus, which is then closed and re-opened with backoff.
 
 from __future__ import annotations
 
-__all__ = ["ModbusError", "Timeout", "BadFrame", "DeviceException", "PortError", "EXCEPTION_NAMES"]
+__all__ = [
+    "ModbusError",
+    "Timeout",
+    "BadFrame",
+    "DeviceException",
+    "PortError",
+    "EXCEPTION_NAMES",
+    "GATEWAY_NO_ANSWER",
+    "BUSY",
+]
 
 EXCEPTION_NAMES = {
     1: "illegal function",
@@ -48,4 +57,18 @@ class DeviceException(ModbusError):
 
 
 class PortError(ModbusError):
-    """The port or connection is unusable (unplugged, refused, closed)."""
+    """The port or connection is unusable (unplugged, refused, closed).
+
+    `count` names the device counter it moves when it broke an exchange:
+    "timeout" (no complete answer, the default) or "crc" (a malformed answer).
+    """
+
+    def __init__(self, message: str, count: str = "timeout") -> None:
+        super().__init__(message)
+        self.count = count
+
+
+#: exception codes by which a gateway says the device behind it did not answer
+GATEWAY_NO_ANSWER = (10, 11)
+#: "server device busy": worth asking again after a wait
+BUSY = 6

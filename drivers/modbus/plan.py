@@ -57,10 +57,14 @@ class Block:
     due: float
     skipped: int = 0
     extra: float | None = None  # a one-off read before `due` (read-back after a write)
+    read_at: float = 0.0  # when it was last read (the longest waiting goes first)
+    refused: int | None = None  # the exception code of the last refusal, until read again
+    base: int = 0  # the device counts addresses from this (address_base, coil_base)
     request: bytes = field(init=False)
 
     def __post_init__(self) -> None:
-        self.request = pdu.read_request(pdu.READ_FC[self.table], self.start, self.count)
+        fc = pdu.READ_FC[self.table]
+        self.request = pdu.read_request(fc, self.start - self.base, self.count)
 
     @property
     def next_at(self) -> float:
@@ -91,7 +95,7 @@ class Block:
         if len(parts) == 1:
             return [self]
         return [
-            Block(self.device, self.table, s, c, regs, self.period, self.due)
+            Block(self.device, self.table, s, c, regs, self.period, self.due, base=self.base)
             for s, c, regs in parts
         ]
 
@@ -111,6 +115,9 @@ def plan_device(
             if table in ("coil", "discrete")
             else dev.max_registers_per_request
         )
-        for start, count, members in merge(regs, limit, dev.max_gap):
-            blocks.append(Block(index, table, start, count, members, interval, first))
+        gap = -1 if dev.one_request_per_register else dev.max_gap  # -1: only the same address
+        for start, count, members in merge(regs, limit, gap):
+            blocks.append(
+                Block(index, table, start, count, members, interval, first, base=dev.base(table))
+            )
     return blocks

@@ -6,7 +6,11 @@ word order to the sequence of registers, then `value = raw * scale + offset`
 for numbers (ints stay ints when scale is 1 and offset 0; a NaN or infinite
 float becomes None). `encode(reg, value)` is the inverse for writes and raises
 `Refused` for a value of the wrong kind, out of the type's range or out of the
-register's `min`/`max`.
+register's `min`/`max`. Besides the 16/32/64-bit integers and floats: `int8`
+and `uint8` (one byte of a register, `half = "high"` or `"low"`), `float16`,
+`bcd16` and `bcd32` (4 and 8 decimal digits; a nibble above 9 reads as None),
+and strings in UTF-8, latin-1 or UTF-16 (`encoding`). `encode_mask` gives the
+FC 22 masks that write one bit or one byte of a register, keeping the rest.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import struct
 
 from .config import RegisterConfig
 
-__all__ = ["decode", "encode", "Refused", "Value"]
+__all__ = ["decode", "encode", "encode_mask", "Refused", "Value"]
 
 Value = float | int | bool | str | None
 
@@ -29,6 +33,7 @@ _FORMAT = {
     "int64": "q",
     "uint64": "Q",
     "float64": "d",
+    "float16": "e",
 }
 _INT_RANGE = {
     "int16": (-(2**15), 2**15 - 1),
@@ -37,8 +42,17 @@ _INT_RANGE = {
     "uint32": (0, 2**32 - 1),
     "int64": (-(2**63), 2**63 - 1),
     "uint64": (0, 2**64 - 1),
+    "int8": (-128, 127),
+    "uint8": (0, 255),
+    "bcd16": (0, 9999),
+    "bcd32": (0, 99999999),
 }
-_FLOAT_MAX = {"float32": 3.4028234663852886e38, "float64": 1.7976931348623157e308}
+_FLOAT_MAX = {
+    "float16": 65504.0,
+    "float32": 3.4028234663852886e38,
+    "float64": 1.7976931348623157e308,
+}
+_CODEC = {"utf-8": "utf-8", "latin-1": "latin-1", "utf-16": "utf-16-be"}
 
 
 class Refused(ValueError):
@@ -76,17 +90,50 @@ def decode(reg: RegisterConfig, items: list[int] | list[bool]) -> Value:
     if reg.bit is not None:
         word = items[0] if reg.byte_order == "big" else _swap(int(items[0]))
         return bool(word >> reg.bit & 1)
+    if kind in ("int8", "uint8"):
+        byte = int(items[0]) >> 8 if reg.half == "high" else int(items[0]) & 0xFF
+        raw: int | float = byte - 256 if kind == "int8" and byte > 127 else byte
+        return _scaled(reg, raw)
     data = to_bytes(reg, list(items))  # type: ignore[arg-type]
     if kind == "string":
-        return data.rstrip(b"\0 ").decode("utf-8", "replace")
+        if reg.encoding == "utf-16":
+            n = len(data)
+            while n >= 2 and data[n - 2 : n] in (b"\0\0", b"\0 "):
+                n -= 2
+            return data[:n].decode("utf-16-be", "replace")
+        return data.rstrip(b"\0 ").decode(reg.encoding, "replace")
+    if kind.startswith("bcd"):
+        digits = data.hex()
+        if not digits.isdigit():
+            return None  # a nibble above 9: not BCD
+        return _scaled(reg, int(digits))
     raw = struct.unpack(">" + _FORMAT[kind], data)[0]
     if kind.startswith("float"):
         if not math.isfinite(raw):
             return None
         return raw * reg.scale + reg.offset
+    return _scaled(reg, raw)
+
+
+def _scaled(reg: RegisterConfig, raw: int | float) -> int | float:
     if reg.scale == 1.0 and reg.offset == 0.0:
         return raw
     return raw * reg.scale + reg.offset
+
+
+def encode_mask(reg: RegisterConfig, value: object) -> tuple[int, int]:
+    """(and_mask, or_mask) of an FC 22 write of part of a register: a bit, or a byte."""
+    if reg.bit is not None:
+        if not isinstance(value, bool) and value not in (0, 1):
+            raise Refused(f"{reg.name!r} takes true or false, got {value!r}")
+        mask = 1 << reg.bit
+        if reg.byte_order == "little":
+            mask = _swap(mask)
+        return 0xFFFF ^ mask, mask if value else 0
+    raw = encode(reg, value)
+    assert isinstance(raw, list)
+    mask = 0xFF00 if reg.half == "high" else 0x00FF
+    return 0xFFFF ^ mask, raw[0] & mask
 
 
 def encode(reg: RegisterConfig, value: object) -> list[int] | bool:
@@ -101,7 +148,10 @@ def encode(reg: RegisterConfig, value: object) -> list[int] | bool:
     if kind == "string":
         if not isinstance(value, str):
             raise Refused(f"{reg.name!r} takes a string, got {value!r}")
-        data = value.encode("utf-8")
+        try:
+            data = value.encode(_CODEC[reg.encoding])
+        except UnicodeEncodeError:
+            raise Refused(f"{reg.name!r}: {value!r} is not {reg.encoding}") from None
         room = 2 * (reg.count or 1)
         if len(data) > room:
             raise Refused(f"{reg.name!r} holds {room} bytes, got {len(data)}")
@@ -121,6 +171,16 @@ def encode(reg: RegisterConfig, value: object) -> list[int] | bool:
     if kind.startswith("float"):
         if abs(raw) > _FLOAT_MAX[kind]:
             raise Refused(f"{reg.name!r}: {value!r} does not fit a {kind}")
+    elif kind in ("int8", "uint8", "bcd16", "bcd32"):
+        raw = round(raw)
+        lo, hi = _INT_RANGE[kind]
+        if not lo <= raw <= hi:
+            raise Refused(f"{reg.name!r}: {value!r} is out of range for {kind} (raw {raw})")
+        if kind in ("int8", "uint8"):
+            byte = raw & 0xFF
+            return [byte << 8 if reg.half == "high" else byte]
+        digits = f"{raw:0{4 * reg.size}d}"
+        return from_bytes(reg, bytes.fromhex(digits))
     else:
         raw = round(raw)
         lo, hi = _INT_RANGE[kind]

@@ -266,6 +266,7 @@ def _optional_commands() -> None:
         ("edgert.bench", "bench"),
         ("edgert.cli.scaffold", "new_driver"),
         ("edgert.cli.cmd", "cmd"),
+        ("edgert.cli.modbus", "modbus"),
     ):
         try:
             cmd = getattr(import_module(mod), attr)
