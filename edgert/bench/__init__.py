@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
 from importlib import import_module
 from typing import Any
 
@@ -41,7 +42,11 @@ def _run_suite(name: str, options: dict[str, Any]) -> dict[str, Any]:
         return {"error": f"suite {name!r} is not available: {e}"}
     fn = getattr(mod, func)
     params = inspect.signature(fn).parameters
-    return fn(**{k: v for k, v in options.items() if k in params})
+    try:
+        return fn(**{k: v for k, v in options.items() if k in params})
+    except Exception as e:  # noqa: BLE001 - one failed suite must not hide the others' figures
+        logging.getLogger("edgert.bench").debug("suite %s failed", name, exc_info=True)
+        return {"error": f"suite {name!r} failed: {type(e).__name__}: {e}"}
 
 
 def _format(name: str, res: dict[str, Any]) -> str:
@@ -91,12 +96,15 @@ def bench(as_json: bool, suites: tuple[str, ...], outage_seconds: float) -> None
     for name in suites or SUITES:
         if not as_json:
             click.echo(f"running {name} ...", err=True)
+        load = os.getloadavg()[0]  # other work on the machine shows in every figure
         results[name] = _run_suite(name, options)
+        results[name]["load_average"] = [round(load, 2), round(os.getloadavg()[0], 2)]
     if as_json:
         click.echo(json.dumps(results, indent=2, sort_keys=True))
         return
     for name, res in results.items():
-        click.echo(f"\n== {name}")
+        before, after = res.pop("load_average")
+        click.echo(f"\n== {name} (load average {before:.1f} before, {after:.1f} after)")
         if "error" in res:
             click.echo(f"  {res['error']}")
             continue

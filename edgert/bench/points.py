@@ -403,7 +403,7 @@ def run_all() -> dict[str, Any]:
     spool["bridge_healthy_wchar_per_1000"] = lat["bridge_wchar_per_1000"]
     return {
         "throughput": throughput(),
-        "throughput_jetstream": throughput(jetstream=True),
+        "throughput_jetstream": throughput(jetstream=True, prepacked=False),
         "latency": lat,
         "spool": spool,
     }

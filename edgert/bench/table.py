@@ -243,28 +243,29 @@ def _efficiency(result: dict[str, Any]) -> list[Row]:
 
 def _overload(result: dict[str, Any]) -> list[Row]:
     first = result.get("first", 1)
+    plural = lambda n: f"{n} driver" if int(n) == 1 else f"{n} drivers"  # noqa: E731
     out: list[Row] = []
-    for n in result.get("drivers", {}):
+    for n in sorted(result.get("drivers", {}), key=int):
         d = f"drivers.{n}"
         of = result["drivers"][n].get("spool_share_of") or "?"
         out += [
             Row(
-                f"{n} drivers: delivered",
+                f"{plural(n)}: delivered",
                 f"{d}.points_s",
                 f"drivers.{first}.points_s",
                 "points/s",
-                f"{first} driver",
+                plural(first),
                 "ratio >= 0.8" if int(n) >= 8 else "",
             ),
             Row(
-                f"{n} drivers: spool writes, NATS up",
+                f"{plural(n)}: spool writes, NATS up",
                 f"{d}.spool_share_pct",
                 unit=f"% of {of}",
                 target="<= 5",
             ),
-            Row(f"{n} drivers: dropped at source", f"{d}.dropped_at_source_s", unit="points/s"),
+            Row(f"{plural(n)}: dropped at source", f"{d}.dropped_at_source_s", unit="points/s"),
             Row(
-                f"{n} drivers: bridge points per CPU-s",
+                f"{plural(n)}: bridge points per CPU-s",
                 f"{d}.bridge.points_per_cpu_s",
                 "raw_forwarder.points_per_cpu_s",
                 "points",
