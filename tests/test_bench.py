@@ -84,7 +84,7 @@ def test_overload_bench_reports_each_driver_count_and_the_raw_forwarder(no_lefto
     assert set(r["drivers"]) == {"1", "2"}
     for run in r["drivers"].values():
         assert run["points"] > 0 and run["bridge"]["points_per_cpu_s"] > 0
-        assert run["spool_share_of"] in ("batches", "points")
+        assert run["spool_share_of"] in ("batches", "points", None)  # None: nothing came in
         assert run["dropped_at_source_s"] >= 0
         _gone(run["pids"])
     assert r["drivers"]["1"]["vs_first"] == 1.0
@@ -95,11 +95,11 @@ def test_overload_bench_reports_each_driver_count_and_the_raw_forwarder(no_lefto
 
 
 def test_outage_bench_counts_every_point_through_a_nats_restart(no_leftovers) -> None:
-    r = outage.outage(down=2.0, drivers=2, rate=400.0, warmup=0.5)
-    assert r["spooling_points"] > 0 and r["payload_bytes_per_point"] > 0
-    assert r["first_point_after_s"] is not None and r["first_point_after_s"] >= 0
-    assert r["drain_complete"] and r["drain_points"] > 0
-    assert r["published"] > r["spooling_points"]
+    r = outage.outage(down=3.0, drivers=2, rate=400.0, warmup=0.5)
+    assert r["spooling_points"] > 0 and r["payload_bytes_per_point"] > 0, r
+    assert r["first_point_after_s"] is not None and r["first_point_after_s"] >= 0, r
+    assert r["drain_complete"] and r["drain_points"] > 0, r
+    assert r["published"] > r["spooling_points"], r
     assert isinstance(r["lost"], int) and isinstance(r["duplicates"], int)
     _gone(r["pids"])
     table = _judged("outage", r)

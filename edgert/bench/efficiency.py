@@ -26,10 +26,9 @@ from typing import Any
 
 from edgert.bench.gateway import GatewayProcess, config_text, producer
 from edgert.bench.listener import Listener
-from edgert.bench.measure import between, by_actor, delta, percentiles, rnd, sample
+from edgert.bench.measure import between, by_actor, delta, first_points, percentiles, rnd, sample
 from edgert.bench.raw import RawPath
 from edgert.bench.workdir import workdir
-from edgert.testing import wait_for
 
 __all__ = ["efficiency", "run_all", "LOADS"]
 
@@ -38,13 +37,14 @@ LOADS = ((8, 1000.0), (1, 8000.0))  # (drivers, points/s each)
 
 def _edgert(d: str, url: str, drivers: int, rate: float, warmup: float, seconds: float) -> dict:
     names = [f"gen{i}" for i in range(drivers)]
-    text = config_text(d, url, "".join(producer(n, rate) for n in names))
+    here = f"{d}/e{drivers}x{rate:g}"  # a fresh spool for each load
+    text = config_text(here, url, "".join(producer(n, rate) for n in names))
     with (
         Listener(url, "edgert.bench.p.>", latency=True) as heard,
-        GatewayProcess(text, f"{d}/gw") as gw,
+        GatewayProcess(text, here) as gw,
     ):
         gw.wait_running()
-        wait_for(lambda: heard.snapshot()["points"] > 0, 30, "points at the subscriber")
+        first = first_points(heard, 15)
         time.sleep(warmup)  # the measuring window starts after a warm-up
         a = sample(gw.pids(), heard, gw.status)
         time.sleep(seconds)
@@ -61,6 +61,7 @@ def _edgert(d: str, url: str, drivers: int, rate: float, warmup: float, seconds:
     drops = [delta(a, b, n, "dropped") for n in names]
     res["produced_points_s"] = rnd(sum(x or 0 for x in outs) / res["seconds"])
     res["dropped_at_source"] = sum(x or 0 for x in drops)
+    res["first_point_s"] = first
     res["pids"] = pids
     return res
 
@@ -71,7 +72,7 @@ def _raw(d: str, url: str, drivers: int, rate: float, warmup: float, seconds: fl
         Listener(url, "raw.p.>", latency=True) as heard,
         RawPath(d, url, "raw.p", nodes, rate, seconds=warmup + seconds + 30) as raw,
     ):
-        wait_for(lambda: heard.snapshot()["points"] > 0, 30, "raw points at the subscriber")
+        first = first_points(heard, 15)
         time.sleep(warmup)
         a = sample(raw.pids(), heard)
         time.sleep(seconds)
@@ -79,6 +80,7 @@ def _raw(d: str, url: str, drivers: int, rate: float, warmup: float, seconds: fl
         lat = heard.latencies(a.at, b.at)
         pids = raw.pids()
     res = between(a, b) | percentiles(lat)
+    res["first_point_s"] = first
     res["pids"] = pids
     return res
 

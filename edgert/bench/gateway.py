@@ -131,7 +131,7 @@ class GatewayProcess:
         self._check_running()
         return status(self.config)
 
-    def wait_running(self, timeout: float = 30.0) -> dict[str, Any]:
+    def wait_running(self, timeout: float = 60.0) -> dict[str, Any]:
         """Wait until the bridge and every driver are running; return that status."""
         names = {"bridge", *(d.name for d in self.config.drivers)}
 

@@ -18,8 +18,19 @@ from typing import Any
 
 from edgert.bench.listener import Listener
 from edgert.bench.procfs import cpu_seconds, cpu_used
+from edgert.testing import wait_for
 
-__all__ = ["Sample", "sample", "between", "percentiles", "stat", "delta", "by_actor", "rnd"]
+__all__ = [
+    "Sample",
+    "sample",
+    "first_points",
+    "between",
+    "percentiles",
+    "stat",
+    "delta",
+    "by_actor",
+    "rnd",
+]
 
 
 @dataclass
@@ -39,6 +50,19 @@ def sample(
     cpu = cpu_seconds(pids)
     heard = listener.snapshot()
     return Sample(at, cpu, heard, st)
+
+
+def first_points(listener: Listener, timeout: float) -> float | None:
+    """Seconds until points arrive at `listener`; None if none came within `timeout`.
+
+    A gateway that delivers nothing under a load is a figure (0 points/s), not an error.
+    """
+    t0 = time.monotonic()
+    try:
+        wait_for(lambda: listener.snapshot()["points"] > 0, timeout, "points", interval=0.05)
+    except TimeoutError:
+        return None
+    return rnd(time.monotonic() - t0)
 
 
 def between(a: Sample, b: Sample, pids: list[int] | None = None) -> dict[str, Any]:

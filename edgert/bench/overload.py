@@ -22,10 +22,9 @@ from typing import Any
 
 from edgert.bench.gateway import GatewayProcess, config_text, sim_counter
 from edgert.bench.listener import Listener
-from edgert.bench.measure import Sample, between, by_actor, delta, rnd, sample, stat
+from edgert.bench.measure import Sample, between, by_actor, delta, first_points, rnd, sample, stat
 from edgert.bench.raw import RawPath, payload_per_point
 from edgert.bench.workdir import workdir
-from edgert.testing import wait_for
 
 __all__ = ["overload", "run_all", "COUNTS", "MAX_RATE"]
 
@@ -41,7 +40,7 @@ def _edgert(d: str, url: str, n: int, warmup: float, seconds: float) -> dict[str
         GatewayProcess(text, f"{d}/o{n}") as gw,
     ):
         gw.wait_running()
-        wait_for(lambda: heard.snapshot()["points"] > 0, 30, "points at the subscriber")
+        first = first_points(heard, 15)
         time.sleep(warmup)  # the measuring window starts after a warm-up
         a = sample(gw.pids(), heard, gw.status)
         time.sleep(seconds)
@@ -59,6 +58,7 @@ def _edgert(d: str, url: str, n: int, warmup: float, seconds: float) -> dict[str
     res["spool_written_bytes"] = delta(a, b, "bridge", "spool_written_bytes")
     res["spool_points_at_end"] = stat(b, "bridge", "buffered")
     res |= _spool_share(a, b, res, names)
+    res["first_point_s"] = first
     res["pids"] = pids
     return res
 
@@ -82,12 +82,13 @@ def _raw(d: str, url: str, warmup: float, seconds: float) -> dict[str, Any]:
         Listener(url, "raw.p.>") as heard,
         RawPath(d, url, "raw.p", ["raw0"], None, seconds=warmup + seconds + 30) as raw,
     ):
-        wait_for(lambda: heard.snapshot()["points"] > 0, 30, "raw points at the subscriber")
+        first = first_points(heard, 15)
         time.sleep(warmup)
         a = sample(raw.pids(), heard)
         time.sleep(seconds)
         b = sample(raw.pids(), heard)
         res = between(a, b, pids=[raw.forwarder_pid])
+        res["first_point_s"] = first
         res["pids"] = raw.pids()
     return res
 

@@ -247,7 +247,7 @@ def _overload(result: dict[str, Any]) -> list[Row]:
     out: list[Row] = []
     for n in sorted(result.get("drivers", {}), key=int):
         d = f"drivers.{n}"
-        of = result["drivers"][n].get("spool_share_of") or "?"
+        of = result["drivers"][n].get("spool_share_of")
         out += [
             Row(
                 f"{plural(n)}: delivered",
@@ -260,7 +260,7 @@ def _overload(result: dict[str, Any]) -> list[Row]:
             Row(
                 f"{plural(n)}: spool writes, NATS up",
                 f"{d}.spool_share_pct",
-                unit=f"% of {of}",
+                unit=f"% of {of}" if of else "%",
                 target="<= 5",
             ),
             Row(f"{plural(n)}: dropped at source", f"{d}.dropped_at_source_s", unit="points/s"),
