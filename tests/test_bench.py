@@ -1,12 +1,44 @@
-"""`edgert bench` keeps working: each suite runs small and reports its figures with baselines."""
+"""`edgert bench` keeps working: each suite runs small, reports its figures beside baselines
+and targets, and leaves no process behind. (Speed is the benchmark's business, not a test's.)"""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from multiprocessing import resource_tracker
+
+import pytest
 
 from edgert.bench import core as bench_core
-from edgert.bench import rows
+from edgert.bench import efficiency, outage, overload, points, rows
+from edgert.bench.table import Row, _line
+from edgert.testing import descendants, pid_alive
+
+
+@pytest.fixture
+def no_leftovers() -> Iterator[None]:
+    """Fails the test if it leaves a child process of the test process running."""
+    resource_tracker.ensure_running()  # shared by every spawn of this process, and long-lived
+    before = descendants(os.getpid())
+    yield
+    left = {p for p in descendants(os.getpid()) - before if pid_alive(p)}
+    assert not left, f"processes left running: {sorted(left)}"
+
+
+def _gone(pids: list[int]) -> None:
+    assert pids, "the suite reports the processes it started"
+    assert not [p for p in pids if pid_alive(p)]
+
+
+def _judged(suite: str, result: dict) -> list:
+    table = rows(suite, result)
+    assert table
+    for line in table:
+        assert line.verdict in ("pass", "FAIL", "n/a", "")
+        assert bool(line.target) == bool(line.verdict)
+    return table
 
 
 def test_core_bench_measures_restart_startup_and_memory() -> None:
@@ -16,13 +48,80 @@ def test_core_bench_measures_restart_startup_and_memory() -> None:
     s = bench_core.startup(n=3)
     assert s["drivers"] == 3 and 0 < s["edgert_s"] < 30
     assert 0 < s["memory"]["edgert_uss_mb"] < s["memory"]["edgert_rss_mb"]
-    table = rows("core", {"restart": r, "startup": s, "memory": s["memory"]})
-    assert any(row[0].startswith("restart p50") and row[3] for row in table)
+    table = _judged("core", {"restart": r, "startup": s, "memory": s["memory"]})
+    assert any(x.metric.startswith("restart p50") and x.ratio for x in table)
+
+
+def test_points_bench_measures_throughput_and_latency_beside_raw_paths(no_leftovers) -> None:
+    t = points.throughput(seconds=1.0, warmup=0.5, prepacked=False)
+    assert t["edgert_points_s"] > 0 and t["baseline_zmq_points_s"] > 0
+    lat = points.latency(rate=500.0, seconds=1.0, warmup=0.5)
+    assert lat["edgert_samples"] > 0 and lat["baseline_samples"] > 0
+    assert lat["edgert_p50_ms"] <= lat["edgert_p99_ms"]
+    assert lat["p99_above_raw_ms"] == pytest.approx(lat["edgert_p99_ms"] - lat["baseline_p99_ms"])
+    table = _judged("points", {"throughput": t, "latency": lat})
+    assert {x.target for x in table} >= {"ratio >= 0.7", "< baseline + 1 ms"}
+
+
+def test_efficiency_bench_compares_whole_gateway_cpu_with_raw_python(no_leftovers) -> None:
+    r = efficiency.efficiency(loads=((2, 200.0),), seconds=1.0, warmup=0.5)
+    run = r["2x200"]
+    mine, raw = run["edgert"], run["raw"]
+    assert run["offered_points_s"] == 400
+    for side in (mine, raw):
+        assert side["points"] > 0 and side["cpu_pct"] > 0 and side["samples"] > 0
+        assert side["p50_ms"] <= side["p99_ms"]
+        _gone(side["pids"])
+    assert {"bridge", "gen0", "gen1", "supervisor"} <= set(mine["cpu_by_process"])
+    assert mine["dropped_at_source"] == 0
+    assert run["cpu_ratio"] == pytest.approx(mine["cpu_pct"] / raw["cpu_pct"], rel=0.01)
+    table = _judged("efficiency", r)
+    assert [x.metric for x in table][:2] == ["2x200: delivered", "2x200: spool writes, NATS up"]
+
+
+def test_overload_bench_reports_each_driver_count_and_the_raw_forwarder(no_leftovers) -> None:
+    r = overload.overload(counts=(1, 2), seconds=1.5, warmup=0.5)
+    assert set(r["drivers"]) == {"1", "2"}
+    for run in r["drivers"].values():
+        assert run["points"] > 0 and run["bridge"]["points_per_cpu_s"] > 0
+        assert run["spool_share_of"] in ("batches", "points", None)  # None: nothing came in
+        assert run["dropped_at_source_s"] >= 0
+        _gone(run["pids"])
+    assert r["drivers"]["1"]["vs_first"] == 1.0
+    assert r["raw_forwarder"]["points_per_cpu_s"] > 0
+    _gone(r["raw_forwarder"]["pids"])
+    table = _judged("overload", r)
+    assert len(table) == 8
+
+
+def test_outage_bench_counts_every_point_through_a_nats_restart(no_leftovers) -> None:
+    r = outage.outage(down=3.0, drivers=2, rate=400.0, warmup=0.5)
+    assert r["spooling_points"] > 0 and r["payload_bytes_per_point"] > 0, r
+    assert r["first_point_after_s"] is not None and r["first_point_after_s"] >= 0, r
+    assert r["drain_complete"] and r["drain_points"] > 0, r
+    assert r["published"] > r["spooling_points"], r
+    assert isinstance(r["lost"], int) and isinstance(r["duplicates"], int)
+    _gone(r["pids"])
+    table = _judged("outage", r)
+    assert table[-2].metric == "points lost" and table[-2].target == "= 0 points"
+
+
+def test_table_judges_each_kind_of_target() -> None:
+    res = {"a": 3.0, "b": 1.0, "z": 0}
+    judge = lambda target, base="b": _line(Row("m", "a", base, "ms", "x", target), res)  # noqa: E731
+    assert judge("ratio <= 2").verdict == "FAIL" and judge("ratio >= 2").verdict == "pass"
+    assert judge("over < 1").verdict == "FAIL" and judge("over < 2.5").verdict == "pass"
+    assert judge("< 10").verdict == "pass" and judge("= 0").verdict == "FAIL"
+    assert judge("< 10").target == "< 10 ms"
+    assert _line(Row("m", "z", target="= 0"), res).verdict == "pass"
+    missing = _line(Row("m", "nope", "b", target="ratio <= 2"), res)
+    assert missing.edgert == "n/a" and missing.verdict == "n/a" and missing.ratio == ""
 
 
 def test_bench_cli_help_and_bad_suite() -> None:
     run = [sys.executable, "-m", "edgert", "bench"]
     h = subprocess.run([*run, "--help"], capture_output=True, text=True)
     assert h.returncode == 0 and "Example" in h.stdout
-    bad = subprocess.run([*run, "--only", "nope"], capture_output=True, text=True)
+    assert "--suite" in h.stdout and "--outage-seconds" in h.stdout
+    bad = subprocess.run([*run, "--suite", "nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "nope" in bad.stderr

@@ -1,0 +1,115 @@
+"""Efficiency at realistic rates: what a gateway costs to move points a polling driver makes.
+
+Two loads, each point published alone (`edgert.bench.producer`, 10 ms ticks):
+8 drivers x 1,000 points/s and 1 driver x 8,000 points/s, into a real
+nats-server (core NATS). For each, over a measuring window after a warm-up:
+
+- delivered points/s at a nats-py subscriber, against the rate produced;
+- spool writes while NATS is healthy (batches and bytes, from the bridge's status);
+- the summed CPU of every gateway process (`edgert run` and everything below it:
+  supervisor, fork server, drivers, bridge; nats-server and the subscriber are
+  not the gateway) as % of one core and CPU-µs per delivered point;
+- p50/p99 latency from `publish` to the subscriber.
+
+The baseline is raw Python producing the same points: as many processes as
+drivers, each waking every 10 ms and coalescing its due points into one
+msgpack batch, PUSH -> PULL -> a nats-py forwarder (`edgert.bench.raw`), its
+CPU summed the same way. Targets: delivered = produced with the spool
+untouched, CPU <= 2 x the baseline, p99 < 10 ms.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from edgert.bench.gateway import GatewayProcess, config_text, producer
+from edgert.bench.listener import Listener
+from edgert.bench.measure import between, by_actor, delta, first_points, percentiles, rnd, sample
+from edgert.bench.raw import RawPath
+from edgert.bench.workdir import workdir
+
+__all__ = ["efficiency", "run_all", "LOADS"]
+
+LOADS = ((8, 1000.0), (1, 8000.0))  # (drivers, points/s each)
+
+
+def _edgert(d: str, url: str, drivers: int, rate: float, warmup: float, seconds: float) -> dict:
+    names = [f"gen{i}" for i in range(drivers)]
+    here = f"{d}/e{drivers}x{rate:g}"  # a fresh spool for each load
+    text = config_text(here, url, "".join(producer(n, rate) for n in names))
+    with (
+        Listener(url, "edgert.bench.p.>", latency=True) as heard,
+        GatewayProcess(text, here) as gw,
+    ):
+        gw.wait_running()
+        first = first_points(heard, 15)
+        time.sleep(warmup)  # the measuring window starts after a warm-up
+        a = sample(gw.pids(), heard, gw.status)
+        time.sleep(seconds)
+        b = sample(gw.pids(), heard, gw.status)
+        lat = heard.latencies(a.at, b.at)
+        pids = list(gw.seen)
+    res = between(a, b)
+    res |= percentiles(lat)
+    res["cpu_by_process"] = by_actor(a, b)
+    res["spool_written_batches"] = delta(a, b, "bridge", "spool_written_batches")
+    res["spool_written_bytes"] = delta(a, b, "bridge", "spool_written_bytes")
+    res["spool_points_at_end"] = b.status and b.status["by_name"]["bridge"].get("buffered")
+    outs = [delta(a, b, n, "points_out") for n in names]
+    drops = [delta(a, b, n, "dropped") for n in names]
+    res["produced_points_s"] = rnd(sum(x or 0 for x in outs) / res["seconds"])
+    res["dropped_at_source"] = sum(x or 0 for x in drops)
+    res["first_point_s"] = first
+    res["pids"] = pids
+    return res
+
+
+def _raw(d: str, url: str, drivers: int, rate: float, warmup: float, seconds: float) -> dict:
+    nodes = [f"raw{i}" for i in range(drivers)]
+    with (
+        Listener(url, "raw.p.>", latency=True) as heard,
+        RawPath(d, url, "raw.p", nodes, rate, seconds=warmup + seconds + 30) as raw,
+    ):
+        first = first_points(heard, 15)
+        time.sleep(warmup)
+        a = sample(raw.pids(), heard)
+        time.sleep(seconds)
+        b = sample(raw.pids(), heard)
+        lat = heard.latencies(a.at, b.at)
+        pids = raw.pids()
+    res = between(a, b) | percentiles(lat)
+    res["first_point_s"] = first
+    res["pids"] = pids
+    return res
+
+
+def efficiency(
+    loads: tuple[tuple[int, float], ...] = LOADS, seconds: float = 10.0, warmup: float = 3.0
+) -> dict[str, Any]:
+    """Each load through edgert and through the raw baseline; the figures side by side."""
+    logging.getLogger("edgert").setLevel(logging.CRITICAL)
+    out: dict[str, Any] = {}
+    with workdir() as (d, srv):
+        for drivers, rate in loads:
+            mine = _edgert(d, srv.url, drivers, rate, warmup, seconds)
+            base = _raw(d, srv.url, drivers, rate, warmup, seconds)
+            out[f"{drivers}x{rate:g}"] = {
+                "drivers": drivers,
+                "rate_each": rate,
+                "offered_points_s": drivers * rate,
+                "edgert": mine,
+                "raw": base,
+                "cpu_ratio": _ratio(mine["cpu_pct"], base["cpu_pct"]),
+                "delivered_ratio": _ratio(mine["points_s"], drivers * rate),
+            }
+    return out
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return rnd(a / b) if a is not None and b else None
+
+
+def run_all() -> dict[str, Any]:
+    return efficiency()
