@@ -267,8 +267,7 @@ class Context:
         now = time.monotonic()
         waits: list[float] = []
         if self.outbox is not None:
-            self.outbox.flush()
-            self.outbox.tick(now)
+            self.outbox.tick(now)  # seals a batch whose linger is over, resends
             d = self.outbox.next_deadline()
             if d is not None:
                 waits.append(max(0.0, d - now))
