@@ -101,6 +101,7 @@ class _Run:
         self.seqs: dict[str, int] = {}  # epoch -> last seq in the spool
         self.fwd = Forwarder(spooling=False)
         self.jobs: deque[Commit | Read] = deque()  # for the spool worker, in order
+        self.acks: dict[str, Ack] = {}  # owed, by epoch: sent at the end of the turn
         self.job_ready = asyncio.Event()
         self.poke = asyncio.Event()  # wakes the bus task (after sends on the ROUTER)
         self.status_changed = asyncio.Event()
@@ -200,15 +201,24 @@ class _Run:
                     self.changed()
 
     # -- carrying out the forwarder's actions ------------------------------------------
-    def feed(self, actions: list[Action]) -> None:
+    def feed(self, actions: list[Action], send_acks: bool = True) -> None:
+        """Carry out the forwarder's actions; acks are sent once per turn, the latest
+        per sender (they are cumulative)."""
         for a in actions:
             if isinstance(a, Publish):
                 self.uplink.publish(a)
             elif isinstance(a, Ack):
-                self._ack(a)
+                self.acks[a.epoch] = a
             else:
                 self.jobs.append(a)
                 self.job_ready.set()
+        if send_acks and self.acks:
+            self._flush_acks()
+
+    def _flush_acks(self) -> None:
+        acks, self.acks = self.acks, {}
+        for a in acks.values():
+            self._ack(a)
 
     def _send_acks(self, actions: list[Action]) -> None:
         for a in actions:
@@ -291,12 +301,14 @@ class _Run:
                     for node, _n, packed in nodes:
                         with contextlib.suppress(zmq.ZMQError):
                             tail.send_multipart([node.encode() + b"\0", packed], zmq.NOBLOCK)
-                self.feed(self.fwd.batch(ident, epoch, seq, first, resent, nodes, now))
+                self.feed(self.fwd.batch(ident, epoch, seq, first, resent, nodes, now), False)
             elif kind == "R":
                 _, cmd_id, ok, error = frame
                 self.commands.answer(cmd_id, ok, error)
             else:
                 self._bad(f"frame kind {kind!r} is not sent by actors")
+        if self.acks:
+            self._flush_acks()
 
     def _bad(self, why: str) -> None:
         self.bad_frames += 1

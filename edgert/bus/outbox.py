@@ -1,11 +1,12 @@
 """The sending side of the bus, inside an actor process: coalesce, send, resend.
 
-Points published one at a time are coalesced in time: the first point of a new
-batch starts a short linger (`linger`, 5 ms by default); the batch is sealed
-when the linger ends or it holds `max_batch` points, whichever comes first, so
-every per-batch cost (frame, ack, publish) is shared by many points while the
-latency it adds stays bounded. The owner's loop calls `tick()` when
-`next_deadline()` comes.
+Points published one at a time are coalesced in time, Nagle-style: a point
+published while nothing is in flight goes at once (low latency when the path
+is idle); otherwise it waits for the ack of what is in flight, for at most
+`linger` (5 ms by default), or until `max_batch` points wait, whichever comes
+first. So when the bridge or NATS is busy, every per-batch cost (frame, ack,
+publish) is shared by many points, and the latency this adds stays bounded.
+The owner's loop calls `tick()` when `next_deadline()` comes.
 
 Every sealed batch gets the next `seq` and stays here until the bridge acks it
 (acks are cumulative). At most `window` points are in flight (sent, not yet
@@ -93,8 +94,8 @@ class Outbox:
             pending.append(p.to_map())
         self.points_out += len(points)
         self.buffered += len(points)
-        if len(pending) >= self.max_batch or self.linger <= 0:
-            self.flush()
+        if len(pending) >= self.max_batch or self.linger <= 0 or not self._flight:
+            self.flush()  # full, or nothing in flight: no reason to wait
         elif self._seal_at is None:
             self._seal_at = time.monotonic() + self.linger
 
@@ -196,6 +197,8 @@ class Outbox:
             self._sent_upto = max(self._sent_upto, seq)
         if progressed:
             self._last_progress = time.monotonic()
+            if self._pending and not self._flight:
+                self.flush()  # the ack freed the pipe: what waited goes now
 
     def reply(self, cmd_id: int, error: str | None) -> None:
         frame = encode_frame("R", cmd_id, error is None, error or "")
