@@ -228,6 +228,7 @@ class ForwarderMachine(RuleBasedStateMachine):
     def counters_match_the_spool(self) -> None:
         _, rows = self._spooled()
         f = self.fwd
+        assert len(f.flight) <= f.max_in_flight
         live = Counter(r.node for r in rows if r.id not in f.retired)
         assert +f.spool_rows == live
         if f.up and not self.jobs and not f.reading:
@@ -351,3 +352,21 @@ def test_rows_coalesce_and_a_crash_between_publish_and_delete_resends_the_same_i
     assert [p.msg_id for p in m.wire] == ["d1.1.x:1-4:c"]
     m.teardown()
     assert m.stream["c"] == [0, 1, 2, 3]
+
+
+def test_rows_read_while_parts_took_the_room_wait_for_the_next_read() -> None:
+    m = machine()
+    m.connect()
+    for _ in range(4):
+        m.produce(0, [0])  # four parts in flight...
+    m.lose_session(0)  # ...come back, each keeps its id: four rows
+    m.tick(0.5)
+    m.spool_work()
+    assert m.spool.batches == 4
+    m.connect()  # a read for four rows is asked for
+    m.produce(1, [0])  # another node's part takes one place in flight meanwhile
+    m.spool_work()
+    assert len(m.fwd.flight) <= m.fwd.max_in_flight
+    checked(m)
+    m.teardown()
+    assert m.stream["a"] == [0, 1, 2, 3]

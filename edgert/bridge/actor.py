@@ -322,7 +322,10 @@ class _Run:
         s["bad_frames"] = self.bad_frames
         s["commands"] = self.commands.count
         s["command_errors"] = self.commands.errors
-        s["memory_parts"] = len(self.fwd.mem)
+        s["memory_parts"] = len(self.fwd.mem)  # accepted, waiting to be published
+        s["in_flight"] = len(self.fwd.flight)  # published, NATS has not confirmed yet
+        s["backlog_rows"] = self.fwd.backlog_rows  # spool rows this session has yet to send
+        s["spool_jobs"] = len(self.jobs)
         return s
 
     def _report(self, force: bool = False) -> None:

@@ -260,6 +260,9 @@ class Forwarder:
             return []
         self.reading = False
         out: list[Action] = []
+        room = self.max_in_flight - len(self.flight)  # parts may have taken some meanwhile
+        if len(rows) > room:
+            rows, limit = rows[: max(0, room)], 0  # the rest is read again later
         for r in rows:
             self.cursor = max(self.cursor, r.id)
             if r.id in self.retired:
