@@ -267,6 +267,8 @@ class Context:
         now = time.monotonic()
         waits: list[float] = []
         if self.outbox is not None:
+            # acks open the window even for a loop that never waits (receive(timeout=0))
+            self._queue.extend(self.outbox.on_readable())
             self.outbox.tick(now)  # seals a batch whose linger is over, resends
             d = self.outbox.next_deadline()
             if d is not None:

@@ -35,7 +35,7 @@ from typing import Any
 import zmq
 
 from ..actor import Actor, Context, Status, Stop, settle_future
-from ..bus import BadFrame, bus_endpoint, decode_points, encode_frame
+from ..bus import BadFrame, bus_endpoint, decode_points, encode_frame, p_header
 from ..config import NatsSection
 from ..spool import Spool
 from . import tail_endpoint
@@ -289,6 +289,11 @@ class _Run:
                 self._bad(f"a message of {len(parts)} parts (expected one frame)")
                 continue
             ident, data = parts
+            head = p_header(data)
+            if head is not None and not self.fwd.inbox.expects(head[0], head[1], head[2]):
+                epoch, seq, first, resent = head  # a resend already taken: ack, skip the points
+                self.feed(self.fwd.batch(ident, epoch, seq, first, resent, [], now), False)
+                continue
             try:
                 frame = decode_points(data)
             except BadFrame as e:

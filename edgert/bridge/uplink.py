@@ -4,8 +4,9 @@
 TLS, URLs). `Uplink.run` connects, and while connected runs one `Session`:
 it makes sure the JetStream stream exists (when `jetstream = true`),
 subscribes to commands, publishes what the forwarder asks in order, and tells
-the forwarder when NATS took each message (the JetStream ack, or a flush round
-trip on core NATS). A publish error, an ack missing for `ack_timeout` or a lost
+the forwarder when NATS took each message: the JetStream ack, or on core NATS
+a marker the bridge publishes to its own inbox behind each round of messages
+(when the server delivers it back, it has processed everything before it). A publish error, an ack missing for `ack_timeout` or a lost
 connection ends the session; the forwarder then takes back what was in flight.
 While NATS is down or refuses the credentials the uplink logs why and retries
 with a short, jittered backoff (`backoff_min` doubling up to `backoff_max`), so
@@ -80,10 +81,13 @@ class Down(Exception):
 class Session:
     """One NATS connection: what to publish next, and what awaits NATS's ack."""
 
-    def __init__(self, nc: Any, js: Any, number: int) -> None:
+    def __init__(self, nc: Any, js: Any, number: int, inbox: str) -> None:
         self.nc = nc
         self.js = js
         self.number = number  # the forwarder's session number
+        self.inbox = inbox  # core NATS: where our markers come back
+        self.mark = 0
+        self.marks: deque[tuple[int, int]] = deque()  # (marker, messages before it)
         self.outgoing: deque[Publish] = deque()
         self.more = asyncio.Event()
         self.acks: deque[list[asyncio.Future]] = deque()  # JetStream: per message, in order
@@ -164,8 +168,10 @@ class Uplink:
             js = nc.jetstream(timeout=self.cfg.ack_timeout)
             await self._ensure_stream(js)
         sub = await nc.subscribe(f"{run.base}.cmd.>")
+        inbox = nc.new_inbox()
+        marks = await nc.subscribe(inbox) if js is None else None
         async with asyncio.TaskGroup() as tg:
-            sess = Session(nc, js, run.fwd.session + 1)
+            sess = Session(nc, js, run.fwd.session + 1, inbox)
             self.session = sess
             run.feed(run.fwd.connected(time.monotonic()))
             assert run.fwd.session == sess.number
@@ -173,6 +179,8 @@ class Uplink:
             tg.create_task(self._sender(sess))
             if js is not None:
                 tg.create_task(self._js_acks(sess))
+            else:
+                tg.create_task(self._core_acks(sess, marks))
             tg.create_task(run.statuses(nc))
             tg.create_task(self._commands(nc, sub, tg))
             await closed.wait()
@@ -222,10 +230,28 @@ class Uplink:
                     sess.acks.append(futs)
                     sess.acked.set()
             if js is None:
-                # shielded: a flush cancelled by stop leaves nats-py a pong it cannot settle
-                await asyncio.shield(nc.flush(timeout=self.cfg.ack_timeout))
-                if self.session is sess:
-                    run.feed(run.fwd.published(sess.number, time.monotonic(), n))
+                # a marker to ourselves, behind the messages on the same connection: when
+                # it comes back, the server has taken them (rounds are pipelined)
+                sess.mark += 1
+                sess.marks.append((sess.mark, n))
+                await nc.publish(sess.inbox, b"%d" % sess.mark)
+                sess.acked.set()
+
+    async def _core_acks(self, sess: Session, sub: Any) -> None:
+        """Core NATS: each marker back from the server confirms the messages before it."""
+        run = self.run
+        timeout = self.cfg.ack_timeout
+        while True:
+            if not sess.marks:
+                sess.acked.clear()
+                await sess.acked.wait()
+                continue
+            msg = await sub.next_msg(timeout=timeout)  # nats.errors.TimeoutError ends it
+            n = 0
+            while sess.marks and sess.marks[0][0] <= int(msg.data):
+                n += sess.marks.popleft()[1]
+            if n and self.session is sess:
+                run.feed(run.fwd.published(sess.number, time.monotonic(), n))
 
     async def _js_acks(self, sess: Session) -> None:
         """JetStream acks, oldest first; an error or a missing ack ends the session."""

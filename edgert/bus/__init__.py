@@ -17,6 +17,7 @@ from .frames import (
     encode_frame,
     new_epoch,
     p_frame,
+    p_header,
 )
 from .inbox import Inbox, Sender, Slot
 from .outbox import Command, Outbox
@@ -35,4 +36,5 @@ __all__ = [
     "encode_frame",
     "new_epoch",
     "p_frame",
+    "p_header",
 ]

@@ -20,6 +20,8 @@ anything malformed raises `BadFrame` naming the problem. The bridge, which only
 forwards points, uses `decode_points`: it checks the same rules on the raw maps
 (names through a bounded cache of valid names) and splits the batch by node
 without building `Point` objects; a malformed frame is refused whole.
+`p_header` reads only the header, so that a resent batch the bridge already
+has is acknowledged without unpacking its points again.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import msgpack
 
 from ..point import (
     _KNOWN_NAMES,
+    MAX_BATCH_BYTES,
     MAX_BATCH_POINTS,
     BadBatch,
     points_from_maps,
@@ -46,6 +49,7 @@ __all__ = [
     "encode_frame",
     "decode_frame",
     "decode_points",
+    "p_header",
     "Part",
 ]
 
@@ -138,6 +142,30 @@ def _other(kind: str, obj: list[Any]) -> tuple[Any, ...]:
             raise BadFrame("a reply is [R, int id, bool ok, str error]")
         return ("R", cmd_id, ok, error)
     raise BadFrame(f"unknown frame kind {kind!r} with {len(obj)} parts")
+
+
+def p_header(data: bytes) -> tuple[str, int, int, bool] | None:
+    """(epoch, seq, first, resent) of a P frame, read without unpacking its points;
+    None when `data` does not start like a well-formed P frame (decode it to know why).
+
+    The bridge uses it to acknowledge a resent batch it already has without
+    checking its points again: resends come in bursts when acks are slow.
+    """
+    if len(data) > MAX_BATCH_BYTES or data[:1] not in (b"\x95", b"\x96"):
+        return None
+    try:
+        u = msgpack.Unpacker(raw=False, max_str_len=256, max_bin_len=0, max_array_len=0)
+        u.feed(data[:320])
+        n = u.read_array_header()
+        kind, epoch, seq, first = u.unpack(), u.unpack(), u.unpack(), u.unpack()
+        resent = u.unpack() if n == 6 else False
+    except Exception:  # noqa: BLE001 - anything odd: the full decode names it
+        return None
+    if kind != "P" or type(epoch) is not str or len(epoch) > 200 or type(resent) is not bool:
+        return None
+    if type(seq) is not int or type(first) is not int or seq < 0 or first < 0:
+        return None
+    return epoch, seq, first, resent
 
 
 Part = tuple[str, int, bytes]  # (node, points, packed array of that node's point maps)

@@ -68,6 +68,12 @@ class Inbox:
         self.duplicates = 0
         self.out_of_order = 0
 
+    def expects(self, epoch: str, seq: int, first: int) -> bool:
+        """Would `take` accept this batch now? (It changes nothing.)"""
+        sender = self.senders.get(epoch)
+        last = sender.accepted if sender is not None else self.last_seq(epoch)
+        return accepts(last, seq, first)
+
     def take(self, ident: bytes, epoch: str, seq: int, first: int, parts: int) -> Slot | None:
         """A P frame came: its slot when it is next from its sender (else None, counted).
         Either way the sender is owed an ack."""
