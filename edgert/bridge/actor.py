@@ -68,7 +68,7 @@ class BridgeConfig:
     outage_interval: float = 1.0
     outage_after: float = 3.0
     backoff_min: float = 0.1  # reconnect backoff to NATS, doubling up to backoff_max
-    backoff_max: float = 0.8
+    backoff_max: float = 0.5
     max_in_flight: int = 64  # messages published and not yet acknowledged by NATS
     ack_timeout: float = 5.0  # seconds to wait for a JetStream ack or a flush
 
