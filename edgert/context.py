@@ -210,8 +210,9 @@ class Context(Generic[C]):
         now = time.monotonic()
         waits: list[float] = []
         if self._outbox is not None:
-            self._outbox.flush()
-            self._outbox.tick(now)
+            # acks open the window even for a loop that never waits (receive(timeout=0))
+            self._queue.extend(self._outbox.on_readable())
+            self._outbox.tick(now)  # seals a batch whose linger is over, resends
             d = self._outbox.next_deadline()
             if d is not None:
                 waits.append(max(0.0, d - now))

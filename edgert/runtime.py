@@ -135,7 +135,7 @@ class Runtime:
             )
         if cfg.nats.enabled:
             bconf = Build(
-                "edgert.bridge:BridgeConfig",
+                "edgert.bridge.actor:BridgeConfig",
                 {
                     "gateway_id": cfg.gateway.id,
                     "runtime_dir": rdir,
@@ -146,7 +146,7 @@ class Runtime:
             )
             out.append(
                 ChildSpec(
-                    spec("bridge", "edgert.bridge:Bridge", bconf),
+                    spec("bridge", "edgert.bridge.actor:Bridge", bconf),
                     "permanent",
                     tier=1,
                     kind="bridge",
@@ -170,7 +170,7 @@ class Runtime:
 
     def _preload(self) -> list[str]:
         """What the zygote imports besides edgert and the drivers' modules."""
-        mods = ["edgert.bridge", "edgert.spool", "nats"] if self.config.nats.enabled else []
+        mods = ["edgert.bridge.actor", "edgert.spool", "nats"] if self.config.nats.enabled else []
         if self.config.nats.embedded:
             mods.append("edgert.natsserver")
         return mods

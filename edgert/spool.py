@@ -156,14 +156,26 @@ class Spool:
     ) -> list[int | None]:
         """`commit`, returning one entry per batch given: its id, or None when the
         cap dropped it (and counted it) in this same commit."""
+        return self.apply(batches, seqs, done)[0]
+
+    def apply(
+        self,
+        batches: Iterable[Batch] = (),
+        seqs: dict[str, int] | None = None,
+        done: Iterable[int] = (),
+    ) -> tuple[list[int | None], list[tuple[int, str]]]:
+        """`commit_rows`, also returning (id, node) of every row this commit removed:
+        the `done` ones that were there, and those the cap dropped."""
         db = self._need_db()
         ids: list[int | None] = []
+        removed: list[tuple[int, str]] = []
+        first_new = self._next_id
         now = time.time()
         db.execute("BEGIN IMMEDIATE")
         try:
             done = list(done)
             if done:
-                self._remove(db, done)
+                self._remove(db, done, removed)
             for b in batches:
                 size = len(b.data) + len(b.msg_id) + ROW_OVERHEAD
                 if size > self.max_bytes:
@@ -188,7 +200,7 @@ class Spool:
                     "ON CONFLICT(epoch) DO UPDATE SET seq = excluded.seq, updated = excluded.updated",
                     [(e, s, now) for e, s in seqs.items()],
                 )
-            trimmed = self._trim(db)
+            trimmed = self._trim(db, removed)
             new_epochs = len(seqs.keys() - self._seqs.keys()) if seqs else 0
             if trimmed or len(self._seqs) + new_epochs > KEEP_EPOCHS:
                 db.execute(
@@ -215,32 +227,40 @@ class Spool:
             self._seqs.update(seqs)
             if len(self._seqs) > KEEP_EPOCHS:
                 self._seqs = dict(db.execute("SELECT epoch, seq FROM sender"))
-        return [i if i is not None and i > trimmed else None for i in ids]
+        removed = [(rid, node) for rid, node in removed if rid < first_new]  # older rows only
+        return [i if i is not None and i > trimmed else None for i in ids], removed
 
-    def _remove(self, db: sqlite3.Connection, ids: list[int]) -> None:
+    def _remove(
+        self, db: sqlite3.Connection, ids: list[int], removed: list[tuple[int, str]]
+    ) -> None:
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            n, pts, size = db.execute(
-                f"SELECT count(*), coalesce(sum(points), 0), "
-                f"coalesce(sum(length(data) + length(msg_id)), 0) FROM batch WHERE id IN ({marks})",
+            rows = db.execute(
+                f"SELECT id, node, points, length(data) + length(msg_id) FROM batch "
+                f"WHERE id IN ({marks})",
                 chunk,
-            ).fetchone()
+            ).fetchall()
             db.execute(f"DELETE FROM batch WHERE id IN ({marks})", chunk)
-            self.batches -= n
-            self.points -= pts
-            self.bytes -= size + n * ROW_OVERHEAD
+            for rid, node, pts, size in rows:
+                removed.append((rid, node))
+                self.batches -= 1
+                self.points -= pts
+                self.bytes -= size + ROW_OVERHEAD
 
-    def _trim(self, db: sqlite3.Connection) -> int:
+    def _trim(self, db: sqlite3.Connection, removed: list[tuple[int, str]]) -> int:
         """Drop the oldest batches while over the cap; count them; return the last id dropped."""
         if self.bytes <= self.max_bytes:
             return 0
         excess = self.bytes - self.max_bytes
-        rows = db.execute("SELECT id, points, length(data) + length(msg_id) FROM batch ORDER BY id")
+        rows = db.execute(
+            "SELECT id, node, points, length(data) + length(msg_id) FROM batch ORDER BY id"
+        )
         last = 0
         freed = n = pts = 0
-        for rid, p, size in rows:
+        for rid, node, p, size in rows:
             last = rid
+            removed.append((rid, node))
             freed += size + ROW_OVERHEAD
             n += 1
             pts += p
@@ -276,10 +296,10 @@ class Spool:
             )
         ]
 
-    def nodes_after(self, after: int = 0) -> list[tuple[int, str]]:
-        """(id, node) of every batch with id > `after`, oldest first."""
+    def rows_per_node(self) -> dict[str, int]:
+        """How many batches each node has in the spool (read once, when the bridge starts)."""
         db = self._need_db()
-        return list(db.execute("SELECT id, node FROM batch WHERE id > ? ORDER BY id", (after,)))
+        return dict(db.execute("SELECT node, count(*) FROM batch GROUP BY node"))
 
     def stats(self) -> dict[str, int]:
         return {

@@ -140,7 +140,7 @@ def test_a_driver_that_does_not_answer_gets_a_timeout_error(tmp_path: Path) -> N
 
     import zmq
 
-    from edgert.bridge import Bridge, BridgeConfig, _Run
+    from edgert.bridge.actor import Bridge, BridgeConfig, _Run
     from edgert.config import NatsSection
     from edgert.context import Context
 
@@ -168,7 +168,7 @@ def test_a_driver_that_does_not_answer_gets_a_timeout_error(tmp_path: Path) -> N
         assert run.router.poll(2000)
         run.router.recv_multipart()
         body = msgpack.packb([point("gen", "setpoint", 1.0)])
-        error = asyncio.run(run._apply(Request("edgert.gw.cmd.gen", body)))
+        error = asyncio.run(run.commands.apply(Request("edgert.gw.cmd.gen", body)))
         assert error == "driver 'gen' did not answer within 0.3s"
         assert silent.poll(1000)  # the command did reach the driver
     finally:

@@ -1,0 +1,437 @@
+"""The bridge actor: one asyncio loop around the forwarder.
+
+The bridge runs in its own process. Its loop owns every piece of state; the
+decisions are the forwarder's (`edgert.bridge.forwarder`), and this module only
+carries out what it returns:
+
+- the bus: binds the ROUTER at `ipc://<runtime_dir>/bus.sock`, reads bursts of
+  frames, checks them (`edgert.bus.decode_points`: split by node on the raw
+  maps, a malformed frame refused whole, counted and logged), shows accepted
+  parts on the tail socket (`ipc://<runtime_dir>/tail.sock`, for
+  `edgert tail`), feeds the forwarder and sends the acks it owes;
+- the spool: `<data_dir>/spool.db`, opened, used and closed by ONE worker
+  thread (sqlite never runs on the loop); commits and reads are queued to it
+  in order and their results fed back in that order;
+- the uplink (`edgert.bridge.uplink`): the NATS sessions, publishing,
+  commands (`edgert.bridge.commands`) and the status subject
+  (`edgert.bridge.status`).
+
+On Stop the bridge finishes the spool work in progress, writes everything not
+yet safe to the spool in one last commit, acks it, and closes what it opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from ..actor import Actor, Status, Stop
+from ..bus import BadFrame, bus_endpoint, decode_points, encode_frame, p_header
+from ..config import NatsSection
+from ..context import Context, settle_future
+from ..spool import Spool
+from . import tail_endpoint
+from .commands import Commands
+from .forwarder import Ack, Action, Commit, Forwarder, Publish, Read
+from .payload import CONTENT_TYPES, encode
+from .status import change_key, status_message
+from .uplink import Uplink
+
+__all__ = ["Bridge", "BridgeConfig"]
+
+MAX_BURST = 2000  # frames read per turn of the loop at most
+MAX_BURST_BYTES = 1024 * 1024  # and at most this much
+LOG_FIRST_BAD = 10  # malformed frames logged one by one, then every 1000th
+REPORT_EVERY = 0.2  # seconds between heartbeat figures updates while busy
+
+
+@dataclass
+class BridgeConfig:
+    gateway_id: str
+    runtime_dir: str
+    data_dir: str
+    nats: NatsSection
+    routes: dict[str, str] = field(default_factory=dict)  # node -> driver actor name
+    status_interval: float = 5.0  # seconds between status messages (and on change)
+    command_timeout: float = 5.0  # seconds a driver has to answer a command
+    commit_interval: float = 0.05  # NATS down: parts wait this long for one spool commit
+    # once NATS has been down for `outage_after` seconds, commit less often: fewer,
+    # larger rows and writes (the drivers wait for their acks meanwhile)
+    outage_interval: float = 1.0
+    outage_after: float = 3.0
+    backoff_min: float = 0.1  # reconnect backoff to NATS, doubling up to backoff_max
+    backoff_max: float = 0.5
+    max_in_flight: int = 64  # messages published and not yet acknowledged by NATS
+    ack_timeout: float = 5.0  # seconds to wait for a JetStream ack or a flush
+
+
+class Bridge(Actor):
+    """Forwards points from the bus to NATS through the spool, and commands back."""
+
+    Config = BridgeConfig
+    uses_bus = False
+    wants_status = True
+
+    def run(self, ctx: Context) -> None:
+        asyncio.run(_Run(ctx).main())
+
+
+class _Run:
+    """One run of the bridge: the state its loop owns."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.cfg: BridgeConfig = ctx.config
+        n = self.cfg.nats
+        self.enc = n.encoding
+        self.base = f"{n.prefix}.{self.cfg.gateway_id}"
+        self.log = ctx.log
+        self.router: zmq.Socket | None = None
+        self.tail: zmq.Socket | None = None
+        self.spool: Spool | None = None
+        self.worker: ThreadPoolExecutor | None = None
+        self.seqs: dict[str, int] = {}  # epoch -> last seq in the spool
+        self.fwd = Forwarder(spooling=False)
+        self.jobs: deque[Commit | Read] = deque()  # for the spool worker, in order
+        self.acks: dict[str, Ack] = {}  # owed, by epoch: sent at the end of the turn
+        self.job_ready = asyncio.Event()
+        self.poke = asyncio.Event()  # wakes the bus task (after sends on the ROUTER)
+        self.status_changed = asyncio.Event()
+        self.snapshot: dict[str, Any] = {}
+        self.status_key: Any = None
+        self.uplink = Uplink(self)
+        self.commands = Commands(
+            self.base, self.cfg.routes, self.cfg.command_timeout, self._send_router, self.enc
+        )
+        self.bad_frames = 0
+        self.last_report = 0.0
+
+    # -- the whole run -------------------------------------------------------------
+    async def main(self) -> None:
+        cfg = self.cfg
+        zctx = zmq.Context(1)
+        try:
+            with contextlib.ExitStack() as stack:
+                if cfg.nats.enabled:
+                    self.worker = stack.enter_context(
+                        ThreadPoolExecutor(1, thread_name_prefix="edgert-spool")
+                    )
+                    spool = Spool(Path(cfg.data_dir) / "spool.db", cfg.nats.spool_max_bytes)
+                    rows = await self._in_worker(_open_spool, spool)
+                    self.spool = spool
+                    stack.callback(lambda: self.worker.submit(spool.close).result())
+                    self.seqs = dict(spool._seqs)
+                    self.fwd = Forwarder(
+                        spooling=True,
+                        last_seq=self._last_seq,
+                        rows=Counter(rows),
+                        max_in_flight=cfg.max_in_flight,
+                        commit_interval=cfg.commit_interval,
+                        outage_interval=cfg.outage_interval,
+                        outage_after=cfg.outage_after,
+                    )
+                    self.fwd.down_since = time.monotonic()
+                self.router = stack.enter_context(_socket(zctx, zmq.ROUTER))
+                self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+                self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+                self.router.setsockopt(zmq.RCVHWM, 1000)
+                self.router.bind(bus_endpoint(cfg.runtime_dir))
+                self.tail = stack.enter_context(_socket(zctx, zmq.PUB))
+                self.tail.setsockopt(zmq.SNDHWM, 10_000)
+                self.tail.bind(tail_endpoint(cfg.runtime_dir))
+                self._report()
+                async with asyncio.TaskGroup() as tg:
+                    tasks = [tg.create_task(self.bus())]
+                    spooler = None
+                    if self.spool is not None:
+                        spooler = tg.create_task(self.spooler())
+                        tasks.append(tg.create_task(self.uplink.run_forever()))
+                    await self.inbox()
+                    for t in tasks:
+                        t.cancel()
+                    if spooler is not None:
+                        self.jobs.append(None)  # type: ignore[arg-type] # finish, then return
+                        self.job_ready.set()
+                await self._final()
+        finally:
+            self.commands.cancel()
+            zctx.term()
+
+    def _last_seq(self, epoch: str) -> int:
+        return self.seqs.get(epoch, 0)
+
+    async def _in_worker(self, fn: Any, *args: Any) -> Any:
+        assert self.worker is not None
+        return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
+
+    async def _final(self) -> None:
+        """Everything not safe yet goes to the spool; the drivers are acked for it."""
+        if self.spool is None:
+            self._send_acks(self.fwd.stop(time.monotonic()))
+            return
+        while self.jobs:  # commits asked for after the spool task returned
+            job = self.jobs.popleft()
+            if isinstance(job, Commit):
+                ids, removed = await self._in_worker(self.spool.apply, job.rows, job.seqs, job.done)
+                self._send_acks(self.fwd.committed(ids, removed, time.monotonic()))
+        for a in self.fwd.stop(time.monotonic()):
+            if isinstance(a, Commit):
+                ids, removed = await self._in_worker(self.spool.apply, a.rows, a.seqs, a.done)
+                self._send_acks(self.fwd.committed(ids, removed, time.monotonic()))
+            elif isinstance(a, Ack):
+                self._send_acks([a])
+
+    async def inbox(self) -> None:
+        """Stop and Status from the supervisor; returns on Stop."""
+        while True:
+            msg = await self.ctx.areceive()
+            match msg:
+                case Stop():
+                    return
+                case Status():
+                    self.snapshot = msg.snapshot
+                    self.changed()
+
+    # -- carrying out the forwarder's actions ------------------------------------------
+    def feed(self, actions: list[Action], send_acks: bool = True) -> None:
+        """Carry out the forwarder's actions; acks are sent once per turn, the latest
+        per sender (they are cumulative)."""
+        for a in actions:
+            if isinstance(a, Publish):
+                self.uplink.publish(a)
+            elif isinstance(a, Ack):
+                self.acks[a.epoch] = a
+            else:
+                self.jobs.append(a)
+                self.job_ready.set()
+        if send_acks and self.acks:
+            self._flush_acks()
+
+    def _flush_acks(self) -> None:
+        acks, self.acks = self.acks, {}
+        for a in acks.values():
+            self._ack(a)
+
+    def _send_acks(self, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, Ack):
+                self._ack(a)
+
+    def _ack(self, a: Ack) -> None:
+        try:
+            self._send_router([a.ident, encode_frame("A", a.epoch, a.seq)])
+        except zmq.ZMQError:
+            pass  # the sender is gone; it resends to the next bridge
+
+    def _send_router(self, parts: list[bytes]) -> None:
+        assert self.router is not None
+        try:
+            self.router.send_multipart(parts, zmq.NOBLOCK)
+        finally:
+            self.poke.set()  # a send may eat the FD's edge: the bus task looks again
+
+    # -- the spool worker ------------------------------------------------------------
+    async def spooler(self) -> None:
+        """Run the spool jobs in the worker thread, one at a time, in order."""
+        spool = self.spool
+        assert spool is not None
+        while True:
+            if not self.jobs:
+                self.job_ready.clear()
+                await self.job_ready.wait()
+                continue
+            job = self.jobs.popleft()
+            if job is None:
+                return
+            if isinstance(job, Commit):
+                ids, removed = await self._in_worker(spool.apply, job.rows, job.seqs, job.done)
+                self.seqs.update(job.seqs)
+                self.feed(self.fwd.committed(ids, removed, time.monotonic()))
+                if spool.dropped_batches:
+                    self.changed()
+            else:
+                rows = await self._in_worker(spool.read, job.after, job.limit)
+                self.feed(self.fwd.rows(job.session, rows, job.limit, time.monotonic()))
+            self._report()
+
+    # -- the bus -------------------------------------------------------------------
+    async def bus(self) -> None:
+        router = self.router
+        assert router is not None
+        loop = asyncio.get_running_loop()
+        fd = router.getsockopt(zmq.FD)
+        while True:
+            d = self.fwd.next_deadline()
+            wait = None if d is None else max(0.0, d - time.monotonic())
+            await _readable(loop, router, fd, wait, self.poke)
+            frames: list[list[bytes]] = []
+            _drain(router, frames)
+            self.receive(frames)
+            self.feed(self.fwd.tick(time.monotonic()))
+            if frames:
+                self._report()
+            await asyncio.sleep(0)  # a busy bus must not starve the other tasks
+
+    def receive(self, frames: list[list[bytes]]) -> None:
+        """Check each frame and feed the forwarder (a malformed one is counted, skipped)."""
+        now = time.monotonic()
+        tail = self.tail
+        for parts in frames:
+            if len(parts) != 2:
+                self._bad(f"a message of {len(parts)} parts (expected one frame)")
+                continue
+            ident, data = parts
+            head = p_header(data)
+            if head is not None and not self.fwd.inbox.expects(head[0], head[1], head[2]):
+                epoch, seq, first, resent = head  # a resend already taken: ack, skip the points
+                self.feed(self.fwd.batch(ident, epoch, seq, first, resent, [], now), False)
+                continue
+            try:
+                frame = decode_points(data)
+            except BadFrame as e:
+                self._bad(str(e))
+                continue
+            kind = frame[0]
+            if kind == "P":
+                _, epoch, seq, first, resent, nodes = frame
+                if tail is not None:
+                    for node, _n, packed in nodes:
+                        with contextlib.suppress(zmq.ZMQError):
+                            tail.send_multipart([node.encode() + b"\0", packed], zmq.NOBLOCK)
+                self.feed(self.fwd.batch(ident, epoch, seq, first, resent, nodes, now), False)
+            elif kind == "R":
+                _, cmd_id, ok, error = frame
+                self.commands.answer(cmd_id, ok, error)
+            else:
+                self._bad(f"frame kind {kind!r} is not sent by actors")
+        if self.acks:
+            self._flush_acks()
+
+    def _bad(self, why: str) -> None:
+        self.bad_frames += 1
+        n = self.bad_frames
+        if n <= LOG_FIRST_BAD or n % 1000 == 0:
+            self.log.warning("bus: dropped a malformed frame (%d so far): %s", n, why)
+
+    # -- figures and status ------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        s: dict[str, Any] = dict(self.fwd.stats)
+        s["bad_frames"] = self.bad_frames
+        s["commands"] = self.commands.count
+        s["command_errors"] = self.commands.errors
+        s["memory_parts"] = len(self.fwd.mem)  # accepted, waiting to be published
+        s["in_flight"] = len(self.fwd.flight)  # published, NATS has not confirmed yet
+        s["backlog_rows"] = self.fwd.backlog_rows  # spool rows this session has yet to send
+        s["spool_jobs"] = len(self.jobs)
+        return s
+
+    def _report(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_report < REPORT_EVERY:
+            return
+        self.last_report = now
+        s = self.stats()
+        if self.spool is not None:
+            s.update(self.spool.stats())
+            s["buffered"] = self.spool.points
+            s["dropped"] = self.spool.dropped_points
+        up = self.uplink
+        s["nats"] = "connected" if up.connected else f"down: {up.error or 'connecting'}"
+        s["nats_connect_attempts"] = up.attempts
+        self.ctx.report(**s)
+
+    def changed(self) -> None:
+        """Something status shows may have changed: report, and publish it if it did."""
+        self._report(force=True)
+        key = change_key(
+            self.snapshot,
+            self.spool.dropped_points if self.spool is not None else 0,
+            self.uplink.connected,
+        )
+        if key != self.status_key:
+            self.status_key = key
+            self.status_changed.set()
+
+    async def statuses(self, nc: Any) -> None:
+        """The status subject: now, every `status_interval`, and on change."""
+        headers = {"Content-Type": CONTENT_TYPES[self.enc]}
+        while True:
+            self.status_changed.clear()
+            msg = status_message(
+                self.cfg.gateway_id,
+                self.snapshot,
+                self.uplink.connected,
+                self.uplink.server,
+                self.spool.stats() if self.spool is not None else {},
+                self.stats() | {"duplicates": self.fwd.stats["duplicates"]},
+            )
+            await nc.publish(f"{self.base}.status", encode(msg, self.enc), headers=headers)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.cfg.status_interval):
+                    await self.status_changed.wait()
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def _open_spool(spool: Spool) -> dict[str, int]:
+    spool.open()
+    return spool.rows_per_node()
+
+
+@contextlib.contextmanager
+def _socket(zctx: zmq.Context, kind: int) -> Iterator[zmq.Socket]:
+    sock = zctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        yield sock
+    finally:
+        sock.close(0)
+
+
+async def _readable(
+    loop: asyncio.AbstractEventLoop,
+    sock: zmq.Socket,
+    fd: int,
+    timeout: float | None,
+    wake: asyncio.Event,
+) -> None:
+    """Wait until `sock` has a message, `wake` is set, or `timeout` passed.
+
+    The zmq FD only signals that the socket's state may have changed, and any
+    send on the socket may consume that signal: so the socket's EVENTS are
+    checked before each wait, and whoever sends on the socket sets `wake`.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        left = None if deadline is None else deadline - time.monotonic()
+        if (left is not None and left <= 0) or wake.is_set():
+            break
+        ready = loop.create_future()
+        loop.add_reader(fd, settle_future, ready)
+        waker = asyncio.ensure_future(wake.wait())
+        try:
+            await asyncio.wait([ready, waker], timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            loop.remove_reader(fd)
+            waker.cancel()
+    wake.clear()
+
+
+def _drain(sock: zmq.Socket, into: list[list[bytes]]) -> None:
+    size = sum(len(f[-1]) for f in into)
+    while len(into) < MAX_BURST and size < MAX_BURST_BYTES:
+        try:
+            into.append(sock.recv_multipart(zmq.NOBLOCK))
+        except zmq.Again:
+            return
+        size += len(into[-1][-1])

@@ -1,0 +1,66 @@
+"""The gateway's status message, published on `<prefix>.<gateway>.status`.
+
+Built from the supervisor's latest `Status` snapshot (actors, their states and
+counters, drops at the source included), the spool (depth, drops by the cap)
+and the bridge's own bus counters. `change_key` says when it is worth sending
+at once rather than at the next `status_interval`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+__all__ = ["status_message", "change_key"]
+
+
+def status_message(
+    gateway: str,
+    snapshot: dict[str, Any],
+    connected: bool,
+    server: str,
+    spool: dict[str, int],
+    bus: dict[str, int],
+) -> dict[str, Any]:
+    actors = []
+    for a in snapshot.get("actors", []):
+        err = (a.get("last_error") or "").strip().splitlines()
+        actors.append(
+            {
+                "name": a.get("name"),
+                "kind": a.get("kind"),
+                "pid": a.get("pid"),
+                "state": a.get("state"),
+                "restarts": a.get("restarts"),
+                "last_error": err[-1] if err else "",
+                "uptime": a.get("uptime"),
+                "points_out": a.get("points_out"),
+                "buffered": a.get("buffered"),
+                "dropped": a.get("dropped"),
+            }
+        )
+    return {
+        "gateway": gateway,
+        "time": time.time_ns(),
+        "nats": {"connected": connected, "server": server},
+        "spool": {
+            "points": spool.get("spool_points", 0),
+            "batches": spool.get("spool_batches", 0),
+            "bytes": spool.get("spool_bytes", 0),
+            "dropped": spool.get("spool_dropped", 0),
+        },
+        "bus": {k: bus.get(k, 0) for k in ("bad_frames", "duplicates", "out_of_order")},
+        "actors": actors,
+    }
+
+
+def change_key(snapshot: dict[str, Any], spool_dropped: int, connected: bool) -> Any:
+    """What, when it changes, is sent at once (actor states, new drops, NATS up/down)."""
+    return (
+        tuple(
+            (a.get("name"), a.get("state"), a.get("pid"), a.get("restarts"))
+            for a in snapshot.get("actors", [])
+        ),
+        spool_dropped,
+        connected,
+    )

@@ -1,0 +1,40 @@
+"""The local point bus: ZeroMQ frames between actor processes and the bridge.
+
+- `frames`: the frame kinds, their checks (`BadFrame`) and the endpoints;
+- `outbox`: the sending side in every actor process (seq, linger, window, resend);
+- `inbox`: the receiving side in the bridge (dedupe, order, cumulative acks).
+
+No pickle anywhere; every frame is size-limited msgpack and a malformed one is
+counted, logged and skipped.
+"""
+
+from .frames import (
+    BadFrame,
+    accepts,
+    bus_endpoint,
+    decode_frame,
+    decode_points,
+    encode_frame,
+    new_epoch,
+    p_frame,
+    p_header,
+)
+from .inbox import Inbox, Sender, Slot
+from .outbox import Command, Outbox
+
+__all__ = [
+    "BadFrame",
+    "Command",
+    "Inbox",
+    "Outbox",
+    "Sender",
+    "Slot",
+    "accepts",
+    "bus_endpoint",
+    "decode_frame",
+    "decode_points",
+    "encode_frame",
+    "new_epoch",
+    "p_frame",
+    "p_header",
+]

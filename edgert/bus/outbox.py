@@ -1,0 +1,231 @@
+"""The sending side of the bus, inside an actor process: coalesce, send, resend.
+
+Points published one at a time are coalesced in time, Nagle-style: a point
+published while nothing is in flight goes at once (low latency when the path
+is idle); otherwise it waits for the ack of what is in flight, for at most
+`linger` (5 ms by default), or until `max_batch` points wait, whichever comes
+first. So when the bridge or NATS is busy, every per-batch cost (frame, ack,
+publish) is shared by many points, and the latency this adds stays bounded.
+The owner's loop calls `tick()` when `next_deadline()` comes.
+
+Every sealed batch gets the next `seq` and stays here until the bridge acks it
+(acks are cumulative). At most `window` points are in flight (sent, not yet
+acked): the bridge acks a batch once NATS has it (or, in an outage, once it is
+spooled), so the window is the credit that makes a producer go at the pace
+NATS takes points. When more than `max_points` are held, the oldest batches are
+dropped and counted (`dropped`): overload drops at the source. When no ack came
+for `resend_after` seconds, everything unacked is sent again from the oldest
+(go-back-N), marked `resent` so the bridge keeps each its own message id.
+
+Not thread-safe: it belongs to the one loop of the actor that owns it. The
+socket is created and closed by the Context that owns this outbox.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import zmq
+
+from ..point import Point
+from .frames import BadFrame, decode_frame, encode_frame, p_frame
+
+__all__ = ["Outbox", "Command"]
+
+log = logging.getLogger("edgert.bus")
+
+_PACK = functools.partial(msgpack.packb, use_bin_type=True)
+
+
+@dataclass(slots=True)
+class Command:
+    """A batch of points to write, sent to the actor that owns their node."""
+
+    id: int
+    points: list[Point]
+
+
+class Outbox:
+    """Buffer, coalesce, send and resend the points of one actor (see the module doc)."""
+
+    def __init__(
+        self,
+        sock: zmq.Socket,
+        epoch: str,
+        max_points: int = 100_000,
+        resend_after: float = 2.0,
+        max_batch: int = 1000,
+        window: int = 5_000,
+        linger: float = 0.005,
+    ) -> None:
+        self.sock = sock
+        self.epoch = epoch
+        self.max_points = max_points
+        self.resend_after = resend_after
+        self.max_batch = max_batch
+        self.window = window  # points sent and not yet acknowledged, at most (the credit)
+        self.linger = linger  # seconds a lone point waits for company before it is sent
+        self._pending: list[dict[str, Any]] = []
+        self._seal_at: float | None = None  # when the pending points are sealed into a batch
+        self._unacked: deque[tuple[int, bytes, int]] = deque()
+        self._flight: deque[tuple[int, int]] = deque()  # (seq, points) sent, not yet acked
+        self._flight_points = 0  # including batches trimmed since they were sent
+        self._seq = 0
+        self._sent_upto = 0
+        self._sent_max = 0  # the highest seq ever sent: anything <= it goes out as resent
+        self._acked = 0
+        self._last_progress = time.monotonic()
+        self.points_out = 0  # points published by the actor
+        self.points_acked = 0
+        self.buffered = 0  # points held, not yet acknowledged
+        self.dropped = 0  # points dropped because the outbox was full
+        self.bad_frames = 0
+
+    # -- sending -----------------------------------------------------------------
+    def publish(self, points: list[Point]) -> None:
+        pending = self._pending
+        for p in points:
+            pending.append(p.to_map())
+        self.points_out += len(points)
+        self.buffered += len(points)
+        if len(pending) >= self.max_batch or self.linger <= 0 or not self._flight:
+            self.flush()  # full, or nothing in flight: no reason to wait
+        elif self._seal_at is None:
+            self._seal_at = time.monotonic() + self.linger
+
+    def flush(self) -> None:
+        """Seal pending points into batches now and send what the socket and window take."""
+        self._seal_at = None
+        while self._pending:
+            chunk = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            self._seq += 1
+            self._unacked.append((self._seq, _PACK(chunk), len(chunk)))
+        self._trim()
+        self._pump()
+
+    def _trim(self) -> None:
+        while self.buffered > self.max_points and self._unacked:
+            seq, _, n = self._unacked.popleft()
+            self.buffered -= n
+            self.dropped += n
+            self._acked = max(self._acked, seq)
+            self._sent_upto = max(self._sent_upto, seq)
+
+    def _pump(self) -> None:
+        for seq, packed, n in self._unacked:
+            if seq <= self._sent_upto:
+                continue
+            if self._flight_points >= self.window:
+                return  # more would only queue in the pipe and time out into resends
+            frame = p_frame(self.epoch, seq, self._unacked[0][0], packed, seq <= self._sent_max)
+            try:
+                self.sock.send(frame, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._sent_upto = seq
+            self._sent_max = max(self._sent_max, seq)
+            self._flight.append((seq, n))
+            self._flight_points += n
+
+    def tick(self, now: float | None = None) -> None:
+        """Seal a batch whose linger is over; resend from the oldest unacknowledged
+        batch when acks stopped coming."""
+        now = time.monotonic() if now is None else now
+        if self._seal_at is not None and now >= self._seal_at:
+            self.flush()
+        if self._unacked and now - self._last_progress >= self.resend_after:
+            self._sent_upto = self._acked
+            self._last_progress = now
+            self._flight.clear()  # what was in flight is taken as lost
+            self._flight_points = 0
+        self._pump()
+
+    def next_deadline(self) -> float | None:
+        """When `tick` has work next (monotonic seconds), or None."""
+        d = self._seal_at
+        if self._unacked:
+            r = self._last_progress + self.resend_after
+            d = r if d is None else min(d, r)
+        return d
+
+    # -- receiving -----------------------------------------------------------------
+    def on_readable(self) -> list[Command]:
+        """Read every waiting frame: apply acks, return the commands that came."""
+        cmds: list[Command] = []
+        while True:
+            try:
+                data = self.sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                frame = decode_frame(data)
+            except BadFrame as e:
+                self.bad_frames += 1
+                log.warning("bus: dropped a malformed frame: %s", e)
+                continue
+            if frame[0] == "A":
+                self._ack(frame[1], frame[2])
+            elif frame[0] == "C":
+                cmds.append(Command(frame[1], frame[2]))
+            else:
+                self.bad_frames += 1
+                log.warning("bus: unexpected frame kind %r from the bridge", frame[0])
+        self._pump()
+        return cmds
+
+    def _ack(self, epoch: str, seq: int) -> None:
+        if epoch != self.epoch:
+            return
+        progressed = False
+        while self._flight and self._flight[0][0] <= seq:
+            self._flight_points -= self._flight.popleft()[1]
+            progressed = True  # the bridge is taking batches, even ones trimmed here since
+        while self._unacked and self._unacked[0][0] <= seq:
+            _, _, n = self._unacked.popleft()
+            self.buffered -= n
+            self.points_acked += n
+            progressed = True
+        if seq > self._acked:
+            self._acked = seq
+            self._sent_upto = max(self._sent_upto, seq)
+        if progressed:
+            self._last_progress = time.monotonic()
+            if self._pending and not self._flight:
+                self.flush()  # the ack freed the pipe: what waited goes now
+
+    def reply(self, cmd_id: int, error: str | None) -> None:
+        frame = encode_frame("R", cmd_id, error is None, error or "")
+        try:
+            self.sock.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("bus: reply to command %d could not be sent (bridge away)", cmd_id)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "points_out": self.points_out,
+            "buffered": self.buffered,
+            "dropped": self.dropped,
+            "bad_frames": self.bad_frames,
+        }
+
+    def drain(self, timeout: float) -> bool:
+        """Flush and wait up to `timeout` for every batch to be acknowledged (used at stop)."""
+        self.flush()
+        deadline = time.monotonic() + timeout
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        while self._unacked:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if poller.poll(min(left, self.resend_after) * 1000):
+                self.on_readable()
+            self.tick()
+        return True

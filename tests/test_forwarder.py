@@ -1,0 +1,372 @@
+"""The forwarder's rules under random interleavings (a Hypothesis state machine).
+
+Drivers send batches through the real framing code; a model NATS takes
+messages with JetStream's duplicate detection (by Nats-Msg-Id); a real spool on
+disk, with a small cap, runs the forwarder's commits and reads in order. The
+machine interleaves batches, resends, drops at the source, NATS acks, lost
+sessions (some messages reached NATS unacknowledged), spool work, time, and
+bridge restarts (the forwarder rebuilt from the spool). After every step:
+nothing acknowledged to a driver is lost (it is in NATS, in the spool, or
+counted as dropped by the cap), each node's values reach NATS in order and
+once, and the forwarder's per-node counters match the spool. At the end,
+everything is drained and every point produced is in NATS unless counted as
+dropped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections import Counter, deque
+from pathlib import Path
+
+import msgpack
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from edgert.bridge.forwarder import Ack, Commit, Forwarder, Publish, Read, join_arrays
+from edgert.bus import decode_points, p_frame
+from edgert.spool import Spool
+
+CAP = 6000  # bytes: small enough that the cap drops rows in most runs
+
+
+class Driver:
+    def __init__(self, name: str, nodes: list[str]) -> None:
+        self.name = name
+        self.epoch = f"{name}.1.x"
+        self.nodes = nodes
+        self.seq = 0
+        self.sent_max = 0
+        self.unacked: deque[tuple[int, bytes, list[tuple[str, int]]]] = deque()
+        self.acked_values: set[tuple[str, int]] = set()
+        self.dropped: set[tuple[str, int]] = set()
+
+    def frame(self, seq: int, packed: bytes) -> bytes:
+        resent = seq <= self.sent_max
+        self.sent_max = max(self.sent_max, seq)
+        return p_frame(self.epoch, seq, self.unacked[0][0], packed, resent)
+
+    def ack(self, seq: int) -> None:
+        while self.unacked and self.unacked[0][0] <= seq:
+            self.acked_values.update(self.unacked.popleft()[2])
+
+
+class ForwarderMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        shm = Path("/dev/shm")
+        self.dir = Path(tempfile.mkdtemp(prefix="edgert-fwd-", dir=shm if shm.is_dir() else None))
+        self.spool = Spool(self.dir / "spool.db", CAP).open()
+        self.drivers = [Driver("d0", ["a", "b"]), Driver("d1", ["c"])]
+        self.next_value: Counter[str] = Counter()
+        self.now = 100.0
+        self.fwd = self._new_forwarder()
+        self.wire: list[Publish] = []  # published in the session, not acked by NATS yet
+        self.jobs: deque[Commit | Read] = deque()
+        self.stream: dict[str, list[int]] = {}
+        self.ids: set[str] = set()
+
+    def teardown(self) -> None:
+        try:
+            self._drain()
+        finally:
+            self.spool.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _new_forwarder(self) -> Forwarder:
+        f = Forwarder(
+            spooling=True,
+            last_seq=dict(self.spool._seqs).get,
+            rows=Counter(self.spool.rows_per_node()),
+            max_in_flight=4,
+            commit_interval=0.05,
+            outage_interval=1.0,
+            outage_after=3.0,
+            row_points=5,
+            row_bytes=4000,
+        )
+        f.inbox.last_seq = lambda e, seqs=dict(self.spool._seqs): seqs.get(e, 0)
+        f.down_since = self.now
+        return f
+
+    # -- carrying out actions -------------------------------------------------------
+    def _do(self, actions: list) -> None:
+        for a in actions:
+            if isinstance(a, Publish):
+                assert a.session == self.fwd.session
+                self.wire.append(a)
+            elif isinstance(a, Ack):
+                d = next(d for d in self.drivers if d.epoch == a.epoch)
+                assert a.ident == d.name.encode()
+                d.ack(a.seq)
+            else:
+                self.jobs.append(a)
+
+    def _reach_nats(self, msg: Publish) -> None:
+        if msg.msg_id in self.ids:
+            return  # JetStream's duplicate window
+        self.ids.add(msg.msg_id)
+        for m in msgpack.unpackb(msg.data):
+            assert m["node"] == msg.node
+            self.stream.setdefault(msg.node, []).append(m["value"])
+
+    def _send(self, d: Driver, seq: int, packed: bytes) -> None:
+        frame = decode_points(d.frame(seq, packed))
+        _, epoch, s, first, resent, parts = frame
+        self._do(self.fwd.batch(d.name.encode(), epoch, s, first, resent, parts, self.now))
+
+    # -- rules ----------------------------------------------------------------------
+    @rule(d=st.integers(0, 1), nodes=st.lists(st.integers(0, 1), min_size=1, max_size=4))
+    def produce(self, d: int, nodes: list[int]) -> None:
+        drv = self.drivers[d]
+        maps, values = [], []
+        for i in nodes:
+            node = drv.nodes[i % len(drv.nodes)]
+            v = self.next_value[node]
+            self.next_value[node] += 1
+            maps.append(
+                {"node": node, "type": "n", "key": "0", "value": v, "time": 1, "origin": ""}
+            )
+            values.append((node, v))
+        drv.seq += 1
+        packed = msgpack.packb(maps)
+        drv.unacked.append((drv.seq, packed, values))
+        self._send(drv, drv.seq, packed)
+
+    @rule(d=st.integers(0, 1))
+    def resend(self, d: int) -> None:
+        drv = self.drivers[d]
+        for seq, packed, _ in list(drv.unacked):
+            if drv.unacked and drv.unacked[0][0] <= seq:  # not acked meanwhile
+                self._send(drv, seq, packed)
+
+    @rule(d=st.integers(0, 1))
+    def drop_at_source(self, d: int) -> None:
+        drv = self.drivers[d]
+        if len(drv.unacked) > 1:
+            drv.dropped.update(drv.unacked.popleft()[2])
+
+    @precondition(lambda self: not self.fwd.up)
+    @rule()
+    def connect(self) -> None:
+        self.wire = []
+        self._do(self.fwd.connected(self.now))
+
+    @precondition(lambda self: self.fwd.up and self.wire)
+    @rule(k=st.sampled_from([1, 99]))
+    def nats_acks(self, k: int) -> None:
+        k = min(k, len(self.wire))
+        for m in self.wire[:k]:
+            self._reach_nats(m)
+        del self.wire[:k]
+        self._do(self.fwd.published(self.fwd.session, self.now, k))
+
+    @precondition(lambda self: self.fwd.up)
+    @rule(k=st.integers(0, 4))
+    def lose_session(self, k: int) -> None:
+        for m in self.wire[:k]:
+            self._reach_nats(m)  # got there, the ack did not come back
+        self.wire = []
+        self._do(self.fwd.lost(self.now))
+
+    @precondition(lambda self: self.jobs)
+    @rule(n=st.sampled_from([1, 99]))
+    def spool_work(self, n: int = 99) -> None:
+        for _ in range(n):
+            if self.jobs:
+                self._job(self.jobs.popleft(), feed=True)
+
+    def _job(self, job: Commit | Read, feed: bool) -> None:
+        if isinstance(job, Commit):
+            ids, removed = self.spool.apply(job.rows, job.seqs, job.done)
+            if feed:
+                self._do(self.fwd.committed(ids, removed, self.now))
+        else:
+            rows = self.spool.read(job.after, job.limit)
+            if feed:
+                self._do(self.fwd.rows(job.session, rows, job.limit, self.now))
+
+    @rule(dt=st.sampled_from([0.5, 4.0]))
+    def tick(self, dt: float) -> None:
+        self.now += dt
+        self._do(self.fwd.tick(self.now))
+
+    @rule(reached=st.integers(0, 4), done=st.integers(0, 2))
+    def bridge_restart(self, reached: int, done: int) -> None:
+        """The bridge process dies: some publishes reached NATS, some spool jobs ran."""
+        for m in self.wire[:reached]:
+            self._reach_nats(m)
+        for _ in range(min(done, len(self.jobs))):
+            self._job(self.jobs.popleft(), feed=False)
+        self.wire, self.jobs = [], deque()
+        self.spool.close()
+        self.spool = Spool(self.dir / "spool.db", CAP).open()
+        self.fwd = self._new_forwarder()
+
+    # -- invariants -----------------------------------------------------------------
+    def _spooled(self) -> tuple[set[tuple[str, int]], list]:
+        rows = self.spool.read(0, 1_000_000)
+        vals = {(m["node"], m["value"]) for r in rows for m in msgpack.unpackb(r.data)}
+        return vals, rows
+
+    @invariant()
+    def nothing_acknowledged_is_lost(self) -> None:
+        spooled, _ = self._spooled()
+        delivered = {(n, v) for n, vs in self.stream.items() for v in vs}
+        acked = set().union(*(d.acked_values for d in self.drivers))
+        missing = acked - delivered - spooled
+        assert len(missing) <= self.spool.dropped_points, missing
+
+    @invariant()
+    def each_node_in_order_and_once(self) -> None:
+        for node, vs in self.stream.items():
+            assert all(a < b for a, b in zip(vs, vs[1:], strict=False)), (node, vs)
+
+    @invariant()
+    def counters_match_the_spool(self) -> None:
+        _, rows = self._spooled()
+        f = self.fwd
+        assert len(f.flight) <= f.max_in_flight
+        live = Counter(r.node for r in rows if r.id not in f.retired)
+        assert +f.spool_rows == live
+        if f.up and not self.jobs and not f.reading:
+            after = Counter(r.node for r in rows if r.id > f.cursor and r.id not in f.retired)
+            assert +f.backlog == after
+            assert f.backlog_rows == sum(after.values())
+
+    # -- the end: drain everything ------------------------------------------------------
+    def _drain(self) -> None:
+        for _ in range(300):
+            if not self.fwd.up:
+                self.connect()
+            while self.jobs:
+                self.spool_work()
+            if self.wire:
+                self.nats_acks(len(self.wire))
+                continue
+            for d in range(len(self.drivers)):
+                if self.drivers[d].unacked:
+                    self.resend(d)
+            self.tick(2.0)
+            busy = any(d.unacked for d in self.drivers) or self.jobs or self.wire
+            if not busy and not self.fwd.mem and self.spool.batches == 0:
+                break
+        else:
+            raise AssertionError("the forwarder did not drain")
+        delivered = {(n, v) for n, vs in self.stream.items() for v in vs}
+        produced = {(n, v) for n, k in self.next_value.items() for v in range(k)}
+        dropped = set().union(*(d.dropped for d in self.drivers))
+        missing = produced - delivered - dropped
+        assert len(missing) <= self.spool.dropped_points, missing
+        if self.spool.dropped_points == 0:
+            assert not missing
+
+
+ForwarderMachine.TestCase.settings = settings(
+    max_examples=100, stateful_step_count=30, deadline=None
+)
+test_forwarder_rules = ForwarderMachine.TestCase
+
+
+def test_join_arrays_concatenates_packed_arrays() -> None:
+    for sizes in ([1], [15, 1], [3, 70_000], [0, 2], [16, 16]):
+        arrays = [msgpack.packb(list(range(n))) for n in sizes]
+        want = [x for n in sizes for x in range(n)]
+        assert msgpack.unpackb(join_arrays(arrays)) == want
+
+
+# --- the hazards the machine checks, each as one fixed story --------------------------
+
+
+def machine() -> ForwarderMachine:
+    return ForwarderMachine()
+
+
+def checked(m: ForwarderMachine) -> None:
+    m.nothing_acknowledged_is_lost()
+    m.each_node_in_order_and_once()
+    m.counters_match_the_spool()
+
+
+def test_after_an_outage_a_node_waits_for_its_spooled_rows() -> None:
+    m = machine()
+    m.produce(0, [0])
+    m.tick(0.5)
+    m.spool_work()  # the outage's part is in the spool
+    m.connect()  # the read of the spool is asked for...
+    m.produce(0, [0])  # ...and a newer part of the same node comes first
+    assert m.wire == []  # it waits behind the row
+    m.spool_work()
+    m.nats_acks(99)
+    checked(m)
+    m.teardown()
+    assert m.stream["a"] == [0, 1]
+
+
+def test_a_part_published_in_a_lost_session_keeps_its_own_message_id() -> None:
+    m = machine()
+    m.connect()
+    m.produce(0, [0])
+    first_id = m.wire[0].msg_id
+    m.lose_session(1)  # NATS got it; the ack was lost with the connection
+    m.produce(0, [0])  # never published: may join others in a row
+    m.produce(0, [0])
+    m.tick(0.5)
+    m.spool_work()
+    ids = [r.msg_id for r in m.spool.read(0, 99)]
+    assert ids[0] == first_id and len(ids) == 2  # its own row; the two others share one
+    m.teardown()
+    assert m.stream["a"] == [0, 1, 2]
+
+
+def test_a_batch_resent_after_a_bridge_crash_keeps_its_own_message_id() -> None:
+    m = machine()
+    m.connect()
+    m.produce(0, [0])
+    m.bridge_restart(reached=1, done=0)  # NATS has the part; its driver was never acked
+    m.produce(0, [0])
+    m.resend(0)  # seq 1 again, marked resent
+    m.tick(0.5)
+    m.spool_work()
+    rows = m.spool.read(0, 99)
+    assert [r.points for r in rows] == [1, 1]  # the resent part is not coalesced
+    m.teardown()
+    assert m.stream["a"] == [0, 1]
+
+
+def test_rows_coalesce_and_a_crash_between_publish_and_delete_resends_the_same_ids() -> None:
+    m = machine()
+    for _ in range(4):
+        m.produce(1, [0])
+    m.tick(0.5)
+    m.spool_work()
+    (row,) = m.spool.read(0, 99)
+    assert row.points == 4 and row.msg_id == "d1.1.x:1-4:c"
+    m.connect()
+    m.spool_work()  # read and published
+    m.bridge_restart(reached=1, done=0)  # NATS has it; the deletion never ran
+    m.connect()
+    m.spool_work()
+    assert [p.msg_id for p in m.wire] == ["d1.1.x:1-4:c"]
+    m.teardown()
+    assert m.stream["c"] == [0, 1, 2, 3]
+
+
+def test_rows_read_while_parts_took_the_room_wait_for_the_next_read() -> None:
+    m = machine()
+    m.connect()
+    for _ in range(4):
+        m.produce(0, [0])  # four parts in flight...
+    m.lose_session(0)  # ...come back, each keeps its id: four rows
+    m.tick(0.5)
+    m.spool_work()
+    assert m.spool.batches == 4
+    m.connect()  # a read for four rows is asked for
+    m.produce(1, [0])  # another node's part takes one place in flight meanwhile
+    m.spool_work()
+    assert len(m.fwd.flight) <= m.fwd.max_in_flight
+    checked(m)
+    m.teardown()
+    assert m.stream["a"] == [0, 1, 2, 3]
