@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from click.testing import CliRunner
 
+from edgert.bench import bench, rows
 from edgert.bench import core as bench_core
-from edgert.bench import rows
 
 
 def test_core_bench_measures_restart_startup_and_memory() -> None:
@@ -21,8 +20,7 @@ def test_core_bench_measures_restart_startup_and_memory() -> None:
 
 
 def test_bench_cli_help_and_bad_suite() -> None:
-    run = [sys.executable, "-m", "edgert", "bench"]
-    h = subprocess.run([*run, "--help"], capture_output=True, text=True)
-    assert h.returncode == 0 and "Example" in h.stdout
-    bad = subprocess.run([*run, "--only", "nope"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "nope" in bad.stderr
+    h = CliRunner().invoke(bench, ["--help"])
+    assert h.exit_code == 0 and "Example" in h.output
+    bad = CliRunner().invoke(bench, ["--only", "nope"])
+    assert bad.exit_code == 2 and "nope" in bad.output
