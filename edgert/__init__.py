@@ -3,24 +3,42 @@
 The names a driver author uses live here: `Actor`, `Context`, the messages
 `receive` returns (`Stop`, `Command`, `Status`, `Readable`), `Point`,
 `Invalid` (a config check's error) and `every` (a drift-free periodic timer).
-Importing them loads no more than a driver process needs.
-
 `Runtime` and `ConfigError` (for programs that run a gateway) are importable
-from here too; `Runtime` is loaded on first use.
+from here too.
+
+Each name is imported from its module on first use, so `import edgert` (and so
+`edgert --help`, `edgert status`, or a driver process) loads only what it uses.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from .actor import Actor, Command, Message, Readable, Status, Stop
-from .config import ConfigError, Invalid
-from .context import Context
-from .point import Point
-from .timers import Every, every
-
 if TYPE_CHECKING:
+    from .actor import Actor, Command, Message, Readable, Status, Stop
+    from .config import ConfigError, Invalid
+    from .context import Context
+    from .point import Point
     from .runtime import Runtime
+    from .timers import Every, every
+
+# name -> the submodule that defines it
+_EXPORTS = {
+    "Actor": "actor",
+    "Command": "actor",
+    "Message": "actor",
+    "Readable": "actor",
+    "Status": "actor",
+    "Stop": "actor",
+    "Context": "context",
+    "ConfigError": "config",
+    "Invalid": "config",
+    "Point": "point",
+    "Runtime": "runtime",
+    "Every": "timers",
+    "every": "timers",
+}
 
 __all__ = [
     "Actor",
@@ -39,14 +57,15 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-_LAZY = {"Runtime": ".runtime"}
-
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from importlib import import_module
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgert' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # once: later lookups do not come here
+    return value
 
-        value = getattr(import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -1,18 +1,31 @@
-"""Shared fixtures: short-path gateway configs (ipc socket paths are limited to 107 bytes)."""
+"""Shared fixtures: short-path gateway configs (ipc socket paths are limited to 107 bytes).
+
+Also the Hypothesis profiles: `dev` (the default, for the README's test command)
+and `ci` (more examples, for .ci/run). Pick one with `HYPOTHESIS_PROFILE=ci` or
+`pytest --hypothesis-profile=ci`. Both have a fixed example count and no
+deadline, and neither fails a test because a busy machine made it slow.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from edgert.config import GatewayConfig, loads
 from edgert.testing.nats import NatsProcess
 
 pytest_plugins = ["edgert.testing.fixtures"]
+
+_UNDER_LOAD = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=50, **_UNDER_LOAD)
+settings.register_profile("ci", max_examples=100, print_blob=True, **_UNDER_LOAD)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 @pytest.fixture

@@ -4,15 +4,14 @@ and targets, and leaves no process behind. (Speed is the benchmark's business, n
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from multiprocessing import resource_tracker
 
 import pytest
+from click.testing import CliRunner
 
+from edgert.bench import bench, efficiency, outage, overload, points, rows
 from edgert.bench import core as bench_core
-from edgert.bench import efficiency, outage, overload, points, rows
 from edgert.bench.table import Row, _line
 from edgert.testing import descendants, pid_alive
 
@@ -119,9 +118,8 @@ def test_table_judges_each_kind_of_target() -> None:
 
 
 def test_bench_cli_help_and_bad_suite() -> None:
-    run = [sys.executable, "-m", "edgert", "bench"]
-    h = subprocess.run([*run, "--help"], capture_output=True, text=True)
-    assert h.returncode == 0 and "Example" in h.stdout
-    assert "--suite" in h.stdout and "--outage-seconds" in h.stdout
-    bad = subprocess.run([*run, "--suite", "nope"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "nope" in bad.stderr
+    h = CliRunner().invoke(bench, ["--help"])
+    assert h.exit_code == 0 and "Example" in h.output
+    assert "--suite" in h.output and "--outage-seconds" in h.output
+    bad = CliRunner().invoke(bench, ["--suite", "nope"])
+    assert bad.exit_code == 2 and "nope" in bad.output

@@ -8,7 +8,7 @@ valid, a bounded number of them. Neither may accept what the codec refuses.
 from __future__ import annotations
 
 import msgpack
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from edgert import point
@@ -48,7 +48,6 @@ def codec(batch: list) -> list[str] | str:
         return f"frame 'P': {e}"
 
 
-@settings(max_examples=400, deadline=None)
 @given(st.lists(good | maps, max_size=5))
 def test_a_bus_batch_decodes_as_the_codec_decodes_it(batch: list) -> None:
     frame = msgpack.packb(["P", "e.1.x", 1, 1, batch], use_bin_type=True)

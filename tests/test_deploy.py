@@ -8,9 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.network  # installs edgert and its dependencies from the package index
+@pytest.mark.slow
 def test_install_script_into_a_staging_root(short_dir: Path) -> None:
     root = short_dir / "img"
     env = dict(os.environ, EDGERT_ROOT=str(root), PYTHON=sys.executable)

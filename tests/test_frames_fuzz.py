@@ -6,7 +6,7 @@ from pathlib import Path
 
 import msgpack
 import zmq
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from edgert.bridge.actor import Bridge, BridgeConfig, _Run
@@ -58,7 +58,6 @@ structured = st.one_of(
 frames = st.binary(max_size=200) | structured
 
 
-@settings(max_examples=500, deadline=None)
 @given(frames)
 def test_decode_frame_raises_only_bad_frame(data: bytes) -> None:
     head = p_header(data)  # never raises either
@@ -82,7 +81,6 @@ def test_the_bridge_loop_survives_any_frames(tmp_path: Path) -> None:
         run.tail = zctx.socket(zmq.PUB)
         run.fwd = Forwarder(spooling=True)  # its spool jobs queue up, unrun
 
-        @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
         @given(
             st.lists(st.lists(frames | st.binary(max_size=8), min_size=1, max_size=3), max_size=8)
         )

@@ -1,4 +1,7 @@
-"""README's driver example works as printed: a user's own driver, found by "module:Class"."""
+"""README's driver example works as printed: a user's own driver, found by "module:Class".
+
+And CI runs the test command README gives.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from pathlib import Path
 
 from edgert.testing import wait_for
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 
 
 def _driver_example() -> str:
@@ -58,3 +62,12 @@ def test_readme_driver_example_runs_under_a_gateway(short_dir: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         err = proc.communicate(timeout=20)[1].decode()
     assert proc.returncode == 0, err
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    block = README.read_text().split("**Run the tests**", 1)[1]
+    command = re.search(r"```sh\n(.*?)\n```", block, re.S).group(1).strip()
+    assert "pytest" in command
+    lines = {line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()}
+    quiet = command.replace("pip install ", "pip install -q ")  # CI's log stays short
+    assert command in lines or quiet in lines

@@ -7,16 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-EDGERT = [sys.executable, "-m", "edgert"]
+from click.testing import CliRunner
+
+from edgert.cli.scaffold import new_driver
+
+
+def edgert_new_driver(*args: str):
+    return CliRunner().invoke(new_driver, list(args))
 
 
 def test_new_driver_writes_a_package_whose_tests_pass(short_dir: Path) -> None:
-    r = subprocess.run(
-        [*EDGERT, "new-driver", "boiler_room", "--dir", str(short_dir)],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, r.stderr
+    r = edgert_new_driver("boiler_room", "--dir", str(short_dir))
+    assert r.exit_code == 0, r.output
     root = short_dir / "edgert-boiler_room"
     assert (
         'boiler_room = "edgert_boiler_room.driver:BoilerRoomDriver"'
@@ -43,12 +45,8 @@ def test_new_driver_writes_a_package_whose_tests_pass(short_dir: Path) -> None:
 
 
 def test_new_driver_refuses_bad_names_and_existing_dirs(short_dir: Path) -> None:
-    bad = subprocess.run(
-        [*EDGERT, "new-driver", "Bad-Name", "--dir", str(short_dir)], capture_output=True, text=True
-    )
-    assert bad.returncode == 2 and "lower case" in bad.stderr
+    bad = edgert_new_driver("Bad-Name", "--dir", str(short_dir))
+    assert bad.exit_code == 2 and "lower case" in bad.output
     (short_dir / "edgert-x").mkdir()
-    again = subprocess.run(
-        [*EDGERT, "new-driver", "x", "--dir", str(short_dir)], capture_output=True, text=True
-    )
-    assert again.returncode == 2 and "exists already" in again.stderr
+    again = edgert_new_driver("x", "--dir", str(short_dir))
+    assert again.exit_code == 2 and "exists already" in again.output

@@ -3,40 +3,95 @@
 Exit codes: 0 clean stop, 1 the group was torn down by failures (or another
 runtime error), 2 bad usage or a bad config. Errors are one line naming what is
 wrong; `edgert -v ...` shows the traceback too.
+
+Kept light to start: `edgert status` on a small device should not pay for the
+runtime. Each command imports what it needs when it runs, and the commands in
+their own modules are imported only when used (`LAZY`), so `edgert --help`
+loads click and little else.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import signal
 import sys
 import traceback
+from importlib import import_module
 from typing import Any
 
 import click
 
 from edgert import __version__
-from edgert.config import ConfigError, installed_drivers, load
-from edgert.control import ControlError, format_status, request
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
+# Commands in their own modules: name -> ("module:attribute", the one-line help
+# `edgert --help` shows without importing the module; a test keeps it in step).
+LAZY: dict[str, tuple[str, str]] = {
+    "bench": (
+        "edgert.bench:bench",
+        "Measure throughput, latency, restart time and memory on this machine.",
+    ),
+    "cmd": (
+        "edgert.cli.cmd:cmd",
+        "Write POINTS (TYPE=VALUE ...) to NODE of the gateway in CONFIG; print the reply.",
+    ),
+    "modbus": (
+        "edgert.cli.modbus:modbus",
+        "Modbus tools: find the units on a bus.",
+    ),
+    "new-driver": (
+        "edgert.cli.scaffold:new_driver",
+        "Write a skeleton driver package NAME with a passing test.",
+    ),
+    "sim": (
+        "edgert.cli.sim:sim",
+        "Simulated hardware for tests and demos: Modbus devices, GPIO chips.",
+    ),
+    "tail": (
+        "edgert.cli.tail:tail",
+        "Print the points flowing through a running gateway, live, one per line: "
+        "time (UTC), node, type, key, value.",
+    ),
+}
+
 
 class _Group(click.Group):
-    """Turns exceptions into one clear line and the contract's exit codes."""
+    """Loads `LAZY` commands on use; turns exceptions into one clear line and the
+    contract's exit codes."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *LAZY})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in LAZY:
+            module, _, attr = LAZY[name][0].partition(":")
+            self.add_command(getattr(import_module(module), attr), name)
+        return self.commands.get(name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))
+        rows = [
+            (
+                n,
+                self.commands[n].get_short_help_str(limit)
+                if n in self.commands
+                else click.Command(n, help=LAZY[n][1]).get_short_help_str(limit),
+            )
+            for n in names
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
-        except ConfigError as e:
-            _fail(ctx, e, EXIT_USAGE)
-        except ControlError as e:
-            _fail(ctx, e, EXIT_FAILED)
         except Exception as e:  # noqa: BLE001 - the last line of defence
-            _fail(ctx, e, EXIT_FAILED)
+            config = sys.modules.get("edgert.config")  # never loaded: not a ConfigError
+            bad_config = config is not None and isinstance(e, config.ConfigError)
+            _fail(ctx, e, EXIT_USAGE if bad_config else EXIT_FAILED)
 
 
 def _fail(ctx: click.Context, e: BaseException, code: int) -> None:
@@ -66,6 +121,8 @@ def cli(ctx: click.Context, verbose: int) -> None:
 
 
 def _setup_logging(verbose: int) -> int:
+    import logging
+
     level = logging.DEBUG if verbose > 1 else logging.INFO
     logging.basicConfig(
         level=level,
@@ -88,6 +145,9 @@ def run(ctx: click.Context, config: str) -> None:
     Example:
       edgert run configs/demo.toml
     """
+    import signal
+
+    from edgert.config import load
     from edgert.runtime import GroupFailed, Runtime, RuntimeBusy
 
     cfg = load(config)
@@ -120,6 +180,7 @@ def check(config: str) -> None:
     Example:
       edgert check configs/demo.toml
     """
+    from edgert.config import load
     from edgert.preflight import preflight
 
     cfg = load(config)
@@ -149,6 +210,8 @@ def status(config: str | None, runtime_dir: str | None, as_json: bool) -> None:
       edgert status --config configs/demo.toml
       edgert status --runtime-dir /run/edgert/gw1 --json
     """
+    from edgert.control import format_status, request
+
     rdir = _runtime_dir(config, runtime_dir)
     snap = request(rdir, "status")["status"]
     if as_json:
@@ -183,6 +246,9 @@ def reload(config: str | None, runtime_dir: str | None) -> None:
     Example:
       edgert reload --config /etc/edgert/gateway.toml
     """
+    from edgert.config import load
+    from edgert.control import request
+
     if config is not None:
         load(config)  # a broken file is refused here, before the gateway is asked (exit 2)
     rdir = _runtime_dir(config, runtime_dir)
@@ -213,7 +279,7 @@ def drivers(keys_of: str | None) -> None:
       edgert drivers
       edgert drivers --keys sim
     """
-    from edgert.config import resolve_driver
+    from edgert.config import installed_drivers, resolve_driver
 
     if keys_of is not None:
         _print_keys(keys_of)
@@ -230,7 +296,7 @@ def drivers(keys_of: str | None) -> None:
 def _print_keys(type_name: str) -> None:
     import textwrap
 
-    from edgert.config import _COMMON, resolve_driver
+    from edgert.config import _COMMON, installed_drivers, resolve_driver
     from edgert.configdoc import describe
 
     try:
@@ -254,28 +320,6 @@ def _print_keys(type_name: str) -> None:
         click.echo(f"  {k.key} = {k.type}, {default}")
         if k.doc:
             click.echo(textwrap.fill(k.doc, 96, initial_indent=" " * 6, subsequent_indent=" " * 6))
-
-
-def _optional_commands() -> None:
-    """Commands that live in their own modules."""
-    from importlib import import_module
-
-    for mod, attr in (
-        ("edgert.cli.tail", "tail"),
-        ("edgert.cli.sim", "sim"),
-        ("edgert.bench", "bench"),
-        ("edgert.cli.scaffold", "new_driver"),
-        ("edgert.cli.cmd", "cmd"),
-        ("edgert.cli.modbus", "modbus"),
-    ):
-        try:
-            cmd = getattr(import_module(mod), attr)
-        except (ImportError, AttributeError):
-            continue
-        cli.add_command(cmd)
-
-
-_optional_commands()
 
 
 def main() -> None:

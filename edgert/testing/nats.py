@@ -264,13 +264,30 @@ def make_certificates(directory: str | Path) -> dict[str, str]:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
     def cert(cn: str, key: Any, issuer: x509.Name, signer: Any, *exts: Any) -> x509.Certificate:
+        # Key identifiers on every certificate: Python 3.13's default TLS context
+        # verifies strictly (VERIFY_X509_STRICT) and refuses a chain without them.
+        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key())
         b = x509.CertificateBuilder().subject_name(name(cn)).issuer_name(issuer)
         b = b.public_key(key.public_key()).serial_number(x509.random_serial_number())
         b = b.not_valid_before(now - datetime.timedelta(minutes=5))
         b = b.not_valid_after(now + datetime.timedelta(days=2))
-        for ext, critical in exts:
+        for ext, critical in (*exts, (ski, False), (aki, False)):
             b = b.add_extension(ext, critical=critical)
         return b.sign(signer, hashes.SHA256())
+
+    def usage(*, sign_certs: bool) -> x509.KeyUsage:
+        return x509.KeyUsage(
+            digital_signature=True,
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=sign_certs,
+            crl_sign=sign_certs,
+            encipher_only=False,
+            decipher_only=False,
+        )
 
     def write(stem: str, key: Any, c: x509.Certificate) -> None:
         (d / f"{stem}.pem").write_bytes(c.public_bytes(serialization.Encoding.PEM))
@@ -289,15 +306,21 @@ def make_certificates(directory: str | Path) -> dict[str, str]:
         name("test CA"),
         ca_key,
         (x509.BasicConstraints(ca=True, path_length=None), True),
+        (usage(sign_certs=True), True),
     )
     write("ca", ca_key, ca)
     ip = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-    for stem, usage, extra in (
+    for stem, purpose, extra in (
         ("server", ExtendedKeyUsageOID.SERVER_AUTH, [(ip, False)]),
         ("client", ExtendedKeyUsageOID.CLIENT_AUTH, []),
     ):
         key = ec.generate_private_key(ec.SECP256R1())
-        exts = [(x509.ExtendedKeyUsage([usage]), False), *extra]
+        exts = [
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (usage(sign_certs=False), True),
+            (x509.ExtendedKeyUsage([purpose]), False),
+            *extra,
+        ]
         write(stem, key, cert(stem, key, ca.subject, ca_key, *exts))
     return {
         "ca": str(d / "ca.pem"),
