@@ -1,6 +1,6 @@
 """Gateway configuration: TOML loading and validation into typed dataclasses.
 
-`load(path)` reads one gateway file (DESIGN.md section 3) and returns a
+`load(path)` reads one gateway file (docs/design.md, section 3) and returns a
 `GatewayConfig`; anything wrong raises `ConfigError` whose message names the
 file, the table and the key. Drivers describe their own keys as dataclasses
 (`Actor.Config`); `decode()` fills them from TOML tables by their type hints, so

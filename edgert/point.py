@@ -1,6 +1,6 @@
 """Points, the unit of data in edgert, and the batch codec that carries them.
 
-A point is one reading or setting (DESIGN.md section 2). Between processes points
+A point is one reading or setting (docs/design.md, section 2). Between processes points
 travel in batches: a msgpack (or JSON) array of maps with exactly the six keys
 `node`, `type`, `key`, `value`, `time`, `origin`. Decoding never trusts its input:
 sizes are bounded, every field is checked, and anything malformed raises

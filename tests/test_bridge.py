@@ -2,7 +2,7 @@
 
 Each test runs a real gateway (actors in their own processes) against a real
 nats-server on a free port, and waits for conditions with deadlines. The
-promise under test is DESIGN.md section 6, "No loss": every counter value a
+promise under test is docs/design.md section 6, "No loss": every counter value a
 driver published arrives, in order per node, through a NATS outage, bridge
 crashes and a gateway restart; what the spool cap drops is counted and reported.
 """

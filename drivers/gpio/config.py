@@ -1,4 +1,4 @@
-"""The `gpio` driver's config keys (DESIGN.md section 3), decoded and checked.
+"""The `gpio` driver's config keys (docs/design.md, section 3), decoded and checked.
 
 A `[[driver]]` with `type = "gpio"` names a `chip` (a character device such as
 "/dev/gpiochip0", or "sim:NAME" for a simulated chip) and its lines as

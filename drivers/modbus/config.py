@@ -1,4 +1,4 @@
-"""The Modbus driver's config keys (DESIGN.md section 3) as typed dataclasses.
+"""The Modbus driver's config keys (docs/design.md, section 3) as typed dataclasses.
 
 `ModbusConfig` is one bus (`[[driver]]` with `type = "modbus"`): its transport
 and timing. Each `DeviceConfig` (`[[driver.device]]`) is one unit id on it with
