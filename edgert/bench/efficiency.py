@@ -20,7 +20,6 @@ untouched, CPU <= 2 x the baseline, p99 < 10 ms.
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -89,7 +88,6 @@ def efficiency(
     loads: tuple[tuple[int, float], ...] = LOADS, seconds: float = 10.0, warmup: float = 3.0
 ) -> dict[str, Any]:
     """Each load through edgert and through the raw baseline; the figures side by side."""
-    logging.getLogger("edgert").setLevel(logging.CRITICAL)
     out: dict[str, Any] = {}
     with workdir() as (d, srv):
         for drivers, rate in loads:

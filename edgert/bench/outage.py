@@ -24,7 +24,6 @@ before any bridge that waits longer; its reconnect time is reported.
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -50,7 +49,6 @@ def outage(
     drain_timeout: float | None = None,
 ) -> dict[str, Any]:
     """Spool cost, bridge CPU, reconnect, drain and loss through one NATS outage."""
-    logging.getLogger("edgert").setLevel(logging.CRITICAL)
     names = [f"gen{i}" for i in range(drivers)]
     each = rate / drivers
     drain_timeout = max(30.0, 3 * down) if drain_timeout is None else drain_timeout

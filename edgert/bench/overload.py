@@ -16,7 +16,6 @@ measuring window after a warm-up:
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -97,7 +96,6 @@ def overload(
     counts: tuple[int, ...] = COUNTS, seconds: float = 5.0, warmup: float = 2.0
 ) -> dict[str, Any]:
     """Delivered points/s, spool writes, drops and bridge efficiency for each driver count."""
-    logging.getLogger("edgert").setLevel(logging.CRITICAL)
     with workdir() as (d, srv):
         runs = {str(n): _edgert(d, srv.url, n, warmup, seconds) for n in counts}
         raw = _raw(d, srv.url, warmup, seconds)
