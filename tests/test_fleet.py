@@ -219,3 +219,29 @@ def test_a_stopped_gateway_is_absent_from_ls_not_an_error(short_dir: Path) -> No
             assert [g["gateway"] for g in json.loads(out.stdout)] == ["gw1"]
     down = cli("fleet", "ls", "--nats", srv.url)
     assert down.returncode == 1 and "cannot reach NATS" in down.stderr
+
+
+def test_the_service_appears_when_nats_comes_up_and_again_after_a_restart(
+    short_dir: Path,
+) -> None:
+    srv = NatsProcess(short_dir / "nats")
+    (short_dir / "gw1").mkdir()
+    cfg = write(short_dir / "gw1" / "gw.toml", "gw1", srv.url)
+    try:
+        with running_gateway(cfg):
+            wait_for(lambda: status(cfg)["by_name"]["gen"]["state"] == "running", 20, "gen up")
+            srv.start()  # NATS comes up after the gateway
+            first = wait_for(
+                lambda: gather(srv.url, "$SRV.PING.edgert", 0.5), 20, "the service answers"
+            )
+            assert [a["metadata"]["gateway"] for a in first] == ["gw1"]
+            srv.stop()
+            srv.start()  # and comes back after an outage
+            again = wait_for(
+                lambda: gather(srv.url, "$SRV.PING.edgert", 0.5), 20, "the service answers again"
+            )
+            assert [a["id"] for a in again] == [first[0]["id"]]  # the same service, reconnected
+            reply = json.loads(request(srv.url, "edgert.gw1.svc.status", b"").data)
+            assert reply["gateway"] == "gw1"
+    finally:
+        srv.stop()
