@@ -38,6 +38,7 @@ from ..actor import Actor, Status, Stop
 from ..bus import BadFrame, bus_endpoint, decode_points, encode_frame, p_header
 from ..config import NatsSection
 from ..context import Context, settle_future
+from ..fleet import FleetService
 from ..spool import Spool
 from . import tail_endpoint
 from .commands import Commands
@@ -155,6 +156,7 @@ class _Run:
                     if self.spool is not None:
                         spooler = tg.create_task(self.spooler())
                         tasks.append(tg.create_task(self.uplink.run_forever()))
+                        tasks.append(tg.create_task(FleetService(self).run_forever()))
                     await self.inbox()
                     for t in tasks:
                         t.cancel()

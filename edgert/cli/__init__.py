@@ -35,6 +35,10 @@ LAZY: dict[str, tuple[str, str]] = {
         "edgert.cli.cmd:cmd",
         "Write POINTS (TYPE=VALUE ...) to NODE of the gateway in CONFIG; print the reply.",
     ),
+    "fleet": (
+        "edgert.cli.fleet:fleet",
+        "The gateways on a NATS system: list them, show one's status.",
+    ),
     "modbus": (
         "edgert.cli.modbus:modbus",
         "Modbus tools: find the units on a bus.",
