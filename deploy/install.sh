@@ -144,18 +144,25 @@ case "$src" in
     ;;
 esac
 wheel=$(ls "$work"/edgert-*.whl)
+pip_opts=()
 if [ "$mode" = image ]; then
+  # The dependencies are fetched here, by this host's pip (and its index and
+  # proxy settings): pip in the image then installs offline, and fast under
+  # emulation. They are pure Python; the host's pyzmq and msgpack wheels that
+  # come along go unused, Debian's in the image satisfy those requirements.
   mkdir -p "$root/tmp/edgert-install"
+  "$python" -m pip download --quiet --dest "$root/tmp/edgert-install" "$wheel" >"$work/download.log" 2>&1 ||
+    { cat "$work/download.log" >&2; die "could not download the dependencies of $wheel"; }
   cp "$wheel" "$root/tmp/edgert-install/"
   wheel=/tmp/edgert-install/$(basename "$wheel")
+  pip_opts=(--no-index --find-links /tmp/edgert-install)
 fi
-# Pure-Python dependencies from the index; with --system-site-packages, pyzmq
-# and msgpack are Debian's. Reinstalled each time: the same version number may
-# be newer code.
+# With --system-site-packages, pyzmq and msgpack are Debian's. edgert is
+# reinstalled each time: the same version number may be newer code.
 vpy=$root$prefix/bin/python3
 [ "$mode" = image ] && vpy=$prefix/bin/python3
-in_target "$vpy" -m pip install --quiet --no-warn-script-location "$wheel" >"$work/pip.log" 2>&1 &&
-  in_target "$vpy" -m pip install --quiet --no-warn-script-location --no-deps --force-reinstall "$wheel" >>"$work/pip.log" 2>&1 ||
+in_target "$vpy" -m pip install --quiet --no-warn-script-location ${pip_opts[@]+"${pip_opts[@]}"} "$wheel" >"$work/pip.log" 2>&1 &&
+  in_target "$vpy" -m pip install --quiet --no-warn-script-location ${pip_opts[@]+"${pip_opts[@]}"} --no-deps --force-reinstall "$wheel" >>"$work/pip.log" 2>&1 ||
   { cat "$work/pip.log" >&2; die "pip install edgert failed"; }
 if [ "$mode" = staging ]; then
   ver=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
@@ -200,7 +207,10 @@ if [ ! -e "$root$conf" ]; then
     # the port of the gateway's embedded server: the gateway runs its own.
     wants=$root/etc/systemd/system/multi-user.target.wants/nats-server.service
     if [ -L "$wants" ]; then
-      if [ "$mode" = system ]; then systemctl disable --now nats-server >/dev/null 2>&1 || true; fi
+      case $mode in
+        system) systemctl disable --now nats-server >/dev/null 2>&1 || true ;;
+        image) chroot "$root" deb-systemd-helper disable nats-server.service >/dev/null 2>&1 || true ;;
+      esac
       rm -f "$wants"
       say "disabled nats-server.service: the gateway starts its own on 127.0.0.1:4222 (embedded = true)"
     fi
