@@ -1,8 +1,10 @@
 """The sending side of the bus, inside an actor process: coalesce, send, resend.
 
 Points published one at a time are coalesced in time, Nagle-style: a point
-published while nothing is in flight goes at once (low latency when the path
-is idle); otherwise it waits for the ack of what is in flight, for at most
+published while nothing is in flight goes at the end of the owner's turn (the
+next `tick`, which the Context runs before its loop waits), together with every
+point published in that same turn: no added latency when the path is idle, and
+a polling driver's points of one poll make one batch; otherwise it waits for the ack of what is in flight, for at most
 `linger` (5 ms by default), or until `max_batch` points wait, whichever comes
 first. So when the bridge or NATS is busy, every per-batch cost (frame, ack,
 publish) is shared by many points, and the latency this adds stays bounded.
@@ -103,8 +105,10 @@ class Outbox:
             pending.append(p.to_map())
         self.points_out += len(points)
         self.buffered += len(points)
-        if len(pending) >= self.max_batch or self.linger <= 0 or not self._flight:
-            self.flush()  # full, or nothing in flight: no reason to wait
+        if len(pending) >= self.max_batch or self.linger <= 0:
+            self.flush()  # full: no reason to wait
+        elif not self._flight:
+            self._seal_at = 0.0  # nothing in flight: at the end of this turn (next tick)
         elif self._seal_at is None:
             now = time.monotonic()
             self._seal_at = now + self._linger(now)
