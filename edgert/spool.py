@@ -10,10 +10,10 @@ after `commit()` returned, so nothing acknowledged is ever lost.
 Writes are bounded for SD cards: one transaction per receive burst,
 `synchronous=NORMAL` (WAL: no fsync per commit, only at checkpoints; a power cut
 may lose the last commits, never corrupt the file), and points stored as the
-msgpack bytes that go on the wire, deflated (zlib level 1, `zlib = 1`) when that
-makes them smaller: point maps repeat their keys, so a row shrinks several
-times and the WAL's second copy of each page costs less than the payload. The spool is capped at `max_bytes` of
-payload: when a commit would exceed it, the oldest batches are dropped and the
+msgpack bytes that go on the wire, deflated (zlib level 1, column `zlib`) when
+that makes them smaller: point maps repeat their keys, so a row shrinks several
+times and the WAL's second copy of each page costs less than the payload. The
+spool is capped at `max_bytes` of stored rows: when a commit would exceed it, the oldest batches are dropped and the
 points counted, persistently. `write_cost()` measures the bytes written to disk
 per 1,000 points.
 
@@ -98,7 +98,7 @@ class Spool:
         self.dropped_points = 0  # dropped by the cap, ever (persistent)
         self.dropped_batches = 0
         self.written_batches = 0  # batches written while open (the bridge avoids it when it can)
-        self.written_bytes = 0  # ... and their payload bytes
+        self.written_bytes = 0  # ... and the bytes stored for them (deflated when smaller)
 
     # -- lifecycle -----------------------------------------------------------------
     def open(self) -> Spool:
