@@ -257,6 +257,15 @@ class Context(Generic[C]):
             raise RuntimeError(f"actor {self.name!r} has no bus to publish on")
         self._outbox.publish(points)
 
+    def room(self) -> int:
+        """Points `publish` takes now without waiting for the bridge's credit.
+
+        A producer that may choose its pace (a simulator at full speed) makes
+        at most this many points, and otherwise waits in `receive`, instead of
+        making points the outbox would drop. 0 when the actor has no bus.
+        """
+        return self._outbox.room() if self._outbox is not None else 0
+
     def reply(self, cmd: Command, error: str | None = None) -> None:
         """Answer a command: `error=None` means it was applied."""
         if self._outbox is not None:

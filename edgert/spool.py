@@ -10,8 +10,10 @@ after `commit()` returned, so nothing acknowledged is ever lost.
 Writes are bounded for SD cards: one transaction per receive burst,
 `synchronous=NORMAL` (WAL: no fsync per commit, only at checkpoints; a power cut
 may lose the last commits, never corrupt the file), and points stored as the
-msgpack bytes that go on the wire. The spool is capped at `max_bytes` of
-payload: when a commit would exceed it, the oldest batches are dropped and the
+msgpack bytes that go on the wire, deflated (zlib level 1, column `zlib`) when
+that makes them smaller: point maps repeat their keys, so a row shrinks several
+times and the WAL's second copy of each page costs less than the payload. The
+spool is capped at `max_bytes` of stored rows: when a commit would exceed it, the oldest batches are dropped and the
 points counted, persistently. `write_cost()` measures the bytes written to disk
 per 1,000 points.
 
@@ -24,6 +26,7 @@ import os
 import sqlite3
 import tempfile
 import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +45,8 @@ CREATE TABLE IF NOT EXISTS batch (
     node    TEXT    NOT NULL,
     msg_id  TEXT    NOT NULL,
     points  INTEGER NOT NULL,
-    data    BLOB    NOT NULL
+    data    BLOB    NOT NULL,
+    zlib    INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS sender (
     epoch   TEXT PRIMARY KEY,
@@ -94,7 +98,7 @@ class Spool:
         self.dropped_points = 0  # dropped by the cap, ever (persistent)
         self.dropped_batches = 0
         self.written_batches = 0  # batches written while open (the bridge avoids it when it can)
-        self.written_bytes = 0  # ... and their payload bytes
+        self.written_bytes = 0  # ... and the bytes stored for them (deflated when smaller)
 
     # -- lifecycle -----------------------------------------------------------------
     def open(self) -> Spool:
@@ -107,6 +111,8 @@ class Spool:
             db.execute("PRAGMA wal_autocheckpoint=8192")  # pages: 8 MB of WAL between checkpoints
             db.execute("PRAGMA journal_size_limit=8388608")  # and the WAL is cut back to that
             db.executescript(_SCHEMA)
+            if "zlib" not in {r[1] for r in db.execute("PRAGMA table_info(batch)")}:
+                db.execute("ALTER TABLE batch ADD COLUMN zlib INTEGER NOT NULL DEFAULT 0")
             self._reload(db)
             self._next_id = (db.execute("SELECT max(id) FROM batch").fetchone()[0] or 0) + 1
             counters = dict(db.execute("SELECT name, value FROM counter"))
@@ -177,15 +183,17 @@ class Spool:
             if done:
                 self._remove(db, done, removed)
             for b in batches:
-                size = len(b.data) + len(b.msg_id) + ROW_OVERHEAD
+                data, packed = _deflate(b.data)
+                size = len(data) + len(b.msg_id) + ROW_OVERHEAD
                 if size > self.max_bytes:
                     self.dropped_points += b.points
                     self.dropped_batches += 1
                     ids.append(None)
                     continue
                 db.execute(
-                    "INSERT INTO batch (id, node, msg_id, points, data) VALUES (?, ?, ?, ?, ?)",
-                    (self._next_id, b.node, b.msg_id, b.points, b.data),
+                    "INSERT INTO batch (id, node, msg_id, points, data, zlib) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (self._next_id, b.node, b.msg_id, b.points, data, packed),
                 )
                 ids.append(self._next_id)
                 self._next_id += 1
@@ -193,7 +201,7 @@ class Spool:
                 self.batches += 1
                 self.points += b.points
                 self.written_batches += 1
-                self.written_bytes += len(b.data)
+                self.written_bytes += len(data)
             if seqs:
                 db.executemany(
                     "INSERT INTO sender (epoch, seq, updated) VALUES (?, ?, ?) "
@@ -289,9 +297,10 @@ class Spool:
         """Up to `limit` batches with id > `after`, oldest first."""
         db = self._need_db()
         return [
-            Stored(*row)
-            for row in db.execute(
-                "SELECT id, node, msg_id, points, data FROM batch WHERE id > ? ORDER BY id LIMIT ?",
+            Stored(rid, node, msg_id, points, zlib.decompress(data) if packed else data)
+            for rid, node, msg_id, points, data, packed in db.execute(
+                "SELECT id, node, msg_id, points, data, zlib FROM batch "
+                "WHERE id > ? ORDER BY id LIMIT ?",
                 (after, limit),
             )
         ]
@@ -316,6 +325,15 @@ class Spool:
         if self._db is None:
             raise RuntimeError(f"spool {self.path} is not open")
         return self._db
+
+
+def _deflate(data: bytes) -> tuple[bytes, int]:
+    """(bytes to store, 1 if deflated): deflated when that is smaller."""
+    if len(data) >= 64:
+        z = zlib.compress(data, 1)
+        if len(z) < len(data):
+            return z, 1
+    return data, 0
 
 
 # --- measuring write amplification ----------------------------------------------

@@ -98,6 +98,27 @@ def test_counter_points_arrive_in_order_with_subject_and_headers(
         assert stream_values(nats_server)[: len(pts)] == values(pts)
 
 
+def test_a_full_speed_sim_driver_waits_for_credit_instead_of_dropping(
+    make_config, nats_server
+) -> None:
+    cfg = make_config(FAST + nats_section(nats_server.url) + counter(rate=1_000_000))
+    with Subscriber(nats_server.url, "edgert.gw.p.>") as sub, running_gateway(cfg):
+        gen = wait_for(
+            lambda: (
+                (g := status(cfg)["by_name"]["gen"])["stats"].get("skipped", 0) > 0
+                and g["stats"].get("points_out", 0) >= 20_000
+                and g
+            ),
+            30,
+            "the driver at full speed, passing over slots",
+        )
+        assert gen["stats"]["dropped"] == 0  # it made no point it could not send
+        assert gen["stats"]["buffered"] <= 5_000 + 1_000  # the window and one batch ahead
+        wait_for(lambda: len(sub.points()) >= 20_000, 30, "points on NATS")
+    got = values(sub.points())
+    assert got == list(range(len(got)))  # the counter skips no value, in order
+
+
 def test_nats_outage_loses_nothing_and_jetstream_keeps_no_duplicate(
     make_config, nats_server
 ) -> None:

@@ -439,7 +439,7 @@ def test_drivers_keys_prints_types_bounds_defaults_and_docs() -> None:
     assert "  name = string (letters, digits, _ and -), required" in out
     assert '  shape = "sine" | "ramp" | "random" | "counter", default "sine"' in out
     j = out.index("  rate = number (> 0, <= 1000000), default 1.0")
-    assert out[j + 1].strip() == "points per second"
+    assert out[j + 1].strip() == "points per second (1,000,000: as fast as the gateway takes them)"
     assert "  writable = boolean, default false" in out
 
 

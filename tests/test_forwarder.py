@@ -154,6 +154,16 @@ class ForwarderMachine(RuleBasedStateMachine):
         self.wire = []
         self._do(self.fwd.connected(self.now))
 
+    @precondition(lambda self: not self.fwd.up)
+    @rule(grace=st.sampled_from([0.3, 5.0]))
+    def start_connecting(self, grace: float) -> None:
+        self.fwd.starting(self.now, grace)
+
+    @precondition(lambda self: not self.fwd.up and self.fwd.hold_until)
+    @rule()
+    def connect_fails(self) -> None:
+        self._do(self.fwd.unreachable(self.now))
+
     @precondition(lambda self: self.fwd.up and self.wire)
     @rule(k=st.sampled_from([1, 99]))
     def nats_acks(self, k: int) -> None:
@@ -370,3 +380,35 @@ def test_rows_read_while_parts_took_the_room_wait_for_the_next_read() -> None:
     checked(m)
     m.teardown()
     assert m.stream["a"] == [0, 1, 2, 3]
+
+
+def test_parts_wait_for_the_first_connect_then_go_to_nats_not_the_spool() -> None:
+    m = machine()
+    try:
+        m.fwd.starting(m.now, 1.5)
+        m.produce(0, [0, 1])
+        m.tick(0.5)
+        assert not m.jobs and m.fwd.mem  # held, not spooled, not acked
+        assert not m.drivers[0].acked_values
+        m.connect()
+        assert not m.jobs and m.wire
+        m.nats_acks(99)
+        assert m.drivers[0].acked_values and m.spool.written_batches == 0
+        checked(m)
+    finally:
+        m.teardown()
+
+
+def test_a_failed_first_connect_ends_the_hold() -> None:
+    m = machine()
+    try:
+        m.fwd.starting(m.now, 5.0)
+        m.produce(1, [0])
+        m.tick(0.5)
+        assert not m.jobs
+        m._do(m.fwd.unreachable(m.now))
+        m.tick(0.5)
+        assert any(isinstance(j, Commit) and j.rows for j in m.jobs)
+        checked(m)
+    finally:
+        m.teardown()

@@ -69,6 +69,9 @@ class BridgeConfig:
     # larger rows and writes (the drivers wait for their acks meanwhile)
     outage_interval: float = 1.0
     outage_after: float = 3.0
+    # at start, parts wait (unacked) this long at most for the first connect to NATS
+    # before they go to the spool: the spool is for outages, not for a slow start
+    connect_grace: float = 1.5
     backoff_min: float = 0.1  # reconnect backoff to NATS, doubling up to backoff_max
     backoff_max: float = 0.5
     max_in_flight: int = 64  # messages published and not yet acknowledged by NATS
@@ -140,7 +143,7 @@ class _Run:
                         outage_interval=cfg.outage_interval,
                         outage_after=cfg.outage_after,
                     )
-                    self.fwd.down_since = time.monotonic()
+                    self.fwd.starting(time.monotonic(), cfg.connect_grace)
                 self.router = stack.enter_context(_socket(zctx, zmq.ROUTER))
                 self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
                 self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)

@@ -6,6 +6,8 @@ checkable by reading and by a stateful property test.
 
 Events (methods):              Actions (returned):
   batch(...)    a P frame        Publish  a message to NATS (from memory or a spool row)
+  starting(..)  first connect    (no action: parts are held until it resolves)
+  unreachable() it failed
   connected()   NATS is up       Commit   one spool transaction (rows, sender seqs, deletions)
   lost()        NATS is gone     Read     spool rows after an id, oldest first
   published(s)  NATS took the    Ack      a cumulative ack to a driver
@@ -26,7 +28,11 @@ Rules:
   pace NATS takes points and overload drops at the source, counted there. The
   spool is for outages: parts go there when NATS is down (after
   `commit_interval`, or `outage_interval` once the outage lasted
-  `outage_after`: fewer, larger rows). Memory is bounded by the drivers'
+  `outage_after`: fewer, larger rows). Not while the bridge starts: until
+  the first connection attempt resolves (`starting(now, grace)`, ended by
+  `connected` or `unreachable`, at most `grace` seconds), parts wait in memory
+  unacked, so a slow first connect costs the drivers a pause, not a spool
+  write per batch. Memory is bounded by the drivers'
   windows; a NATS that stops acking ends the session (the bridge's ack
   timeout), and what it held goes to the spool.
 - Order per node: a node's part waits while older data of that node is in the
@@ -66,6 +72,9 @@ __all__ = [
     "Action",
     "join_arrays",
 ]
+
+
+HOLD_ROWS = 64  # while the first connect is on, memory holds up to this many rows' bytes
 
 
 @dataclass(slots=True, eq=False)
@@ -164,6 +173,7 @@ class Forwarder:
         self.last_commit = 0.0
         self.up = False  # a NATS session is on
         self.down_since = 0.0
+        self.hold_until = 0.0  # the first connection attempt is on: no spooling before this
         self.session = 0
         self.cursor = 0  # spool rows up to this id are published in this session
         self.backlog: Counter[str] = Counter()  # rows per node after the cursor (session)
@@ -204,8 +214,19 @@ class Forwarder:
                 self.mem_bytes += len(data)
         return self._step(now)
 
+    def starting(self, now: float, grace: float) -> None:
+        """The first connection attempt began: hold parts for it up to `grace` seconds."""
+        self.hold_until = now + grace
+        self.down_since = now
+
+    def unreachable(self, now: float) -> list[Action]:
+        """A connection attempt failed: NATS is down, the spool takes what waits."""
+        self.hold_until = 0.0
+        return self._step(now)
+
     def connected(self, now: float) -> list[Action]:
         """A new NATS session: the spool goes first, oldest row first."""
+        self.hold_until = 0.0
         self.up = True
         self.session += 1
         self.cursor = 0
@@ -329,7 +350,7 @@ class Forwarder:
         if not self.spooling or self.committing is not None:
             return None
         if self.mem and not self.up:
-            return self.mem[0].came + self._interval(self.mem[0].came)
+            return max(self.hold_until, self.mem[0].came + self._interval(self.mem[0].came))
         if self.done:
             return self.last_commit + self.commit_interval
         return None
@@ -399,7 +420,10 @@ class Forwarder:
         parts: list[Part] = []
         if self.mem and not self.up:
             oldest = self.mem[0].came
-            if now - oldest >= self._interval(oldest) or self.mem_bytes >= self.row_bytes * 4:
+            held = now < self.hold_until
+            if (not held and now - oldest >= self._interval(oldest)) or self.mem_bytes >= (
+                self.row_bytes * (HOLD_ROWS if held else 4)
+            ):
                 parts = list(self.mem)
                 self.mem.clear()
                 self.mem_bytes = 0

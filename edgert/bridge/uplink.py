@@ -133,6 +133,7 @@ class Uplink:
                 nc = await nats_py.connect(**opts, error_cb=on_error, closed_cb=on_closed)
             except Exception as e:  # noqa: BLE001 - NATS down or refusing: retry, never fail
                 self._down(why(e, errors), first=self.connected or not self.error)
+                self.run.feed(self.run.fwd.unreachable(time.monotonic()))
                 self.run.changed()
                 await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
                 backoff = min(cfg.backoff_max, backoff * 2)

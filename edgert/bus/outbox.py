@@ -1,11 +1,17 @@
 """The sending side of the bus, inside an actor process: coalesce, send, resend.
 
 Points published one at a time are coalesced in time, Nagle-style: a point
-published while nothing is in flight goes at once (low latency when the path
-is idle); otherwise it waits for the ack of what is in flight, for at most
+published while nothing is in flight goes at the end of the owner's turn (the
+next `tick`, which the Context runs before its loop waits), together with every
+point published in that same turn: no added latency when the path is idle, and
+a polling driver's points of one poll make one batch; otherwise it waits for the ack of what is in flight, for at most
 `linger` (5 ms by default), or until `max_batch` points wait, whichever comes
 first. So when the bridge or NATS is busy, every per-batch cost (frame, ack,
 publish) is shared by many points, and the latency this adds stays bounded.
+When acks are slow (NATS down: the bridge acks once a spool commit is in, about
+once a second) the linger grows with the age of the oldest batch in flight, up
+to `max_linger` (0.25 s): a slow path gets a few large batches, not hundreds of
+small ones a second; a healthy path (acks within milliseconds) keeps `linger`.
 The owner's loop calls `tick()` when `next_deadline()` comes.
 
 Every sealed batch gets the next `seq` and stays here until the bridge acks it
@@ -13,7 +19,10 @@ Every sealed batch gets the next `seq` and stays here until the bridge acks it
 acked): the bridge acks a batch once NATS has it (or, in an outage, once it is
 spooled), so the window is the credit that makes a producer go at the pace
 NATS takes points. When more than `max_points` are held, the oldest batches are
-dropped and counted (`dropped`): overload drops at the source. When no ack came
+dropped and counted (`dropped`): overload drops at the source. `room()` says how
+many points can be published now without waiting for credit, so a producer that
+can choose its pace (a simulator at full speed) waits instead of making points
+only to drop them. When no ack came
 for `resend_after` seconds, everything unacked is sent again from the oldest
 (go-back-N), marked `resent` so the bridge keeps each its own message id.
 
@@ -63,6 +72,7 @@ class Outbox:
         max_batch: int = 1000,
         window: int = 5_000,
         linger: float = 0.005,
+        max_linger: float = 0.25,
     ) -> None:
         self.sock = sock
         self.epoch = epoch
@@ -71,10 +81,11 @@ class Outbox:
         self.max_batch = max_batch
         self.window = window  # points sent and not yet acknowledged, at most (the credit)
         self.linger = linger  # seconds a lone point waits for company before it is sent
+        self.max_linger = max(linger, max_linger)  # ... at most, when acks are slow
         self._pending: list[dict[str, Any]] = []
         self._seal_at: float | None = None  # when the pending points are sealed into a batch
         self._unacked: deque[tuple[int, bytes, int]] = deque()
-        self._flight: deque[tuple[int, int]] = deque()  # (seq, points) sent, not yet acked
+        self._flight: deque[tuple[int, int, float]] = deque()  # (seq, points, sent at), unacked
         self._flight_points = 0  # including batches trimmed since they were sent
         self._seq = 0
         self._sent_upto = 0
@@ -94,10 +105,24 @@ class Outbox:
             pending.append(p.to_map())
         self.points_out += len(points)
         self.buffered += len(points)
-        if len(pending) >= self.max_batch or self.linger <= 0 or not self._flight:
-            self.flush()  # full, or nothing in flight: no reason to wait
+        if len(pending) >= self.max_batch or self.linger <= 0:
+            self.flush()  # full: no reason to wait
+        elif not self._flight:
+            self._seal_at = 0.0  # nothing in flight: at the end of this turn (next tick)
         elif self._seal_at is None:
-            self._seal_at = time.monotonic() + self.linger
+            now = time.monotonic()
+            self._seal_at = now + self._linger(now)
+
+    def _linger(self, now: float) -> float:
+        """`linger`, or the age of the oldest batch in flight when that is longer (acks
+        are slow: wait as long for company), at most `max_linger`."""
+        age = now - self._flight[0][2] if self._flight else 0.0
+        return min(self.max_linger, max(self.linger, age))
+
+    def room(self) -> int:
+        """Points that can be published now without waiting for credit: what the
+        window has free, plus one batch of look-ahead (never negative)."""
+        return max(0, self.window + self.max_batch - self.buffered)
 
     def flush(self) -> None:
         """Seal pending points into batches now and send what the socket and window take."""
@@ -119,6 +144,7 @@ class Outbox:
             self._sent_upto = max(self._sent_upto, seq)
 
     def _pump(self) -> None:
+        now = 0.0
         for seq, packed, n in self._unacked:
             if seq <= self._sent_upto:
                 continue
@@ -131,7 +157,8 @@ class Outbox:
                 return
             self._sent_upto = seq
             self._sent_max = max(self._sent_max, seq)
-            self._flight.append((seq, n))
+            now = now or time.monotonic()
+            self._flight.append((seq, n, now))
             self._flight_points += n
 
     def tick(self, now: float | None = None) -> None:
