@@ -47,6 +47,7 @@ def _entry(root: Path, table: str, name: str) -> list[str]:
 
 @pytest.mark.network  # installs edgert and its dependencies from the package index
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # pip installs edgert and its dependencies
 @pytest.mark.skipif(os.geteuid() != 0, reason="useradd --root and chown need root")
 def test_install_script_into_a_staging_root(short_dir: Path) -> None:
     root = _staging_root(short_dir)
@@ -104,6 +105,7 @@ def test_install_script_into_a_staging_root(short_dir: Path) -> None:
 
 @pytest.mark.network  # installs edgert and its dependencies from the package index
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # pip installs edgert and its dependencies
 @pytest.mark.skipif(os.geteuid() != 0, reason="useradd --root and chown need root")
 def test_default_config_embeds_nats_only_when_installed(short_dir: Path) -> None:
     root = _staging_root(short_dir)
