@@ -98,7 +98,11 @@ class Spool:
 
     # -- lifecycle -----------------------------------------------------------------
     def open(self) -> Spool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # 0600 before sqlite opens it: its -wal and -shm files take the same mode
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        if os.stat(self.path).st_mode & 0o077:
+            os.chmod(self.path, 0o600)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA page_size=1024")  # small pages: small commits write little

@@ -49,6 +49,7 @@ __all__ = ["Supervisor", "ChildSpec", "GroupFailed"]
 log = logging.getLogger("edgert.supervisor")
 
 STATUS_EVERY = 2.0
+CONTROL_MAX_BYTES = 64 * 1024  # a control request is a small map; a bigger frame is refused
 
 
 class GroupFailed(Exception):
@@ -163,6 +164,7 @@ class Supervisor:
             if self.control_path:
                 sock = zctx.socket(zmq.ROUTER)
                 sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.MAXMSGSIZE, CONTROL_MAX_BYTES)  # bigger: peer dropped
                 if os.path.exists(self.control_path):
                     os.unlink(self.control_path)
                 sock.bind(f"ipc://{self.control_path}")
