@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, GatewayConfig, SupervisorSection, driver_nodes, load
+from .preflight import spool_room
 from .proc import ActorSpec, Build
 from .proc.zygote import fingerprint
 from .supervisor import ChildSpec, GroupFailed, Supervisor
@@ -91,6 +92,8 @@ class Runtime:
         rdir = cfg.runtime_dir
         with _runtime_dir(rdir), contextlib.closing(Notifier()) as notifier:
             _private_dir(cfg.data_dir)
+            if cfg.nats.enabled and (room := spool_room(cfg)):
+                log.warning("%s", room)
             sup = Supervisor(
                 self.children(),
                 cfg.supervisor,

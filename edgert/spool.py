@@ -31,7 +31,7 @@ from typing import Any
 
 import msgpack
 
-__all__ = ["Spool", "Batch", "Stored", "write_cost", "process_io"]
+__all__ = ["Spool", "SpoolError", "Batch", "Stored", "write_cost", "process_io"]
 
 ROW_OVERHEAD = 48  # bytes counted per stored batch beside its payload (keys, ids, page slack)
 KEEP_EPOCHS = 1000  # sender epochs remembered; the oldest beyond this are forgotten
@@ -98,11 +98,14 @@ class Spool:
 
     # -- lifecycle -----------------------------------------------------------------
     def open(self) -> Spool:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # 0600 before sqlite opens it: its -wal and -shm files take the same mode
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        if os.stat(self.path).st_mode & 0o077:
-            os.chmod(self.path, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # 0600 before sqlite opens it: its -wal and -shm files take the same mode
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            if os.stat(self.path).st_mode & 0o077:
+                os.chmod(self.path, 0o600)
+        except OSError as e:
+            raise SpoolError(f"cannot open the spool {self.path}: {e.strerror or e}") from None
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA page_size=1024")  # small pages: small commits write little
@@ -116,6 +119,9 @@ class Spool:
             counters = dict(db.execute("SELECT name, value FROM counter"))
             self.dropped_points = counters.get("dropped_points", 0)
             self.dropped_batches = counters.get("dropped_batches", 0)
+        except sqlite3.Error as e:
+            db.close()
+            raise SpoolError(f"cannot open the spool {self.path}: {e}") from None
         except BaseException:
             db.close()
             raise
@@ -223,7 +229,13 @@ class Spool:
                 )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # a full disk may have rolled the transaction back already: the error
+            # to report is the first one, not "cannot rollback"
+            if db.in_transaction:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
             self._reload(db)
             self._next_id = max([self._next_id, *(i + 1 for i in ids if i is not None)])
             raise
@@ -323,6 +335,10 @@ class Spool:
 
 
 # --- measuring write amplification ----------------------------------------------
+
+
+class SpoolError(OSError):
+    """The spool cannot be opened or written; the message names the path and the reason."""
 
 
 def process_io(pid: int | str = "self") -> dict[str, int]:
