@@ -145,6 +145,8 @@ def _run_actor(spec: Any, link: Link) -> None:
                 "stopped with %d points not acknowledged by the bridge", outbox.stats()["buffered"]
             )
     finally:
+        if outbox is not None and outbox.buffered > 0:  # lost: counted by the supervisor
+            _send(link, "lost", outbox.buffered)
         ctx._close()
         if sock is not None:
             sock.close(0)
