@@ -80,9 +80,12 @@ class Stored:
 class Spool:
     """A size-capped, crash-safe FIFO of point batches in `<data_dir>/spool.db`."""
 
-    def __init__(self, path: str | os.PathLike[str], max_bytes: int) -> None:
+    def __init__(self, path: str | os.PathLike[str], max_bytes: int, sync: str = "normal") -> None:
         if max_bytes < 4096:
             raise ValueError(f"spool max_bytes must be >= 4096, got {max_bytes}")
+        if sync not in ("normal", "full"):
+            raise ValueError(f"spool sync must be 'normal' or 'full', got {sync!r}")
+        self.sync = sync  # full: every commit is fsync'd before it returns (and is acked)
         self.path = Path(path)
         self.max_bytes = max_bytes
         self._db: sqlite3.Connection | None = None
@@ -110,7 +113,7 @@ class Spool:
         try:
             db.execute("PRAGMA page_size=1024")  # small pages: small commits write little
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"PRAGMA synchronous={self.sync.upper()}")
             db.execute("PRAGMA wal_autocheckpoint=8192")  # pages: 8 MB of WAL between checkpoints
             db.execute("PRAGMA journal_size_limit=8388608")  # and the WAL is cut back to that
             db.executescript(_SCHEMA)

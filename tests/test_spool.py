@@ -98,3 +98,20 @@ def test_write_cost_is_bounded_with_batched_commits(tmp_path: Path) -> None:
     assert cost["written_bytes_per_1000"] < 3 * cost["payload_bytes_per_1000"]
     big = write_cost(points=20_000, points_per_commit=1000, directory=str(tmp_path))
     assert big["amplification"] < 1.6
+
+
+def test_spool_sync_full_makes_every_commit_synchronous(tmp_path) -> None:
+    from edgert.config import loads
+    from edgert.spool import Spool
+
+    for sync, level in (("normal", 1), ("full", 2)):
+        with Spool(tmp_path / f"{sync}.db", 1 << 20, sync) as s:
+            assert s._need_db().execute("PRAGMA synchronous").fetchone()[0] == level
+    cfg = loads('[gateway]\nid = "gw"\n[nats]\nspool_sync = "full"\n')
+    assert cfg.nats.spool_sync == "full"
+    import pytest
+
+    from edgert.config import ConfigError
+
+    with pytest.raises(ConfigError, match="spool_sync"):
+        loads('[gateway]\nid = "gw"\n[nats]\nspool_sync = "sometimes"\n')

@@ -129,7 +129,11 @@ class _Run:
                     self.worker = stack.enter_context(
                         ThreadPoolExecutor(1, thread_name_prefix="edgert-spool")
                     )
-                    spool = Spool(Path(cfg.data_dir) / "spool.db", cfg.nats.spool_max_bytes)
+                    spool = Spool(
+                        Path(cfg.data_dir) / "spool.db",
+                        cfg.nats.spool_max_bytes,
+                        cfg.nats.spool_sync,
+                    )
                     rows = await self._in_worker(_open_spool, spool)
                     self.spool = spool
                     stack.callback(lambda: self.worker.submit(spool.close).result())
