@@ -90,6 +90,7 @@ class Spool:
         self.max_bytes = max_bytes
         self._db: sqlite3.Connection | None = None
         self._seqs: dict[str, int] = {}
+        self._stamp = 0.0  # the last sender update's number (orders the pruning)
         self._next_id = 1  # ids only grow while open (no AUTOINCREMENT: one page less per commit)
         self.bytes = 0  # payload + per-batch overhead held now
         self.batches = 0
@@ -118,6 +119,9 @@ class Spool:
             db.execute("PRAGMA journal_size_limit=8388608")  # and the WAL is cut back to that
             db.executescript(_SCHEMA)
             self._reload(db)
+            # `updated` orders the senders for pruning: it only grows (old spools held
+            # wall-clock seconds; the sequence goes on from the largest)
+            self._stamp = db.execute("SELECT coalesce(max(updated), 0) FROM sender").fetchone()[0]
             self._next_id = (db.execute("SELECT max(id) FROM batch").fetchone()[0] or 0) + 1
             counters = dict(db.execute("SELECT name, value FROM counter"))
             self.dropped_points = counters.get("dropped_points", 0)
@@ -183,7 +187,7 @@ class Spool:
         ids: list[int | None] = []
         removed: list[tuple[int, str]] = []
         first_new = self._next_id
-        now = time.time()
+        stamp = self._stamp + 1  # a sequence, never the wall clock (which can step back)
         db.execute("BEGIN IMMEDIATE")
         try:
             done = list(done)
@@ -211,7 +215,7 @@ class Spool:
                 db.executemany(
                     "INSERT INTO sender (epoch, seq, updated) VALUES (?, ?, ?) "
                     "ON CONFLICT(epoch) DO UPDATE SET seq = excluded.seq, updated = excluded.updated",
-                    [(e, s, now) for e, s in seqs.items()],
+                    [(e, s, stamp) for e, s in seqs.items()],
                 )
             trimmed = self._trim(db, removed)
             new_epochs = len(seqs.keys() - self._seqs.keys()) if seqs else 0
@@ -240,9 +244,13 @@ class Spool:
                 except sqlite3.Error:
                     pass
             self._reload(db)
+            # `updated` orders the senders for pruning: it only grows (old spools held
+            # wall-clock seconds; the sequence goes on from the largest)
+            self._stamp = db.execute("SELECT coalesce(max(updated), 0) FROM sender").fetchone()[0]
             self._next_id = max([self._next_id, *(i + 1 for i in ids if i is not None)])
             raise
         if seqs:
+            self._stamp = stamp
             self._seqs.update(seqs)
             if len(self._seqs) > KEEP_EPOCHS:
                 self._seqs = dict(db.execute("SELECT epoch, seq FROM sender"))
