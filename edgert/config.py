@@ -311,6 +311,7 @@ class NatsSection:
     tls_cert: str | None = None
     tls_key: str | None = None
     spool_max_bytes: int = field(default=64 * 1024 * 1024, metadata={"min": 4096})
+    spool_sync: Literal["normal", "full"] = "normal"  # full: fsync before acking (power cuts)
     embedded: bool = False
     enabled: bool = True
 

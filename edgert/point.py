@@ -138,7 +138,9 @@ def unpack_limited(data: bytes) -> Any:
             max_ext_len=0,
         )
     except Exception as e:  # msgpack raises many types for bad input
-        raise BadBatch(f"not valid msgpack: {e}") from None
+        if isinstance(e, msgpack.StackError | RecursionError):
+            raise BadBatch("not valid msgpack: nested too deeply") from None
+        raise BadBatch(f"not valid msgpack: {e or type(e).__name__}") from None
 
 
 def decode_batch(data: bytes, encoding: str = "msgpack") -> list[Point]:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from edgert.config import GatewayConfig, runtime_dir_for
 
-__all__ = ["Finding", "preflight"]
+__all__ = ["Finding", "preflight", "spool_room"]
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,39 @@ def preflight(cfg: GatewayConfig) -> list[Finding]:
     running = (rdir / "control.sock").exists()
     found += _writable("[gateway] data_dir", cfg.data_dir)
     found += _writable("[gateway] runtime_dir", rdir)
+    if cfg.nats.enabled and (room := spool_room(cfg)):
+        found.append(Finding("warning", room))
     if cfg.nats.enabled and cfg.nats.embedded:
         found += _embedded_nats(cfg, check_port=not running)
     for d in cfg.drivers:
         found += [Finding("warning", f"[[driver]] {d.name!r}: {w}") for w in _devices(d.config)]
     return sorted(found, key=lambda f: f.level != "error")
+
+
+def spool_room(cfg: GatewayConfig) -> str | None:
+    """A warning when `spool_max_bytes` is more than `data_dir`'s disk can hold."""
+    p = Path(cfg.data_dir)
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    try:
+        st = os.statvfs(p)
+    except OSError:
+        return None
+    free = st.f_bavail * st.f_frsize
+    spool = Path(cfg.data_dir) / "spool.db"
+    for f in (spool, spool.with_name("spool.db-wal")):
+        try:
+            free += f.stat().st_size  # what the spool holds now is room for it
+        except OSError:
+            pass
+    want = cfg.nats.spool_max_bytes
+    if want <= free:
+        return None
+    return (
+        f"[nats] spool_max_bytes = {want} is more than the {free} bytes free for "
+        f"{cfg.data_dir}: in a long outage the disk fills first (the spool then "
+        "holds new points and the drivers drop them, counted)"
+    )
 
 
 def _writable(what: str, path: Path) -> list[Finding]:

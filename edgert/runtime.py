@@ -15,11 +15,13 @@ import contextlib
 import fcntl
 import logging
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, GatewayConfig, SupervisorSection, driver_nodes, load
+from .preflight import spool_room
 from .proc import ActorSpec, Build
 from .proc.zygote import fingerprint
 from .supervisor import ChildSpec, GroupFailed, Supervisor
@@ -31,7 +33,42 @@ log = logging.getLogger("edgert.runtime")
 
 
 class RuntimeBusy(Exception):
-    """Another gateway holds the runtime directory."""
+    """Another gateway holds the runtime directory, or it is not safe to use."""
+
+
+def _check_private(rdir: Path) -> None:
+    """Refuse a runtime dir (or its parent) that another local user owns or can write.
+
+    The parent may be root's when only its owner can rename in it (a sticky
+    /tmp), never another user's: they could swap the sockets under the gateway.
+    """
+    uid = os.getuid()
+    parent = rdir.parent
+    st = os.stat(parent)
+    if st.st_uid not in (uid, 0):
+        raise RuntimeBusy(
+            f"runtime directory parent {parent} is owned by uid {st.st_uid}, not by this "
+            f"gateway's user (uid {uid}); remove it or set [gateway] runtime_dir"
+        )
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        raise RuntimeBusy(
+            f"runtime directory parent {parent} is writable by other users "
+            f"(mode {stat.S_IMODE(st.st_mode):o}); make it 0755 or 0700"
+        )
+    st = os.stat(rdir)
+    if st.st_uid != uid:
+        raise RuntimeBusy(
+            f"runtime directory {rdir} is owned by uid {st.st_uid}, not by this gateway's "
+            f"user (uid {uid}); remove it or set [gateway] runtime_dir"
+        )
+
+
+def _private_dir(path: Path) -> None:
+    """Create `path` 0700 (points are private); tighten it if it is ours and looser."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = os.stat(path)
+    if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o700)
 
 
 class Runtime:
@@ -54,7 +91,9 @@ class Runtime:
         cfg = self.config
         rdir = cfg.runtime_dir
         with _runtime_dir(rdir), contextlib.closing(Notifier()) as notifier:
-            cfg.data_dir.mkdir(parents=True, exist_ok=True)
+            _private_dir(cfg.data_dir)
+            if cfg.nats.enabled and (room := spool_room(cfg)):
+                log.warning("%s", room)
             sup = Supervisor(
                 self.children(),
                 cfg.supervisor,
@@ -180,6 +219,7 @@ class Runtime:
 def _runtime_dir(rdir: Path) -> Iterator[None]:
     """Create the runtime directory 0700, hold its lock, clean its sockets after."""
     rdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _check_private(rdir)
     os.chmod(rdir, 0o700)
     lock_path = rdir / "lock"
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)

@@ -34,7 +34,7 @@ from typing import Any
 
 import msgpack
 
-__all__ = ["Spool", "Batch", "Stored", "write_cost", "process_io"]
+__all__ = ["Spool", "SpoolError", "Batch", "Stored", "write_cost", "process_io"]
 
 ROW_OVERHEAD = 48  # bytes counted per stored batch beside its payload (keys, ids, page slack)
 KEEP_EPOCHS = 1000  # sender epochs remembered; the oldest beyond this are forgotten
@@ -84,13 +84,17 @@ class Stored:
 class Spool:
     """A size-capped, crash-safe FIFO of point batches in `<data_dir>/spool.db`."""
 
-    def __init__(self, path: str | os.PathLike[str], max_bytes: int) -> None:
+    def __init__(self, path: str | os.PathLike[str], max_bytes: int, sync: str = "normal") -> None:
         if max_bytes < 4096:
             raise ValueError(f"spool max_bytes must be >= 4096, got {max_bytes}")
+        if sync not in ("normal", "full"):
+            raise ValueError(f"spool sync must be 'normal' or 'full', got {sync!r}")
+        self.sync = sync  # full: every commit is fsync'd before it returns (and is acked)
         self.path = Path(path)
         self.max_bytes = max_bytes
         self._db: sqlite3.Connection | None = None
         self._seqs: dict[str, int] = {}
+        self._stamp = 0.0  # the last sender update's number (orders the pruning)
         self._next_id = 1  # ids only grow while open (no AUTOINCREMENT: one page less per commit)
         self.bytes = 0  # payload + per-batch overhead held now
         self.batches = 0
@@ -102,22 +106,35 @@ class Spool:
 
     # -- lifecycle -----------------------------------------------------------------
     def open(self) -> Spool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # 0600 before sqlite opens it: its -wal and -shm files take the same mode
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            if os.stat(self.path).st_mode & 0o077:
+                os.chmod(self.path, 0o600)
+        except OSError as e:
+            raise SpoolError(f"cannot open the spool {self.path}: {e.strerror or e}") from None
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA page_size=1024")  # small pages: small commits write little
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"PRAGMA synchronous={self.sync.upper()}")
             db.execute("PRAGMA wal_autocheckpoint=8192")  # pages: 8 MB of WAL between checkpoints
             db.execute("PRAGMA journal_size_limit=8388608")  # and the WAL is cut back to that
             db.executescript(_SCHEMA)
             if "zlib" not in {r[1] for r in db.execute("PRAGMA table_info(batch)")}:
                 db.execute("ALTER TABLE batch ADD COLUMN zlib INTEGER NOT NULL DEFAULT 0")
             self._reload(db)
+            # `updated` orders the senders for pruning: it only grows (old spools held
+            # wall-clock seconds; the sequence goes on from the largest)
+            self._stamp = db.execute("SELECT coalesce(max(updated), 0) FROM sender").fetchone()[0]
             self._next_id = (db.execute("SELECT max(id) FROM batch").fetchone()[0] or 0) + 1
             counters = dict(db.execute("SELECT name, value FROM counter"))
             self.dropped_points = counters.get("dropped_points", 0)
             self.dropped_batches = counters.get("dropped_batches", 0)
+        except sqlite3.Error as e:
+            db.close()
+            raise SpoolError(f"cannot open the spool {self.path}: {e}") from None
         except BaseException:
             db.close()
             raise
@@ -176,7 +193,7 @@ class Spool:
         ids: list[int | None] = []
         removed: list[tuple[int, str]] = []
         first_new = self._next_id
-        now = time.time()
+        stamp = self._stamp + 1  # a sequence, never the wall clock (which can step back)
         db.execute("BEGIN IMMEDIATE")
         try:
             done = list(done)
@@ -206,7 +223,7 @@ class Spool:
                 db.executemany(
                     "INSERT INTO sender (epoch, seq, updated) VALUES (?, ?, ?) "
                     "ON CONFLICT(epoch) DO UPDATE SET seq = excluded.seq, updated = excluded.updated",
-                    [(e, s, now) for e, s in seqs.items()],
+                    [(e, s, stamp) for e, s in seqs.items()],
                 )
             trimmed = self._trim(db, removed)
             new_epochs = len(seqs.keys() - self._seqs.keys()) if seqs else 0
@@ -227,11 +244,21 @@ class Spool:
                 )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # a full disk may have rolled the transaction back already: the error
+            # to report is the first one, not "cannot rollback"
+            if db.in_transaction:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
             self._reload(db)
+            # `updated` orders the senders for pruning: it only grows (old spools held
+            # wall-clock seconds; the sequence goes on from the largest)
+            self._stamp = db.execute("SELECT coalesce(max(updated), 0) FROM sender").fetchone()[0]
             self._next_id = max([self._next_id, *(i + 1 for i in ids if i is not None)])
             raise
         if seqs:
+            self._stamp = stamp
             self._seqs.update(seqs)
             if len(self._seqs) > KEEP_EPOCHS:
                 self._seqs = dict(db.execute("SELECT epoch, seq FROM sender"))
@@ -337,6 +364,10 @@ def _deflate(data: bytes) -> tuple[bytes, int]:
 
 
 # --- measuring write amplification ----------------------------------------------
+
+
+class SpoolError(OSError):
+    """The spool cannot be opened or written; the message names the path and the reason."""
 
 
 def process_io(pid: int | str = "self") -> dict[str, int]:

@@ -56,3 +56,16 @@ def test_a_missing_serial_port_is_only_a_warning(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "warning: [[driver]] 'bus': port /dev/ttyNOPE7 does not exist" in res.output
     assert "ok: gateway 'gw'" in res.output
+
+
+def test_a_spool_larger_than_the_free_space_is_a_warning(tmp_path: Path) -> None:
+    import os
+
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    too_big = free * 4 + 10**9
+    cfg = write(tmp_path, f"[nats]\nspool_max_bytes = {too_big}\n{DRIVER}")
+    res = CliRunner().invoke(cli, ["check", cfg])
+    assert res.exit_code == 0, res.output
+    assert f"spool_max_bytes = {too_big} is more than the" in res.output, res.output
+    fits = write(tmp_path, f"[nats]\nspool_max_bytes = 1000000\n{DRIVER}")
+    assert "spool_max_bytes" not in CliRunner().invoke(cli, ["check", fits]).output

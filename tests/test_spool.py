@@ -130,3 +130,39 @@ def test_write_cost_is_bounded_with_batched_commits(tmp_path: Path) -> None:
     assert cost["written_bytes_per_1000"] < 3 * cost["payload_bytes_per_1000"]
     big = write_cost(points=20_000, points_per_commit=1000, directory=str(tmp_path))
     assert big["amplification"] < 1.6
+
+
+def test_spool_sync_full_makes_every_commit_synchronous(tmp_path) -> None:
+    from edgert.config import loads
+    from edgert.spool import Spool
+
+    for sync, level in (("normal", 1), ("full", 2)):
+        with Spool(tmp_path / f"{sync}.db", 1 << 20, sync) as s:
+            assert s._need_db().execute("PRAGMA synchronous").fetchone()[0] == level
+    cfg = loads('[gateway]\nid = "gw"\n[nats]\nspool_sync = "full"\n')
+    assert cfg.nats.spool_sync == "full"
+    import pytest
+
+    from edgert.config import ConfigError
+
+    with pytest.raises(ConfigError, match="spool_sync"):
+        loads('[gateway]\nid = "gw"\n[nats]\nspool_sync = "sometimes"\n')
+
+
+def test_a_wall_clock_step_back_does_not_prune_a_live_sender(tmp_path: Path, monkeypatch) -> None:
+    """The sender records kept are the most recently updated, whatever the clock says."""
+    import edgert.spool as spool_mod
+
+    clock = [2_000_000_000.0]
+    monkeypatch.setattr(spool_mod.time, "time", lambda: clock[0])
+    keep = spool_mod.KEEP_EPOCHS
+    with Spool(tmp_path / "s.db", 1 << 20) as s:
+        s.apply(seqs={f"old{i}": 1 for i in range(keep - 1)})
+        clock[0] = 1_000_000_000.0  # NTP steps the clock back years
+        s.apply(seqs={"live": 7})
+        s.apply(seqs={"new1": 1, "new2": 1})  # over the limit: the two oldest go
+        assert s.last_seq("live") == 7
+    with Spool(tmp_path / "s.db", 1 << 20) as s:
+        assert s.last_seq("live") == 7
+        assert s.last_seq("new1") == 1 and s.last_seq("new2") == 1
+        assert sum(s.last_seq(f"old{i}") for i in range(keep - 1)) == keep - 3

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -53,6 +54,7 @@ MAX_BURST = 2000  # frames read per turn of the loop at most
 MAX_BURST_BYTES = 1024 * 1024  # and at most this much
 LOG_FIRST_BAD = 10  # malformed frames logged one by one, then every 1000th
 REPORT_EVERY = 0.2  # seconds between heartbeat figures updates while busy
+DISK_RETRY = 1.0  # seconds between tries of a commit the disk refused
 
 
 @dataclass
@@ -117,6 +119,8 @@ class _Run:
             self.base, self.cfg.routes, self.cfg.command_timeout, self._send_router, self.enc
         )
         self.bad_frames = 0
+        self.disk_error = ""
+        self.disk_faults = 0
         self.last_report = 0.0
 
     # -- the whole run -------------------------------------------------------------
@@ -129,7 +133,11 @@ class _Run:
                     self.worker = stack.enter_context(
                         ThreadPoolExecutor(1, thread_name_prefix="edgert-spool")
                     )
-                    spool = Spool(Path(cfg.data_dir) / "spool.db", cfg.nats.spool_max_bytes)
+                    spool = Spool(
+                        Path(cfg.data_dir) / "spool.db",
+                        cfg.nats.spool_max_bytes,
+                        cfg.nats.spool_sync,
+                    )
                     rows = await self._in_worker(_open_spool, spool)
                     self.spool = spool
                     stack.callback(lambda: self.worker.submit(spool.close).result())
@@ -258,7 +266,17 @@ class _Run:
             if job is None:
                 return
             if isinstance(job, Commit):
-                ids, removed = await self._in_worker(spool.apply, job.rows, job.seqs, job.done)
+                try:
+                    ids, removed = await self._in_worker(spool.apply, job.rows, job.seqs, job.done)
+                except sqlite3.Error as e:  # a full disk, an I/O error: hold, retry, no crash
+                    self._disk_fault(f"spool {spool.path}: {e}")
+                    self.jobs.appendleft(job)  # its points stay unacked: the drivers hold
+                    await asyncio.sleep(DISK_RETRY)
+                    continue
+                if self.disk_error:
+                    self.log.warning("spool writable again after: %s", self.disk_error)
+                    self.disk_error = ""
+                    self.changed()
                 self.seqs.update(job.seqs)
                 self.feed(self.fwd.committed(ids, removed, time.monotonic()))
                 if spool.dropped_batches:
@@ -321,6 +339,15 @@ class _Run:
         if self.acks:
             self._flush_acks()
 
+    def _disk_fault(self, error: str) -> None:
+        """A commit failed: say so once (status, status subject, log) and retry later."""
+        if error != self.disk_error:
+            self.log.error("%s; holding new points until it can be written", error)
+            self.disk_error = error
+            self.disk_faults += 1
+            self.changed()
+        self._report(force=True)
+
     def _bad(self, why: str) -> None:
         self.bad_frames += 1
         n = self.bad_frames
@@ -337,6 +364,8 @@ class _Run:
         s["in_flight"] = len(self.fwd.flight)  # published, NATS has not confirmed yet
         s["backlog_rows"] = self.fwd.backlog_rows  # spool rows this session has yet to send
         s["spool_jobs"] = len(self.jobs)
+        s["disk_error"] = self.disk_error  # "" unless the spool cannot be written now
+        s["disk_faults"] = self.disk_faults
         return s
 
     def _report(self, force: bool = False) -> None:

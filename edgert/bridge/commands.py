@@ -5,7 +5,11 @@ owns the node (`routes`) as `["C", id, maps]`, and the driver's
 `["R", id, ok, error]` becomes the reply `{"ok": true}` or
 `{"ok": false, "error": "..."}`. An unknown node, a driver that is not running,
 a malformed payload or no answer within `timeout` gets an error reply naming
-the problem. `Commands` belongs to the bridge's one loop.
+the problem. Commands come from programs nobody here wrote: a point may leave
+out `node`, `key`, `time` and `origin`; anything deep, huge, non-finite or out
+of range is refused, any exception while handling a request becomes an error
+reply, and past `max_in_flight` requests waiting for drivers the reply is
+"busy" at once. `Commands` belongs to the bridge's one loop.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,10 +26,54 @@ import msgpack
 import zmq
 
 from ..bus import encode_frame
-from ..point import BadBatch, decode_batch
+from ..point import MAX_BATCH_BYTES, BadBatch, Point, points_from_maps, unpack_limited
 from .payload import CONTENT_TYPES, request_encoding
 
-__all__ = ["Commands"]
+__all__ = ["Commands", "decode_command", "MAX_IN_FLIGHT"]
+
+MAX_IN_FLIGHT = 256  # requests waiting for a driver's answer; past it: "busy"
+INT_MIN, UINT_MAX = -(2**63), 2**64 - 1  # what msgpack can carry to the driver
+TIME_MAX = 2**63 - 1
+
+
+def decode_command(data: bytes, enc: str, node: str) -> list[Point]:
+    """The points of a command for `node`; raises BadBatch naming the point and key."""
+    try:
+        if enc == "json":
+            if len(data) > MAX_BATCH_BYTES:
+                raise BadBatch(f"frame of {len(data)} bytes exceeds {MAX_BATCH_BYTES}")
+            obj = json.loads(data)
+        else:
+            obj = unpack_limited(data)
+    except RecursionError:
+        raise BadBatch(f"not valid {enc}: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as e:  # BadBatch is a ValueError
+        if isinstance(e, BadBatch):
+            raise
+        raise BadBatch(f"not valid JSON: {e}") from None
+    if isinstance(obj, list):
+        now = 0
+        for m in obj:
+            if isinstance(m, dict):  # the defaults of DESIGN section 4
+                m.setdefault("node", node)
+                m.setdefault("key", "0")
+                m.setdefault("origin", "")
+                if "time" not in m:
+                    now = now or time.time_ns()
+                    m["time"] = now
+    points = points_from_maps(obj)
+    for i, p in enumerate(points):
+        where = f"point {i} ({p.type}.{p.key})"
+        v = p.value
+        if isinstance(v, float) and not math.isfinite(v):
+            raise BadBatch(f"{where}: value {v} is not a finite number")
+        if isinstance(v, int) and not INT_MIN <= v <= UINT_MAX:
+            raise BadBatch(f"{where}: value {v} is outside the 64-bit integer range")
+        if p.time > TIME_MAX:
+            raise BadBatch(f"{where}: time {p.time} is outside the 64-bit range")
+        if p.time == 0:
+            p.time = time.time_ns()
+    return points
 
 
 class Commands:
@@ -36,6 +86,7 @@ class Commands:
         timeout: float,
         send: Callable[[list[bytes]], None],
         encoding: str,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self.base = base
         self.routes = routes
@@ -44,8 +95,18 @@ class Commands:
         self.encoding = encoding
         self.pending: dict[int, asyncio.Future[tuple[bool, str]]] = {}
         self.next_id = 0
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0  # requests being handled (decoding, or waiting for a driver)
         self.count = 0
         self.errors = 0
+        self.busy = 0  # requests refused at once because too many were in flight
+
+    def admit(self) -> bool:
+        """True when one more request may be handled now (then `handle` must follow)."""
+        if self.in_flight >= self.max_in_flight:
+            return False
+        self.in_flight += 1
+        return True
 
     def answer(self, cmd_id: int, ok: bool, error: str) -> None:
         """A driver's ["R", id, ok, error]."""
@@ -57,16 +118,41 @@ class Commands:
         for fut in self.pending.values():
             fut.cancel()
 
-    async def handle(self, nc: Any, msg: Any, log: Any) -> None:
-        """One request from NATS: apply it and reply."""
+    async def refuse_busy(self, nc: Any, msg: Any) -> None:
+        """The answer to a request past `max_in_flight`, without decoding it."""
         self.count += 1
-        error = await self.apply(msg)
-        if error:
-            self.errors += 1
-            log.warning("command on %s refused: %s", msg.subject, error)
-        if not msg.reply:
-            return
-        reply = {"ok": True} if error is None else {"ok": False, "error": error}
+        self.busy += 1
+        self.errors += 1
+        if msg.reply:
+            error = f"busy: {self.in_flight} commands in flight (at most {self.max_in_flight})"
+            await self._reply(nc, msg, {"ok": False, "error": error})
+
+    async def handle(self, nc: Any, msg: Any, log: Any) -> None:
+        """One request from NATS (admitted): apply it and reply; never raises but on cancel."""
+        try:
+            self.count += 1
+            try:
+                error = await self.apply(msg)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # whatever a request does, it gets a reply
+                error = f"the command could not be handled: {type(e).__name__}: {e}"
+            if error:
+                self.errors += 1
+                log.warning("command on %.200s refused: %.500s", msg.subject, error)
+            if not msg.reply:
+                return
+            reply = {"ok": True} if error is None else {"ok": False, "error": error}
+            try:
+                await self._reply(nc, msg, reply)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("cannot reply to a command on %.200s: %s", msg.subject, e)
+        finally:
+            self.in_flight -= 1
+
+    async def _reply(self, nc: Any, msg: Any, reply: dict[str, Any]) -> None:
         enc = request_encoding(msg, self.encoding)
         data = (
             json.dumps(reply).encode() if enc == "json" else msgpack.packb(reply, use_bin_type=True)
@@ -84,7 +170,7 @@ class Commands:
             return f"unknown node {node!r} (nodes of this gateway: {known})"
         enc = request_encoding(msg, self.encoding)
         try:
-            points = decode_batch(msg.data, enc)
+            points = decode_command(msg.data, enc, node)
         except BadBatch as e:
             return f"malformed command payload ({enc}): {e}"
         if not points:

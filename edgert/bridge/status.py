@@ -37,6 +37,7 @@ def status_message(
                 "points_out": a.get("points_out"),
                 "buffered": a.get("buffered"),
                 "dropped": a.get("dropped"),
+                "lost_at_stop": a.get("lost_at_stop", 0),
             }
         )
     return {

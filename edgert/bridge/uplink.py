@@ -201,8 +201,12 @@ class Uplink:
         self.run.log.info("JetStream: created stream %s for %s", n.stream, ", ".join(subjects))
 
     async def _commands(self, nc: Any, sub: Any, tg: asyncio.TaskGroup) -> None:
+        commands = self.run.commands
         async for msg in sub.messages:
-            tg.create_task(self.run.commands.handle(nc, msg, self.run.log))
+            if commands.admit():  # bounded: past it, "busy" at once and no task
+                tg.create_task(commands.handle(nc, msg, self.run.log))
+            else:
+                await commands.refuse_busy(nc, msg)
 
     async def _sender(self, sess: Session) -> None:
         """Publish in order; on core NATS a flush round trip says NATS took them."""

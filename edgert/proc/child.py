@@ -85,11 +85,20 @@ def _main(spec_bytes: bytes, link: Link) -> int:
         return 0
     except BaseException as e:  # noqa: BLE001 - every failure is reported to the supervisor
         text = "".join(traceback.format_exception(e)).rstrip()
+        if isinstance(e, BaseExceptionGroup):  # its traceback ends in a divider line
+            text += "\n" + error_line(e)
         logging.getLogger(f"edgert.actor.{name}").error("failed: %s", text)
         _send(link, "exit", text)
         return 1
     finally:
         link.close()
+
+
+def error_line(e: BaseException) -> str:
+    """`Type: message` of an exception; of a group, of its innermost exceptions."""
+    if isinstance(e, BaseExceptionGroup):
+        return "; ".join(dict.fromkeys(error_line(x) for x in e.exceptions))
+    return "".join(traceback.format_exception_only(e)).strip().splitlines()[-1]
 
 
 def _send(link: Link, kind: str, data: Any) -> None:
@@ -136,6 +145,8 @@ def _run_actor(spec: Any, link: Link) -> None:
                 "stopped with %d points not acknowledged by the bridge", outbox.stats()["buffered"]
             )
     finally:
+        if outbox is not None and outbox.buffered > 0:  # lost: counted by the supervisor
+            _send(link, "lost", outbox.buffered)
         ctx._close()
         if sock is not None:
             sock.close(0)

@@ -33,6 +33,7 @@ class ActorProcess:
         self.pidfd = -1
         self.link: Link | None = None
         self.exit_error: str | None = None
+        self.lost_at_stop = 0  # points its outbox could not hand over when it stopped
         self.exitcode: int | None = None
         self._queue: deque[bytes] = deque()
         self._latest: dict[str, bytes] = {}
@@ -65,9 +66,12 @@ class ActorProcess:
             if data is None:
                 return out
             try:
-                out.append(decode_link(data))
+                msg = decode_link(data)
             except ValueError:
-                pass
+                continue
+            if msg[0] == "lost" and isinstance(msg[1], int) and msg[1] > 0:
+                self.lost_at_stop += msg[1]  # kept here: it comes right before "exit"
+            out.append(msg)
 
     def send(self, kind: str, data: Any = None) -> None:
         """Queue a message for the child and send what the link takes now."""

@@ -49,6 +49,7 @@ __all__ = ["Supervisor", "ChildSpec", "GroupFailed"]
 log = logging.getLogger("edgert.supervisor")
 
 STATUS_EVERY = 2.0
+CONTROL_MAX_BYTES = 64 * 1024  # a control request is a small map; a bigger frame is refused
 
 
 class GroupFailed(Exception):
@@ -93,6 +94,7 @@ class Child:
     kill_at: float | None = None
     hung: bool = False
     points_base: int = 0  # points published by earlier runs of this child
+    lost_at_stop: int = 0  # points its runs could not hand over when they stopped
     retiring: bool = False  # stopped by a reload: replaced by `successor`, or removed
     successor: ChildSpec | None = None
 
@@ -163,6 +165,7 @@ class Supervisor:
             if self.control_path:
                 sock = zctx.socket(zmq.ROUTER)
                 sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.MAXMSGSIZE, CONTROL_MAX_BYTES)  # bigger: peer dropped
                 if os.path.exists(self.control_path):
                     os.unlink(self.control_path)
                 sock.bind(f"ipc://{self.control_path}")
@@ -357,6 +360,9 @@ class Supervisor:
         assert c.proc is not None
         proc = c.proc
         c.points_base += int(c.stats.get("points_out", 0) or 0)
+        if proc.lost_at_stop:
+            c.lost_at_stop += proc.lost_at_stop
+            log.warning("%s: %d points lost at stop (not acknowledged)", c.name, proc.lost_at_stop)
         c.stats = {k: v for k, v in c.stats.items() if k != "points_out"}
         c.proc = None
         self._graveyard.add(proc.pid)
@@ -529,6 +535,7 @@ class Supervisor:
                 "points_out": c.points_base + int(s.get("points_out", 0) or 0),
                 "buffered": int(s.get("buffered", 0) or 0),
                 "dropped": int(s.get("dropped", 0) or 0),
+                "lost_at_stop": c.lost_at_stop,
                 "critical": c.cs.critical,
                 "stats": s,
             }

@@ -8,12 +8,13 @@ over its control socket; `descendants(pid)` lists a process tree from /proc.
 `FaultActor` publishes a counter and then, after `after` seconds, does what
 `mode` says: `crash` (raises), `exit` (returns cleanly), `hang` (stops coming
 back to `receive`, so its heartbeats stop), `segfault` (kills itself with
-SIGSEGV) or `run` (nothing: runs until stopped). Use it as
+SIGSEGV), `group` (raises inside an asyncio task group) or `run` (nothing: runs until stopped). Use it as
 `type = "edgert.testing:FaultActor"`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -126,13 +127,21 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+async def _fail_in_task_group() -> None:
+    async def fail() -> None:
+        raise ValueError("FaultActor failed inside a task group")
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(fail())
+
+
 class _CleanExit(Exception):
     """Raised inside the loop to make `run` return cleanly (mode `exit`)."""
 
 
 @dataclass
 class FaultConfig:
-    mode: Literal["run", "crash", "exit", "hang", "segfault"] = "run"
+    mode: Literal["run", "crash", "exit", "hang", "segfault", "group"] = "run"
     after: float = field(default=0.0, metadata={"min": 0})
     rate: float = field(default=20.0, metadata={"gt": 0})
     ignore_stop: bool = False  # keep running after stop (tests the SIGKILL path)
@@ -195,3 +204,5 @@ class FaultActor(Actor):
                 time.sleep(1)
         if mode == "segfault":
             os.kill(os.getpid(), signal.SIGSEGV)
+        if mode == "group":
+            asyncio.run(_fail_in_task_group())

@@ -1,0 +1,236 @@
+"""Hostile command requests: deep, huge, non-finite, out of range, or a flood.
+
+Every request gets a well-formed reply naming the problem, the bridge process
+stays the same, keeps its NATS session, and its memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from edgert.testing import running_gateway, status, wait_for
+from edgert.testing.nats import NatsProcess, decode, request
+
+GATEWAY = """
+[supervisor]
+backoff_min = 0.1
+backoff_max = 0.5
+[nats]
+url = "{url}"
+encoding = "msgpack"
+
+[[driver]]
+name = "boiler"
+type = "sim"
+[[driver.signal]]
+name = "setpoint"
+shape = "sine"
+rate = 5.0
+writable = true
+"""
+
+JSON = {"Content-Type": "application/json"}
+MSGPACK = {"Content-Type": "application/msgpack"}
+
+
+@pytest.fixture
+def gateway(make_config, short_dir: Path) -> Iterator[tuple[NatsProcess, object]]:
+    with NatsProcess(short_dir / "nats") as srv:
+        cfg = make_config(GATEWAY.format(url=srv.url))
+        with running_gateway(cfg):
+            wait_for(
+                lambda: (
+                    (a := status(cfg)["by_name"])["boiler"]["state"] == "running"
+                    and a["bridge"]["stats"].get("nats") == "connected"
+                ),
+                15,
+                "boiler running, bridge on NATS",
+            )
+            yield srv, cfg
+
+
+def bridge(cfg: object) -> dict:
+    return status(cfg)["by_name"]["bridge"]
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def cmd(srv: NatsProcess, data: bytes, headers: dict) -> dict:
+    return decode(request(srv.url, "edgert.gw.cmd.boiler", data, headers))
+
+
+def point(value: object) -> dict:
+    return {"node": "boiler", "type": "setpoint", "key": "0", "value": value, "time": 0}
+
+
+HOSTILE = [
+    ("deep-json", b"[" * 100000 + b"]" * 100000, JSON, "nested too deeply"),
+    ("deep-msgpack", b"\x91" * 100000 + b"\xc0", MSGPACK, "nested too deeply"),
+    (
+        "int-2-64",
+        b'[{"node":"boiler","type":"setpoint","key":"0","value":18446744073709551616,'
+        b'"time":0,"origin":""}]',
+        JSON,
+        "point 0 (setpoint.0): value 18446744073709551616 is outside the 64-bit",
+    ),
+    (
+        "int-negative",
+        json.dumps([point(-(2**63) - 1)]).encode(),
+        JSON,
+        "outside the 64-bit integer range",
+    ),
+    ("nan-json", b'[{"type":"setpoint","value":NaN}]', JSON, "point 0 (setpoint.0): value nan"),
+    ("inf-json", b'[{"type":"setpoint","value":-Infinity}]', JSON, "value -inf is not finite"),
+    ("inf-msgpack", msgpack.packb([point(float("inf"))]), MSGPACK, "value inf is not finite"),
+    (
+        "big-time",
+        json.dumps([{**point(1.0), "time": 2**70}]).encode(),
+        JSON,
+        "time 1180591620717411303424 is outside",
+    ),
+    ("huge-digits", b'[{"type":"setpoint","value":' + b"9" * 5000 + b"}]", JSON, "not valid JSON"),
+    ("bad-utf8", b'[{"type":"\xff\xfe"}]', JSON, "not valid JSON"),
+]
+
+
+def test_hostile_requests_get_a_clear_refusal_and_the_bridge_stays(gateway) -> None:
+    srv, cfg = gateway
+    pid = bridge(cfg)["pid"]
+    for name, data, headers, error in HOSTILE:
+        reply = cmd(srv, data, headers)
+        assert reply["ok"] is False, name
+        assert error.replace("is not finite", "is not a finite number") in reply["error"], (
+            name,
+            reply,
+        )
+    # the omitted keys default (node, key, time, origin), and the command still works
+    assert cmd(srv, b'[{"type":"setpoint","value":3}]', JSON) == {"ok": True}
+    b = bridge(cfg)
+    assert b["pid"] == pid and b["restarts"] == 0 and b["stats"]["nats"] == "connected"
+
+
+def garbage(rng: random.Random, depth: int = 0) -> object:
+    kind = rng.randrange(10 if depth < 6 else 6)
+    if kind == 0:
+        return rng.choice([0, -1, 2**63, 2**64 - 1, -(2**63), rng.getrandbits(64)])
+    if kind == 1:
+        return rng.choice([0.5, float("nan"), float("inf"), -0.0, 1e308])
+    if kind == 2:
+        return "".join(chr(rng.randrange(1, 0x2FFF)) for _ in range(rng.randrange(12)))
+    if kind == 3:
+        return rng.choice([None, True, False])
+    if kind == 4:
+        return rng.randbytes(rng.randrange(8))
+    if kind == 5:
+        return rng.choice(["setpoint", "0", "boiler", "", "a b"])
+    if kind in (6, 7):
+        return [garbage(rng, depth + 1) for _ in range(rng.randrange(4))]
+    keys = ["node", "type", "key", "value", "time", "origin", "x"]
+    return {rng.choice(keys): garbage(rng, depth + 1) for _ in range(rng.randrange(7))}
+
+
+def test_generated_garbage_always_gets_a_well_formed_reply(gateway) -> None:
+    srv, cfg = gateway
+    pid = bridge(cfg)["pid"]
+    rng = random.Random(8)
+
+    async def throw() -> list[dict]:
+        import nats
+
+        nc = await nats.connect(srv.url)
+        replies = []
+        try:
+            for _ in range(300):
+                obj = garbage(rng)
+                if rng.random() < 0.5:
+                    data, headers = msgpack.packb(obj, use_bin_type=True), MSGPACK
+                else:
+                    text = json.dumps(obj, default=lambda b: b.hex())
+                    data, headers = text.encode("utf-8", "surrogatepass"), JSON
+                if rng.random() < 0.2:  # and random bytes, or a mangled encoding
+                    data = rng.randbytes(rng.randrange(40))
+                m = await nc.request("edgert.gw.cmd.boiler", data, timeout=10, headers=headers)
+                replies.append(decode_reply(m))
+        finally:
+            await nc.close()
+        return replies
+
+    replies = asyncio.run(throw())
+    assert len(replies) == 300
+    for r in replies:
+        assert set(r) <= {"ok", "error"} and isinstance(r["ok"], bool)
+        assert r["ok"] or (isinstance(r["error"], str) and r["error"])
+    b = bridge(cfg)
+    assert b["pid"] == pid and b["restarts"] == 0 and b["stats"]["nats"] == "connected"
+
+
+def decode_reply(m: object) -> dict:
+    ctype = (m.headers or {}).get("Content-Type")
+    return json.loads(m.data) if ctype == "application/json" else msgpack.unpackb(m.data)
+
+
+def test_a_request_flood_is_answered_busy_and_memory_stays_bounded(gateway) -> None:
+    srv, cfg = gateway
+    pid = bridge(cfg)["pid"]
+    before = rss_kb(pid)
+    total = 20_000
+    body = msgpack.packb([point(1.5)])
+
+    async def flood() -> dict[str, int]:
+        import nats
+
+        nc = await nats.connect(srv.url, pending_size=64 * 1024 * 1024)
+        seen: dict[int, str] = {}
+        done = asyncio.Event()
+
+        async def on_reply(m: object) -> None:
+            r = msgpack.unpackb(m.data)
+            seen[int(m.subject.rsplit(".", 1)[1])] = (
+                "ok" if r["ok"] else r["error"].split(":")[0][:40]
+            )
+            if len(seen) == total:
+                done.set()
+
+        inbox = nc.new_inbox()
+        await nc.subscribe(inbox + ".*", cb=on_reply, pending_msgs_limit=total * 2)
+        try:
+            for i in range(total):
+                await nc.publish(
+                    "edgert.gw.cmd.boiler", body, reply=f"{inbox}.{i}", headers=MSGPACK
+                )
+                if i % 500 == 0:
+                    await nc.flush()
+            await nc.flush()
+            try:
+                async with asyncio.timeout(90):
+                    await done.wait()
+            except TimeoutError:
+                pass
+        finally:
+            await nc.close()
+        counts: dict[str, int] = {"missing": total - len(seen)}
+        for v in seen.values():
+            counts[v] = counts.get(v, 0) + 1
+        return counts
+
+    counts = asyncio.run(flood())
+    assert counts["missing"] == 0, counts
+    assert set(counts) <= {"missing", "ok", "busy"}, counts
+    assert counts.get("ok", 0) > 0, counts
+    b = bridge(cfg)
+    assert b["pid"] == pid and b["restarts"] == 0 and b["stats"]["nats"] == "connected"
+    after = rss_kb(pid)
+    print(f"flood {counts}; bridge RSS {before} kB -> {after} kB")
+    assert after - before < 20 * 1024, (before, after)

@@ -1,0 +1,59 @@
+"""Points a driver could not hand over when it stopped are counted, not only logged.
+
+The bridge is frozen (SIGSTOP), so nothing the driver publishes is
+acknowledged; the driver is then stopped (SIGTERM): what its outbox still held
+shows as `lost_at_stop` for that actor in the status, and stays counted after
+its restart.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from edgert.testing import running_gateway, status, wait_for
+from edgert.testing.nats import free_port
+
+GATEWAY = """
+[supervisor]
+backoff_min = 0.1
+backoff_max = 0.5
+heartbeat_timeout = 60
+[nats]
+url = "nats://127.0.0.1:{port}"
+
+[[driver]]
+name = "gen"
+type = "edgert.testing:FaultActor"
+mode = "run"
+rate = 500.0
+"""
+
+
+def test_points_unacknowledged_at_a_stop_are_counted(make_config) -> None:
+    cfg = make_config(GATEWAY.format(port=free_port()))
+    with running_gateway(cfg):
+        a = wait_for(
+            lambda: (
+                (a := status(cfg)["by_name"])["gen"]["state"] == "running"
+                and a["bridge"]["state"] == "running"
+                and a
+            ),
+            15,
+            "gen and bridge running",
+        )
+        assert a["gen"]["lost_at_stop"] == 0
+        bridge, gen = a["bridge"]["pid"], a["gen"]["pid"]
+        os.kill(bridge, signal.SIGSTOP)
+        try:
+            wait_for(lambda: status(cfg)["by_name"]["gen"]["buffered"] > 100, 15, "unacked")
+            os.kill(gen, signal.SIGTERM)
+            g = wait_for(
+                lambda: (g := status(cfg)["by_name"]["gen"])["pid"] not in (None, gen) and g,
+                30,
+                "gen restarted",
+            )
+        finally:
+            os.kill(bridge, signal.SIGCONT)
+        assert g["lost_at_stop"] > 100, g
+        assert g["restarts"] >= 1

@@ -1,0 +1,110 @@
+"""Local security: points and sockets are private to the gateway's user.
+
+The data dir is created 0700 and the spool 0600; a runtime dir whose parent
+another user owns is refused with one clear error; the control socket drops a
+frame over its small limit without buffering it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import zmq
+
+from edgert.config import loads
+from edgert.runtime import Runtime, RuntimeBusy
+from edgert.testing import running_gateway, status, wait_for
+from edgert.testing.nats import NatsProcess
+
+GATEWAY = """
+[gateway]
+id = "gw"
+runtime_dir = "{rdir}"
+data_dir = "{data}"
+[nats]
+url = "{url}"
+
+[[driver]]
+name = "gen"
+type = "sim"
+[[driver.signal]]
+name = "temp"
+shape = "sine"
+rate = 5.0
+"""
+
+
+def config(short_dir: Path, rdir: Path, url: str = "nats://127.0.0.1:1"):
+    return loads(GATEWAY.format(url=url, rdir=rdir, data=short_dir / "data"))
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_data_dir_is_0700_and_spool_0600_and_control_drops_big_frames(
+    short_dir: Path,
+) -> None:
+    old = os.umask(0o022)
+    try:
+        with NatsProcess(short_dir / "nats") as srv:
+            cfg = config(short_dir, short_dir / "run" / "gw", srv.url)
+            with running_gateway(cfg):
+                wait_for(
+                    lambda: status(cfg)["by_name"]["bridge"]["stats"].get("nats") == "connected",
+                    15,
+                    "bridge on NATS",
+                )
+                assert stat.S_IMODE(os.stat(cfg.data_dir).st_mode) == 0o700
+                spool = wait_for(
+                    lambda: [p for p in Path(cfg.data_dir).iterdir() if p.name.startswith("spool")],
+                    10,
+                    "the spool files",
+                )
+                for p in spool:
+                    assert stat.S_IMODE(os.stat(p).st_mode) == 0o600, p
+                # a 16 MB frame on the control socket: dropped, not buffered
+                me = os.getpid()  # the supervisor runs in this process (a thread)
+                before = rss_kb(me)
+                zctx = zmq.Context(1)
+                sock = zctx.socket(zmq.DEALER)
+                try:
+                    sock.setsockopt(zmq.LINGER, 0)
+                    sock.connect(f"ipc://{cfg.runtime_dir}/control.sock")
+                    for _ in range(4):
+                        sock.send_multipart([b"", b"x" * (16 * 1024 * 1024)])
+                    wait_for(lambda: sock.poll(0) or True, 1, "sent")
+                finally:
+                    sock.close(0)
+                    zctx.term()
+                # the gateway still answers, and did not hold the frames
+                assert status(cfg)["by_name"]["gen"]["state"] == "running"
+                grown = rss_kb(me) - before
+                assert grown < 32 * 1024, f"parent grew by {grown} kB"
+    finally:
+        os.umask(old)
+
+
+def test_a_runtime_dir_parent_owned_by_another_user_is_refused(short_dir: Path) -> None:
+    parent = short_dir / "theirs"
+    parent.mkdir()
+    os.chown(parent, 65534, 65534)
+    cfg = config(short_dir, parent / "gw")
+    with pytest.raises(RuntimeBusy, match=r"theirs is owned by uid 65534"):
+        Runtime(cfg).run()
+    assert not (parent / "gw" / "control.sock").exists()
+
+
+def test_a_runtime_dir_parent_writable_by_others_is_refused(short_dir: Path) -> None:
+    parent = short_dir / "open"
+    parent.mkdir()
+    os.chmod(parent, 0o777)
+    cfg = config(short_dir, parent / "gw")
+    with pytest.raises(RuntimeBusy, match=r"open is writable by other users"):
+        Runtime(cfg).run()
