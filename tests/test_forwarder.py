@@ -412,3 +412,45 @@ def test_a_failed_first_connect_ends_the_hold() -> None:
         checked(m)
     finally:
         m.teardown()
+
+
+def test_drop_at_source_and_restarts_around_the_first_connect_lose_nothing() -> None:
+    m = machine()
+    try:
+        steps = [
+            ("start_connecting", 5.0),
+            ("connect_fails",),
+            ("tick", 4.0),
+            ("resend", 0),
+            ("start_connecting", 5.0),
+            ("tick", 4.0),
+            ("produce", 0, [1, 1, 0, 1]),
+            ("connect_fails",),
+            ("drop_at_source", 0),
+            ("resend", 1),
+            ("tick", 4.0),
+            ("spool_work", 99),
+            ("connect",),
+            ("lose_session", 2),
+            ("connect",),
+            ("bridge_restart", 0, 2),
+            ("tick", 0.5),
+            ("tick", 4.0),
+            ("produce", 0, [0, 0]),
+            ("drop_at_source", 1),
+            ("start_connecting", 0.3),
+            ("connect",),
+            ("drop_at_source", 0),
+            ("spool_work", 99),
+            ("resend", 0),
+            ("produce", 0, [1, 0, 1, 1]),
+            ("nats_acks", 1),
+            ("bridge_restart", 0, 2),
+            ("produce", 1, [0, 0]),
+            ("start_connecting", 0.3),
+        ]
+        for name, *args in steps:
+            getattr(m, name)(*args)
+            checked(m)
+    finally:
+        m.teardown()
