@@ -432,7 +432,8 @@ class Forwarder:
 
     def _commit(self, parts: list[Part]) -> Commit:
         rows = self._coalesce(parts)
-        c = _Committing(parts, rows, self.inbox.dirty_seqs(), self.done)
+        seqs = self.inbox.dirty_seqs(Counter(p.slot for p in parts))
+        c = _Committing(parts, rows, seqs, self.done)
         c.nodes.update(p.node for p in parts)
         self.committing = c
         self.done = []

@@ -12,13 +12,15 @@ sender epoch it keeps the last `seq` accepted and the last `seq` acked.
 - An accepted batch may split into several parts (one per node). Its slot
   counts the parts not yet safe; the sender is acked cumulatively up to its
   last seq of which every earlier one is safe (`Sender.advance`).
-- The last accepted seq of each epoch is also kept in the spool, so a bridge
-  that restarts knows which resent batches it already has (`seeds`).
+- The last seq of each epoch up to which every batch is safe (in NATS or in
+  the spool, counting the commit that records it) is also kept in the spool,
+  so a bridge that restarts knows which resent batches it already has, and
+  takes again every one it does not (`dirty_seqs`).
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -106,9 +108,23 @@ class Inbox:
         if sender is not None and sender.advance():
             self.acks_due.add(epoch)
 
-    def dirty_seqs(self) -> dict[str, int]:
-        """epoch -> last accepted seq, for every sender accepted from since `recorded()`."""
-        return {e: s.accepted for e, s in self.senders.items() if s.dirty}
+    def dirty_seqs(self, coming: Counter[Slot] | None = None) -> dict[str, int]:
+        """epoch -> seq to record in the spool, for every sender accepted from since
+        `recorded()`: its last seq of which every batch, and every earlier one, is safe
+        or has all its parts not yet safe in `coming` (slot -> parts in this commit).
+        Never the last accepted seq as such: a batch still in memory or in flight is
+        not the spool's, and a bridge that restarts must take its resend."""
+        out = {}
+        for e, s in self.senders.items():
+            if not s.dirty:
+                continue
+            seq = s.acked
+            for slot in s.open:
+                if slot.open > (coming[slot] if coming else 0):
+                    break
+                seq = slot.seq
+            out[e] = seq
+        return out
 
     def recorded(self, seqs: dict[str, int]) -> None:
         for e, seq in seqs.items():
