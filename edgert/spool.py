@@ -2,8 +2,9 @@
 
 A batch is accepted from the bus only once it is in the spool, and leaves the
 spool only once NATS has it. One `commit()` is one transaction holding, together,
-the new batches, the last accepted bus `seq` of each sender epoch (so a batch
-resent after a bridge crash is recognised as a duplicate and dropped), and the
+the new batches, the last bus `seq` of each sender epoch up to which every batch
+is in NATS or in the spool (so a batch resent after a bridge crash is recognised
+as a duplicate and dropped, and one that was not safe is taken again), and the
 removal of batches NATS has acknowledged since. The caller acks the bus only
 after `commit()` returned, so nothing acknowledged is ever lost.
 
