@@ -230,7 +230,7 @@ class Context(Generic[C]):
         except BlockingIOError:
             pass
         if self._link is not None and not self._parent_gone:
-            from .process import decode_link
+            from .proc.link import decode_link
 
             try:
                 while self._link.poll():
@@ -292,7 +292,7 @@ class Context(Generic[C]):
     def _send_link(self, kind: str, data: Any = None) -> None:
         if self._link is None or self._parent_gone:
             return
-        from .process import encode_link
+        from .proc.link import encode_link
 
         try:
             self._link.send_bytes(encode_link(kind, data))
