@@ -302,7 +302,28 @@ class NatsSection:
     prefix: str = field(default="edgert", metadata={"name": True})
     encoding: Literal["msgpack", "json"] = "msgpack"
     jetstream: bool = False
-    stream: str = field(default="EDGERT", metadata={"name": True})
+    stream: str | None = field(
+        default=None,
+        metadata={"name": True, "doc": "the JetStream stream; unset: EDGERT_<gateway id>"},
+    )
+    stream_max_bytes: int = field(
+        default=256 * 1024 * 1024,
+        metadata={
+            "min": 0,
+            "doc": "a stream edgert creates keeps at most this many bytes; 0: no limit",
+        },
+    )
+    stream_max_age: float = field(
+        default=7 * 24 * 3600.0,
+        metadata={
+            "min": 0,
+            "doc": "a stream edgert creates keeps messages this many seconds; 0: no limit",
+        },
+    )
+    jetstream_domain: str | None = field(
+        default=None,
+        metadata={"name": True, "doc": "the JetStream domain (a leaf node's own JetStream)"},
+    )
     user: str | None = None
     password: str | None = None
     token: str | None = None

@@ -397,21 +397,31 @@ class _Run:
 
     async def statuses(self, nc: Any) -> None:
         """The status subject: now, every `status_interval`, and on change."""
-        headers = {"Content-Type": CONTENT_TYPES[self.enc]}
         while True:
             self.status_changed.clear()
-            msg = status_message(
-                self.cfg.gateway_id,
-                self.snapshot,
-                self.uplink.connected,
-                self.uplink.server,
-                self.spool.stats() if self.spool is not None else {},
-                self.stats() | {"duplicates": self.fwd.stats["duplicates"]},
-            )
-            await nc.publish(f"{self.base}.status", encode(msg, self.enc), headers=headers)
+            await self._publish_status(nc, self.uplink.connected, "")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.cfg.status_interval):
                     await self.status_changed.wait()
+
+    async def status_once(self, nc: Any, error: str) -> None:
+        """One status message while the uplink cannot publish points (it says why)."""
+        with contextlib.suppress(Exception):
+            await self._publish_status(nc, False, error)
+            await nc.flush(timeout=self.cfg.ack_timeout)
+
+    async def _publish_status(self, nc: Any, connected: bool, error: str) -> None:
+        msg = status_message(
+            self.cfg.gateway_id,
+            self.snapshot,
+            connected,
+            self.uplink.server,
+            self.spool.stats() if self.spool is not None else {},
+            self.stats() | {"duplicates": self.fwd.stats["duplicates"]},
+            error=error,
+        )
+        headers = {"Content-Type": CONTENT_TYPES[self.enc]}
+        await nc.publish(f"{self.base}.status", encode(msg, self.enc), headers=headers)
 
 
 # --- helpers ------------------------------------------------------------------------

@@ -21,6 +21,7 @@ def status_message(
     server: str,
     spool: dict[str, int],
     bus: dict[str, int],
+    error: str = "",
 ) -> dict[str, Any]:
     actors = []
     for a in snapshot.get("actors", []):
@@ -43,7 +44,7 @@ def status_message(
     return {
         "gateway": gateway,
         "time": time.time_ns(),
-        "nats": {"connected": connected, "server": server},
+        "nats": {"connected": connected, "server": server, "error": error},
         "spool": {
             "points": spool.get("spool_points", 0),
             "batches": spool.get("spool_batches", 0),
