@@ -360,6 +360,7 @@ class _Run:
         s["bad_frames"] = self.bad_frames
         s["commands"] = self.commands.count
         s["command_errors"] = self.commands.errors
+        s["refused_unlogged"] = self.commands.log_throttle.left_out_total
         s["memory_parts"] = len(self.fwd.mem)  # accepted, waiting to be published
         s["in_flight"] = len(self.fwd.flight)  # published, NATS has not confirmed yet
         s["backlog_rows"] = self.fwd.backlog_rows  # spool rows this session has yet to send
