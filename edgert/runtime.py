@@ -102,6 +102,7 @@ class Runtime:
                 preload=self._preload(),
                 reload=self._reread,
                 notifier=notifier,
+                losses_path=str(cfg.data_dir / "losses.json"),
             )
             self._supervisor = sup
             if self._stopped:

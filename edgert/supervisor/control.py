@@ -106,6 +106,8 @@ def now_note(actor: dict[str, Any]) -> str:
         notes.append("given up" if retry is None else f"retry in {_age(retry)}")
     if actor.get("dropped"):
         notes.append(f"dropped {actor['dropped']}")
+    if actor.get("lost_at_stop"):
+        notes.append(f"lost at stop {actor['lost_at_stop']}")
     return "; ".join(notes)
 
 

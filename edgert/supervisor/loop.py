@@ -43,6 +43,7 @@ from ..waker import Waker
 from . import control
 from .policy import History, Policy, Restart
 from .reload import diff
+from .tally import load_losses, save_losses
 
 __all__ = ["Supervisor", "ChildSpec", "GroupFailed"]
 
@@ -114,7 +115,9 @@ class Supervisor:
         preload: list[str] = (),  # type: ignore[assignment]
         reload: Callable[[], tuple[list[ChildSpec], Any]] | None = None,
         notifier: Notifier | None = None,
+        losses_path: str | None = None,
     ) -> None:
+        self._losses_path = losses_path  # lost_at_stop per actor, kept across restarts
         self._notifier = notifier or Notifier({})
         self.section = policy
         self.policy = Policy.of(policy)
@@ -146,9 +149,15 @@ class Supervisor:
         if waker is not None:
             waker.wake()
 
+    def _child(self, cs: ChildSpec) -> Child:
+        c = Child(cs)
+        c.lost_at_stop = self._losses.get(c.name, 0)
+        return c
+
     def run(self) -> None:
         """Run and supervise the children until stopped; raise GroupFailed on a teardown."""
-        self._children = [Child(cs) for cs in self._specs]
+        self._losses = load_losses(self._losses_path)
+        self._children = [self._child(cs) for cs in self._specs]
         self._failure: GroupFailed | None = None
         self._shutting_down = False
         self._next_status = 0.0
@@ -363,6 +372,8 @@ class Supervisor:
         if proc.lost_at_stop:
             c.lost_at_stop += proc.lost_at_stop
             log.warning("%s: %d points lost at stop (not acknowledged)", c.name, proc.lost_at_stop)
+            self._losses[c.name] = c.lost_at_stop
+            save_losses(self._losses_path, self._losses)
         c.stats = {k: v for k, v in c.stats.items() if k != "points_out"}
         c.proc = None
         self._graveyard.add(proc.pid)
@@ -488,7 +499,7 @@ class Supervisor:
             elif c.name in changes.changed:
                 self._retire_later(c, changes.changed[c.name], now)
         for cs in changes.added:
-            c = Child(cs)
+            c = self._child(cs)
             self._children.append(c)
             self._start(c, now)
         names = changes.names()
@@ -515,6 +526,7 @@ class Supervisor:
             log.info("%s: removed", c.name)
             return
         fresh = Child(c.successor)
+        fresh.lost_at_stop = c.lost_at_stop  # the count is the actor's, not its config's
         self._children[i] = fresh
         self._start(fresh, now)
 
