@@ -4,7 +4,9 @@ The bridge runs in its own process. Its loop owns every piece of state; the
 decisions are the forwarder's (`edgert.bridge.forwarder`), and this module only
 carries out what it returns:
 
-- the bus: binds the ROUTER at `ipc://<runtime_dir>/bus.sock`, reads bursts of
+- the bus: binds the ROUTER at `ipc://<runtime_dir>/bus.sock` (frames over
+  `BUS_MAX_BYTES` are never read: ZeroMQ drops the sender's connection,
+  counted as `bus_disconnects`), reads bursts of
   frames, checks them (`edgert.bus.decode_points`: split by node on the raw
   maps, a malformed frame refused whole, counted and logged), shows accepted
   parts on the tail socket (`ipc://<runtime_dir>/tail.sock`, for
@@ -40,6 +42,7 @@ from ..bus import BadFrame, bus_endpoint, decode_points, encode_frame, p_header
 from ..config import NatsSection
 from ..context import Context, settle_future
 from ..fleet import FleetService
+from ..point import MAX_BATCH_BYTES
 from ..spool import Spool
 from . import tail_endpoint
 from .commands import Commands
@@ -55,6 +58,7 @@ MAX_BURST_BYTES = 1024 * 1024  # and at most this much
 LOG_FIRST_BAD = 10  # malformed frames logged one by one, then every 1000th
 REPORT_EVERY = 0.2  # seconds between heartbeat figures updates while busy
 DISK_RETRY = 1.0  # seconds between tries of a commit the disk refused
+BUS_MAX_BYTES = MAX_BATCH_BYTES + 64 * 1024  # the largest frame a batch makes, and room
 
 
 @dataclass
@@ -119,6 +123,7 @@ class _Run:
             self.base, self.cfg.routes, self.cfg.command_timeout, self._send_router, self.enc
         )
         self.bad_frames = 0
+        self.bus_disconnects = 0  # bus connections that ended (see `disconnects`)
         self.disk_error = ""
         self.disk_faults = 0
         self.last_report = 0.0
@@ -156,13 +161,18 @@ class _Run:
                 self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
                 self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
                 self.router.setsockopt(zmq.RCVHWM, 1000)
+                # a bigger frame is never read: ZeroMQ drops that sender's connection
+                self.router.setsockopt(zmq.MAXMSGSIZE, BUS_MAX_BYTES)
                 self.router.bind(bus_endpoint(cfg.runtime_dir))
+                monitor = self.router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+                stack.callback(monitor.close, 0)
+                stack.callback(self.router.disable_monitor)
                 self.tail = stack.enter_context(_socket(zctx, zmq.PUB))
                 self.tail.setsockopt(zmq.SNDHWM, 10_000)
                 self.tail.bind(tail_endpoint(cfg.runtime_dir))
                 self._report()
                 async with asyncio.TaskGroup() as tg:
-                    tasks = [tg.create_task(self.bus())]
+                    tasks = [tg.create_task(self.bus()), tg.create_task(self.disconnects(monitor))]
                     spooler = None
                     if self.spool is not None:
                         spooler = tg.create_task(self.spooler())
@@ -304,6 +314,20 @@ class _Run:
                 self._report()
             await asyncio.sleep(0)  # a busy bus must not starve the other tasks
 
+    async def disconnects(self, monitor: zmq.Socket) -> None:
+        """Count the bus connections that end: a sender that ended, or one whose frame
+        was over `BUS_MAX_BYTES` (ZeroMQ drops it unread; the sender reconnects and
+        its unacknowledged batch waits, then its outbox drops, counted)."""
+        loop = asyncio.get_running_loop()
+        fd = monitor.getsockopt(zmq.FD)
+        never = asyncio.Event()
+        while True:
+            await _readable(loop, monitor, fd, None, never)
+            while monitor.poll(0):
+                monitor.recv_multipart()
+                self.bus_disconnects += 1
+            self._report()
+
     def receive(self, frames: list[list[bytes]]) -> None:
         """Check each frame and feed the forwarder (a malformed one is counted, skipped)."""
         now = time.monotonic()
@@ -358,6 +382,7 @@ class _Run:
     def stats(self) -> dict[str, Any]:
         s: dict[str, Any] = dict(self.fwd.stats)
         s["bad_frames"] = self.bad_frames
+        s["bus_disconnects"] = self.bus_disconnects
         s["commands"] = self.commands.count
         s["command_errors"] = self.commands.errors
         s["refused_unlogged"] = self.commands.log_throttle.left_out_total

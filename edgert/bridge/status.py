@@ -51,7 +51,10 @@ def status_message(
             "bytes": spool.get("spool_bytes", 0),
             "dropped": spool.get("spool_dropped", 0),
         },
-        "bus": {k: bus.get(k, 0) for k in ("bad_frames", "duplicates", "out_of_order")},
+        "bus": {
+            k: bus.get(k, 0)
+            for k in ("bad_frames", "duplicates", "out_of_order", "bus_disconnects")
+        },
         "actors": actors,
     }
 
