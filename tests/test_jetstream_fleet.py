@@ -124,7 +124,7 @@ def test_two_gateways_share_one_server_each_in_its_own_stream(
 
 
 def test_a_stream_without_the_gateways_subjects_is_one_clear_error(
-    nats_server: NatsProcess, short_dir: Path
+    nats_server: NatsProcess, short_dir: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     add_stream(nats_server.url, "PLANT", ["plant.>"])
     cfg = gateway(short_dir, "gw", f'url = "{nats_server.url}"\njetstream = true\nstream = "PLANT"')
@@ -146,6 +146,14 @@ def test_a_stream_without_the_gateways_subjects_is_one_clear_error(
         )
         assert "PLANT" in decode(on_subject[0])["nats"]["error"]
         wait_for(lambda: status(cfg)["by_name"]["bridge"]["buffered"] > 50, 20, "spooled")
+        attempts = status(cfg)["by_name"]["bridge"]["stats"]["nats_connect_attempts"]
+        wait_for(  # looked at again, refused again: not logged again
+            lambda: status(cfg)["by_name"]["bridge"]["stats"]["nats_connect_attempts"] > attempts,
+            30,
+            "another look at the stream",
+        )
+        logged = capfd.readouterr().err.count("stream PLANT does not take")
+        assert logged == 1, logged
         # the operator fixes the stream: the gateway finds it by itself and delivers
         add_stream(nats_server.url, "PLANT", ["plant.>", "edgert.gw.p.>"], update=True)
         wait_for(lambda: len(counters(nats_server.url, "PLANT", "gw")) >= 100, 40, "delivered")
@@ -181,3 +189,15 @@ def test_a_jetstream_domain_is_used(short_dir: Path) -> None:
             )
         got = counters(srv.url, "EDGERT_gw", "gw", domain="leaf")
         assert got == list(range(len(got)))
+        wrong = gateway(
+            short_dir, "gw2", f'url = "{srv.url}"\njetstream = true\njetstream_domain = "hub"'
+        )
+        with running_gateway(wrong):
+            said = wait_for(
+                lambda: (
+                    "no answer" in (n := status(wrong)["by_name"]["bridge"]["stats"]["nats"]) and n
+                ),
+                30,
+                "the wrong domain said",
+            )
+            assert "JetStream domain 'hub'" in said, said

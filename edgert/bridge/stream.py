@@ -4,8 +4,10 @@
 The stream is `[nats] stream`, by default `EDGERT_<gateway id>` (one stream per
 gateway, so a fleet can share one server). A stream that exists is used as it
 is (its limits are the operator's), but only if its subjects cover the
-gateway's point subjects; otherwise `StreamMismatch` says which stream and
+gateway's point subjects; otherwise `StreamError` says which stream and
 which subjects, and the uplink reports it instead of publishing into nothing.
+No answer at all from the JetStream API (JetStream off on the server, or a
+wrong `jetstream_domain`) is a `StreamError` too.
 A missing stream is created for the points and the status subject with the
 `stream_max_bytes` and `stream_max_age` limits (oldest messages go first).
 
@@ -21,11 +23,12 @@ from typing import Any
 
 from ..config import NatsSection
 
-__all__ = ["StreamMismatch", "covers", "default_stream", "ensure_stream", "stream_name"]
+__all__ = ["StreamError", "covers", "default_stream", "ensure_stream", "stream_name"]
 
 
-class StreamMismatch(Exception):
-    """The stream exists but would not store the gateway's points (or cannot be made)."""
+class StreamError(Exception):
+    """The stream would not store the gateway's points, cannot be made, or no
+    JetStream answers."""
 
 
 def default_stream(gateway_id: str) -> str:
@@ -56,9 +59,10 @@ def covers(pattern: str, subject: str) -> bool:
 async def ensure_stream(js: Any, section: NatsSection, gateway_id: str, base: str) -> str:
     """Make sure a stream stores `<base>.p.>`; return its name and what was done.
 
-    Raises StreamMismatch with a message naming the stream and the subjects.
+    Raises StreamError with a message naming the stream and the subjects.
     """
-    from nats.js.errors import APIError, NotFoundError
+    from nats.errors import NoRespondersError
+    from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
     points = f"{base}.p.>"
     name = stream_name(section, gateway_id)
@@ -66,6 +70,13 @@ async def ensure_stream(js: Any, section: NatsSection, gateway_id: str, base: st
         info = await js.stream_info(name)
     except NotFoundError:
         info = None
+    except (NoRespondersError, ServiceUnavailableError):
+        domain = section.jetstream_domain
+        where = f"JetStream domain {domain!r}" if domain else "JetStream"
+        raise StreamError(
+            f"JetStream: no answer from {where}: is JetStream enabled on the server"
+            f"{', and is that its domain' if domain else ''}? ([nats] jetstream_domain)"
+        ) from None
     if info is not None:
         _check(name, list(info.config.subjects or []), points)
         return f"JetStream: using stream {name}"
@@ -87,7 +98,7 @@ async def ensure_stream(js: Any, section: NatsSection, gateway_id: str, base: st
     try:
         await js.add_stream(name=name, subjects=subjects, **limits)
     except APIError as e:
-        raise StreamMismatch(
+        raise StreamError(
             f"JetStream: cannot create stream {name} for {', '.join(subjects)}: "
             f"{e.description or e}"
         ) from None
@@ -98,7 +109,7 @@ async def ensure_stream(js: Any, section: NatsSection, gateway_id: str, base: st
 def _check(name: str, subjects: list[str], points: str) -> None:
     if not any(covers(s, points) for s in subjects):
         have = ", ".join(subjects) or "none"
-        raise StreamMismatch(
+        raise StreamError(
             f"JetStream: stream {name} does not take this gateway's subjects {points} "
             f"(its subjects: {have}); add them to it, or set [nats] stream to another name"
         )

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import NatsSection
 from .forwarder import Publish
 from .payload import CONTENT_TYPES, messages
-from .stream import StreamMismatch, ensure_stream
+from .stream import StreamError, ensure_stream
 
 if TYPE_CHECKING:
     from .actor import _Run
@@ -112,6 +112,7 @@ class Uplink:
         self.error = ""
         self.attempts = 0
         self.stream_note = ""  # what the last session found of the JetStream stream
+        self.stream_error = ""  # why the last session could not use it (logged once)
 
     def publish(self, action: Publish) -> None:
         s = self.session
@@ -152,10 +153,15 @@ class Uplink:
             pause = backoff
             try:
                 await self._session(nc, closed)
-            except* StreamMismatch as eg:
+            except* StreamError as eg:
                 # the server's configuration, not an outage: said once (status and log),
                 # looked at again every STREAM_RETRY seconds, points spooled meanwhile
-                self._down(str(eg.exceptions[0]), first=False)
+                reason = str(eg.exceptions[0])
+                if reason != self.stream_error:
+                    self.run.log.error("%s; looking again every %gs", reason, STREAM_RETRY)
+                self.stream_error = reason
+                self.connected, self.error = False, reason
+                self.run.feed(self.run.fwd.unreachable(time.monotonic()))
                 pause = STREAM_RETRY
             except* (Down, OSError, TimeoutError, nats_py.errors.Error) as eg:
                 self._down(why(eg.exceptions[0], errors), first=True)
@@ -185,11 +191,11 @@ class Uplink:
             js = nc.jetstream(**opts)
             try:
                 done = await ensure_stream(js, self.cfg.nats, self.cfg.gateway_id, run.base)
-            except StreamMismatch as e:
+            except StreamError as e:
                 await run.status_once(nc, str(e))  # said on the status subject too
                 raise
-            if done != self.stream_note:
-                self.stream_note = done
+            if done != self.stream_note or self.stream_error:
+                self.stream_note, self.stream_error = done, ""
                 run.log.info("%s", done)
         sub = await nc.subscribe(f"{run.base}.cmd.>")
         inbox = nc.new_inbox()
