@@ -83,8 +83,10 @@ def cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
 
 
 def push(srv: NatsProcess, path: Path, text: str, *opts: str) -> subprocess.CompletedProcess:
+    """`edgert fleet push gw1 FILE` (`push --all FILE` when opts has --all)."""
     path.write_text(text)
-    return cli("fleet", "push", "gw1", str(path), "--nats", srv.url, *opts)
+    to = [] if "--all" in opts else ["gw1"]
+    return cli("fleet", "push", *to, str(path), "--nats", srv.url, *opts)
 
 
 def healthy(cfg, *names: str) -> dict | None:
@@ -99,7 +101,7 @@ def managed(short_dir: Path) -> Iterator[tuple[NatsProcess, Path]]:
     """A nats-server, and the local file of gateway gw1 (managed) using it."""
     with NatsProcess(short_dir / "nats") as srv:
         path = short_dir / "gw.toml"
-        path.write_text(LOCAL.format(dir=short_dir, url=srv.url, health=10.0))
+        path.write_text(LOCAL.format(dir=short_dir, url=srv.url, health=15.0))
         yield srv, path
 
 
@@ -328,3 +330,19 @@ def test_a_revision_pending_when_the_gateway_stopped_is_rolled_back_and_reported
         assert "restarted while revision 41" in rep["error"] and rep["time"].endswith("Z")
         wait_for(lambda: store.outcome().reported, 10, "the outcome marked reported")
     assert os.path.exists(cfg.data_dir / "fleet" / "outcome.json")
+
+
+def test_a_push_after_a_nats_restart_is_still_applied(managed, short_dir: Path) -> None:
+    """The watch on the KV key outlives a restart of the server (same storage)."""
+    srv, path = managed
+    cfg = load(path)
+    with running_gateway(cfg):
+        wait_for(lambda: healthy(cfg, "gen"), 30, "gateway up")
+        srv.stop()
+        wait_for(lambda: status(cfg)["by_name"]["bridge"]["stats"].get("nats") != "connected", 10)
+        srv.start()
+        wait_for(lambda: healthy(cfg, "gen"), 30, "back on NATS")
+        out = push(srv, short_dir / "want.toml", GEN + GEN2, "--all", "--timeout", "25")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert out.stdout.startswith("gw1: applied revision ")
+        assert "gen2" in status(cfg)["by_name"]
