@@ -101,7 +101,7 @@ def managed(short_dir: Path) -> Iterator[tuple[NatsProcess, Path]]:
     """A nats-server, and the local file of gateway gw1 (managed) using it."""
     with NatsProcess(short_dir / "nats") as srv:
         path = short_dir / "gw.toml"
-        path.write_text(LOCAL.format(dir=short_dir, url=srv.url, health=15.0))
+        path.write_text(LOCAL.format(dir=short_dir, url=srv.url, health=20.0))
         yield srv, path
 
 
@@ -172,6 +172,7 @@ def test_judge_wants_every_actor_running_steadily_and_the_bridge_on_nats() -> No
     assert judge(snap, 8, 1.0)[0] == "the supervisor does not run revision 8 yet"
     snap["actors"][2] = actor("gen2", "backing_off", last_error="Traceback\nRuntimeError: boom")
     assert judge(snap, 7, 1.0)[0] == "gen2 backing_off (RuntimeError: boom)"
+    assert judge(snap, 7, 1.0, frozenset({"gen2"})) == ("", 0.0)  # kept, down before too
     snap["actors"][:] = [actor("bridge", kind="bridge", stats={"nats": "down: refused"})]
     assert judge(snap, 7, 1.0)[0] == "bridge: nats down: refused"
 
@@ -346,3 +347,24 @@ def test_a_push_after_a_nats_restart_is_still_applied(managed, short_dir: Path) 
         assert out.returncode == 0, out.stdout + out.stderr
         assert out.stdout.startswith("gw1: applied revision ")
         assert "gen2" in status(cfg)["by_name"]
+
+
+def test_a_driver_given_up_on_before_the_push_and_left_alone_does_not_roll_it_back(
+    short_dir: Path,
+) -> None:
+    """A dead meter must not block every later push (the fix for it included)."""
+    bad = '[[driver]]\nname = "bad"\ntype = "edgert.testing:FaultActor"\nmode = "crash"\n'
+    with NatsProcess(short_dir / "nats") as srv:
+        path = short_dir / "gw.toml"
+        local = LOCAL.format(dir=short_dir, url=srv.url, health=20.0) + bad
+        path.write_text(local.replace("backoff_max = 0.5", "backoff_max = 0.5\nintensity = 1"))
+        cfg = load(path)
+        with running_gateway(cfg):
+            wait_for(lambda: healthy(cfg, "gen"), 30, "gateway up")
+            wait_for(lambda: status(cfg)["by_name"]["bad"]["state"] == "failed", 30, "bad failed")
+            out = push(srv, short_dir / "want.toml", GEN + GEN2 + bad)
+            assert out.returncode == 0, out.stdout + out.stderr
+            assert status(cfg)["by_name"]["gen2"]["state"] == "running"
+            # the push that changes it is judged on it: still crashing, rolled back
+            out = push(srv, short_dir / "want.toml", GEN + GEN2 + bad + "rate = 5.0\n")
+            assert out.returncode == 1 and "rolled_back" in out.stdout and "bad " in out.stdout

@@ -249,7 +249,9 @@ def status(
 
 @fleet.command("push")
 @_nats_options(60.0, "Seconds to wait for every gateway's report.")
-@click.option("--all", "to_all", is_flag=True, help="Push to every gateway that answers a PING.")
+@click.option(
+    "--all", "to_all", is_flag=True, help="Push to every managed gateway that answers a PING."
+)
 @click.option(
     "--bucket", help="The desired-config bucket (default: [fleet] bucket, edgert-config)."
 )
@@ -313,7 +315,9 @@ def push(
             line = f"{r['gateway']}: {r['state']} revision {r['revision']}"
             click.echo(line + (f": {r['error']}" if r.get("error") else ""))
     if not results:
-        raise click.ClickException(f"no gateway answered within {min(timeout, 2.0):g}s")
+        raise click.ClickException(
+            f"no managed gateway ([fleet] enabled) answered within {min(timeout, 2.0):g}s"
+        )
     if any(r["state"] != "applied" for r in results):
         raise SystemExit(1)
 
@@ -380,7 +384,8 @@ async def push_and_wait(
 
 
 async def _answering(nc: Any, subject: str, timeout: float) -> set[str]:
-    """The gateway ids in the answers to one request on `subject` within `timeout`."""
+    """The managed gateways (`[fleet] enabled`) answering one request on `subject`
+    within `timeout`: their ids."""
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
     await nc.publish(subject, b"", reply=inbox)
@@ -393,10 +398,10 @@ async def _answering(nc: Any, subject: str, timeout: float) -> set[str]:
         except Exception:  # noqa: BLE001 - nats-py's TimeoutError: the time is up
             break
         try:
-            gw = (json.loads(msg.data).get("metadata") or {}).get("gateway")
+            meta = json.loads(msg.data).get("metadata") or {}
         except (ValueError, AttributeError):
             continue
-        if isinstance(gw, str):
-            out.add(gw)
+        if isinstance(meta.get("gateway"), str) and meta.get("managed") == "true":
+            out.add(meta["gateway"])
     await sub.unsubscribe()
     return out

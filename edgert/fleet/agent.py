@@ -12,7 +12,9 @@ connection of its own:
   `edgert reload`), so unchanged drivers keep their processes. If within
   `health_timeout` every actor is running, steadily, and the bridge has NATS,
   the revision becomes the last good one (`applied`); if not, the pending one
-  is dropped and the supervisor reloads the last good one (`rolled_back`);
+  is dropped and the supervisor reloads the last good one (`rolled_back`). A
+  driver the push did not touch that was not running before it either (given
+  up on for its hardware) is not held against it;
 - the reports: each outcome goes to bucket `edgert-applied`, key `<id>`, once
   NATS takes it (kept in the data directory until then).
 
@@ -72,14 +74,19 @@ class Fleet(Actor):
         asyncio.run(_Run(ctx).main())
 
 
-def judge(snapshot: dict[str, Any], revision: int, steady: float) -> tuple[str, float]:
+def judge(
+    snapshot: dict[str, Any], revision: int, steady: float, excused: frozenset[str] = frozenset()
+) -> tuple[str, float]:
     """Is the gateway healthy running `revision`? ("", seconds it must still stay so), or
-    (what is wrong, 0). Every actor running for `steady` seconds, the bridge on NATS."""
+    (what is wrong, 0). Every actor running for `steady` seconds, the bridge on NATS;
+    `excused`: actors the push left alone that were not running before it either."""
     if snapshot.get("config_revision") != revision:
         return f"the supervisor does not run revision {revision} yet", 0.0
     wrong = []
     wait = 0.0
     for a in snapshot.get("actors", []):
+        if a.get("name") in excused and a.get("state") != "running":
+            continue
         if a.get("state") != "running":
             err = (a.get("last_error") or "").strip().splitlines()
             wrong.append(f"{a.get('name')} {a.get('state')}" + (f" ({err[-1]})" if err else ""))
@@ -116,6 +123,7 @@ class _Run:
             self.reports.append(out)
         base = f"{self.cfg.nats.prefix}.{self.gw}"
         self.service = FleetService(self, self.gw, base, self.cfg.runtime_dir)
+        self.service.metadata["managed"] = "true"  # `fleet push --all` pushes to these
 
     async def main(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -269,7 +277,7 @@ class _Run:
         pending = self.store.pending()
         if pending is not None:
             self.log.info("revision %d was being tried: judging it again", pending.revision)
-            await self.trial(pending)
+            await self.trial(pending, resumed=True)
         while True:
             await self.wanted_set.wait()
             self.wanted_set.clear()
@@ -302,10 +310,16 @@ class _Run:
         if errors:
             raise ConfigError("; ".join(errors))
 
-    async def trial(self, d: Desired) -> None:
-        """Run `d` (pending) and keep it if the gateway is healthy within health_timeout."""
+    async def trial(self, d: Desired, resumed: bool = False) -> None:
+        """Run `d` (pending) and keep it if the gateway is healthy within health_timeout.
+
+        An actor the push kept as it was, and that was not running before it either (a
+        driver given up on for its hardware), does not count against it; after a
+        restart of this actor (`resumed`) that is not known any more, and every actor
+        counts."""
         self.trying = d.revision
         self._report()
+        before = {a.get("name"): a.get("state") for a in self.snapshot.get("actors", [])}
         try:
             reply = await control_request(self.cfg.runtime_dir, "reload", RELOAD_TIMEOUT)
             if not reply.get("ok"):
@@ -313,8 +327,12 @@ class _Run:
                 error = str(reply.get("error") or "the supervisor refused the reload")
                 self.finish(Outcome(d.revision, "refused", error, now_text()))
                 return
+            kept = (reply.get("changes") or {}).get("kept") or []
+            excused = frozenset(
+                () if resumed else (n for n in kept if before.get(n, "running") != "running")
+            )
             limit = self.cfg.fleet.health_timeout
-            wrong = await self.health(d.revision, limit)
+            wrong = await self.health(d.revision, limit, excused)
             if not wrong:
                 self.store.accept(d)
                 self.finish(Outcome(d.revision, "applied", None, now_text()))
@@ -329,12 +347,12 @@ class _Run:
             self.trying = None
             self._report()
 
-    async def health(self, revision: int, limit: float) -> str:
+    async def health(self, revision: int, limit: float, excused: frozenset[str]) -> str:
         """ "" once every actor has run `revision` steadily, else what is wrong at `limit`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         while True:
-            wrong, wait = judge(self.snapshot, revision, self.cfg.steady)
+            wrong, wait = judge(self.snapshot, revision, self.cfg.steady, excused)
             now = loop.time()
             if not wrong:
                 # a crash in the meantime sends a new snapshot at once
