@@ -188,10 +188,11 @@ class _Run:
                 try:
                     self._watch_ok()
                     while True:
+                        entry = None
                         try:
                             entry = await watcher.updates(timeout=BACKSTOP)
                         except nats.errors.TimeoutError:
-                            with contextlib.suppress(KeyNotFoundError):
+                            with contextlib.suppress(KeyNotFoundError):  # deleted, or never put
                                 entry = await kv.get(self.gw)
                         if entry is not None:
                             self.offer(entry.revision, entry.value, entry.operation)
@@ -240,6 +241,7 @@ class _Run:
         """Put each outcome into bucket `edgert-applied`, oldest first, as NATS takes them."""
         js = nc.jetstream()
         backoff = self.cfg.backoff_min
+        said = ""
         while True:
             self.report_ready.clear()
             while self.reports:
@@ -250,11 +252,14 @@ class _Run:
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:  # noqa: BLE001 - kept, tried again
-                    self.log.warning("cannot report revision %d yet: %s", out.revision, e)
+                    why = f"{type(e).__name__}: {e}".rstrip(": ")
+                    if why != said:  # once per cause, not once per try
+                        self.log.warning("cannot report revision %d yet: %s", out.revision, why)
+                        said = why
                     await asyncio.sleep(backoff)
                     backoff = min(5.0, backoff * 2)
                     continue
-                backoff = self.cfg.backoff_min
+                backoff, said = self.cfg.backoff_min, ""
                 self.reports.pop(0)
                 if self.store.outcome() == out:
                     self.store.record(replace(out, reported=True))
