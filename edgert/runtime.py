@@ -247,7 +247,7 @@ class Runtime:
             # pushed config never cuts the gateway off from the fleet that manages it.
             local = self.local
             fconf = Build(
-                "edgert.fleet.agent:FleetConfig",
+                "edgert.fleet.actor:FleetConfig",
                 {
                     "gateway_id": local.gateway.id,
                     "runtime_dir": rdir,
@@ -259,7 +259,7 @@ class Runtime:
             )
             out.append(
                 ChildSpec(
-                    spec("fleet", "edgert.fleet.agent:Fleet", fconf),
+                    spec("fleet", "edgert.fleet.actor:Fleet", fconf),
                     "permanent",
                     tier=1,
                     kind="fleet",
@@ -286,7 +286,7 @@ class Runtime:
         if self.config.nats.embedded:
             mods.append("edgert.natsserver")
         if self._fleet_actor():
-            mods.append("edgert.fleet.agent")
+            mods.append("edgert.fleet.actor")
         return mods
 
 

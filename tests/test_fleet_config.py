@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from edgert.config import ConfigError, load, loads, overlay
-from edgert.fleet.agent import judge
+from edgert.fleet.actor import judge
 from edgert.fleet.store import Desired, Store
 from edgert.testing import running_gateway, status, wait_for
 from edgert.testing.nats import NatsProcess, Subscriber, free_port, request

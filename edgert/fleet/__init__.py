@@ -3,7 +3,7 @@
 `service.py`: each gateway a NATS micro service (`$SRV.PING|INFO|STATS`,
 `svc.status`, `svc.reload`); `local.py` asks the gateway's own supervisor over
 its control socket; `summary.py` turns a status snapshot into the figures
-`edgert fleet ls` shows. With `[fleet] enabled = true`: `agent.py` is the fleet
+`edgert fleet ls` shows. With `[fleet] enabled = true`: `actor.py` is the fleet
 actor (the service, and the desired config from KV: validate, apply, watch its
 health, roll back, report), `kv.py` the buckets it and `edgert fleet push`
 share, and `store.py` the desired config kept in the data directory, which the

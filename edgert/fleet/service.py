@@ -16,7 +16,7 @@ ls|info|stats edgert` and `edgert fleet` find every gateway on a NATS system:
 The service keeps its own NATS connection (nats-py reconnects it), apart from
 the bridge's point sessions: an outage of the point path, or its backoff, does
 not hide the gateway from the fleet, and service traffic never queues behind
-points. Its host is the fleet actor (`agent.py`) when `[fleet] enabled = true`,
+points. Its host is the fleet actor (`actor.py`) when `[fleet] enabled = true`,
 which serves it on its own connection (`serve`), else the bridge, where
 `run_forever` is one task of the bridge's loop. Either way it reads its host's
 latest status snapshot (`host.snapshot`) only from the host's loop.
