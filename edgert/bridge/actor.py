@@ -41,7 +41,7 @@ from ..actor import Actor, Status, Stop
 from ..bus import BadFrame, bus_endpoint, decode_points, encode_frame, p_header
 from ..config import NatsSection
 from ..context import Context, settle_future
-from ..fleet import FleetService
+from ..fleet.service import FleetService
 from ..point import MAX_BATCH_BYTES
 from ..spool import Spool
 from . import tail_endpoint
@@ -82,6 +82,7 @@ class BridgeConfig:
     backoff_max: float = 0.5
     max_in_flight: int = 64  # messages published and not yet acknowledged by NATS
     ack_timeout: float = 5.0  # seconds to wait for a JetStream ack or a flush
+    service: bool = True  # host the micro service (false: the fleet actor does)
 
 
 class Bridge(Actor):
@@ -177,7 +178,10 @@ class _Run:
                     if self.spool is not None:
                         spooler = tg.create_task(self.spooler())
                         tasks.append(tg.create_task(self.uplink.run_forever()))
-                        tasks.append(tg.create_task(FleetService(self).run_forever()))
+                        if cfg.service:
+                            svc = FleetService(self, cfg.gateway_id, self.base, cfg.runtime_dir)
+                            run_svc = svc.run_forever(cfg.nats, cfg.backoff_min, cfg.backoff_max)
+                            tasks.append(tg.create_task(run_svc))
                     await self.inbox()
                     for t in tasks:
                         t.cancel()

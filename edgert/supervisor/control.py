@@ -144,7 +144,10 @@ def format_status(status: dict[str, Any]) -> str:
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [f"gateway {status['gateway']}"]
+    rev = status.get("config_revision")
+    lines = [
+        f"gateway {status['gateway']}" + (f", config revision {rev}" if rev is not None else "")
+    ]
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     return "\n".join(lines)

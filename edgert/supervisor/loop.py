@@ -113,9 +113,10 @@ class Supervisor:
         gateway_id: str = "",
         control_path: str | None = None,
         preload: list[str] = (),  # type: ignore[assignment]
-        reload: Callable[[], tuple[list[ChildSpec], Any]] | None = None,
+        reload: Callable[[], tuple[list[ChildSpec], Any, Any]] | None = None,
         notifier: Notifier | None = None,
         losses_path: str | None = None,
+        config_revision: int | None = None,
     ) -> None:
         self._losses_path = losses_path  # lost_at_stop per actor, kept across restarts
         self._notifier = notifier or Notifier({})
@@ -123,6 +124,9 @@ class Supervisor:
         self.policy = Policy.of(policy)
         self._reload = reload
         self.gateway_id = gateway_id
+        # the revision of the fleet's desired config running (None: the local file alone);
+        # shown in status, updated by each reload
+        self.config_revision = config_revision
         self.control_path = control_path
         self._specs = list(children)
         self._preload = list(preload)
@@ -485,8 +489,9 @@ class Supervisor:
         """
         if self._reload is None:
             raise RuntimeError("this supervisor has no config to reload")
-        specs, section = self._reload()
+        specs, section, revision = self._reload()
         self._ensure_zygote(specs)
+        self.config_revision = revision
         self.section = section
         self.policy = Policy.of(section)
         self._specs = list(specs)
@@ -556,7 +561,11 @@ class Supervisor:
                     None if c.next_start is None else round(max(0.0, c.next_start - now), 3)
                 )
             actors.append(a)
-        return {"gateway": self.gateway_id, "actors": actors}
+        return {
+            "gateway": self.gateway_id,
+            "config_revision": self.config_revision,
+            "actors": actors,
+        }
 
     def _push_status(self) -> None:
         snap = None
