@@ -8,8 +8,9 @@ a malformed payload or no answer within `timeout` gets an error reply naming
 the problem. Commands come from programs nobody here wrote: a point may leave
 out `node`, `key`, `time` and `origin`; anything deep, huge, non-finite or out
 of range is refused, any exception while handling a request becomes an error
-reply, and past `max_in_flight` requests waiting for drivers the reply is
-"busy" at once. Refusals are logged at most `LOG_REFUSED` a `LOG_WINDOW`
+reply, and past `max_in_flight` requests waiting for drivers, or past
+`max_queued` requests queued behind them, the reply is "busy" at once (a
+flood is answered quickly rather than late). Refusals are logged at most `LOG_REFUSED` a `LOG_WINDOW`
 (a flood of bad requests does not flood the log or the SD card); the others
 are counted (`refused_unlogged`) and the next line logged says how many were
 left out. `Commands` belongs to the bridge's one loop.
@@ -32,9 +33,10 @@ from ..bus import encode_frame
 from ..point import MAX_BATCH_BYTES, BadBatch, Point, points_from_maps, unpack_limited
 from .payload import CONTENT_TYPES, request_encoding
 
-__all__ = ["Commands", "LogThrottle", "decode_command", "MAX_IN_FLIGHT"]
+__all__ = ["Commands", "LogThrottle", "decode_command", "MAX_IN_FLIGHT", "MAX_QUEUED"]
 
 MAX_IN_FLIGHT = 256  # requests waiting for a driver's answer; past it: "busy"
+MAX_QUEUED = 1024  # requests received but not yet looked at; past it: "busy"
 INT_MIN, UINT_MAX = -(2**63), 2**64 - 1  # what msgpack can carry to the driver
 TIME_MAX = 2**63 - 1
 LOG_REFUSED, LOG_WINDOW = 10, 10.0  # refusals logged per window of seconds, at most
@@ -115,6 +117,7 @@ class Commands:
         send: Callable[[list[bytes]], None],
         encoding: str,
         max_in_flight: int = MAX_IN_FLIGHT,
+        max_queued: int = MAX_QUEUED,
     ) -> None:
         self.base = base
         self.routes = routes
@@ -124,15 +127,19 @@ class Commands:
         self.pending: dict[int, asyncio.Future[tuple[bool, str]]] = {}
         self.next_id = 0
         self.max_in_flight = max_in_flight
+        self.max_queued = max_queued
         self.in_flight = 0  # requests being handled (decoding, or waiting for a driver)
         self.count = 0
         self.errors = 0
         self.busy = 0  # requests refused at once because too many were in flight
         self.log_throttle = LogThrottle()
 
-    def admit(self) -> bool:
-        """True when one more request may be handled now (then `handle` must follow)."""
-        if self.in_flight >= self.max_in_flight:
+    def admit(self, queued: int = 0) -> bool:
+        """True when one more request may be handled now (then `handle` must follow).
+
+        `queued` is how many more requests wait behind this one.
+        """
+        if self.in_flight >= self.max_in_flight or queued > self.max_queued:
             return False
         self.in_flight += 1
         return True
@@ -147,13 +154,16 @@ class Commands:
         for fut in self.pending.values():
             fut.cancel()
 
-    async def refuse_busy(self, nc: Any, msg: Any) -> None:
-        """The answer to a request past `max_in_flight`, without decoding it."""
+    async def refuse_busy(self, nc: Any, msg: Any, queued: int = 0) -> None:
+        """The answer to a request `admit` refused, without decoding it."""
         self.count += 1
         self.busy += 1
         self.errors += 1
         if msg.reply:
-            error = f"busy: {self.in_flight} commands in flight (at most {self.max_in_flight})"
+            error = (
+                f"busy: {self.in_flight} commands in flight (at most {self.max_in_flight}),"
+                f" {queued} queued (at most {self.max_queued})"
+            )
             await self._reply(nc, msg, {"ok": False, "error": error})
 
     async def handle(self, nc: Any, msg: Any, log: Any) -> None:

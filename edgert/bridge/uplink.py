@@ -219,10 +219,12 @@ class Uplink:
     async def _commands(self, nc: Any, sub: Any, tg: asyncio.TaskGroup) -> None:
         commands = self.run.commands
         async for msg in sub.messages:
-            if commands.admit():  # bounded: past it, "busy" at once and no task
+            # Bounded twice: requests being handled, and requests queued behind them
+            # in the client (a flood answered late is as good as unanswered).
+            if commands.admit(queued=sub.pending_msgs):
                 tg.create_task(commands.handle(nc, msg, self.run.log))
             else:
-                await commands.refuse_busy(nc, msg)
+                await commands.refuse_busy(nc, msg, queued=sub.pending_msgs)
 
     async def _sender(self, sess: Session) -> None:
         """Publish in order; on core NATS a flush round trip says NATS took them."""
