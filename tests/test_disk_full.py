@@ -62,6 +62,9 @@ def read_only(short_dir: Path) -> Iterator[Path]:
 
 
 def test_a_full_disk_is_reported_and_held_without_a_crash_loop(make_config, small_disk) -> None:
+    # Most of the room taken first: the compressed spool would take minutes
+    # to fill 2 MB on a loaded machine.
+    fill(small_disk, 256 * 1024)
     cfg = make_config(GATEWAY.format(port=free_port()))
     with running_gateway(cfg):
         b = wait_for(
