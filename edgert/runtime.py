@@ -72,8 +72,13 @@ def _private_dir(path: Path) -> None:
 
 
 class Runtime:
-    def __init__(self, config: GatewayConfig, *, log_level: int | None = None) -> None:
+    def __init__(
+        self, config: GatewayConfig, *, log_level: int | None = None, fork_zygote: bool = False
+    ) -> None:
+        """`fork_zygote`: the zygote may be a fork of this process, sharing its pages (what
+        `edgert run` does: its process does nothing else, and logs to stderr only)."""
         self.config = config
+        self.fork_zygote = fork_zygote
         self.log_level = (
             log_level if log_level is not None else logging.getLogger().getEffectiveLevel()
         )
@@ -102,6 +107,7 @@ class Runtime:
                 preload=self._preload(),
                 reload=self._reread,
                 notifier=notifier,
+                fork_zygote=self.fork_zygote,
             )
             self._supervisor = sup
             if self._stopped:
