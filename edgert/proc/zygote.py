@@ -5,8 +5,9 @@ threads). `Zygote.start()` starts `python -P` with a clean import path (the
 supervisor's, without the working directory), which imports edgert and every
 configured driver module once, freezes what it loaded out of the garbage
 collector's reach (`gc.freeze()`, so children do not copy the pages they share
-with it), and waits for requests on a socket. A start is then a fork of that
-warm interpreter: milliseconds, and shared pages. Its lifetime is the
+with it), returns the C heap's free pages (`malloc_trim`), and waits for
+requests on a socket. A start is then a fork of that warm interpreter:
+milliseconds, and shared pages. Its lifetime is the
 supervisor's `run`: `close()` stops it, and it dies with the supervisor
 (`PR_SET_PDEATHSIG`, and EOF on its socket). A reload that brings new driver
 code starts a fresh one; the actors already running are not its children and
@@ -265,6 +266,14 @@ class _Forked:
         os.kill(self.pid, signal.SIGKILL)  # ours until waited for: no reuse race
 
 
+def trim() -> None:
+    """Give the C heap's free pages back to the system (glibc), so a fork shares fewer."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _single_threaded() -> bool:
     """This process has one thread (a fork of it copies no lock another thread holds)."""
     try:
@@ -277,6 +286,7 @@ def _fork_zygote(theirs: socket.socket, args: dict[str, Any]) -> int:
     """Fork this process into a zygote (see the module's doc); the zygote's pid."""
     gc.collect()
     gc.freeze()  # here too: the collector would write into every page we share
+    trim()
     pid = os.fork()
     if pid:
         return pid
@@ -310,6 +320,7 @@ def serve(args: dict[str, Any]) -> None:
             failed[mod] = "".join(traceback.format_exception_only(e)).strip()
     gc.collect()
     gc.freeze()
+    trim()
     sock.sendall(msgpack.packb(["ready", failed]))
     while True:
         try:
