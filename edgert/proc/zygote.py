@@ -284,6 +284,11 @@ def _single_threaded() -> bool:
 
 def _fork_zygote(theirs: socket.socket, args: dict[str, Any]) -> int:
     """Fork this process into a zygote (see the module's doc); the zygote's pid."""
+    for stream in (sys.stdout, sys.stderr):  # or both would write what is buffered
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
     gc.collect()
     gc.freeze()  # here too: the collector would write into every page we share
     trim()
