@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from edgert import Actor, Context, Stop
+from edgert.bench.bare import idle, report_now
 from edgert.config import GatewayConfig, loads
 from edgert.testing import descendants, running_gateway, status, wait_for
 
@@ -94,23 +95,13 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 # -- baselines -----------------------------------------------------------------------
-def _report_now(w: Any) -> None:
-    w.send(time.monotonic())
-    w.close()
-
-
-def _idle(w: Any, r: Any) -> None:
-    w.send(os.getpid())
-    r.recv()  # wait for the parent to say "done"
-
-
 def _bare_start(method: str, n: int) -> list[float]:
     """Start-to-running latency of `n` bare processes, one after another."""
     ctx = mp.get_context(method)
     out = []
     for _ in range(n):
         r, w = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_report_now, args=(w,))
+        p = ctx.Process(target=report_now, args=(w,))
         t0 = time.monotonic()
         p.start()
         w.close()
@@ -127,7 +118,7 @@ def _bare_parallel(method: str, n: int) -> float:
     t0 = time.monotonic()
     for _ in range(n):
         r, w = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_report_now, args=(w,))
+        p = ctx.Process(target=report_now, args=(w,))
         p.start()
         w.close()
         pipes.append(r)
@@ -142,7 +133,7 @@ def _bare_parallel(method: str, n: int) -> float:
 def _bare_memory(method: str) -> dict[str, float]:
     ctx = mp.get_context(method)
     r, w = ctx.Pipe()
-    p = ctx.Process(target=_idle, args=(w, w))
+    p = ctx.Process(target=idle, args=(w, w))
     p.start()
     try:
         pid = r.recv()
@@ -199,7 +190,7 @@ def restart_latency(rounds: int = 30) -> dict[str, Any]:
             )
             lat.append(a["stats"]["entered_run"] - t0)
     fork = _bare_start("fork", rounds)
-    spawn = _bare_start("spawn", max(5, rounds // 3))
+    spawn = _bare_start("spawn", max(3, rounds // 3))
     return {
         "edgert_p50_ms": 1000 * statistics.median(lat),
         "edgert_p95_ms": 1000 * _pct(lat, 0.95),
