@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal
 
@@ -440,12 +438,15 @@ ENTRY_POINT_GROUP = "edgert.drivers"
 
 def installed_drivers() -> dict[str, str]:
     """Driver type name -> "module:Class", from the `edgert.drivers` entry points."""
+    from importlib.metadata import entry_points  # here: a driver process never needs it
+
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def resolve_driver(type_name: str) -> type:
     """The Actor class for a driver `type`: an entry point name or "package.module:Class"."""
     import importlib
+    from importlib.metadata import entry_points
 
     from .actor import Actor
 
@@ -526,6 +527,8 @@ LOCAL_ONLY = ("gateway", "fleet")
 
 
 def _parse(text: str, path: str) -> dict[str, Any]:
+    import tomllib  # here: a driver process never needs it
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -79,10 +79,15 @@ def _private_dir(path: Path) -> None:
 
 
 class Runtime:
-    def __init__(self, config: GatewayConfig, *, log_level: int | None = None) -> None:
+    def __init__(
+        self, config: GatewayConfig, *, log_level: int | None = None, fork_zygote: bool = False
+    ) -> None:
+        """`fork_zygote`: the zygote may be a fork of this process, sharing its pages (what
+        `edgert run` does: its process does nothing else, and logs to stderr only)."""
         self.local = config  # the local file, as read
         self.config = config  # what runs: the local file, overlaid when fleet-managed
         self.revision: int | None = None  # the desired config's revision in it, if any
+        self.fork_zygote = fork_zygote
         self.log_level = (
             log_level if log_level is not None else logging.getLogger().getEffectiveLevel()
         )
@@ -115,6 +120,7 @@ class Runtime:
                 notifier=notifier,
                 losses_path=str(cfg.data_dir / "losses.json"),
                 config_revision=self.revision,
+                fork_zygote=self.fork_zygote,
             )
             self._supervisor = sup
             if self._stopped:

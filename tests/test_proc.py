@@ -6,13 +6,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 from edgert.actor import Actor, Stop
 from edgert.context import Context
+from edgert.control import ControlError, request
 from edgert.proc import ActorProcess, ActorSpec, Link, decode_link
-from edgert.proc.zygote import clean_path, fingerprint
-from edgert.testing import running_gateway, status, wait_for
+from edgert.proc.zygote import Zygote, clean_path, fingerprint
+from edgert.testing import descendants, running_gateway, status, wait_for
 
 
 def test_sends_to_a_child_that_does_not_read_never_block_and_status_is_latest_wins() -> None:
@@ -115,3 +118,69 @@ def test_a_driver_process_loads_neither_the_cli_nor_the_test_runner(make_config)
             "the probe's report",
         )
     assert a["stats"]["loaded"] == []
+
+
+def _comm(pid: int) -> str:
+    with open(f"/proc/{pid}/comm") as f:
+        return f.read().strip()
+
+
+def _cmdline(pid: int) -> bytes:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read()
+
+
+def test_edgert_run_forks_its_zygote_which_keeps_only_its_socket(short_dir: Path) -> None:
+    """`edgert run` forks its zygote (the two share their pages): named edgert-zygote, it
+    kept none of the supervisor's descriptors but stdio, and its actors bear their names."""
+    cfg = short_dir / "gw.toml"
+    cfg.write_text(
+        f'[gateway]\nid = "fz"\nruntime_dir = "{short_dir}/run"\ndata_dir = "{short_dir}/data"\n'
+        '[nats]\nenabled = false\n[[driver]]\nname = "gen"\ntype = "sim"\n'
+        '[[driver.signal]]\nname = "n"\nrate = 5.0\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgert", "run", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def running() -> dict | None:
+        try:
+            s = request(short_dir / "run", "status")["status"]
+        except ControlError:
+            return None
+        return s if s["actors"] and s["actors"][0]["state"] == "running" else None
+
+    try:
+        gen = wait_for(running, 30, "the driver running")["actors"][0]
+        kids = descendants(proc.pid)
+        zygotes = [p for p in kids if _comm(p) == "edgert-zygote"]
+        assert len(zygotes) == 1, {p: _comm(p) for p in kids}
+        (z,) = zygotes
+        assert _cmdline(z) == _cmdline(proc.pid)  # a fork, not a new interpreter
+        fds = {int(fd): os.readlink(f"/proc/{z}/fd/{fd}") for fd in os.listdir(f"/proc/{z}/fd")}
+        rest = [t for fd, t in fds.items() if fd > 2]
+        assert len(rest) == 1 and rest[0].startswith("socket:"), fds
+        assert _comm(gen["pid"]) == "gen"
+    finally:
+        proc.terminate()
+        code = proc.wait(timeout=20)
+    assert code == 0, proc.stderr.read() if proc.stderr else ""
+
+
+def test_a_zygote_asked_to_fork_a_process_with_threads_starts_a_new_interpreter() -> None:
+    """Forking copies no other thread, but every lock one held: with threads, no fork."""
+    done = threading.Event()
+    t = threading.Thread(target=done.wait)
+    t.start()
+    z = Zygote([], fork=True)
+    try:
+        z.start()
+        assert z.pid is not None and not z.forked
+        assert b"edgert.proc.zygote" in _cmdline(z.pid)
+    finally:
+        z.close()
+        done.set()
+        t.join()

@@ -7,9 +7,11 @@ machine, so the ratio means something anywhere:
   beside a bare `multiprocessing` fork and spawn of an empty function (start to
   the function running);
 - start-up: a gateway with 10 sim drivers, from `Runtime.run` to all running
-  (the zygote's own start-up included), and 10 sim drivers added by a reload
-  to a running gateway (the starts alone), beside 10 bare spawn and fork
-  processes started together;
+  (the zygote's own start-up included) in a process of its own as `edgert run`
+  runs it (its zygote a fork of it), the same with a zygote that is a new
+  interpreter (what a process with threads gets), and 10 sim drivers added by
+  a reload to a running gateway (the starts alone), beside 10 bare spawn and
+  fork processes started together;
 - memory: RSS and USS (private pages, /proc/PID/smaps_rollup) per driver
   process, beside an idle bare fork and spawn child;
 - the demo gateway (configs/demo.toml, on a free port) run as `edgert run`: PSS
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from edgert import Actor, Context, Stop
+from edgert.bench.bare import idle, report_now
 from edgert.config import GatewayConfig, loads
 from edgert.testing import descendants, running_gateway, status, wait_for
 
@@ -92,23 +95,13 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 # -- baselines -----------------------------------------------------------------------
-def _report_now(w: Any) -> None:
-    w.send(time.monotonic())
-    w.close()
-
-
-def _idle(w: Any, r: Any) -> None:
-    w.send(os.getpid())
-    r.recv()  # wait for the parent to say "done"
-
-
 def _bare_start(method: str, n: int) -> list[float]:
     """Start-to-running latency of `n` bare processes, one after another."""
     ctx = mp.get_context(method)
     out = []
     for _ in range(n):
         r, w = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_report_now, args=(w,))
+        p = ctx.Process(target=report_now, args=(w,))
         t0 = time.monotonic()
         p.start()
         w.close()
@@ -125,7 +118,7 @@ def _bare_parallel(method: str, n: int) -> float:
     t0 = time.monotonic()
     for _ in range(n):
         r, w = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_report_now, args=(w,))
+        p = ctx.Process(target=report_now, args=(w,))
         p.start()
         w.close()
         pipes.append(r)
@@ -140,7 +133,7 @@ def _bare_parallel(method: str, n: int) -> float:
 def _bare_memory(method: str) -> dict[str, float]:
     ctx = mp.get_context(method)
     r, w = ctx.Pipe()
-    p = ctx.Process(target=_idle, args=(w, w))
+    p = ctx.Process(target=idle, args=(w, w))
     p.start()
     try:
         pid = r.recv()
@@ -197,7 +190,7 @@ def restart_latency(rounds: int = 30) -> dict[str, Any]:
             )
             lat.append(a["stats"]["entered_run"] - t0)
     fork = _bare_start("fork", rounds)
-    spawn = _bare_start("spawn", max(5, rounds // 3))
+    spawn = _bare_start("spawn", max(3, rounds // 3))
     return {
         "edgert_p50_ms": 1000 * statistics.median(lat),
         "edgert_p95_ms": 1000 * _pct(lat, 0.95),
@@ -205,6 +198,19 @@ def restart_latency(rounds: int = 30) -> dict[str, Any]:
         "bare_spawn_p50_ms": 1000 * statistics.median(spawn),
         "rounds": rounds,
     }
+
+
+# `edgert run` without the command line: a process that runs one gateway in its main
+# thread (so its zygote is a fork of it), printing the monotonic time it entered `run`.
+_RUN = (
+    "import signal, sys, time\n"
+    "from edgert.config import load\n"
+    "from edgert.runtime import Runtime\n"
+    "rt = Runtime(load(sys.argv[1]), log_level=40, fork_zygote=sys.argv[2] == 'fork')\n"
+    "signal.signal(signal.SIGTERM, lambda *_: rt.stop())\n"
+    "print(time.monotonic(), flush=True)\n"
+    "rt.run()\n"
+)
 
 
 def startup(n: int = 10) -> dict[str, Any]:
@@ -216,20 +222,12 @@ def startup(n: int = 10) -> dict[str, Any]:
     )
     with _tempdir() as d:
         cfg = _config(d, drivers)
-        t0 = time.monotonic()
-        with _gateway(cfg):
-
-            def all_running() -> dict[str, Any] | None:
-                s = status(cfg)
-                ok = len(s["actors"]) == n and all(a["state"] == "running" for a in s["actors"])
-                return s if ok else None
-
-            s = _wait(all_running, 60, f"{n} drivers running")
-            elapsed = time.monotonic() - t0
-            mem = [smaps(a["pid"]) for a in s["actors"]]
+        forked, mem = _cold_start(cfg, n, "fork")
+        spawned, _ = _cold_start(cfg, n, "spawn")
     return {
         "drivers": n,
-        "edgert_s": elapsed,
+        "edgert_s": forked,
+        "edgert_spawned_zygote_s": spawned,
         "edgert_warm_s": _warm_startup(n),
         "bare_fork_s": _bare_parallel("fork", n),
         "bare_spawn_s": _bare_parallel("spawn", n),
@@ -239,6 +237,41 @@ def startup(n: int = 10) -> dict[str, Any]:
             "edgert_pss_mb": statistics.mean(m["pss_mb"] for m in mem),
         },
     }
+
+
+def _cold_start(cfg: GatewayConfig, n: int, zygote: str) -> tuple[float, list[dict[str, float]]]:
+    """Seconds from `Runtime.run` to `n` drivers running, in a process of its own as
+    `edgert run` runs it (`zygote` "fork": its zygote a fork of it; "spawn": a new
+    interpreter, as in a process with threads); then the drivers' memory."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _RUN, str(cfg.path), zygote],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        t0 = float(proc.stdout.readline())
+
+        def all_running() -> dict[str, Any] | None:
+            try:
+                s = status(cfg)
+            except Exception:  # noqa: BLE001 - not listening yet
+                return None
+            ok = len(s["actors"]) == n and all(a["state"] == "running" for a in s["actors"])
+            return s if ok else None
+
+        s = _wait(all_running, 60, f"{n} drivers running")
+        elapsed = time.monotonic() - t0
+        mem = [smaps(a["pid"]) for a in s["actors"]]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return elapsed, mem
 
 
 def _warm_startup(n: int) -> float:

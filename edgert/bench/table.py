@@ -153,6 +153,20 @@ def _core(_: dict[str, Any]) -> list[Row]:
             "10 bare spawns",
         ),
         Row(
+            "10 drivers, new-interpreter zygote",
+            "startup.edgert_spawned_zygote_s",
+            "startup.bare_fork_s",
+            "s",
+            "10 bare forks",
+        ),
+        Row(
+            "10 drivers added by a reload",
+            "startup.edgert_warm_s",
+            "startup.bare_fork_s",
+            "s",
+            "10 bare forks",
+        ),
+        Row(
             "USS per driver",
             "memory.edgert_uss_mb",
             "memory.bare_spawn_uss_mb",
@@ -163,6 +177,17 @@ def _core(_: dict[str, Any]) -> list[Row]:
         Row(
             "RSS per driver", "memory.edgert_rss_mb", "memory.bare_spawn_rss_mb", "MB", "bare spawn"
         ),
+        Row(
+            "demo gateway PSS (no nats-server)",
+            "memory.demo_pss_mb",
+            "memory.bare_python_pss_mb",
+            "MB",
+            "one bare Python",
+            "<= 40",
+        ),
+        Row("  of which the supervisor", "memory.supervisor_pss_mb", unit="MB"),
+        Row("USS per extra demo driver", "memory.extra_driver_uss_mb", unit="MB", target="<= 4"),
+        Row("PSS per extra demo driver", "memory.extra_driver_pss_mb", unit="MB"),
     ]
 
 

@@ -156,7 +156,7 @@ def run(ctx: click.Context, config: str) -> None:
 
     cfg = load(config)
     level = _setup_logging(ctx.obj["verbose"])
-    rt = Runtime(cfg, log_level=level)
+    rt = Runtime(cfg, log_level=level, fork_zygote=True)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: rt.stop())
     signal.signal(signal.SIGHUP, lambda *_: rt.reload())

@@ -30,9 +30,10 @@ from typing import Any
 
 from .link import Link, encode_link
 
-__all__ = ["main", "set_pdeathsig"]
+__all__ = ["main", "set_name", "set_pdeathsig"]
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 
 
 def set_pdeathsig(sig: int = signal.SIGKILL) -> None:
@@ -41,6 +42,15 @@ def set_pdeathsig(sig: int = signal.SIGKILL) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: the link's EOF still stops the actor
+        pass
+
+
+def set_name(name: str) -> None:
+    """Name this process in `ps -o comm`, top and /proc/PID/comm (15 bytes at most)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
         pass
 
 
@@ -74,6 +84,7 @@ def _main(spec_bytes: bytes, link: Link) -> int:
     try:
         spec = pickle.loads(spec_bytes)
         name = spec.name
+        set_name(name)
         logging.basicConfig(
             level=spec.log_level,
             format=f"%(asctime)s %(levelname)s {spec.name}[%(process)d] %(name)s: %(message)s",

@@ -1,16 +1,29 @@
 """An owned zygote: a warm interpreter that forks actor processes on request.
 
-The supervisor never forks itself (it holds a ZeroMQ context and maybe
+The supervisor never forks an actor itself (it holds a ZeroMQ context and maybe
 threads). `Zygote.start()` starts `python -P` with a clean import path (the
 supervisor's, without the working directory), which imports edgert and every
 configured driver module once, freezes what it loaded out of the garbage
 collector's reach (`gc.freeze()`, so children do not copy the pages they share
-with it), and waits for requests on a socket. A start is then a fork of that
-warm interpreter: milliseconds, and shared pages. Its lifetime is the
+with it), returns the C heap's free pages (`malloc_trim`), and waits for
+requests on a socket. A start is then a fork of that warm interpreter:
+milliseconds, and shared pages. Its lifetime is the
 supervisor's `run`: `close()` stops it, and it dies with the supervisor
 (`PR_SET_PDEATHSIG`, and EOF on its socket). A reload that brings new driver
 code starts a fresh one; the actors already running are not its children and
 are not touched.
+
+`Zygote(fork=True)` (what `edgert run` asks for its first zygote) forks the
+supervisor instead of starting a new interpreter, when the supervisor has a
+single thread and has not opened its ZeroMQ context yet: the zygote then
+shares the supervisor's pages (the interpreter, edgert, pyzmq, the drivers,
+already imported to read the config), which saves a whole interpreter's memory
+and start-up. Both freeze their objects first (`gc.freeze()`), so neither
+collector writes into the pages they share. The forked zygote closes every
+descriptor it inherited but stdio and its socket, restores the default signal
+handlers, drops the working directory from its import path and names itself
+`edgert-zygote`. A zygote started later (one that died, or new driver code
+after a reload: the supervisor's modules are the old ones) is a new interpreter.
 
 How children are owned (no PID reuse races, no orphans):
 
@@ -35,11 +48,13 @@ says `["ready", {module: error}]` once preloaded; the supervisor sends
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import importlib
 import importlib.util
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -50,7 +65,7 @@ from typing import Any
 
 import msgpack
 
-from .child import set_pdeathsig
+from .child import set_name, set_pdeathsig
 
 __all__ = ["Zygote", "ZygoteError", "PRELOAD", "clean_path", "fingerprint"]
 
@@ -120,8 +135,6 @@ def fingerprint(module: str) -> tuple[tuple[str, int, int], ...]:
 
 def make_subreaper() -> None:
     """Orphaned descendants of this process are re-parented to it (Linux)."""
-    import ctypes
-
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise ZygoteError(f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
@@ -131,14 +144,21 @@ class Zygote:
     """The supervisor's handle on its zygote. Used only by the supervisor's loop."""
 
     def __init__(
-        self, preload: Iterable[str], *, start_timeout: float = 60.0, spawn_timeout: float = 10.0
+        self,
+        preload: Iterable[str],
+        *,
+        fork: bool = False,
+        start_timeout: float = 60.0,
+        spawn_timeout: float = 10.0,
     ) -> None:
         self.preload = list(dict.fromkeys([*PRELOAD, *preload]))
+        self.fork = fork  # fork this process when it is safe (see the module's doc)
+        self.forked = False  # the running zygote is a fork of this process
         self.start_timeout = start_timeout  # preloading, on a slow device
         self.spawn_timeout = spawn_timeout  # a fork; a zygote this slow is replaced
         self.failed_imports: dict[str, str] = {}
         self._sock: socket.socket | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: subprocess.Popen[bytes] | _Forked | None = None
 
     @property
     def running(self) -> bool:
@@ -163,11 +183,15 @@ class Zygote:
             "preload": self.preload,
         }
         try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-P", "-c", BOOT, json.dumps(args)],
-                pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL,
-            )
+            if self.fork and _single_threaded():
+                self._proc = _Forked(_fork_zygote(theirs, args))
+                self.forked = True
+            else:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-P", "-c", BOOT, json.dumps(args)],
+                    pass_fds=[theirs.fileno()],
+                    stdin=subprocess.DEVNULL,
+                )
         except OSError as e:
             ours.close()
             raise ZygoteError(f"could not start the zygote: {e}") from e
@@ -222,6 +246,68 @@ class Zygote:
                 proc.wait()
 
 
+class _Forked:
+    """A forked zygote's pid, waited for like a `subprocess.Popen`."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def wait(self, timeout: float | None = None) -> None:
+        if timeout is not None:
+            fd = os.pidfd_open(self.pid)
+            try:
+                if not select.select([fd], [], [], timeout)[0]:
+                    raise subprocess.TimeoutExpired(f"zygote {self.pid}", timeout)
+            finally:
+                os.close(fd)
+        os.waitpid(self.pid, 0)
+
+    def kill(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)  # ours until waited for: no reuse race
+
+
+def trim() -> None:
+    """Give the C heap's free pages back to the system (glibc), so a fork shares fewer."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _single_threaded() -> bool:
+    """This process has one thread (a fork of it copies no lock another thread holds)."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def _fork_zygote(theirs: socket.socket, args: dict[str, Any]) -> int:
+    """Fork this process into a zygote (see the module's doc); the zygote's pid."""
+    for stream in (sys.stdout, sys.stderr):  # or both would write what is buffered
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    gc.collect()
+    gc.freeze()  # here too: the collector would write into every page we share
+    trim()
+    pid = os.fork()
+    if pid:
+        return pid
+    try:  # the zygote
+        fd = theirs.fileno()
+        os.closerange(3, fd)
+        os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(sig, signal.SIG_DFL)
+        sys.path[:] = args["path"]
+        set_name("edgert-zygote")
+        serve(args)
+    finally:
+        os._exit(1)
+
+
 # -- the zygote process --------------------------------------------------------------
 def serve(args: dict[str, Any]) -> None:
     """The zygote's main: preload, then fork on request until EOF. Runs in the zygote."""
@@ -239,6 +325,7 @@ def serve(args: dict[str, Any]) -> None:
             failed[mod] = "".join(traceback.format_exception_only(e)).strip()
     gc.collect()
     gc.freeze()
+    trim()
     sock.sendall(msgpack.packb(["ready", failed]))
     while True:
         try:

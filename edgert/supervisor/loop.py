@@ -117,6 +117,7 @@ class Supervisor:
         notifier: Notifier | None = None,
         losses_path: str | None = None,
         config_revision: int | None = None,
+        fork_zygote: bool = False,
     ) -> None:
         self._losses_path = losses_path  # lost_at_stop per actor, kept across restarts
         self._notifier = notifier or Notifier({})
@@ -130,6 +131,7 @@ class Supervisor:
         self.control_path = control_path
         self._specs = list(children)
         self._preload = list(preload)
+        self._fork_zygote = fork_zygote  # the first zygote may be a fork of this process
         self._waker: Waker | None = None
         self._stop_requested = False
         self._reload_requested = False
@@ -171,10 +173,14 @@ class Supervisor:
         waker = Waker()
         self._zygote = Zygote([])
         self._zygote_code: tuple[Any, ...] = ()
-        zctx = zmq.Context(1)
-        sock = None
+        self._may_fork = self._fork_zygote
+        zctx = sock = None
         self._waker = waker
         try:
+            if self._stop_requested:
+                return
+            self._ensure_zygote()  # first: a forked zygote must not inherit ZeroMQ's threads
+            zctx = zmq.Context(1)
             if self.control_path:
                 sock = zctx.socket(zmq.ROUTER)
                 sock.setsockopt(zmq.LINGER, 0)
@@ -182,9 +188,6 @@ class Supervisor:
                 if os.path.exists(self.control_path):
                     os.unlink(self.control_path)
                 sock.bind(f"ipc://{self.control_path}")
-            if self._stop_requested:
-                return
-            self._ensure_zygote()
             for c in self._children:
                 self._start(c, time.monotonic())
             self._loop(waker, sock)
@@ -202,7 +205,8 @@ class Supervisor:
                 sock.close(0)
                 if self.control_path and os.path.exists(self.control_path):
                     os.unlink(self.control_path)
-            zctx.term()
+            if zctx is not None:
+                zctx.term()
             for pgid in self._graveyard:
                 reap_group(pgid)
         if self._failure is not None:
@@ -223,7 +227,10 @@ class Supervisor:
         if self._zygote.running:
             log.info("driver code changed: starting a new zygote")
         self._zygote.close()
-        self._zygote = Zygote([*self._preload, *(cs.spec.module for cs in specs)])
+        self._zygote = Zygote(
+            [*self._preload, *(cs.spec.module for cs in specs)], fork=self._may_fork
+        )
+        self._may_fork = False  # later ones: this process has threads, or old modules
         self._zygote.start()
         self._zygote_code = key
         for mod, err in self._zygote.failed_imports.items():
