@@ -52,7 +52,9 @@ def _produce(
     end = start + seconds
     try:
         if rate is None:
-            data = msgpack.packb([point_map(node, i, time.time_ns()) for i in range(batch)])
+            first = 1_000_000  # counter values as large as a gateway's after a while
+            t = time.time_ns()
+            data = msgpack.packb([point_map(node, first + i, t) for i in range(batch)])
             while time.monotonic() < end:
                 sock.send_multipart([name, data])
             return
