@@ -139,7 +139,8 @@ class Context(Generic[C]):
         An actor that asked to be back within `ACK_LAG` is not woken for the
         bridge's frames alone (acks, commands): they are read when it wakes
         anyway, so a driver that polls every few milliseconds wakes once per
-        tick, not twice (its tick, then the ack of what it published).
+        tick, not twice (its tick, then the ack of what it published). Unless
+        published points linger in the outbox for an ack: that ack wakes it.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         polled = False  # look at the inputs at least once, even with timeout=0
@@ -151,7 +152,10 @@ class Context(Generic[C]):
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0 and polled:
                 return None
-            poll = self._poll if left is None or left > ACK_LAG else self._poll_lazy
+            lazy = left is not None and left <= ACK_LAG
+            if lazy and self._outbox is not None and self._outbox.lingering():
+                lazy = False  # points wait for an ack to leave: be woken by it
+            poll = self._poll_lazy if lazy else self._poll
             for t in (left, wait):
                 if t is not None:
                     left = t if left is None else min(left, t)
