@@ -13,8 +13,11 @@ measuring window after a warm-up:
   PULLing msgpack batches and publishing their bytes with nats-py (target
   >= 0.5 x the raw forwarder's). Its producer sends batches of the size the
   bridge took in on average over the runs (`batch_points`: points_in /
-  batches_in from the bridge's status), not a fixed 1,000: a forwarder's cost
-  per point falls with the batch, so the two must forward the same batches.
+  batches_in from the bridge's status), as many a second as the bridge took
+  in (`batches_s_offered`), not 1,000-point batches as fast as it can: a
+  forwarder's cost per point falls with the batch, and one kept saturated
+  amortises each wake-up over a burst of batches that a forwarder fed at a
+  gateway's pace pays per batch; the two must do the same job.
 """
 
 from __future__ import annotations
@@ -86,10 +89,13 @@ def _spool_share(a: Sample, b: Sample, res: dict[str, Any], names: list[str]) ->
     return {"spool_share_pct": rnd(100 * nbytes / payload), "spool_share_of": "points"}
 
 
-def _raw(d: str, url: str, warmup: float, seconds: float, batch: int) -> dict[str, Any]:
+def _raw(
+    d: str, url: str, warmup: float, seconds: float, batch: int, pace: float | None
+) -> dict[str, Any]:
+    total = warmup + seconds + 30
     with (
         Listener(url, "raw.p.>") as heard,
-        RawPath(d, url, "raw.p", ["raw0"], None, seconds=warmup + seconds + 30, batch=batch) as raw,
+        RawPath(d, url, "raw.p", ["raw0"], None, total, batch=batch, pace=pace) as raw,
     ):
         first = first_points(heard, 15)
         time.sleep(warmup)
@@ -100,6 +106,7 @@ def _raw(d: str, url: str, warmup: float, seconds: float, batch: int) -> dict[st
         res["first_point_s"] = first
         res["pids"] = raw.pids()
     res["batch_points"] = batch
+    res["batches_s_offered"] = None if pace is None else rnd(pace)
     return res
 
 
@@ -111,8 +118,10 @@ def overload(
         runs = {str(n): _edgert(d, srv.url, n, warmup, seconds) for n in counts}
         points_in = sum(r["points_in"] or 0 for r in runs.values())
         batches_in = sum(r["batches_in"] or 0 for r in runs.values())
-        batch = round(points_in / batches_in) if batches_in else RAW_BATCH
-        raw = _raw(d, srv.url, warmup, seconds, max(1, batch))
+        batch = max(1, round(points_in / batches_in)) if batches_in else RAW_BATCH
+        # as many batches a second as the bridge took in, on average over the runs
+        pace = batches_in / sum(r["seconds"] for r in runs.values()) if batches_in else None
+        raw = _raw(d, srv.url, warmup, seconds, batch, pace)
     one = runs[str(counts[0])]["points_s"]
     base = raw["points_per_cpu_s"]
     for r in runs.values():
