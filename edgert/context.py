@@ -33,7 +33,9 @@ from .point import Point
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["Context", "settle_future"]
+__all__ = ["Context", "settle_future", "ACK_LAG"]
+
+ACK_LAG = 0.02  # seconds: an actor due back within this long is not woken for bus frames alone
 
 
 class Context(Generic[C]):
@@ -70,10 +72,13 @@ class Context(Generic[C]):
         self._extra: dict[str, Any] = {}
         self._parent_gone = False
         self._watched: set[int] = set()
+        self._decode_link: Any = None
         self._poll = zmq.Poller()  # handles the edge-triggered FD of zmq sockets correctly
-        self._poll.register(self._wake_r, zmq.POLLIN)
-        if link is not None:
-            self._poll.register(link.fileno(), zmq.POLLIN)
+        self._poll_lazy = zmq.Poller()  # the same without the bus: acks wait for a wake-up
+        for poll in (self._poll, self._poll_lazy):
+            poll.register(self._wake_r, zmq.POLLIN)
+            if link is not None:
+                poll.register(link.fileno(), zmq.POLLIN)
         if outbox is not None:
             self._poll.register(outbox.sock, zmq.POLLIN)
         actor._ctx = self
@@ -113,6 +118,7 @@ class Context(Generic[C]):
         """
         if fd not in self._watched:
             self._poll.register(fd, zmq.POLLIN)
+            self._poll_lazy.register(fd, zmq.POLLIN)
             self._watched.add(fd)
 
     def unwatch(self, fd: int) -> None:
@@ -120,6 +126,7 @@ class Context(Generic[C]):
         if fd in self._watched:
             self._watched.discard(fd)
             self._poll.unregister(fd)
+            self._poll_lazy.unregister(fd)
             self._queue = deque(m for m in self._queue if m != Readable(fd))
 
     def receive(self, timeout: float | None = None) -> Message:
@@ -128,6 +135,12 @@ class Context(Generic[C]):
         Returns Stop, a Command, a Status, Readable(fd) for a watched fd with
         data, or None when the timeout passed. Publishing is flushed, acks read
         and heartbeats sent while waiting.
+
+        An actor that asked to be back within `ACK_LAG` is not woken for the
+        bridge's frames alone (acks, commands): they are read when it wakes
+        anyway, so a driver that polls every few milliseconds wakes once per
+        tick, not twice (its tick, then the ack of what it published). Unless
+        published points linger in the outbox for an ack: that ack wakes it.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         polled = False  # look at the inputs at least once, even with timeout=0
@@ -139,12 +152,16 @@ class Context(Generic[C]):
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0 and polled:
                 return None
+            lazy = left is not None and left <= ACK_LAG
+            if lazy and self._outbox is not None and self._outbox.lingering():
+                lazy = False  # points wait for an ack to leave: be woken by it
+            poll = self._poll_lazy if lazy else self._poll
             for t in (left, wait):
                 if t is not None:
                     left = t if left is None else min(left, t)
             ms = -1 if left is None else max(0, int(left * 1000 + 0.999))
-            ready = self._poll.poll(ms)
-            self._drain_inputs()
+            ready = poll.poll(ms)
+            self._drain_inputs({fd for fd, _ in ready})
             if self._watched:
                 self._queue_readable(fd for fd, _ in ready if fd in self._watched)
             polled = True
@@ -211,7 +228,7 @@ class Context(Generic[C]):
         waits: list[float] = []
         if self._outbox is not None:
             # acks open the window even for a loop that never waits (receive(timeout=0))
-            self._queue.extend(self._outbox.on_readable())
+            self._read_bus()
             self._outbox.tick(now)  # seals a batch whose linger is over, resends
             d = self._outbox.next_deadline()
             if d is not None:
@@ -223,18 +240,24 @@ class Context(Generic[C]):
             waits.append(max(0.0, self._next_hb - now))
         return min(waits) if waits else None
 
-    def _drain_inputs(self) -> None:
-        try:
-            while os.read(self._wake_r, 512):
-                pass
-        except BlockingIOError:
-            pass
-        if self._link is not None and not self._parent_gone:
-            from .proc.link import decode_link
-
+    def _drain_inputs(self, ready: set[Any] | None = None) -> None:
+        """Read what came in: the wake pipe and the link when `ready` (the fds a poll
+        reported; None: look at each) names them, and the bus whenever it has frames."""
+        if ready is None or self._wake_r in ready:
             try:
-                while self._link.poll():
-                    msg = decode_link(self._link.recv_bytes())
+                while os.read(self._wake_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+        link = self._link
+        if link is not None and not self._parent_gone and (ready is None or link.fileno() in ready):
+            if self._decode_link is None:
+                from .proc.link import decode_link
+
+                self._decode_link = decode_link
+            try:
+                while link.poll():
+                    msg = self._decode_link(link.recv_bytes())
                     if msg[0] == "stop":
                         self._actor.stop()
                     elif msg[0] == "status" and self._actor.wants_status:
@@ -243,10 +266,15 @@ class Context(Generic[C]):
                 self._parent_gone = True
                 self.log.warning("supervisor gone: stopping")
                 self._actor.stop()
-                self._poll.unregister(self._link.fileno())
-        if self._outbox is not None:
-            for cmd in self._outbox.on_readable():
-                self._queue.append(cmd)
+                self._poll.unregister(link.fileno())
+                self._poll_lazy.unregister(link.fileno())
+        self._read_bus()
+
+    def _read_bus(self) -> None:
+        """Apply the acks and queue the commands waiting on the bus (if any: asking the
+        socket is cheaper than a receive that finds nothing)."""
+        if self._outbox is not None and self._outbox.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._queue.extend(self._outbox.on_readable())
 
     # -- output ------------------------------------------------------------------
     def publish(self, points: list[Point] | Point) -> None:

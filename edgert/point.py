@@ -62,10 +62,19 @@ class Point:
     origin: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("node", "type", "key"):
-            v = getattr(self, name)
-            if not valid_name(v):
-                raise ValueError(f"point {name} {v!r} must match [A-Za-z0-9_-]+")
+        node, typ, key, known = self.node, self.type, self.key, _KNOWN_NAMES
+        if not (
+            type(node) is str  # names seen before: a set lookup each (they repeat endlessly)
+            and node in known
+            and type(typ) is str
+            and typ in known
+            and type(key) is str
+            and key in known
+        ):
+            for name in ("node", "type", "key"):
+                v = getattr(self, name)
+                if not valid_name(v):
+                    raise ValueError(f"point {name} {v!r} must match [A-Za-z0-9_-]+")
         if self.time == 0:
             self.time = _time.time_ns()
 

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgert import point
-from edgert.bus import BadFrame, decode_frame, decode_points
+from edgert.bus import BadFrame, decode_frame, decode_points, shape
 from edgert.point import BadBatch, Point, points_from_maps, valid_name
 
 names = st.sampled_from(["gen", "a b", "", "x", "n-1_2", "é", "a\n"]) | st.text(max_size=6)
@@ -78,3 +78,76 @@ def test_the_name_cache_holds_valid_short_names_only_and_stays_bounded() -> None
         assert valid_name(f"n{i}")
     assert len(point._KNOWN_NAMES) <= point.KNOWN_NAMES_MAX
     assert valid_name("n5") and not valid_name("n5 ")
+
+
+# -- the byte-level shortcut (edgert.bus.shape) --------------------------------------
+
+ascii_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=31)
+usual = st.builds(
+    lambda node, typ, key, v, t, origin: {
+        "node": node,
+        "type": typ,
+        "key": key,
+        "value": v,
+        "time": t,
+        "origin": origin,
+    },
+    st.just("gen-1"),
+    st.sampled_from(["n", "t_2", "x" * 31]),
+    st.sampled_from(["0", "k"]),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=True)
+    | st.none()
+    | st.booleans()
+    | ascii_text,
+    st.integers(min_value=0, max_value=2**64 - 1),
+    ascii_text,
+)
+
+
+def codec_view(data: bytes) -> tuple[set[str], int] | None:
+    """(nodes, points) when the point codec accepts the packed batch, else None."""
+    try:
+        points = points_from_maps(msgpack.unpackb(data, raw=False))
+    except Exception:  # noqa: BLE001 - any refusal by msgpack or the codec
+        return None
+    return {p.node for p in points}, len(points)
+
+
+@given(st.lists(usual, min_size=1, max_size=40))
+def test_the_usual_batches_take_the_shortcut(batch: list) -> None:
+    data = msgpack.packb(batch, use_bin_type=True)
+    assert shape.one_node(data) == ("gen-1", len(batch))
+    frame = msgpack.packb(["P", "e.1.x", 3, 1, batch], use_bin_type=True)
+    assert decode_points(frame)[5] == [("gen-1", len(batch), data)]  # forwarded as packed
+
+
+@given(
+    st.lists(usual | good | maps, min_size=1, max_size=20),
+    st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), max_size=3),
+    st.integers(min_value=-2, max_value=2),
+    st.integers(min_value=0, max_value=3),
+)
+def test_the_shortcut_accepts_only_what_the_codec_accepts(
+    batch: list, flips: list, count_change: int, cut: int
+) -> None:
+    data = bytearray(msgpack.packb(batch, use_bin_type=True))
+    for at, byte in flips:  # damage the packed bytes anywhere
+        data[at % len(data)] = byte
+    if count_change and 0x91 <= data[0] <= 0x9E:  # the header says more or fewer maps
+        data[0] = max(0x90, min(0x9F, data[0] + count_change))
+    data = bytes(data[: len(data) - cut])
+    got = shape.one_node(data)
+    if got is not None:
+        assert codec_view(data) == ({got[0]}, got[1])
+
+
+def test_the_shortcut_counts_the_maps_against_the_header() -> None:
+    one = msgpack.packb([Point("gen", "n", "0", 1.5).to_map()] * 3)
+    assert shape.one_node(one) == ("gen", 3)
+    assert shape.one_node(b"\x92" + one[1:]) is None  # more maps than announced
+    assert shape.one_node(b"\x94" + one[1:]) is None  # fewer
+    assert shape.one_node(one[:-1]) is None  # cut short
+    mixed = msgpack.packb([Point("a", "n").to_map(), Point("b", "n").to_map()])
+    assert shape.one_node(mixed) is None  # two nodes: the full check splits them
+    assert shape.one_node(msgpack.packb([])) is None

@@ -10,8 +10,14 @@ measuring window after a warm-up:
   of the points by payload bytes (target <= 5 %: the spool is for outages);
 - points dropped at the source (the drivers' `dropped` in status) per second;
 - the bridge's points per CPU-second, beside a raw forwarder's: one process
-  PULLing 1,000-point msgpack batches and publishing their bytes with nats-py
-  (target >= 0.5 x the raw forwarder's).
+  PULLing msgpack batches and publishing their bytes with nats-py (target
+  >= 0.5 x the raw forwarder's). Its producer sends batches of the size the
+  bridge took in on average over the runs (`batch_points`: points_in /
+  batches_in from the bridge's status), as many a second as the bridge took
+  in (`batches_s_offered`), not 1,000-point batches as fast as it can: a
+  forwarder's cost per point falls with the batch, and one kept saturated
+  amortises each wake-up over a burst of batches that a forwarder fed at a
+  gateway's pace pays per batch; the two must do the same job.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ __all__ = ["overload", "run_all", "COUNTS", "MAX_RATE"]
 
 COUNTS = (1, 2, 4, 8, 16)
 MAX_RATE = 1_000_000.0  # the sim driver's highest rate: as fast as it can
+RAW_BATCH = 1000  # the raw forwarder's batch when the bridge reports no batch count
 
 
 def _edgert(d: str, url: str, n: int, warmup: float, seconds: float) -> dict[str, Any]:
@@ -53,6 +60,12 @@ def _edgert(d: str, url: str, n: int, warmup: float, seconds: float) -> dict[str
         sum(delta(a, b, x, "dropped") or 0 for x in names) / res["seconds"]
     )
     res["points_in"] = delta(a, b, "bridge", "points_in")
+    res["batches_in"] = delta(a, b, "bridge", "batches_in")
+    res["batch_points"] = (
+        rnd(res["points_in"] / res["batches_in"])
+        if res["points_in"] and res["batches_in"]
+        else None
+    )
     res["spool_written_batches"] = delta(a, b, "bridge", "spool_written_batches")
     res["spool_written_bytes"] = delta(a, b, "bridge", "spool_written_bytes")
     res["spool_points_at_end"] = stat(b, "bridge", "buffered")
@@ -76,10 +89,13 @@ def _spool_share(a: Sample, b: Sample, res: dict[str, Any], names: list[str]) ->
     return {"spool_share_pct": rnd(100 * nbytes / payload), "spool_share_of": "points"}
 
 
-def _raw(d: str, url: str, warmup: float, seconds: float) -> dict[str, Any]:
+def _raw(
+    d: str, url: str, warmup: float, seconds: float, batch: int, pace: float | None
+) -> dict[str, Any]:
+    total = warmup + seconds + 30
     with (
         Listener(url, "raw.p.>") as heard,
-        RawPath(d, url, "raw.p", ["raw0"], None, seconds=warmup + seconds + 30) as raw,
+        RawPath(d, url, "raw.p", ["raw0"], None, total, batch=batch, pace=pace) as raw,
     ):
         first = first_points(heard, 15)
         time.sleep(warmup)
@@ -89,6 +105,8 @@ def _raw(d: str, url: str, warmup: float, seconds: float) -> dict[str, Any]:
         res = between(a, b, pids=[raw.forwarder_pid])
         res["first_point_s"] = first
         res["pids"] = raw.pids()
+    res["batch_points"] = batch
+    res["batches_s_offered"] = None if pace is None else rnd(pace)
     return res
 
 
@@ -98,7 +116,12 @@ def overload(
     """Delivered points/s, spool writes, drops and bridge efficiency for each driver count."""
     with workdir() as (d, srv):
         runs = {str(n): _edgert(d, srv.url, n, warmup, seconds) for n in counts}
-        raw = _raw(d, srv.url, warmup, seconds)
+        points_in = sum(r["points_in"] or 0 for r in runs.values())
+        batches_in = sum(r["batches_in"] or 0 for r in runs.values())
+        batch = max(1, round(points_in / batches_in)) if batches_in else RAW_BATCH
+        # as many batches a second as the bridge took in, on average over the runs
+        pace = batches_in / sum(r["seconds"] for r in runs.values()) if batches_in else None
+        raw = _raw(d, srv.url, warmup, seconds, batch, pace)
     one = runs[str(counts[0])]["points_s"]
     base = raw["points_per_cpu_s"]
     for r in runs.values():

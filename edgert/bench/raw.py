@@ -5,7 +5,7 @@
 - producers: one process per node that wakes every `tick` (10 ms), builds the
   points due at its rate as the same six-key maps edgert carries, coalesces
   them into one msgpack array and PUSHes it (`rate=None`: a pre-packed batch of
-  `batch` points, sent as fast as the socket takes it);
+  `batch` points, sent as fast as the socket takes it, or `pace` times a second);
 - a forwarder: one process that PULLs every batch and publishes its bytes
   unchanged on `<subject_prefix>.<node>` with nats-py.
 
@@ -41,7 +41,13 @@ def payload_per_point(node: str, value: int) -> float:
 
 
 def _produce(
-    endpoint: str, node: str, rate: float | None, tick: float, batch: int, seconds: float
+    endpoint: str,
+    node: str,
+    rate: float | None,
+    tick: float,
+    batch: int,
+    seconds: float,
+    pace: float | None = None,
 ) -> None:
     zctx = zmq.Context(1)
     sock = zctx.socket(zmq.PUSH)
@@ -52,9 +58,17 @@ def _produce(
     end = start + seconds
     try:
         if rate is None:
-            data = msgpack.packb([point_map(node, i, time.time_ns()) for i in range(batch)])
+            first = 1_000_000  # counter values as large as a gateway's after a while
+            t = time.time_ns()
+            data = msgpack.packb([point_map(node, first + i, t) for i in range(batch)])
+            sent = 0
             while time.monotonic() < end:
+                if pace is not None:  # `pace` batches a second, on schedule
+                    delay = start + sent / pace - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
                 sock.send_multipart([name, data])
+                sent += 1
             return
         emitted = 0
         next_tick = start
@@ -136,6 +150,7 @@ class RawPath:
         seconds: float,
         tick: float = 0.01,
         batch: int = 1000,
+        pace: float | None = None,
     ) -> None:
         self.endpoint = f"ipc://{directory}/raw.sock"
         self.url = url
@@ -145,6 +160,7 @@ class RawPath:
         self.seconds = seconds
         self.tick = tick
         self.batch = batch
+        self.pace = pace
         self.procs: list[Any] = []
         self.forwarder: Any = None
         self.conn: Any = None
@@ -165,7 +181,15 @@ class RawPath:
             for node in self.nodes:
                 p = ctx.Process(
                     target=_produce,
-                    args=(self.endpoint, node, self.rate, self.tick, self.batch, self.seconds),
+                    args=(
+                        self.endpoint,
+                        node,
+                        self.rate,
+                        self.tick,
+                        self.batch,
+                        self.seconds,
+                        self.pace,
+                    ),
                     name=f"bench-raw-{node}",
                 )
                 self.procs.append(p)

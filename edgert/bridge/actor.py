@@ -40,7 +40,7 @@ import zmq
 from ..actor import Actor, Status, Stop
 from ..bus import BadFrame, bus_endpoint, decode_points, encode_frame, p_header
 from ..config import NatsSection
-from ..context import Context, settle_future
+from ..context import Context
 from ..fleet.service import FleetService
 from ..point import MAX_BATCH_BYTES
 from ..spool import Spool
@@ -115,7 +115,7 @@ class _Run:
         self.jobs: deque[Commit | Read] = deque()  # for the spool worker, in order
         self.acks: dict[str, Ack] = {}  # owed, by epoch: sent at the end of the turn
         self.job_ready = asyncio.Event()
-        self.poke = asyncio.Event()  # wakes the bus task (after sends on the ROUTER)
+        self.poke = asyncio.Event()  # wakes the bus task: the ROUTER's FD, or a send on it
         self.status_changed = asyncio.Event()
         self.snapshot: dict[str, Any] = {}
         self.status_key: Any = None
@@ -261,10 +261,14 @@ class _Run:
 
     def _send_router(self, parts: list[bytes]) -> None:
         assert self.router is not None
+        router = self.router
         try:
-            self.router.send_multipart(parts, zmq.NOBLOCK)
+            router.send_multipart(parts, zmq.NOBLOCK)
         finally:
-            self.poke.set()  # a send may eat the FD's edge: the bus task looks again
+            # a send may eat the FD's edge of frames that came meanwhile: if there are
+            # any, the bus task looks again (asking EVENTS re-arms the FD otherwise)
+            if router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self.poke.set()
 
     # -- the spool worker ------------------------------------------------------------
     async def spooler(self) -> None:
@@ -306,17 +310,19 @@ class _Run:
         assert router is not None
         loop = asyncio.get_running_loop()
         fd = router.getsockopt(zmq.FD)
-        while True:
-            d = self.fwd.next_deadline()
-            wait = None if d is None else max(0.0, d - time.monotonic())
-            await _readable(loop, router, fd, wait, self.poke)
-            frames: list[list[bytes]] = []
-            _drain(router, frames)
-            self.receive(frames)
-            self.feed(self.fwd.tick(time.monotonic()))
-            if frames:
-                self._report()
-            await asyncio.sleep(0)  # a busy bus must not starve the other tasks
+        loop.add_reader(fd, self.poke.set)  # for the task's whole life: no futures per wait
+        try:
+            while True:
+                await _readable(router, self.poke, self.fwd.next_deadline())
+                frames: list[list[bytes]] = []
+                _drain(router, frames)
+                self.receive(frames)
+                self.feed(self.fwd.tick(time.monotonic()))
+                if frames:
+                    self._report()
+                await asyncio.sleep(0)  # a busy bus must not starve the other tasks
+        finally:
+            loop.remove_reader(fd)
 
     async def disconnects(self, monitor: zmq.Socket) -> None:
         """Count the bus connections that end: a sender that ended, or one whose frame
@@ -324,13 +330,17 @@ class _Run:
         its unacknowledged batch waits, then its outbox drops, counted)."""
         loop = asyncio.get_running_loop()
         fd = monitor.getsockopt(zmq.FD)
-        never = asyncio.Event()
-        while True:
-            await _readable(loop, monitor, fd, None, never)
-            while monitor.poll(0):
-                monitor.recv_multipart()
-                self.bus_disconnects += 1
-            self._report()
+        wake = asyncio.Event()
+        loop.add_reader(fd, wake.set)
+        try:
+            while True:
+                await _readable(monitor, wake, None)
+                while monitor.poll(0):
+                    monitor.recv_multipart()
+                    self.bus_disconnects += 1
+                self._report()
+        finally:
+            loop.remove_reader(fd)
 
     def receive(self, frames: list[list[bytes]]) -> None:
         """Check each frame and feed the forwarder (a malformed one is counted, skipped)."""
@@ -472,32 +482,23 @@ def _socket(zctx: zmq.Context, kind: int) -> Iterator[zmq.Socket]:
         sock.close(0)
 
 
-async def _readable(
-    loop: asyncio.AbstractEventLoop,
-    sock: zmq.Socket,
-    fd: int,
-    timeout: float | None,
-    wake: asyncio.Event,
-) -> None:
-    """Wait until `sock` has a message, `wake` is set, or `timeout` passed.
+async def _readable(sock: zmq.Socket, wake: asyncio.Event, deadline: float | None) -> None:
+    """Wait until `sock` has a message, `wake` is set, or the monotonic `deadline`.
 
-    The zmq FD only signals that the socket's state may have changed, and any
-    send on the socket may consume that signal: so the socket's EVENTS are
-    checked before each wait, and whoever sends on the socket sets `wake`.
+    The zmq FD (whose reader sets `wake`) only signals that the socket's state
+    may have changed, and any send on the socket may consume that signal: so
+    the socket's EVENTS are checked before the wait (which also re-arms the FD),
+    and whoever sends on the socket sets `wake` when frames are waiting.
     """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-        left = None if deadline is None else deadline - time.monotonic()
-        if (left is not None and left <= 0) or wake.is_set():
-            break
-        ready = loop.create_future()
-        loop.add_reader(fd, settle_future, ready)
-        waker = asyncio.ensure_future(wake.wait())
-        try:
-            await asyncio.wait([ready, waker], timeout=left, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            loop.remove_reader(fd)
-            waker.cancel()
+    if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN and not wake.is_set():
+        if deadline is None:
+            await wake.wait()
+        else:
+            left = deadline - time.monotonic()
+            if left > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await wake.wait()
     wake.clear()
 
 

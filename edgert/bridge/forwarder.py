@@ -181,6 +181,7 @@ class Forwarder:
         self.reading = False
         self.stats = {
             "points_in": 0,
+            "batches_in": 0,  # bus batches accepted (not duplicates)
             "points_out": 0,
             "batches_out": 0,
             "fast_batches": 0,
@@ -205,6 +206,7 @@ class Forwarder:
         self.stats["duplicates"] = inbox.duplicates
         self.stats["out_of_order"] = inbox.out_of_order
         if slot is not None:
+            self.stats["batches_in"] += 1
             for node, n, data in parts:
                 self.stats["points_in"] += n
                 if not self.spooling:

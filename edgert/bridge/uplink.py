@@ -94,6 +94,7 @@ class Session:
         self.inbox = inbox  # core NATS: where our markers come back
         self.mark = 0
         self.marks: deque[tuple[int, int]] = deque()  # (marker, messages before it)
+        self.mark_progress = 0.0  # when a marker last came back (or the first went out)
         self.outgoing: deque[Publish] = deque()
         self.more = asyncio.Event()
         self.acks: deque[list[asyncio.Future]] = deque()  # JetStream: per message, in order
@@ -198,10 +199,14 @@ class Uplink:
                 self.stream_note, self.stream_error = done, ""
                 run.log.info("%s", done)
         sub = await nc.subscribe(f"{run.base}.cmd.>")
-        inbox = nc.new_inbox()
-        marks = await nc.subscribe(inbox) if js is None else None
+        sess = Session(nc, js, run.fwd.session + 1, nc.new_inbox())
+        if js is None:
+
+            async def marked(msg: Any) -> None:  # the subscription's own task calls it
+                self._marked(sess, msg)
+
+            await nc.subscribe(sess.inbox, cb=marked)
         async with asyncio.TaskGroup() as tg:
-            sess = Session(nc, js, run.fwd.session + 1, inbox)
             self.session = sess
             run.feed(run.fwd.connected(time.monotonic()))
             assert run.fwd.session == sess.number
@@ -210,7 +215,7 @@ class Uplink:
             if js is not None:
                 tg.create_task(self._js_acks(sess))
             else:
-                tg.create_task(self._core_acks(sess, marks))
+                tg.create_task(self._core_acks(sess))
             tg.create_task(run.statuses(nc))
             tg.create_task(self._commands(nc, sub, tg))
             await closed.wait()
@@ -256,25 +261,39 @@ class Uplink:
                 # a marker to ourselves, behind the messages on the same connection: when
                 # it comes back, the server has taken them (rounds are pipelined)
                 sess.mark += 1
+                if not sess.marks:
+                    sess.mark_progress = time.monotonic()
                 sess.marks.append((sess.mark, n))
                 await nc.publish(sess.inbox, b"%d" % sess.mark)
                 sess.acked.set()
 
-    async def _core_acks(self, sess: Session, sub: Any) -> None:
-        """Core NATS: each marker back from the server confirms the messages before it."""
-        run = self.run
+    def _marked(self, sess: Session, msg: Any) -> None:
+        """Core NATS: a marker came back, so the server took the messages before it."""
+        sess.mark_progress = time.monotonic()
+        try:
+            back = int(msg.data)
+        except ValueError:
+            return
+        n = 0
+        while sess.marks and sess.marks[0][0] <= back:
+            n += sess.marks.popleft()[1]
+        if n and self.session is sess:
+            run = self.run
+            run.feed(run.fwd.published(sess.number, time.monotonic(), n))
+
+    async def _core_acks(self, sess: Session) -> None:
+        """Core NATS: markers must keep coming back (`_marked` takes them): none for
+        `ack_timeout` while some are out ends the session."""
         timeout = self.cfg.ack_timeout
         while True:
             if not sess.marks:
                 sess.acked.clear()
                 await sess.acked.wait()
                 continue
-            msg = await sub.next_msg(timeout=timeout)  # nats.errors.TimeoutError ends it
-            n = 0
-            while sess.marks and sess.marks[0][0] <= int(msg.data):
-                n += sess.marks.popleft()[1]
-            if n and self.session is sess:
-                run.feed(run.fwd.published(sess.number, time.monotonic(), n))
+            left = sess.mark_progress + timeout - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no marker back from NATS within {timeout:g}s")
+            await asyncio.sleep(left)
 
     async def _js_acks(self, sess: Session) -> None:
         """JetStream acks, oldest first; an error or a missing ack ends the session."""

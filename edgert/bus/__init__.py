@@ -2,7 +2,8 @@
 
 - `frames`: the frame kinds, their checks (`BadFrame`) and the endpoints;
 - `outbox`: the sending side in every actor process (seq, linger, window, resend);
-- `inbox`: the receiving side in the bridge (dedupe, order, cumulative acks).
+- `inbox`: the receiving side in the bridge (dedupe, order, cumulative acks);
+- `shape`: the bridge's byte-level check of the usual one-node batch.
 
 No pickle anywhere; every frame is size-limited msgpack and a malformed one is
 counted, logged and skipped.

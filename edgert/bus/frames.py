@@ -19,7 +19,9 @@ Decoding never trusts its input: sizes are bounded, every field is checked, and
 anything malformed raises `BadFrame` naming the problem. The bridge, which only
 forwards points, uses `decode_points`: it checks the same rules on the raw maps
 (names through a bounded cache of valid names) and splits the batch by node
-without building `Point` objects; a malformed frame is refused whole.
+without building `Point` objects (a one-node batch of the usual shape is
+checked on its packed bytes, `edgert.bus.shape`); a malformed frame is
+refused whole.
 `p_header` reads only the header, so that a resent batch the bridge already
 has is acknowledged without unpacking its points again.
 """
@@ -40,6 +42,7 @@ from ..point import (
     unpack_limited,
     valid_name,
 )
+from .shape import one_node
 
 __all__ = [
     "BadFrame",
@@ -151,10 +154,18 @@ def p_header(data: bytes) -> tuple[str, int, int, bool] | None:
     The bridge uses it to acknowledge a resent batch it already has without
     checking its points again: resends come in bursts when acks are slow.
     """
+    head = _p_head(data)
+    return None if head is None else head[:4]
+
+
+def _p_head(data: bytes) -> tuple[str, int, int, bool, int] | None:
+    """`p_header` and the offset of the packed point maps in `data`."""
     if len(data) > MAX_BATCH_BYTES or data[:1] not in (b"\x95", b"\x96"):
         return None
     try:
-        u = msgpack.Unpacker(raw=False, max_str_len=256, max_bin_len=0, max_array_len=0)
+        u = msgpack.Unpacker(
+            raw=False, max_str_len=256, max_bin_len=0, max_array_len=0, max_buffer_size=320
+        )  # a small buffer: the default one is a megabyte, allocated for each Unpacker
         u.feed(data[:320])
         n = u.read_array_header()
         kind, epoch, seq, first = u.unpack(), u.unpack(), u.unpack(), u.unpack()
@@ -165,7 +176,7 @@ def p_header(data: bytes) -> tuple[str, int, int, bool] | None:
         return None
     if type(seq) is not int or type(first) is not int or seq < 0 or first < 0:
         return None
-    return epoch, seq, first, resent
+    return epoch, seq, first, resent, u.tell()
 
 
 Part = tuple[str, int, bytes]  # (node, points, packed array of that node's point maps)
@@ -177,8 +188,15 @@ def decode_points(data: bytes) -> tuple[Any, ...]:
     Returns ("P", epoch, seq, first, resent, [(node, points, packed maps)]) or
     what `decode_frame` returns for the other kinds. The maps are checked as
     strictly as `points_from_maps` checks them (it names the problem when they
-    are not well-formed); no `Point` is built.
+    are not well-formed); no `Point` is built. A one-node batch of the usual
+    shape is checked on its bytes (`edgert.bus.shape`) and forwarded as is.
     """
+    head = _p_head(data)
+    if head is not None:
+        epoch, seq, first, resent, at = head
+        fast = one_node(data, at)
+        if fast is not None:
+            return ("P", epoch, seq, first, resent, [(fast[0], fast[1], data[at:])])
     obj = _unpack(data)
     kind = obj[0]
     try:

@@ -124,6 +124,10 @@ class Outbox:
         window has free, plus one batch of look-ahead (never negative)."""
         return max(0, self.window + self.max_batch - self.buffered)
 
+    def lingering(self) -> bool:
+        """True while published points wait to be sealed into a batch (an ack may send them)."""
+        return bool(self._pending)
+
     def flush(self) -> None:
         """Seal pending points into batches now and send what the socket and window take."""
         self._seal_at = None
