@@ -6,15 +6,17 @@ addresses between them are at most `max_gap` and the block stays within
 `max_registers_per_request` (or `max_bits_per_request` for coils and discrete
 inputs). Each block is one request per poll.
 
-A block is due on a fixed grid, `first + k * period`, so polling never drifts;
-when the bus falls behind by more than a period, the missed slots are skipped
-(and counted in `skipped`), never queued up. A block that a device refuses with
+A block is due on a fixed grid, `first + k * period` (an `every()` timer), so
+polling never drifts; when the bus falls behind by more than a period, the
+missed slots are skipped (and counted in `skipped`), never queued up. A block that a device refuses with
 "illegal data address" can be `split()` into reads without gaps.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from edgert import Every, every
 
 from . import pdu
 from .config import DeviceConfig, RegisterConfig
@@ -54,32 +56,38 @@ class Block:
     count: int
     registers: list[RegisterConfig]
     period: float
-    due: float
-    skipped: int = 0
+    first: float  # the time of the first slot
     extra: float | None = None  # a one-off read before `due` (read-back after a write)
     read_at: float = 0.0  # when it was last read (the longest waiting goes first)
     refused: int | None = None  # the exception code of the last refusal, until read again
     base: int = 0  # the device counts addresses from this (address_base, coil_base)
     request: bytes = field(init=False)
+    tick: Every = field(init=False)
 
     def __post_init__(self) -> None:
         fc = pdu.READ_FC[self.table]
         self.request = pdu.read_request(fc, self.start - self.base, self.count)
+        self.tick = every(self.period, start=self.first)
+
+    @property
+    def due(self) -> float:
+        """The time of the next slot on the grid."""
+        return self.tick.next
+
+    @property
+    def skipped(self) -> int:
+        """Slots passed over because the bus was late."""
+        return self.tick.skipped
 
     @property
     def next_at(self) -> float:
-        return self.due if self.extra is None or self.extra > self.due else self.extra
+        due = self.tick.next
+        return due if self.extra is None or self.extra > due else self.extra
 
     def advance(self, now: float) -> None:
         """After a read at `now`: drop the one-off read, move `due` past `now` on the grid."""
         self.extra = None
-        if self.due > now:
-            return
-        self.due += self.period
-        if self.due <= now:
-            missed = int((now - self.due) // self.period) + 1
-            self.due += missed * self.period
-            self.skipped += missed
+        self.tick.due(now)
 
     def values(self, items: list[int] | list[bool]) -> list[tuple[RegisterConfig, Value]]:
         """Each register's value from the items this block read."""
@@ -89,13 +97,14 @@ class Block:
             out.append((r, decode(r, items[i : i + r.size])))
         return out
 
-    def split(self) -> list[Block]:
-        """This block as reads that span no unused address (itself when it cannot split)."""
+    def split(self, now: float) -> list[Block]:
+        """This block as reads that span no unused address, first due at `now`
+        (itself when it cannot split)."""
         parts = merge(self.registers, self.count, 0)
         if len(parts) == 1:
             return [self]
         return [
-            Block(self.device, self.table, s, c, regs, self.period, self.due, base=self.base)
+            Block(self.device, self.table, s, c, regs, self.period, now, base=self.base)
             for s, c, regs in parts
         ]
 
