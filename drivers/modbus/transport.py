@@ -172,16 +172,18 @@ class _SerialStream(_Stream):
 
     def read_some(self, n: int) -> bytes:
         # with VMIN = VTIME = 0 a tty reads b"" when it has nothing: only a port
-        # that polls readable and still gives nothing is gone
-        try:
-            data = os.read(self.fd, n)
-        except BlockingIOError:
-            return b""
-        except OSError as e:
-            raise PortError(f"read failed: {e.strerror or e}") from None
-        if not data and self._poll.poll(0):
-            raise PortError("the port was closed at the other end (unplugged?)")
-        return data
+        # that polls readable (bytes may have come just after the read) and
+        # then still gives nothing is gone
+        for _ in range(2):
+            try:
+                data = os.read(self.fd, n)
+            except BlockingIOError:
+                return b""
+            except OSError as e:
+                raise PortError(f"read failed: {e.strerror or e}") from None
+            if data or not self._poll.poll(0):
+                return data
+        raise PortError("the port was closed at the other end (unplugged?)")
 
     def _write(self, data: memoryview) -> int:  # type: ignore[override]
         return os.write(self.fd, data)

@@ -270,11 +270,287 @@ def format_table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# --- scale: many network devices polled side by side ------------------------------
+
+SCALE_DEVICES = 500
+SCALE_REGISTERS = 30
+SCALE_SIMS = 4  # simulator processes, each serving its share of the devices
+
+
+def _scale_sim_toml(index: int, hosts: list[str], registers: int, latency: float) -> str:
+    regs = "".join(
+        f"[[device.register]]\naddress = {a}\nvalue = {index * 1000 + a}\n"
+        for a in range(1, registers)
+    )
+    return (
+        f'transport = "tcp"\nhost = "{hosts[0]}"\ntcp_port = 0\n'
+        f"hosts = {hosts[1:]!r}\nresponse_delay = {latency!r}\n"
+        '[[device]]\nunit = 1\n[[device.register]]\naddress = 0\nshape = "counter"\n'
+        f"period = 0.1\n{regs}"
+    ).replace("'", '"')
+
+
+@contextlib.contextmanager
+def simulated_hosts(
+    devices: int = SCALE_DEVICES,
+    registers: int = SCALE_REGISTERS,
+    sims: int = SCALE_SIMS,
+    latency: float = 0.0,
+) -> Iterator[tuple[list[tuple[str, int]], list[int]]]:
+    """`devices` Modbus TCP devices, each at its own loopback address (127.1.i.k), served
+    by `sims` simulator processes answering after `latency` seconds; yields their
+    (host, port) and the simulators' pids."""
+    from edgert_drivers.modbus.sim import sim_process
+
+    per = -(-devices // sims)
+    groups = []
+    for i in range(sims):
+        n = min(per, devices - i * per)
+        if n > 0:
+            groups.append([f"127.1.{i}.{k + 1}" for k in range(n)])
+    with tempfile.TemporaryDirectory(prefix="bench-") as d, contextlib.ExitStack() as stack:
+        out: list[tuple[str, int]] = []
+        pids = []
+        for i, hosts in enumerate(groups):
+            path = os.path.join(d, f"sim{i}.toml")
+            with open(path, "w") as f:
+                f.write(_scale_sim_toml(i, hosts, registers, latency))
+            proc, address = stack.enter_context(sim_process(path))
+            port = int(address.rsplit(":", 1)[1])
+            out += [(h, port) for h in hosts]
+            pids.append(proc.pid)
+        yield out, pids
+
+
+def _scale_config(where: list[tuple[str, int]], registers: int, interval: float) -> dict[str, Any]:
+    regs = [{"name": f"r{a}", "address": a, "report": "always"} for a in range(registers)]
+    devices = [
+        {"name": f"d{i}", "unit": 1, "host": h, "tcp_port": p, "register": regs}
+        for i, (h, p) in enumerate(where)
+    ]
+    return {"transport": "tcp", "timeout": 1.0, "poll_interval": interval, "device": devices}
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _intervals(times: dict[str, list[float]], interval: float) -> dict[str, Any]:
+    """Achieved poll intervals per device (from the times of its answers)."""
+    gaps = sorted(b - a for ts in times.values() for a, b in zip(ts, ts[1:], strict=False))
+    if not gaps:
+        return {"polls_timed": 0}
+    late = sum(1 for g in gaps if g > 1.1 * interval)
+
+    def q(f: float) -> float:
+        return gaps[min(len(gaps) - 1, int(f * len(gaps)))]
+
+    return {
+        "polls_timed": len(gaps),
+        "interval_mean_s": sum(gaps) / len(gaps),
+        "interval_p01_s": q(0.01),
+        "interval_p99_s": q(0.99),
+        "interval_max_s": gaps[-1],
+        "late_polls": late,  # came more than 10 % of the interval after the one before
+        "late_fraction": late / len(gaps),
+    }
+
+
+def _scale_driver_child(cfg: dict[str, Any], seconds: float, conn: Any) -> None:
+    """In its own process: the driver polling every device; its figures to `conn`."""
+    try:
+        from edgert.testing.harness import run_driver
+        from edgert_drivers.modbus import ModbusDriver
+
+        n_dev = len(cfg["device"])
+        with run_driver(ModbusDriver, cfg) as run:
+            wait_for(
+                lambda: run.stats().get("devices_online", 0) == n_dev,
+                60,
+                "every device online",
+                interval=0.1,
+            )
+            time.sleep(2 * cfg["poll_interval"])  # settled on its grid
+            s0, n0, c0, t0 = run.stats(), len(run.ctx.points), _cpu_seconds(), time.monotonic()
+            time.sleep(seconds)
+            s1, n1, c1, t1 = run.stats(), len(run.ctx.points), _cpu_seconds(), time.monotonic()
+            window = run.ctx.points[n0:n1]
+        times: dict[str, list[float]] = {}
+        for p in window:
+            if p.type == "r0":
+                times.setdefault(p.node, []).append(p.time / 1e9)
+        elapsed = t1 - t0
+        polls = s1["requests"] - s0["requests"]
+        conn.send(
+            {
+                "client": "edgert driver",
+                "polls_per_s": polls / elapsed,
+                "points_per_s": (n1 - n0) / elapsed,
+                "cpu_percent": 100 * (c1 - c0) / elapsed,
+                "cpu_us_per_poll": 1e6 * (c1 - c0) / max(1, polls),
+                "skipped": s1["skipped"] - s0["skipped"],
+                "errors": s1["errors"] - s0["errors"],
+                "connections": s1["connections"],
+                **_intervals(times, cfg["poll_interval"]),
+            }
+        )
+    except Exception as e:  # noqa: BLE001 - reported to the parent
+        conn.send({"client": "edgert driver", "error": repr(e)})
+
+
+def _scale_pymodbus_child(
+    where: list[tuple[str, int]], registers: int, interval: float, seconds: float, conn: Any
+) -> None:
+    """The baseline: pymodbus's asyncio client, one per device, each polling on its
+    own grid (`asyncio.sleep` to the next slot), the registers read and kept."""
+    import asyncio
+    import logging
+
+    from pymodbus.client import AsyncModbusTcpClient
+
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    times: dict[int, list[float]] = {}
+    counts = {"polls": 0, "errors": 0}
+    values: dict[int, list[int]] = {}
+
+    async def device(i: int, client: Any, start: float, until: float) -> None:
+        k = 0
+        while True:
+            slot = start + k * interval
+            if slot >= until:
+                return
+            await asyncio.sleep(max(0.0, slot - time.monotonic()))
+            r = await client.read_holding_registers(0, count=registers, device_id=1)
+            counts["polls"] += 1
+            if r.isError():
+                counts["errors"] += 1
+            else:
+                values[i] = list(r.registers)
+                times.setdefault(i, []).append(time.monotonic())
+            k = max(k + 1, int((time.monotonic() - start) / interval) + 1)  # skip missed slots
+
+    async def main() -> dict[str, Any]:
+        clients = [AsyncModbusTcpClient(h, port=p, timeout=1.0, retries=0) for h, p in where]
+        await asyncio.gather(*(c.connect() for c in clients))
+        start = time.monotonic() + 0.2
+        warm = start + 2 * interval
+        tasks = [
+            asyncio.create_task(device(i, c, start, warm + seconds)) for i, c in enumerate(clients)
+        ]
+        await asyncio.sleep(warm - time.monotonic())
+        p0, c0, t0 = counts["polls"], _cpu_seconds(), time.monotonic()
+        times.clear()
+        await asyncio.sleep(seconds)
+        p1, c1, t1 = counts["polls"], _cpu_seconds(), time.monotonic()
+        await asyncio.gather(*tasks)
+        for c in clients:
+            c.close()
+        elapsed = t1 - t0
+        return {
+            "client": "pymodbus asyncio",
+            "polls_per_s": (p1 - p0) / elapsed,
+            "points_per_s": (p1 - p0) * registers / elapsed,
+            "cpu_percent": 100 * (c1 - c0) / elapsed,
+            "cpu_us_per_poll": 1e6 * (c1 - c0) / max(1, p1 - p0),
+            "errors": counts["errors"],
+            "connections": len(clients),
+            **_intervals({str(k): v for k, v in times.items()}, interval),
+        }
+
+    try:
+        conn.send(asyncio.run(main()))
+    except Exception as e:  # noqa: BLE001 - reported to the parent
+        conn.send({"client": "pymodbus asyncio", "error": repr(e)})
+
+
+def _in_child(target: Any, *args: Any, timeout: float = 180.0) -> dict[str, Any]:
+    mp = multiprocessing.get_context("spawn")
+    ours, theirs = mp.Pipe()
+    p = mp.Process(target=target, args=(*args, theirs))
+    p.start()
+    theirs.close()
+    try:
+        return ours.recv() if ours.poll(timeout) else {"error": "no answer"}
+    finally:
+        ours.close()
+        p.join(30)
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+def bench_scale(
+    devices: int = SCALE_DEVICES,
+    registers: int = SCALE_REGISTERS,
+    interval: float = 1.0,
+    seconds: float = 10.0,
+    latency: float = 0.0,
+    sims: int = SCALE_SIMS,
+) -> dict[str, Any]:
+    """`devices` Modbus TCP devices at their own addresses, `registers` each every
+    `interval` seconds: the driver (in its own process, points captured in memory,
+    not sent on) and pymodbus's asyncio client one after the other against the
+    same simulators; the simulators' CPU is measured apart and excluded."""
+    from edgert.bench.procfs import cpu_seconds, cpu_used
+
+    out: dict[str, Any] = {
+        "devices": devices,
+        "registers_per_device": registers,
+        "interval_s": interval,
+        "latency_s": latency,
+        "wanted_polls_per_s": devices / interval,
+        "wanted_points_per_s": devices * registers / interval,
+    }
+    with simulated_hosts(devices, registers, sims, latency) as (where, pids):
+        rows = []
+        for target, args in (
+            (_scale_driver_child, (_scale_config(where, registers, interval), seconds)),
+            (_scale_pymodbus_child, (where, registers, interval, seconds)),
+        ):
+            sim0, t0 = cpu_seconds(pids), time.monotonic()
+            row = _in_child(target, *args)
+            used = cpu_used(sim0, cpu_seconds(pids))
+            row["simulators_cpu_percent"] = 100 * used / (time.monotonic() - t0)
+            rows.append(row)
+    out["clients"] = rows
+    return out
+
+
+def format_scale(res: dict[str, Any]) -> str:
+    lines = [
+        f"{res['devices']} TCP devices x {res['registers_per_device']} registers every "
+        f"{res['interval_s']:g} s, device latency {1000 * res['latency_s']:g} ms "
+        f"(wanted {res['wanted_polls_per_s']:.0f} polls/s, {res['wanted_points_per_s']:.0f} "
+        "points/s)",
+        f"{'client':18} {'polls/s':>8} {'points/s':>9} {'CPU %':>6} {'us/poll':>8} "
+        f"{'interval':>9} {'p99':>6} {'late':>6} {'skipped':>7}",
+    ]
+    for r in res["clients"]:
+        if "error" in r:
+            lines.append(f"{r.get('client', '?'):18} {r['error']}")
+            continue
+        lines.append(
+            f"{r['client']:18} {r['polls_per_s']:8.0f} {r['points_per_s']:9.0f} "
+            f"{r['cpu_percent']:6.1f} {r['cpu_us_per_poll']:8.0f} "
+            f"{r.get('interval_mean_s', 0):9.3f} {r.get('interval_p99_s', 0):6.3f} "
+            f"{100 * r.get('late_fraction', 0):5.2f}% {r.get('skipped', '-'):>7}"
+        )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     import json
     import sys
 
-    result = bench_modbus()
-    print(format_table(result))
+    if "--scale" in sys.argv:
+        lat = float(sys.argv[sys.argv.index("--latency") + 1]) if "--latency" in sys.argv else 0.0
+        result = bench_scale(latency=lat)
+        print(format_scale(result))
+    else:
+        result = bench_modbus()
+        print(format_table(result))
     if "--json" in sys.argv:
         print(json.dumps(result, indent=2))
