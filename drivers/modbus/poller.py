@@ -312,11 +312,12 @@ class Line:
                 self.log.info("device %r (unit %d) answers again", dev.name, dev.cfg.unit)
             dev.set_online(True)
             t_mono = time.monotonic()
+            filters = dev.filters
             for reg, value in block.values(items):
-                f = dev.filters[reg.name]
+                f = filters[reg.name]
                 if f.wants(value, t_mono):
                     f.sent(value, t_mono)
-                    out.append(Point(dev.name, reg.name, "0", value, t_ns))
+                    out.append(_point(dev.name, reg.name, value, t_ns))
         out += dev.status_points(t_ns)
         if out:
             self.poller.ctx.publish(out)
@@ -551,6 +552,15 @@ class Poller:
                 if b.device == dev.index and any(r in b.registers for r in regs):
                     b.extra = now
         return None
+
+
+def _point(node: str, type: str, value: Any, time_ns: int) -> Point:
+    """A point whose names were checked when the config was loaded (device and register
+    names are checked as point names there): made without checking them again, as
+    the batch decoder makes the points it has checked."""
+    p = Point.__new__(Point)
+    p.node, p.type, p.key, p.value, p.time, p.origin = node, type, "0", value, time_ns, ""
+    return p
 
 
 def _names(block: Block) -> str:
