@@ -543,6 +543,81 @@ def bench_scale(
     return out
 
 
+def profile_driver(
+    devices: int = 50, registers: int = SCALE_REGISTERS, interval: float = 0.1, seconds: float = 6.0
+) -> dict[str, Any]:
+    """Where the driver's CPU goes per poll: its loop run under cProfile (CPU time, not
+    wall time, so other load on the machine does not count) against simulated TCP
+    devices; points are counted, not kept. Gives the CPU per poll without the profiler
+    too, and the functions taking the most of it."""
+    import cProfile
+    import pstats
+    import threading
+
+    from edgert.config import decode as decode_config
+    from edgert.testing.harness import CapturedContext
+    from edgert_drivers.modbus import ModbusDriver
+
+    class Counting(CapturedContext):
+        published = 0
+
+        def publish(self, points: Any) -> None:
+            self.published += len(points)
+
+    def once(profiler: Any) -> tuple[float, int, int]:
+        cfg = decode_config(ModbusDriver.Config, _scale_config(where, registers, interval), "x")
+        actor = ModbusDriver(cfg, "bus")
+        ctx = Counting(actor, name="bus", config=cfg)
+        timer = threading.Timer(seconds, actor.stop)
+        timer.start()
+        c0 = time.process_time()
+        if profiler is not None:
+            profiler.enable()
+        try:
+            actor.run(ctx)
+        finally:
+            if profiler is not None:
+                profiler.disable()
+            timer.cancel()
+            ctx._close()
+        return time.process_time() - c0, ctx._extra.get("requests", 0), ctx.published
+
+    with simulated_hosts(devices, registers, 1, 0.0) as (where, _pids):
+        cpu, polls, points = once(None)
+        prof = cProfile.Profile(time.process_time)
+        pcpu, ppolls, _ = once(prof)
+    stats = pstats.Stats(prof)
+    total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
+    top = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:15]  # type: ignore[attr-defined]
+    return {
+        "devices": devices,
+        "polls_per_s_wanted": devices / interval,
+        "points_per_poll": points / max(1, polls),
+        "cpu_us_per_poll": 1e6 * cpu / max(1, polls),
+        "profiled_cpu_us_per_poll": 1e6 * pcpu / max(1, ppolls),
+        "top": [
+            {
+                "function": f"{os.path.basename(f)}:{line}({name})",
+                "calls_per_poll": v[1] / max(1, ppolls),
+                "share": v[2] / total,
+            }
+            for (f, line, name), v in top
+        ],
+    }
+
+
+def format_profile(res: dict[str, Any]) -> str:
+    lines = [
+        f"profile: {res['devices']} devices, {res['points_per_poll']:.0f} points a poll: "
+        f"{res['cpu_us_per_poll']:.0f} us CPU a poll "
+        f"({res['profiled_cpu_us_per_poll']:.0f} under the profiler)",
+        f"  {'share':>6} {'calls/poll':>10}  function (own time)",
+    ]
+    for t in res["top"]:
+        lines.append(f"  {100 * t['share']:5.1f}% {t['calls_per_poll']:10.1f}  {t['function']}")
+    return "\n".join(lines)
+
+
 def format_scale(res: dict[str, Any]) -> str:
     lines = [
         f"{res['devices']} TCP devices x {res['registers_per_device']} registers every "
@@ -570,7 +645,10 @@ if __name__ == "__main__":
     import json
     import sys
 
-    if "--scale" in sys.argv:
+    if "--profile" in sys.argv:
+        result = profile_driver()
+        print(format_profile(result))
+    elif "--scale" in sys.argv:
         lat = float(sys.argv[sys.argv.index("--latency") + 1]) if "--latency" in sys.argv else 0.0
         result = bench_scale(latency=lat)
         print(format_scale(result))
