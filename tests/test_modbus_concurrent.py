@@ -8,6 +8,8 @@ other could do neither before the slow answer came.
 
 from __future__ import annotations
 
+import socket
+
 from edgert import Point
 from edgert.testing import wait_for
 from edgert.testing.harness import run_driver
@@ -127,3 +129,27 @@ def test_one_address_lost_takes_only_its_devices_offline(modbus_sim, tmp_path) -
         assert stats["port"] == "1/2 open"
         assert "127.0.0.9" in stats["port_error"]
         assert run.latest("up", "online") is True
+
+
+def test_a_host_that_never_answers_the_connection_holds_up_nothing(modbus_sim) -> None:
+    _h, port = split(modbus_sim(FAST))
+    with socket.socket() as full:  # a listener that takes one connection and no more:
+        full.bind(("127.0.0.1", 0))  # further connection attempts go unanswered, as to
+        full.listen(0)  # a host that is down
+        filler = socket.create_connection(full.getsockname())
+        dead_host, dead_port = full.getsockname()
+        devices = [
+            {"name": "dead", "unit": 1, "host": dead_host, "tcp_port": dead_port,
+             "register": [{"name": "v", "address": 1}]},
+            {"name": "up", "unit": 1, "host": "127.0.0.2", "tcp_port": port,
+             "register": [{"name": "v", "address": 0}]},  # a counter
+        ]  # fmt: skip
+        cfg = {"transport": "tcp", "timeout": 30.0, "poll_interval": 0.05, "device": devices}
+        try:
+            with run_driver(ModbusDriver, cfg) as run:
+                wait_for(lambda: len(run.values("up", "v")) >= 5, 10, "five reads of 'up'")
+                wait_for(lambda: run.stats().get("port") == "1/2 open", 10, "figures")
+                assert run.stats()["open_failures"] == 0  # still connecting to 'dead'
+                assert run.values("dead", "v") == []
+        finally:
+            filler.close()

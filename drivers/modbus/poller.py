@@ -109,6 +109,7 @@ class Line:
         self.req: Request | None = None
         now = time.monotonic()
         self.reopen_at = now
+        self.connect_by = now  # a connection being made fails at this time
         self.wake = now
         self._backoff = self.cfg.reopen_min
         self._healthy = False  # an exchange succeeded since the port was opened
@@ -124,6 +125,8 @@ class Line:
         """Work out (and keep in `wake`) when this line has work next."""
         if self.transport is None:
             self.wake = self.reopen_at
+        elif self.transport.connecting:
+            self.wake = self.connect_by
         elif self.req is not None:
             self.wake = self.req.deadline if self.req.sent else self.req.send_at
         else:
@@ -137,6 +140,10 @@ class Line:
         if self.transport is None:
             if now >= self.reopen_at:
                 self._open(now)
+            return
+        if self.transport.connecting:
+            if now >= self.connect_by:
+                self._open_failed(PortError(f"cannot connect to {self.where}: timed out"), now)
             return
         req = self.req
         if req is not None:
@@ -158,6 +165,15 @@ class Line:
     def readable(self) -> None:
         """The port has bytes: the answer to the request in flight, or stray ones."""
         if self.transport is None:
+            return
+        if self.transport.connecting:  # writable: the connection is made, or failed
+            try:
+                self.transport.connected()
+            except PortError as e:
+                self._open_failed(e, time.monotonic())
+                return
+            self.poller._listen(self.transport.fd, select.EPOLLIN)
+            self._opened()
             return
         req = self.req
         if req is not None and req.sent:
@@ -358,20 +374,33 @@ class Line:
 
     # -- the port ---------------------------------------------------------------------
     def _open(self, now: float) -> None:
+        """Open the port; a TCP connection is made without waiting for it (a host that
+        does not answer must not hold up the other lines): see `readable`."""
         try:
             if self.address is None:
                 self.transport = open_transport(self.cfg)
             else:
-                self.transport = open_transport(self.cfg, *self.address)
+                self.transport = open_transport(self.cfg, *self.address, wait=False)
         except PortError as e:
-            msg = str(e)
-            level = logging.WARNING if msg != self.port_error else logging.DEBUG
-            self.log.log(level, "cannot open the bus: %s (next try in %.1f s)", msg, self._backoff)
-            self.port_error = msg
-            self.poller.stats["open_failures"] += 1
-            self._schedule_reopen(now)
-            return
-        self.poller._register(self.transport.fd, self)
+            return self._open_failed(e, now)
+        connecting = self.transport.connecting
+        self.poller._register(self.transport.fd, self, select.EPOLLOUT if connecting else 0)
+        if connecting:
+            self.connect_by = now + self.cfg.timeout
+        else:
+            self._opened()
+
+    def _open_failed(self, e: PortError, now: float) -> None:
+        self.close()
+        msg = str(e)
+        level = logging.WARNING if msg != self.port_error else logging.DEBUG
+        self.log.log(level, "cannot open the bus: %s (next try in %.1f s)", msg, self._backoff)
+        self.port_error = msg
+        self.poller.stats["open_failures"] += 1
+        self._schedule_reopen(now)
+
+    def _opened(self) -> None:
+        assert self.transport is not None
         self.log.log(
             logging.DEBUG if self._hung_up else logging.INFO, "bus open: %s", self.transport.where
         )
@@ -387,6 +416,16 @@ class Line:
         """Re-open a line closed on purpose; why it is not open, or None."""
         if self.transport is None and self._hung_up:
             self._open(time.monotonic())
+        if self.transport is not None and self.transport.connecting:  # wait for it here
+            p = select.poll()
+            p.register(self.transport.fd, select.POLLOUT)
+            p.poll(max(0.0, self.connect_by - time.monotonic()) * 1000.0)
+            if p.poll(0):
+                self.readable()
+            else:
+                self._open_failed(
+                    PortError(f"cannot connect to {self.where}: timed out"), time.monotonic()
+                )
         if self.transport is None:
             return f"the bus is not open ({self.port_error or 'opening'})"
         return None
@@ -467,9 +506,12 @@ class Poller:
             line.close()
         self._epoll.close()
 
-    def _register(self, fd: int, line: Line) -> None:
-        self._epoll.register(fd, select.EPOLLIN)
+    def _register(self, fd: int, line: Line, events: int = 0) -> None:
+        self._epoll.register(fd, events or select.EPOLLIN)
         self._by_fd[fd] = line
+
+    def _listen(self, fd: int, events: int) -> None:
+        self._epoll.modify(fd, events)
 
     def _unregister(self, fd: int) -> None:
         if self._by_fd.pop(fd, None) is not None:
@@ -478,7 +520,7 @@ class Poller:
     def _report(self, now: float) -> None:
         self._report_at = now + REPORT_EVERY
         lines = self.lines
-        n_open = sum(1 for line in lines if line.transport is not None)
+        n_open = sum(1 for line in lines if line.transport and not line.transport.connecting)
         online = sum(1 for d in self.devices if d.online)
         error = next((line.port_error for line in lines if line.port_error), "")
         if len(lines) == 1:

@@ -275,6 +275,7 @@ class Transport:
         self.where = where
         self.fd = stream.fd
         self._closed = False
+        self.connecting = False  # a TCP connection still being made (see `connected`)
         self._unit = 0
         self._request = b""
         self._timeout = 0.0
@@ -291,6 +292,16 @@ class Transport:
         self._unit, self._request, self._timeout = unit, request, timeout
         self._tolerant, self._raw = tolerant, raw
         return self._send()
+
+    def connected(self) -> None:
+        """A connection made without waiting (`wait=False`) is done: its socket became
+        writable. Raises PortError when the connection failed."""
+        sock = getattr(self.stream, "sock", None)
+        if sock is not None:
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                raise PortError(f"cannot connect to {self.where}: {os.strerror(code)}")
+        self.connecting = False
 
     def answer(self) -> Any:
         """The answer to the request begun, from the bytes that came so far (never
@@ -608,12 +619,24 @@ def _rs485(cfg: ModbusConfig, port: serial.Serial) -> tuple[bool, bool, float, f
     return levels
 
 
-def _open_tcp(cfg: ModbusConfig, host: str, tcp_port: int) -> Transport:
+def _open_tcp(cfg: ModbusConfig, host: str, tcp_port: int, wait: bool) -> Transport:
     where = f"{host}:{tcp_port}"
-    try:
-        sock = socket.create_connection((host, tcp_port), timeout=cfg.timeout)
-    except OSError as e:
-        raise PortError(f"cannot connect to {where}: {e.strerror or e}") from None
+    if wait:
+        try:
+            sock = socket.create_connection((host, tcp_port), timeout=cfg.timeout)
+        except OSError as e:
+            raise PortError(f"cannot connect to {where}: {e.strerror or e}") from None
+    else:  # the caller waits for the socket to become writable, then calls `connected`
+        try:
+            info = socket.getaddrinfo(host, tcp_port, type=socket.SOCK_STREAM)[0]
+            sock = socket.socket(info[0], info[1], info[2])
+        except OSError as e:
+            raise PortError(f"cannot connect to {where}: {e.strerror or e}") from None
+        sock.setblocking(False)
+        code = sock.connect_ex(info[4])
+        if code not in (0, errno.EINPROGRESS):
+            sock.close()
+            raise PortError(f"cannot connect to {where}: {os.strerror(code)}")
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
@@ -621,16 +644,19 @@ def _open_tcp(cfg: ModbusConfig, host: str, tcp_port: int) -> Transport:
     except BaseException:
         sock.close()
         raise
-    if cfg.transport == "tcp":
-        return TcpTransport(stream, where)
-    return RtuTransport(stream, where, 0.0, 0.0)
+    t: Transport = (
+        TcpTransport(stream, where) if cfg.transport == "tcp" else RtuTransport(stream, where, 0, 0)
+    )
+    t.connecting = not wait
+    return t
 
 
 def open_transport(
-    cfg: ModbusConfig, host: str | None = None, tcp_port: int | None = None
+    cfg: ModbusConfig, host: str | None = None, tcp_port: int | None = None, wait: bool = True
 ) -> Transport:
     """Open the bus `cfg` describes (at `host`:`tcp_port` instead of the bus's own
-    address when given); raises PortError naming the port and the reason."""
+    address when given); raises PortError naming the port and the reason. With
+    `wait=False` a TCP connection may still be `connecting` when this returns."""
     if cfg.transport in SERIAL:
         return _open_serial(cfg)
     host = host or cfg.host
@@ -638,4 +664,4 @@ def open_transport(
     tcp_port = tcp_port or cfg.tcp_port
     if cfg.transport in ("udp", "rtu_over_udp"):
         return _open_udp(cfg, host, tcp_port)
-    return _open_tcp(cfg, host, tcp_port)
+    return _open_tcp(cfg, host, tcp_port, wait)
