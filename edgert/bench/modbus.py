@@ -1,6 +1,10 @@
 """Modbus benchmarks: the driver against pymodbus and minimalmodbus, on one simulated line.
 
-Every function returns a dict, for `edgert bench` to print. `bench_modbus()`
+Every function returns a dict, for `edgert bench` to print. `bench_scale()`
+polls 500 Modbus TCP devices, each at its own loopback address, side by side
+(polls/s, achieved interval and lateness against each device's grid, CPU),
+beside pymodbus's asyncio client doing the same; `profile_driver()` shows
+where the driver's CPU goes per poll. `bench_modbus()`
 starts the simulator (`edgert sim modbus`) on a pseudo-terminal and, one after
 the other on that same pty, measures requests per second reading 10 holding
 registers a request with: the edgert driver (its whole loop: request, decode,
@@ -122,10 +126,13 @@ def bench_driver(port: str, seconds: float = 3.0, baudrate: int = BAUD) -> dict[
     }
     with run_driver(ModbusDriver, cfg) as run:
         wait_for(lambda: run.ctx.points, 10, "the driver's first points", interval=0.01)
-        n0, t0 = len(run.ctx.points), time.perf_counter()
+        n0, t0, c0 = len(run.ctx.points), time.perf_counter(), time.process_time()
         time.sleep(seconds)
         n1, elapsed = len(run.ctx.points), time.perf_counter() - t0
-    return _result("edgert driver", (n1 - n0) // REGISTERS, elapsed, baudrate)
+        cpu = time.process_time() - c0  # the driver's thread: this one only sleeps
+    res = _result("edgert driver", (n1 - n0) // REGISTERS, elapsed, baudrate)
+    res["cpu_ms_per_request"] = 1000 * cpu / max(1, res["requests"])
+    return res
 
 
 def bench_pymodbus(port: str, seconds: float = 2.0, baudrate: int = BAUD) -> dict[str, Any]:
@@ -212,8 +219,10 @@ def simulated_line() -> Iterator[str]:
             yield port
 
 
-def bench_modbus(seconds: float = 3.0, memory: bool = True) -> dict[str, Any]:
-    """All of the above on one simulated line; returns the figures as one dict."""
+def bench_modbus(seconds: float = 3.0, memory: bool = True, scale: bool = True) -> dict[str, Any]:
+    """All of the above on one simulated line, then (with `scale`) 500 TCP devices
+    polled side by side at 0 and 20 ms device latency and the profile of a poll;
+    returns the figures as one dict."""
     out: dict[str, Any] = {"baudrate": BAUD, "registers_per_request": REGISTERS, **line_rate()}
     with simulated_line() as port:
         rows = [
@@ -242,13 +251,19 @@ def bench_modbus(seconds: float = 3.0, memory: bool = True) -> dict[str, Any]:
     out["line_fraction"] = line_t / (line_t + max(0.0, driver["overhead_ms"]))
     out["faster_than_peers"] = all(driver["req_per_s"] > r["req_per_s"] for r in rows[2:])
     out["overhead_target_met"] = driver["overhead_ms"] <= 0.5
+    if scale:
+        out["scale"] = [bench_scale(latency=lat) for lat in (0.0, 0.02)]
+        out["profile"] = profile_driver()
     return out
 
 
 def format_table(res: dict[str, Any]) -> str:
     """The figures of `bench_modbus` as a small text table."""
     lines = [f"{'client':24} {'req/s':>8} {'ms/req':>8} {'overhead ms':>12} {'USS MB':>8}"]
+    cpu_note = ""
     for r in res["clients"]:
+        if "cpu_ms_per_request" in r:
+            cpu_note = f"the driver's own CPU: {r['cpu_ms_per_request']:.3f} ms a request"
         uss = r.get("process_uss_mb", "")
         uss = f"{uss:.1f}" if isinstance(uss, float) else str(uss)
         lines.append(
@@ -262,11 +277,16 @@ def format_table(res: dict[str, Any]) -> str:
         )
     if "python_uss_mb" in res:
         lines.append(f"(a bare python process: {res['python_uss_mb']:.1f} MB USS)")
+    lines.append(cpu_note)
     lines.append(
         f"line at {res['baudrate']} baud: {res['line_req_per_s']:.1f} req/s theoretical; "
         f"driver on a pty {res['pty_fraction_of_line_rate']:.2f}x that, "
         f"projected on the line {100 * res['line_fraction']:.0f} %"
     )
+    for sc in res.get("scale", []):
+        lines += ["", format_scale(sc)]
+    if "profile" in res:
+        lines += ["", format_profile(res["profile"])]
     return "\n".join(lines)
 
 
@@ -490,7 +510,79 @@ def _scale_pymodbus_child(
         conn.send({"client": "pymodbus asyncio", "error": repr(e)})
 
 
-def _in_child(target: Any, *args: Any, timeout: float = 180.0) -> dict[str, Any]:
+def _scale_raw_child(
+    where: list[tuple[str, int]], registers: int, interval: float, seconds: float, conn: Any
+) -> None:
+    """The floor: a bare epoll loop in Python, one socket per device, each polled on its
+    own grid with a prebuilt request and its answer unpacked with one struct call."""
+    import heapq
+    import selectors
+    import socket
+    import struct
+
+    try:
+        sel = selectors.DefaultSelector()
+        socks = []
+        for h, p in where:
+            s = socket.create_connection((h, p), timeout=10)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ, len(socks))
+            socks.append(s)
+        req = struct.pack(">HHHBBHH", 1, 0, 6, 1, 3, 0, registers)
+        body = struct.Struct(f">{registers}H")
+        start = time.monotonic() + 0.2
+        warm = start + 2 * interval
+        due = [(start, i, 0) for i in range(len(socks))]
+        heapq.heapify(due)
+        times: dict[str, list[float]] = {}
+        values: list[Any] = [None] * len(socks)
+        polls = 0
+        c0 = t0 = 0.0
+        p0 = 0
+        end = warm + seconds
+        while True:
+            now = time.monotonic()
+            if t0 == 0.0 and now >= warm:
+                c0, t0, p0 = _cpu_seconds(), now, polls
+                times.clear()
+            if now >= end:
+                break
+            while due and due[0][0] <= now:
+                _t, i, k = heapq.heappop(due)
+                socks[i].send(req)
+                polls += 1
+                k = max(k + 1, int((now - start) / interval) + 1)
+                heapq.heappush(due, (start + k * interval, i, k))
+            wait = max(0.0, min(due[0][0], end) - time.monotonic())
+            for key, _ev in sel.select(wait):
+                i = key.data
+                data = socks[i].recv(512)
+                if len(data) >= 9 + 2 * registers:
+                    values[i] = body.unpack_from(data, 9)
+                    times.setdefault(str(i), []).append(time.monotonic())
+        c1, t1 = _cpu_seconds(), time.monotonic()
+        for s in socks:
+            sel.unregister(s)
+            s.close()
+        sel.close()
+        elapsed = t1 - t0
+        conn.send(
+            {
+                "client": "bare epoll loop",
+                "polls_per_s": (polls - p0) / elapsed,
+                "points_per_s": (polls - p0) * registers / elapsed,
+                "cpu_percent": 100 * (c1 - c0) / elapsed,
+                "cpu_us_per_poll": 1e6 * (c1 - c0) / max(1, polls - p0),
+                "connections": len(socks),
+                **_intervals(times, interval),
+            }
+        )
+    except Exception as e:  # noqa: BLE001 - reported to the parent
+        conn.send({"client": "bare epoll loop", "error": repr(e)})
+
+
+def _in_child(target: Any, *args: Any, timeout: float = 300.0) -> dict[str, Any]:
     mp = multiprocessing.get_context("spawn")
     ours, theirs = mp.Pipe()
     p = mp.Process(target=target, args=(*args, theirs))
@@ -498,6 +590,8 @@ def _in_child(target: Any, *args: Any, timeout: float = 180.0) -> dict[str, Any]
     theirs.close()
     try:
         return ours.recv() if ours.poll(timeout) else {"error": "no answer"}
+    except EOFError:
+        return {"error": f"the process ended without figures (exit code {p.exitcode})"}
     finally:
         ours.close()
         p.join(30)
@@ -516,8 +610,9 @@ def bench_scale(
 ) -> dict[str, Any]:
     """`devices` Modbus TCP devices at their own addresses, `registers` each every
     `interval` seconds: the driver (in its own process, points captured in memory,
-    not sent on) and pymodbus's asyncio client one after the other against the
-    same simulators; the simulators' CPU is measured apart and excluded."""
+    not sent on), a bare epoll loop (the floor for Python) and pymodbus's asyncio
+    client, one after the other against the same simulators; the simulators' CPU
+    is measured apart and excluded."""
     from edgert.bench.procfs import cpu_seconds, cpu_used
 
     out: dict[str, Any] = {
@@ -532,6 +627,7 @@ def bench_scale(
         rows = []
         for target, args in (
             (_scale_driver_child, (_scale_config(where, registers, interval), seconds)),
+            (_scale_raw_child, (where, registers, interval, seconds)),
             (_scale_pymodbus_child, (where, registers, interval, seconds)),
         ):
             sim0, t0 = cpu_seconds(pids), time.monotonic()
