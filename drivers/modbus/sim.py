@@ -1,6 +1,7 @@
 """Simulated Modbus devices: register maps served on a pseudo-terminal (RTU) or TCP.
 
-`ModbusSim(config).run(announce)` creates a pseudo-terminal pair (or listens
+`ModbusSim(config).run(announce)` creates a pseudo-terminal pair (RTU or
+ASCII framing), or listens
 on TCP, or UDP: one request a datagram), writes the address a driver should use (the pty's path, optionally
 also a symlink `link`; or host:port) as one line to `announce`, and serves
 until `stop()`. Each `[[device]]` is a unit id; a request for any other unit
@@ -54,6 +55,7 @@ from edgert_drivers.modbus import pdu
 from edgert_drivers.modbus.config import RegisterConfig, RegType
 from edgert_drivers.modbus.crc import crc_ok, with_crc
 from edgert_drivers.modbus.registers import encode, encode_mask
+from edgert_drivers.modbus.transport import ascii_frame
 
 __all__ = ["ModbusSim", "SimConfig", "SimDevice", "SimRegister"]
 
@@ -127,7 +129,7 @@ class SimDevice:
 
 @dataclass
 class SimConfig:
-    transport: Literal["rtu", "tcp", "rtu_over_tcp", "udp"] = "rtu"
+    transport: Literal["rtu", "ascii", "tcp", "rtu_over_tcp", "udp"] = "rtu"
     link: str | None = None  # rtu: also make this symlink to the pty
     host: str = "127.0.0.1"
     tcp_port: int = field(default=5020, metadata={"min": 0, "max": 65535})  # 0: any free port
@@ -405,7 +407,7 @@ class ModbusSim:
             stack.callback(os.close, w)
             stack.callback(setattr, self, "_wake_w", -1)  # runs first: stop() writes no more
             self._wake_r, self._wake_w = r, w
-            if cfg.transport == "rtu":
+            if cfg.transport in ("rtu", "ascii"):
                 self._serve_pty(stack, devices, announce)
             elif cfg.transport == "udp":
                 self._serve_udp(stack, devices, announce)
@@ -441,7 +443,7 @@ class ModbusSim:
         got = self._answer(devices, frame[0], frame[1:-2], serial=True)
         if got is None:
             return None
-        if self.config.response_delay and self.config.transport == "rtu":
+        if self.config.response_delay and self.config.transport in ("rtu", "ascii"):
             time.sleep(self.config.response_delay)  # a serial line: nothing else goes on
         dev, answer = got
         unit = frame[0] if dev.cfg.answer_unit is None else dev.cfg.answer_unit
@@ -473,7 +475,32 @@ class ModbusSim:
             except OSError:  # EIO: no one has the pty open right now
                 time.sleep(0.01)
                 continue
-            buf = self._consume_rtu(devices, buf, lambda data: os.write(master, data))
+            if self.config.transport == "ascii":
+                buf = self._consume_ascii(devices, buf, lambda data: os.write(master, data))
+            else:
+                buf = self._consume_rtu(devices, buf, lambda data: os.write(master, data))
+
+    def _consume_ascii(self, devices: dict[int, _Device], buf: bytes, send: Any) -> bytes:
+        """Answer the whole ASCII frames (':' hex LRC CR LF) in `buf`; the bytes left over.
+        A frame that is not hex or fails its LRC gets no answer, as on a real line."""
+        while (end := buf.find(b"\n")) >= 0:
+            line, buf = buf[:end], buf[end + 1 :]
+            start = line.rfind(b":")
+            try:
+                frame = bytes.fromhex(line[start + 1 :].rstrip(b"\r").decode("ascii"))
+            except ValueError:
+                continue
+            if start < 0 or len(frame) < 3 or sum(frame) & 0xFF:
+                continue
+            got = self._answer(devices, frame[0], frame[1:-1], serial=True)
+            if got is None:
+                continue
+            if self.config.response_delay:
+                time.sleep(self.config.response_delay)
+            dev, answer = got
+            unit = frame[0] if dev.cfg.answer_unit is None else dev.cfg.answer_unit
+            send(ascii_frame(bytes((unit,)) + answer))
+        return b"" if len(buf) > 2 * _MAX_ADU + 3 else buf
 
     def _consume_rtu(self, devices: dict[int, _Device], buf: bytes, send: Any) -> bytes:
         """Answer the whole requests at the start of `buf`; the bytes left over."""
