@@ -396,14 +396,51 @@ def _intervals(times: dict[str, list[float]], interval: float) -> dict[str, Any]
     }
 
 
+def _decoded(table: dict[str, Any]) -> Any:
+    """The driver's config for `table`, its devices' register maps decoded once and
+    shared (decoding 15,000 register tables one by one takes minutes on a loaded
+    machine, and every device here has the same map)."""
+    import dataclasses
+
+    from edgert.config import decode as decode_config
+    from edgert_drivers.modbus.config import ModbusConfig
+
+    first, *rest = table["device"]
+    cfg = decode_config(ModbusConfig, {**table, "device": [first]}, "bench")
+    proto = cfg.device[0]
+    cfg.device += [
+        dataclasses.replace(proto, name=d["name"], host=d["host"], tcp_port=d["tcp_port"])
+        for d in rest
+    ]
+    cfg.check()
+    return cfg
+
+
+@contextlib.contextmanager
+def _running(cfg: Any) -> Iterator[Any]:
+    """`run_driver` for a config already decoded."""
+    import threading
+
+    from edgert.testing.harness import CapturedContext, DriverRun
+    from edgert_drivers.modbus import ModbusDriver
+
+    actor = ModbusDriver(cfg, "bus")
+    ctx = CapturedContext(actor, name="bus", config=cfg)
+    thread = threading.Thread(target=actor.run, args=(ctx,), name="driver-bus")
+    thread.start()
+    try:
+        yield DriverRun(actor, ctx, thread)
+    finally:
+        actor.stop()
+        thread.join(30)
+        ctx._close()
+
+
 def _scale_driver_child(cfg: dict[str, Any], seconds: float, conn: Any) -> None:
     """In its own process: the driver polling every device; its figures to `conn`."""
     try:
-        from edgert.testing.harness import run_driver
-        from edgert_drivers.modbus import ModbusDriver
-
         n_dev = len(cfg["device"])
-        with run_driver(ModbusDriver, cfg) as run:
+        with _running(_decoded(cfg)) as run:
             wait_for(
                 lambda: run.stats().get("devices_online", 0) == n_dev,
                 60,
@@ -650,7 +687,6 @@ def profile_driver(
     import pstats
     import threading
 
-    from edgert.config import decode as decode_config
     from edgert.testing.harness import CapturedContext
     from edgert_drivers.modbus import ModbusDriver
 
@@ -661,7 +697,7 @@ def profile_driver(
             self.published += len(points)
 
     def once(profiler: Any) -> tuple[float, int, int]:
-        cfg = decode_config(ModbusDriver.Config, _scale_config(where, registers, interval), "x")
+        cfg = _decoded(_scale_config(where, registers, interval))
         actor = ModbusDriver(cfg, "bus")
         ctx = Counting(actor, name="bus", config=cfg)
         timer = threading.Timer(seconds, actor.stop)
