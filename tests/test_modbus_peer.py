@@ -54,7 +54,7 @@ def words(fmt: str, value: Any, word_order: str, byte_order: str) -> list[int]:
 
 
 def bus(peer: Any, transport: str, devices: list[dict[str, Any]], **keys: Any) -> dict[str, Any]:
-    if transport == "rtu":
+    if transport in ("rtu", "ascii"):
         where = {"port": peer.port, "parity": "N", "baudrate": 115200}
     else:
         where = {"host": "127.0.0.1", "tcp_port": peer.tcp_port}
@@ -137,6 +137,13 @@ def type_map() -> tuple[list[dict[str, Any]], dict[str, Any], list[tuple[str, in
         {"name": "swapped", "address": 230, "type": "string", "count": 3, "byte_order": "little"}
     )
     expect["swapped"] = "abc"
+    # one character a register, in its low or its high byte
+    store.append(("holding", 240, [ord(c) for c in "AB-1"]))
+    regs.append({"name": "low", "address": 240, "type": "string", "count": 6, "half": "low"})
+    expect["low"] = "AB-1"  # the two registers after it hold 0: the string ends there
+    store.append(("holding", 250, [ord(c) << 8 for c in "Zz9"]))
+    regs.append({"name": "high", "address": 250, "type": "string", "count": 3, "half": "high"})
+    expect["high"] = "Zz9"
     # coils and discrete inputs
     store.append(("coil", 7, [True, False, True]))
     store.append(("discrete", 3, [False, True]))
@@ -151,7 +158,9 @@ def type_map() -> tuple[list[dict[str, Any]], dict[str, Any], list[tuple[str, in
     return regs, expect, store
 
 
-@pytest.mark.parametrize("transport", ["rtu", "tcp", "rtu_over_tcp"])
+@pytest.mark.parametrize(
+    "transport", ["rtu", "ascii", "tcp", "rtu_over_tcp", "udp", "rtu_over_udp"]
+)
 def test_every_type_order_scale_bit_and_string(modbus_peer, transport) -> None:
     peer = modbus_peer(transport)
     regs, expect, store = type_map()
@@ -248,10 +257,11 @@ WRITABLE = [
     {"name": "relay2", "table": "coil", "address": 5, "writable": True},
     {"name": "status", "address": 20},
     {"name": "label", "address": 30, "type": "string", "count": 2, "writable": True},
+    {"name": "tag", "address": 40, "type": "string", "count": 3, "half": "low", "writable": True},
 ]
 
 
-@pytest.mark.parametrize("transport", ["rtu", "tcp"])
+@pytest.mark.parametrize("transport", ["rtu", "ascii", "tcp", "rtu_over_udp"])
 def test_commands_land_in_the_device(modbus_peer, transport) -> None:
     peer = modbus_peer(transport)
     cfg = bus(peer, transport, [{"name": "dev", "unit": 1, "register": WRITABLE}])
@@ -272,6 +282,8 @@ def test_commands_land_in_the_device(modbus_peer, transport) -> None:
         assert peer.get(1, "coil", 4, 2) == [False, True]
         assert run.command([Point("dev", "label", "0", "ok")]) is None
         assert peer.get(1, "holding", 30, 2) == [int.from_bytes(b"ok", "big"), 0]
+        assert run.command([Point("dev", "tag", "0", "Q7")]) is None
+        assert peer.get(1, "holding", 40, 3) == [ord("Q"), ord("7"), 0]
         # read back at once, not at the next interval
         wait_for(lambda: run.latest("dev", "setpoint") == 21.5, 2, "setpoint read back")
         wait_for(lambda: run.latest("dev", "limit") == pytest.approx(-12.3), 2, "limit read back")

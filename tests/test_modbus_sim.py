@@ -66,16 +66,16 @@ REGS = [
 
 
 def where(transport: str, address: str) -> dict:
-    if transport == "rtu":
-        return {"port": address, "parity": "N", "baudrate": 115200}
+    if transport in ("rtu", "ascii"):
+        return {"transport": transport, "port": address, "parity": "N", "baudrate": 115200}
     host, port = address.rsplit(":", 1)
     return {"transport": transport, "host": host, "tcp_port": int(port)}
 
 
-@pytest.mark.parametrize("transport", ["rtu", "tcp", "rtu_over_tcp"])
+@pytest.mark.parametrize("transport", ["rtu", "ascii", "tcp", "rtu_over_tcp"])
 def test_simulated_values_change_and_accept_writes(modbus_sim, transport) -> None:
     address = modbus_sim(SIM.format(transport=transport))
-    if transport == "rtu":
+    if transport in ("rtu", "ascii"):
         assert address.startswith("/dev/pts/")
     cfg = {
         **where(transport, address),

@@ -38,6 +38,13 @@ def reg(**keys) -> RegisterConfig:
         ({"type": "bcd32", "word_order": "little", "scale": 0.01}, [0x3456, 0x0012], 1234.56),
         ({"type": "string", "count": 2, "encoding": "latin-1"}, [0xE974, 0xE900], "été"),
         ({"type": "string", "count": 3, "encoding": "utf-16"}, [0x03A9, 0x0041, 0], "ΩA"),
+        ({"type": "string", "count": 4, "half": "low"}, [0x41, 0x42, 0x43, 0], "ABC"),
+        ({"type": "string", "count": 2, "half": "high"}, [0x4100, 0x4200], "AB"),
+        (
+            {"type": "string", "count": 2, "half": "low", "encoding": "latin-1"},
+            [0xE9, 0x74],
+            "ét",
+        ),
     ],
 )
 def test_new_types_decode_and_encode(keys, words, value) -> None:
@@ -179,3 +186,12 @@ def test_fc22_against_a_libmodbus_server(tmp_path) -> None:
             assert server.wait("mem holding 132", start=start) == f"mem holding 132 {0x11F6}"
             wait_for(lambda: run.latest("d", "hi") == 17, 5, "read back")
             assert struct.pack(">H", 0x11F6)[1] == run.latest("d", "lo")
+
+
+def test_one_character_a_register_refuses_utf16_and_long_strings() -> None:
+    with pytest.raises(Exception, match="half"):
+        reg(type="string", count=2, half="low", encoding="utf-16")
+    r = reg(type="string", count=2, half="low", writable=True)
+    assert encode(r, "Q") == [ord("Q"), 0]
+    with pytest.raises(Refused, match="holds 2 bytes"):
+        encode(r, "QRS")

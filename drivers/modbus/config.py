@@ -16,7 +16,7 @@ from typing import Literal
 
 from edgert.config import Invalid
 
-__all__ = ["ModbusConfig", "DeviceConfig", "RegisterConfig", "STATUS_TYPES", "SIZES"]
+__all__ = ["ModbusConfig", "DeviceConfig", "RegisterConfig", "STATUS_TYPES", "SIZES", "SERIAL"]
 
 Table = Literal["coil", "discrete", "input", "holding"]
 RegType = Literal[
@@ -55,6 +55,9 @@ SIZES = {
     "bcd32": 2,
 }
 
+#: transports on a serial line (the others are on a network: `host`, `tcp_port`)
+SERIAL = ("rtu", "ascii")
+
 #: the most registers one write request (FC 16) carries
 MAX_WRITE_REGISTERS = 123
 
@@ -75,7 +78,7 @@ class RegisterConfig:
     writable: bool = False
     count: int | None = field(default=None, metadata={"min": 1, "max": 125})
     bit: int | None = field(default=None, metadata={"min": 0, "max": 15})
-    half: Literal["high", "low"] | None = None  # int8, uint8: which byte of the register
+    half: Literal["high", "low"] | None = None  # int8, uint8, string: which byte of a register
     encoding: Literal["utf-8", "latin-1", "utf-16"] = "utf-8"  # string
     poll_interval: float | None = field(default=None, metadata={"gt": 0})
     report: Literal["change", "always"] = "change"
@@ -128,8 +131,10 @@ class RegisterConfig:
             raise Invalid("count", 'type = "string" needs `count` (registers, 2 characters each)')
         if kind in ("int8", "uint8") and self.half is None:
             raise Invalid("half", f'a {kind} is one byte of a register: half = "high" or "low"')
-        if kind not in ("int8", "uint8") and self.half is not None:
-            raise Invalid("half", "only type = int8 or uint8 takes `half`")
+        if kind not in ("int8", "uint8", "string") and self.half is not None:
+            raise Invalid("half", "only type = int8, uint8 or string takes `half`")
+        if kind == "string" and self.half is not None and self.encoding == "utf-16":
+            raise Invalid("half", "a string one byte a register cannot be utf-16")
         if kind != "string" and self.encoding != "utf-8":
             raise Invalid("encoding", 'only type = "string" takes `encoding`')
         if kind != "string" and self.count is not None:
@@ -161,6 +166,10 @@ class DeviceConfig:
     name: str = field(metadata={"name": True})
     unit: int = field(metadata={"min": 0, "max": 255})
     register: list[RegisterConfig] = field(default_factory=list)
+    # network transports: the device's own address (default: the bus's `host`, `tcp_port`);
+    # devices at different addresses are polled side by side, one connection each
+    host: str | None = None
+    tcp_port: int | None = field(default=None, metadata={"min": 1, "max": 65535})
     max_registers_per_request: int = field(default=125, metadata={"min": 1, "max": 125})
     max_bits_per_request: int = field(default=2000, metadata={"min": 1, "max": 2000})
     max_gap: int = field(default=8, metadata={"min": 0})
@@ -206,9 +215,10 @@ class DeviceConfig:
 
 @dataclass
 class ModbusConfig:
-    transport: Literal["rtu", "tcp", "rtu_over_tcp", "udp"] = "rtu"
+    transport: Literal["rtu", "ascii", "tcp", "rtu_over_tcp", "udp", "rtu_over_udp"] = "rtu"
     port: str | None = None
     baudrate: int = field(default=19200, metadata={"min": 300, "max": 4_000_000})
+    bytesize: int = field(default=8, metadata={"min": 7, "max": 8})  # 7: ASCII only
     parity: Literal["N", "E", "O"] = "E"
     stopbits: int = field(default=1, metadata={"min": 1, "max": 2})
     # RS-485 direction control, for adapters that do not switch by themselves
@@ -227,31 +237,51 @@ class ModbusConfig:
     reopen_max: float = field(default=10.0, metadata={"gt": 0})
     device: list[DeviceConfig] = field(default_factory=list)
 
+    @property
+    def serial(self) -> bool:
+        """On a serial line (RTU, ASCII), not a network."""
+        return self.transport in SERIAL
+
+    def address(self, dev: DeviceConfig) -> tuple[str, int] | None:
+        """The host and port the device is reached at; None on a serial line."""
+        if self.serial:
+            return None
+        return (dev.host or self.host or "", dev.tcp_port or self.tcp_port)
+
     def check(self) -> None:
-        if self.transport == "rtu":
+        if self.serial:
             if not self.port:
                 raise Invalid(
-                    "port", 'transport = "rtu" needs the serial device, e.g. "/dev/ttyUSB0"'
+                    "port",
+                    f'transport = "{self.transport}" needs the serial device, e.g. "/dev/ttyUSB0"',
                 )
             if self.host is not None:
-                raise Invalid("host", 'is for transport = "tcp", "rtu_over_tcp" or "udp"')
+                raise Invalid("host", "is for network transports (tcp, udp, rtu_over_...)")
+            if self.bytesize == 7 and self.transport != "ascii":
+                raise Invalid("bytesize", 'RTU frames are 8-bit; 7 is for transport = "ascii"')
         else:
-            if not self.host:
-                raise Invalid("host", f'transport = "{self.transport}" needs `host`')
+            if not self.host and not (self.device and all(d.host for d in self.device)):
+                raise Invalid(
+                    "host", f'transport = "{self.transport}" needs `host` (or one per device)'
+                )
             if self.port is not None:
-                raise Invalid("port", 'is the serial device of transport = "rtu"; use tcp_port')
-        if self.rs485 and self.transport != "rtu":
-            raise Invalid("rs485", 'is for transport = "rtu" (a serial port)')
+                raise Invalid("port", "is the serial device of rtu and ascii; use tcp_port")
+        if self.rs485 and not self.serial:
+            raise Invalid("rs485", 'is for transport = "rtu" or "ascii" (a serial port)')
         if self.reopen_max < self.reopen_min:
             raise Invalid("reopen_max", f"must be >= reopen_min ({self.reopen_min})")
         names: set[str] = set()
-        units: set[int] = set()
+        units: set[tuple[object, int]] = set()
         for d in self.device:
             if d.name in names:
                 raise Invalid("device", f"duplicate device name {d.name!r}")
-            if d.unit in units:
-                raise Invalid("device", f"two devices with unit {d.unit} (device {d.name!r})")
+            if self.serial and (d.host is not None or d.tcp_port is not None):
+                raise Invalid("device", f"device {d.name!r}: `host`/`tcp_port` on a serial line")
+            where = self.address(d)
+            if (where, d.unit) in units:
+                at = f" at {where[0]}:{where[1]}" if where else ""
+                raise Invalid("device", f"two devices with unit {d.unit}{at} (device {d.name!r})")
             if self.transport not in ("tcp", "udp") and not 1 <= d.unit <= 247:
                 raise Invalid("device", f"device {d.name!r}: unit must be 1..247 on a serial line")
             names.add(d.name)
-            units.add(d.unit)
+            units.add((where, d.unit))

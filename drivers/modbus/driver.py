@@ -1,4 +1,4 @@
-"""The `modbus` driver: one bus (RTU serial, TCP, RTU over TCP), many devices.
+"""The `modbus` driver: one bus (RTU or ASCII serial, TCP, UDP, RTU over TCP or UDP), many devices.
 
 Each `[[driver.device]]` is a unit id with its own register map; its values
 become points with node = the device's name and type = the register's name,
@@ -7,9 +7,12 @@ next to its status points `online`, `errors_timeout`, `errors_crc` and
 a whole, encoded with the register's type, order, scale and offset, written
 (FC 5, 6, 15, 16), answered, and read back at once.
 
-The loop gets back to its inbox between any two requests, so a stop or a
-command waits for at most one exchange; the port is opened in `run` and
-released when `run` returns, whatever the reason.
+The loop waits on its inbox and on every open connection at once (one epoll
+set, see `poller`): devices at different network addresses are polled side
+by side, each connection and the serial line carrying one request at a time.
+A stop waits for nothing; a command waits only for the request in flight on
+the lines it writes to. Ports are opened in `run` and released when `run`
+returns, whatever the reason.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 
-from edgert import Actor, Command, Context, Stop
+from edgert import Actor, Command, Context, Readable, Stop
 
 from .config import ModbusConfig
 from .poller import Poller
@@ -25,10 +28,8 @@ from .poller import Poller
 __all__ = ["ModbusDriver"]
 
 
-class ModbusDriver(Actor):
-    """Modbus RTU/TCP master: polls register maps, publishes points, writes commands."""
-
-    Config = ModbusConfig
+class ModbusDriver(Actor[ModbusConfig]):
+    """Modbus RTU/ASCII/TCP master: polls register maps, publishes points, writes commands."""
 
     @classmethod
     def nodes(cls, name: str, config: ModbusConfig | None) -> list[str]:
@@ -37,9 +38,10 @@ class ModbusDriver(Actor):
             return [name]
         return [d.name for d in config.device]
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: Context[ModbusConfig]) -> None:
         _tight_timers()
         poller = Poller(ctx.config, ctx)
+        ctx.watch(poller.fd)
         try:
             while True:
                 msg = ctx.receive(timeout=ctx.until(poller.next_wake()))
@@ -48,9 +50,12 @@ class ModbusDriver(Actor):
                         return
                     case Command():
                         ctx.reply(msg, poller.write(msg.points))
-                    case None:
-                        poller.step()
+                    case Readable():
+                        poller.readable()
+                if poller.next_wake() <= ctx.now():  # answers never hold back what is due
+                    poller.step()
         finally:
+            ctx.unwatch(poller.fd)
             poller.close()
 
 

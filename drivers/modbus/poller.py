@@ -1,26 +1,35 @@
 """The bus poller: everything the driver's loop does between two `receive` calls.
 
-A `Poller` owns one bus: its transport, its devices' states and the read plan.
-`step()` does at most one exchange, the most overdue block read, so the
-driver's loop gets back to its inbox between any two requests; `next_wake()`
-says when there is work again; `write(points)` checks a whole command, then
-writes it; `close()` releases the port.
+A `Poller` owns one bus: its connections (`Line`s), its devices' states and
+the read plans. On a serial line every device shares the one port; on a
+network each distinct device address (`host`, `tcp_port`) is a line of its
+own with its own connection, and the lines are polled side by side: each has
+at most one request in flight, so requests on one line (one serial port, one
+TCP connection) never overlap, while a slow device delays only its own line.
+There is no thread: every line's socket or port is registered in one epoll
+set whose descriptor (`fd`) the driver watches beside its inbox.
+
+`next_wake()` says when there is work again; `step()` does what is due
+(opens a line, sends a request, gives up on an answer past its deadline);
+`readable()` takes the answers that came; `write(points)` checks a whole
+command, then writes it, waiting (only) for the lines it writes to; `close()`
+releases every port.
 
 A device that does not answer (timeout or CRC error after `retries`) goes
 offline: an `online = false` point says so, its values are not resent as if
-fresh, and from then on it costs the bus one probe (no retries) every
-`probe_interval` until it answers. When the port itself fails (a USB adapter
-unplugged, a TCP connection reset) every device goes offline and the port is
-re-opened with exponential backoff from `reopen_min` to `reopen_max` seconds,
-inside this process: no restart storm, no busy-looping; the exchange the
-failure broke is counted against its device (`errors_timeout`, or
-`errors_crc` for a stream out of step).
+fresh, and from then on it costs its line one probe (no retries) every
+`probe_interval` until it answers. When a port itself fails (a USB adapter
+unplugged, a TCP connection reset) every device on that line goes offline and
+the line is re-opened with exponential backoff from `reopen_min` to
+`reopen_max` seconds, inside this process: no restart storm, no busy-looping;
+the exchange the failure broke is counted against its device (`errors_timeout`,
+or `errors_crc` for a stream out of step).
 
 Exceptions 10 and 11 ("gateway path unavailable", "target failed to respond")
 mean the device behind a gateway is not answering: offline, as for a timeout.
 Exception 6 (busy) is asked again after `busy_retry_wait`, up to
 `busy_retries` times. A read the device refuses is logged when it starts and
-when its exception changes, and counted every time. When the bus cannot keep
+when its exception changes, and counted every time. When a line cannot keep
 up, of the reads due the one done longest ago goes first, so every device
 loses poll slots alike.
 """
@@ -28,7 +37,9 @@ loses poll slots alike.
 from __future__ import annotations
 
 import logging
+import math
 import random
+import select
 import time
 from typing import Any
 
@@ -48,68 +59,238 @@ from .errors import (
 from .plan import Block, plan_device
 from .registers import Refused, encode, encode_mask
 from .report import DeviceState
-from .transport import Transport, open_transport
+from .transport import NOT_YET, Transport, open_transport
 
-__all__ = ["Poller"]
+__all__ = ["Poller", "Line", "Request"]
 
 REPORT_EVERY = 0.5  # seconds between updates of the driver's figures in `edgert status`
+NEVER = math.inf
 
 
-class Poller:
-    def __init__(self, cfg: ModbusConfig, ctx: Context) -> None:
-        self.cfg = cfg
-        self.ctx = ctx
-        self.log = ctx.log
-        now = time.monotonic()
-        self.devices = [DeviceState(i, d) for i, d in enumerate(cfg.device)]
-        self.by_name = {d.name: d for d in self.devices}
+class Request:
+    """One request to a device, through its tries, until it has an outcome."""
+
+    __slots__ = (
+        "dev", "pdu", "attempts", "attempt", "busy", "block", "started",
+        "sent", "send_at", "deadline", "done", "result", "error",
+    )  # fmt: skip
+
+    def __init__(
+        self, dev: DeviceState, request: bytes, attempts: int, now: float, block: Block | None
+    ) -> None:
+        self.dev = dev
+        self.pdu = request
+        self.attempts = attempts
+        self.attempt = 1
+        self.busy = dev.cfg.busy_retries
+        self.block = block  # a poll; None: a write
+        self.started = now
+        self.sent = False
+        self.send_at = max(now, dev.ready_at)
+        self.deadline = NEVER
+        self.done = False
+        self.result: Any = None
+        self.error: ModbusError | None = None
+
+
+class Line:
+    """One connection (the serial port, or one host:port) and the devices behind it."""
+
+    def __init__(
+        self, poller: Poller, address: tuple[str, int] | None, devices: list[DeviceState]
+    ) -> None:
+        self.poller = poller
+        self.cfg = poller.cfg
+        self.log = poller.log
+        self.address = address
+        self.devices = devices
         self.blocks: list[Block] = []
-        for dev in self.devices:
-            self.blocks += plan_device(dev.index, dev.cfg, cfg.poll_interval, now)
         self.transport: Transport | None = None
-        self.reopen_at = now
-        self._backoff = cfg.reopen_min
-        self._healthy = False  # an exchange succeeded since the port was opened
-        self._port_error = ""
-        self._hung_up = False  # the port was closed on purpose: re-open it quietly
-        self.stats = {"requests": 0, "opens": 0, "open_failures": 0, "port_errors": 0}
-        self._report_at = 0.0
-
-    # -- the loop's two questions ---------------------------------------------------
-    def next_wake(self) -> float:
-        """Monotonic time when `step` has work next."""
-        if self.transport is None:
-            return min(self.reopen_at, self._report_at)
-        block, when = self._next_block()
-        when = when if block is not None else time.monotonic() + 3600.0
-        return min(when, self._report_at)  # figures stay fresh when nothing is due
-
-    def step(self) -> None:
-        """Open the port if it is time, or do the most overdue block read."""
+        self.req: Request | None = None
         now = time.monotonic()
+        self.reopen_at = now
+        self.connect_by = now  # a connection being made fails at this time
+        self.wake = now
+        self._backoff = self.cfg.reopen_min
+        self._healthy = False  # an exchange succeeded since the port was opened
+        self.port_error = ""
+        self._hung_up = False  # the port was closed on purpose: re-open it quietly
+
+    @property
+    def where(self) -> str:
+        return f"{self.address[0]}:{self.address[1]}" if self.address else str(self.cfg.port)
+
+    # -- the loop's questions -----------------------------------------------------------
+    def rewake(self) -> float:
+        """Work out (and keep in `wake`) when this line has work next."""
+        if self.transport is None:
+            self.wake = self.reopen_at
+        elif self.transport.connecting:
+            self.wake = self.connect_by
+        elif self.req is not None:
+            self.wake = self.req.deadline if self.req.sent else self.req.send_at
+        else:
+            block, when = self._next_block()
+            self.wake = when if block is not None else NEVER
+        return self.wake
+
+    def step(self, now: float) -> None:
+        """Open the port if it is time; send, or give up on, the request in flight;
+        or start the most overdue block read."""
         if self.transport is None:
             if now >= self.reopen_at:
                 self._open(now)
-        else:
-            block, when = self._next_block()
-            if block is not None and when <= now:
-                self._poll(block, now)
-        if now >= self._report_at:
-            self._report(now)
+            return
+        if self.transport.connecting:
+            if now >= self.connect_by:
+                self._open_failed(PortError(f"cannot connect to {self.where}: timed out"), now)
+            return
+        req = self.req
+        if req is not None:
+            if not req.sent:
+                if now >= req.send_at:
+                    self._send(req)
+            elif now >= req.deadline:
+                self._collect(req, expire=True)  # what came meanwhile counts
+            return
+        block, when = self._next_block()
+        if block is not None and when <= now:
+            block.read_at = now
+            dev = self.poller.devices[block.device]
+            attempts = 1 if dev.online is False else 1 + self.cfg.retries  # a probe: once
+            self.req = req = Request(dev, block.request, attempts, now, block)
+            if req.send_at <= now:
+                self._send(req)
+
+    def readable(self) -> None:
+        """The port has bytes: the answer to the request in flight, or stray ones."""
+        if self.transport is None:
+            return
+        if self.transport.connecting:  # writable: the connection is made, or failed
+            try:
+                self.transport.connected()
+            except PortError as e:
+                self._open_failed(e, time.monotonic())
+                return
+            self.poller._listen(self.transport.fd, select.EPOLLIN)
+            self._opened()
+            return
+        req = self.req
+        if req is not None and req.sent:
+            self._collect(req, expire=False)
+            return
+        try:
+            self.transport.stream.discard()  # a late answer: nobody waits for it
+        except PortError as e:
+            self._lost(e)
 
     def close(self) -> None:
         if self.transport is not None:
+            self.poller._unregister(self.transport.fd)
             self.transport.close()
             self.transport = None
+
+    # -- one request, through its tries ---------------------------------------------------
+    def _send(self, req: Request) -> None:
+        assert self.transport is not None
+        cfg = req.dev.cfg
+        self.poller.stats["requests"] += 1
+        try:
+            req.deadline = self.transport.begin(
+                cfg.unit, req.pdu, self.cfg.timeout, cfg.tolerant_transaction_ids
+            )
+            req.sent = True
+        except ModbusError as e:
+            self._tried(req, e, None)
+
+    def _collect(self, req: Request, expire: bool) -> None:
+        assert self.transport is not None
+        try:
+            got = self.transport.answer()
+            if got is NOT_YET:
+                if not expire:
+                    return
+                self.transport.expired()
+        except ModbusError as e:
+            self._tried(req, e, None)
+        else:
+            self._tried(req, None, got)
+
+    def _tried(self, req: Request, e: ModbusError | None, result: Any) -> None:
+        """Count one try's outcome: try again, or the request is done."""
+        dev = req.dev
+        if e is None:
+            if not self._healthy:
+                self._healthy = True
+                self._backoff = self.cfg.reopen_min
+            return self._done(req, result, None)
+        again = False
+        if isinstance(e, Timeout):
+            dev.errors["timeout"] += 1
+            again = req.attempt < req.attempts
+        elif isinstance(e, BadFrame):
+            dev.errors["crc"] += 1
+            again = req.attempt < req.attempts
+        elif isinstance(e, PortError):
+            dev.errors[e.count] += 1
+        elif isinstance(e, DeviceException):
+            if e.code == BUSY and req.busy > 0:  # expected of it: not an error
+                req.busy -= 1
+                return self._again(req, dev.cfg.busy_retry_wait)
+            dev.errors["exception"] += 1
+            again = e.code in GATEWAY_NO_ANSWER and req.attempt < req.attempts
+        if again:
+            req.attempt += 1
+            return self._again(req, 0.0)
+        self._done(req, None, e)
+
+    def _again(self, req: Request, wait: float) -> None:
+        req.sent = False
+        req.deadline = NEVER
+        req.send_at = time.monotonic() + wait
+        if wait <= 0:
+            self._send(req)
+
+    def _done(self, req: Request, result: Any, e: ModbusError | None) -> None:
+        self.req = None
+        req.done, req.result, req.error = True, result, e
+        dev = req.dev
+        if dev.cfg.pause_between_requests:
+            dev.ready_at = time.monotonic() + dev.cfg.pause_between_requests
+        if req.block is not None:
+            self._polled(req.block, dev, result, e, req.started)
+
+    def run(self, req: Request) -> Request:
+        """Carry `req` through to its outcome, waiting for it (a write)."""
+        self.req = req
+        while not req.done:
+            if self.transport is None:  # lost while retrying
+                break
+            if not req.sent:
+                wait = req.send_at - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                self._send(req)
+                continue
+            left = req.deadline - time.monotonic()
+            if left > 0:
+                self.transport.stream.wait(left)
+            self._collect(req, expire=time.monotonic() >= req.deadline)
+        return req
+
+    def finish(self) -> None:
+        """Let the request in flight (a poll) come to its end before another is sent."""
+        if self.req is not None:
+            self.run(self.req)
 
     # -- polling ----------------------------------------------------------------------
     def _next_block(self) -> tuple[Block | None, float]:
         """The block to read next and when. Of the blocks already due, the one read
-        longest ago goes first, so an overloaded bus skips every block's slots alike."""
+        longest ago goes first, so an overloaded line skips every block's slots alike."""
         best: Block | None = None
         best_key = (True, 0.0)
         best_t = 0.0
-        devices = self.devices
+        devices = self.poller.devices
         now = time.monotonic()
         for b in self.blocks:
             dev = devices[b.device]
@@ -123,30 +304,23 @@ class Poller:
                 best, best_key, best_t = b, key, t
         return best, best_t
 
-    def _poll(self, block: Block, now: float) -> None:
-        dev = self.devices[block.device]
-        probing = dev.online is False
+    def _polled(
+        self, block: Block, dev: DeviceState, items: Any, e: ModbusError | None, now: float
+    ) -> None:
+        block.advance(now)
         out: list[Point] = []
-        block.read_at = now
-        try:
-            items = self._exchange(dev, block.request, 1 if probing else 1 + self.cfg.retries)
-        except DeviceException as e:
+        if isinstance(e, PortError):
+            return self._lost(e)
+        if isinstance(e, DeviceException):
             if e.code in GATEWAY_NO_ANSWER:
                 self._not_answering(dev, e)
             else:
                 dev.set_online(True)
                 self._refused_read(block, dev, e)
-            items = None
-        except (Timeout, BadFrame) as e:
+        elif e is not None:
             self._not_answering(dev, e)
-            items = None
-        except PortError as e:
-            self._lost(e)
-            return
-        finally:
-            block.advance(now)
         t_ns = time.time_ns()
-        if items is not None:
+        if e is None:
             if block.refused is not None:
                 self.log.info("device %r: %s read again", dev.name, _names(block))
                 block.refused = None
@@ -154,15 +328,16 @@ class Poller:
                 self.log.info("device %r (unit %d) answers again", dev.name, dev.cfg.unit)
             dev.set_online(True)
             t_mono = time.monotonic()
+            filters = dev.filters
             for reg, value in block.values(items):
-                f = dev.filters[reg.name]
+                f = filters[reg.name]
                 if f.wants(value, t_mono):
                     f.sent(value, t_mono)
-                    out.append(Point(dev.name, reg.name, "0", value, t_ns))
+                    out.append(_point(dev.name, reg.name, value, t_ns))
         out += dev.status_points(t_ns)
         if out:
-            self.ctx.publish(out)
-        if dev.cfg.close_connection_after_poll:
+            self.poller.ctx.publish(out)
+        if dev.cfg.close_connection_after_poll and self.transport is not None:
             now = time.monotonic()
             if not any(b.device == dev.index and b.next_at <= now for b in self.blocks):
                 self._hang_up(now)
@@ -180,64 +355,15 @@ class Poller:
         dev.set_online(False)
         dev.next_probe = time.monotonic() + dev.cfg.probe_interval
 
-    def _exchange(self, dev: DeviceState, request: bytes, attempts: int) -> Any:
-        """One request to `dev` with up to `attempts` tries (and `busy_retries` more
-        after a busy answer); counts every failed try, a broken connection included."""
-        assert self.transport is not None
-        cfg = dev.cfg
-        wait = dev.ready_at - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        busy = cfg.busy_retries
-        try:
-            attempt = 0
-            while True:
-                attempt += 1
-                self.stats["requests"] += 1
-                try:
-                    result = self.transport.exchange(
-                        cfg.unit, request, self.cfg.timeout, cfg.tolerant_transaction_ids
-                    )
-                except Timeout:
-                    dev.errors["timeout"] += 1
-                    if attempt >= attempts:
-                        raise
-                except BadFrame:
-                    dev.errors["crc"] += 1
-                    if attempt >= attempts:
-                        raise
-                except PortError as e:
-                    dev.errors[e.count] += 1
-                    raise
-                except DeviceException as e:
-                    if e.code == BUSY and busy > 0:  # expected of it: not an error
-                        busy -= 1
-                        attempt -= 1
-                        time.sleep(cfg.busy_retry_wait)
-                        continue
-                    dev.errors["exception"] += 1
-                    if e.code not in GATEWAY_NO_ANSWER or attempt >= attempts:
-                        raise
-                else:
-                    if not self._healthy:
-                        self._healthy = True
-                        self._backoff = self.cfg.reopen_min
-                    return result
-        finally:
-            if dev.cfg.pause_between_requests:
-                dev.ready_at = time.monotonic() + dev.cfg.pause_between_requests
-
     def _refused_read(self, block: Block, dev: DeviceState, e: DeviceException) -> None:
         names = _names(block)
-        if e.code == 2 and len(parts := block.split()) > 1:
+        if e.code == 2 and len(parts := block.split(time.monotonic())) > 1:
             self.log.warning(
                 "device %r refused a merged read of %s %d..%d (%s): reading it in %d parts",
                 dev.name, block.table, block.start, block.start + block.count - 1, e, len(parts),
             )  # fmt: skip
             i = self.blocks.index(block)
             self.blocks[i : i + 1] = parts
-            for p in parts:
-                p.due = time.monotonic()
             return
         # the first refusal and each change are logged; the rest are only counted
         level = logging.WARNING if block.refused != e.code else logging.DEBUG
@@ -248,26 +374,61 @@ class Poller:
 
     # -- the port ---------------------------------------------------------------------
     def _open(self, now: float) -> None:
+        """Open the port; a TCP connection is made without waiting for it (a host that
+        does not answer must not hold up the other lines): see `readable`."""
         try:
-            self.transport = open_transport(self.cfg)
+            if self.address is None:
+                self.transport = open_transport(self.cfg)
+            else:
+                self.transport = open_transport(self.cfg, *self.address, wait=False)
         except PortError as e:
-            msg = str(e)
-            level = logging.WARNING if msg != self._port_error else logging.DEBUG
-            self.log.log(level, "cannot open the bus: %s (next try in %.1f s)", msg, self._backoff)
-            self._port_error = msg
-            self.stats["open_failures"] += 1
-            self._schedule_reopen(now)
-            return
+            return self._open_failed(e, now)
+        connecting = self.transport.connecting
+        self.poller._register(self.transport.fd, self, select.EPOLLOUT if connecting else 0)
+        if connecting:
+            self.connect_by = now + self.cfg.timeout
+        else:
+            self._opened()
+
+    def _open_failed(self, e: PortError, now: float) -> None:
+        self.close()
+        msg = str(e)
+        level = logging.WARNING if msg != self.port_error else logging.DEBUG
+        self.log.log(level, "cannot open the bus: %s (next try in %.1f s)", msg, self._backoff)
+        self.port_error = msg
+        self.poller.stats["open_failures"] += 1
+        self._schedule_reopen(now)
+
+    def _opened(self) -> None:
+        assert self.transport is not None
         self.log.log(
             logging.DEBUG if self._hung_up else logging.INFO, "bus open: %s", self.transport.where
         )
         self._hung_up = False
-        self._port_error = ""
+        self.port_error = ""
         self._healthy = False
-        self.stats["opens"] += 1
+        self.poller.stats["opens"] += 1
         for dev in self.devices:  # devices that need a moment after a connection opens
             if dev.cfg.pause_after_connect:
                 dev.ready_at = max(dev.ready_at, time.monotonic() + dev.cfg.pause_after_connect)
+
+    def ensure_open(self) -> str | None:
+        """Re-open a line closed on purpose; why it is not open, or None."""
+        if self.transport is None and self._hung_up:
+            self._open(time.monotonic())
+        if self.transport is not None and self.transport.connecting:  # wait for it here
+            p = select.poll()
+            p.register(self.transport.fd, select.POLLOUT)
+            p.poll(max(0.0, self.connect_by - time.monotonic()) * 1000.0)
+            if p.poll(0):
+                self.readable()
+            else:
+                self._open_failed(
+                    PortError(f"cannot connect to {self.where}: timed out"), time.monotonic()
+                )
+        if self.transport is None:
+            return f"the bus is not open ({self.port_error or 'opening'})"
+        return None
 
     def _schedule_reopen(self, now: float) -> None:
         self.reopen_at = now + self._backoff * random.uniform(0.8, 1.2)
@@ -275,25 +436,110 @@ class Poller:
 
     def _lost(self, e: ModbusError) -> None:
         self.log.warning("bus lost: %s; re-opening with backoff", e)
-        self._port_error = str(e)
-        self.stats["port_errors"] += 1
+        self.port_error = str(e)
+        self.poller.stats["port_errors"] += 1
         self.close()
+        if self.req is not None:  # its device is offline with the rest
+            self.req.done, self.req.error = True, e
+            self.req = None
         t_ns = time.time_ns()
         out: list[Point] = []
         for dev in self.devices:
             dev.set_online(False)
             out += dev.status_points(t_ns)  # what changed: `online`, a counter
         if out:
-            self.ctx.publish(out)
+            self.poller.ctx.publish(out)
         self._schedule_reopen(time.monotonic())
+
+
+class Poller:
+    def __init__(self, cfg: ModbusConfig, ctx: Context[Any]) -> None:
+        self.cfg = cfg
+        self.ctx = ctx
+        self.log = ctx.log
+        now = time.monotonic()
+        self.devices = [DeviceState(i, d) for i, d in enumerate(cfg.device)]
+        self.by_name = {d.name: d for d in self.devices}
+        self.stats = {"requests": 0, "opens": 0, "open_failures": 0, "port_errors": 0}
+        self._epoll = select.epoll()
+        self.fd = self._epoll.fileno()
+        self._by_fd: dict[int, Line] = {}
+        groups: dict[tuple[str, int] | None, list[DeviceState]] = {}
+        for dev in self.devices:
+            groups.setdefault(cfg.address(dev.cfg), []).append(dev)
+        if not groups:  # a bus without devices still opens its port
+            groups[None if cfg.serial else (cfg.host or "", cfg.tcp_port)] = []
+        self.lines = [Line(self, address, devs) for address, devs in groups.items()]
+        self.line_of: dict[int, Line] = {}
+        for line in self.lines:
+            for dev in line.devices:
+                self.line_of[dev.index] = line
+                line.blocks += plan_device(dev.index, dev.cfg, cfg.poll_interval, now)
+        self._report_at = 0.0
+
+    # -- the loop's questions ---------------------------------------------------------
+    def next_wake(self) -> float:
+        """Monotonic time when `step` has work next."""
+        wake = min(line.wake for line in self.lines)
+        return min(wake, self._report_at)  # figures stay fresh when nothing is due
+
+    def step(self) -> None:
+        """Whatever is due on each line; the figures when it is time."""
+        now = time.monotonic()
+        for line in self.lines:
+            if line.wake <= now:
+                line.step(now)
+                line.rewake()
+        if now >= self._report_at:
+            self._report(now)
+
+    def readable(self) -> None:
+        """Take the answers (and stray bytes) that came on any line."""
+        for fd, _ev in self._epoll.poll(0):
+            line = self._by_fd.get(fd)
+            if line is not None:
+                line.readable()
+                line.rewake()
+
+    def close(self) -> None:
+        for line in self.lines:
+            line.close()
+        self._epoll.close()
+
+    def _register(self, fd: int, line: Line, events: int = 0) -> None:
+        self._epoll.register(fd, events or select.EPOLLIN)
+        self._by_fd[fd] = line
+
+    def _listen(self, fd: int, events: int) -> None:
+        self._epoll.modify(fd, events)
+
+    def _unregister(self, fd: int) -> None:
+        if self._by_fd.pop(fd, None) is not None:
+            self._epoll.unregister(fd)
 
     def _report(self, now: float) -> None:
         self._report_at = now + REPORT_EVERY
+        lines = self.lines
+        n_open = sum(1 for line in lines if line.transport and not line.transport.connecting)
+        online = sum(1 for d in self.devices if d.online)
+        error = next((line.port_error for line in lines if line.port_error), "")
+        if len(lines) == 1:
+            port = "open" if n_open else "closed"
+        else:
+            port = "open" if n_open == len(lines) else f"{n_open}/{len(lines)} open"
+        if n_open:
+            note = f"polling: {online}/{len(self.devices)} devices online"
+            if len(lines) > 1:
+                note += f", {n_open}/{len(lines)} connections"
+        else:
+            note = f"waiting for {lines[0].where}" if len(lines) == 1 else "no connection open"
         self.ctx.report(
-            port="open" if self.transport is not None else "closed",
-            port_error=self._port_error,
-            devices_online=sum(1 for d in self.devices if d.online),
-            skipped=sum(b.skipped for b in self.blocks),
+            now=note,
+            port=port,
+            port_error=error,
+            connections=len(lines),
+            devices_online=online,
+            skipped=sum(b.skipped for line in lines for b in line.blocks),
             errors=sum(sum(d.errors.values()) for d in self.devices),
             **self.stats,
         )
@@ -316,26 +562,47 @@ class Poller:
                 todo.append((dev, reg, data))
             except Refused as e:
                 return f"device {p.node!r}: {e}"
-        if self.transport is None and self._hung_up:  # closed between polls on purpose
-            self._open(time.monotonic())
-        if self.transport is None:
-            return f"the bus is not open ({self._port_error or 'opening'}); nothing written"
+        for line in {self.line_of[dev.index]: None for dev, _r, _d in todo}:
+            why = line.ensure_open()
+            line.rewake()
+            if why is not None:
+                return f"{why}; nothing written"
+        try:
+            return self._write(todo)
+        finally:
+            for line in self.lines:
+                line.rewake()
+
+    def _write(self, todo: list[tuple[DeviceState, RegisterConfig, Any]]) -> str | None:
         for dev, regs, request in _write_requests(todo):
             names = ", ".join(repr(r.name) for r in regs)
-            try:
-                self._exchange(dev, request, 1 + self.cfg.retries)
-            except PortError as e:
-                self._lost(e)
-                return f"device {dev.name!r}: writing {names} failed: {e}"
-            except ModbusError as e:
-                return f"device {dev.name!r}: writing {names} failed: {e}"
+            line = self.line_of[dev.index]
+            line.finish()  # the poll in flight on this line first
+            if line.transport is None:
+                return f"device {dev.name!r}: writing {names} failed: {line.port_error}"
+            req = line.run(Request(dev, request, 1 + self.cfg.retries, time.monotonic(), None))
+            if isinstance(req.error, PortError):
+                if line.transport is not None:
+                    line._lost(req.error)
+                return f"device {dev.name!r}: writing {names} failed: {req.error}"
+            if req.error is not None:
+                return f"device {dev.name!r}: writing {names} failed: {req.error}"
             now = time.monotonic()
             if dev.cfg.close_connection_after_poll:
-                self._hang_up(now)
-            for b in self.blocks:  # read back at once
+                line._hang_up(now)
+            for b in line.blocks:  # read back at once
                 if b.device == dev.index and any(r in b.registers for r in regs):
                     b.extra = now
         return None
+
+
+def _point(node: str, type: str, value: Any, time_ns: int) -> Point:
+    """A point whose names were checked when the config was loaded (device and register
+    names are checked as point names there): made without checking them again, as
+    the batch decoder makes the points it has checked."""
+    p = Point.__new__(Point)
+    p.node, p.type, p.key, p.value, p.time, p.origin = node, type, "0", value, time_ns, ""
+    return p
 
 
 def _names(block: Block) -> str:

@@ -9,7 +9,8 @@ float becomes None). `encode(reg, value)` is the inverse for writes and raises
 register's `min`/`max`. Besides the 16/32/64-bit integers and floats: `int8`
 and `uint8` (one byte of a register, `half = "high"` or `"low"`), `float16`,
 `bcd16` and `bcd32` (4 and 8 decimal digits; a nibble above 9 reads as None),
-and strings in UTF-8, latin-1 or UTF-16 (`encoding`). `encode_mask` gives the
+and strings in UTF-8, latin-1 or UTF-16 (`encoding`), two bytes a register or,
+with `half`, one character in the high or low byte of each register. `encode_mask` gives the
 FC 22 masks that write one bit or one byte of a register, keeping the rest.
 """
 
@@ -94,6 +95,10 @@ def decode(reg: RegisterConfig, items: list[int] | list[bool]) -> Value:
         byte = int(items[0]) >> 8 if reg.half == "high" else int(items[0]) & 0xFF
         raw: int | float = byte - 256 if kind == "int8" and byte > 127 else byte
         return _scaled(reg, raw)
+    if kind == "string" and reg.half is not None:  # one character a register
+        shift = 8 if reg.half == "high" else 0
+        data = bytes(int(w) >> shift & 0xFF for w in items)
+        return data.rstrip(b"\0 ").decode(reg.encoding, "replace")
     data = to_bytes(reg, list(items))  # type: ignore[arg-type]
     if kind == "string":
         if reg.encoding == "utf-16":
@@ -152,9 +157,13 @@ def encode(reg: RegisterConfig, value: object) -> list[int] | bool:
             data = value.encode(_CODEC[reg.encoding])
         except UnicodeEncodeError:
             raise Refused(f"{reg.name!r}: {value!r} is not {reg.encoding}") from None
-        room = 2 * (reg.count or 1)
+        per = 2 if reg.half is None else 1  # bytes a register
+        room = per * (reg.count or 1)
         if len(data) > room:
             raise Refused(f"{reg.name!r} holds {room} bytes, got {len(data)}")
+        if per == 1:
+            shift = 8 if reg.half == "high" else 0
+            return [b << shift for b in data.ljust(room, b"\0")]
         return from_bytes(reg, data.ljust(room, b"\0"))
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Refused(f"{reg.name!r} takes a number, got {value!r}")

@@ -112,7 +112,9 @@ def _name(found: Found) -> str:
 def suggest(cfg: ModbusConfig, found: list[Found], name: str = "bus") -> str:
     """TOML for a `[[driver]]` with a `[[driver.device]]` per unit found."""
     lines = ["[[driver]]", f'name = "{name}"', 'type = "modbus"']
-    if cfg.transport == "rtu":
+    if cfg.serial:
+        if cfg.transport != "rtu":
+            lines.append(f'transport = "{cfg.transport}"')
         lines += [
             f'port = "{cfg.port}"',
             f"baudrate = {cfg.baudrate}",

@@ -1,6 +1,7 @@
 """Simulated Modbus devices: register maps served on a pseudo-terminal (RTU) or TCP.
 
-`ModbusSim(config).run(announce)` creates a pseudo-terminal pair (or listens
+`ModbusSim(config).run(announce)` creates a pseudo-terminal pair (RTU or
+ASCII framing), or listens
 on TCP, or UDP: one request a datagram), writes the address a driver should use (the pty's path, optionally
 also a symlink `link`; or host:port) as one line to `announce`, and serves
 until `stop()`. Each `[[device]]` is a unit id; a request for any other unit
@@ -19,7 +20,9 @@ exception 3, unknown function codes exception 1; FC 43/14 answers the device
 identification (`vendor`, `product_code`, `revision`, `product_name`).
 Requests are framed by their exact length, with no wait for silence; a TCP
 header whose length disagrees with its request closes that connection only.
-Answers go out after `response_delay` seconds.
+Answers go out after `response_delay` seconds (over TCP without holding up
+the other connections). With `hosts` one simulator serves the same devices at
+several addresses (one port), e.g. 500 network devices on loopback.
 
 Quirks of real devices, each a switch (see docs/modbus.md): `answer_exception`
 (every request refused with that code: 10/11 is a TCP gateway whose device is
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import heapq
 import math
 import os
 import select
@@ -51,6 +55,7 @@ from edgert_drivers.modbus import pdu
 from edgert_drivers.modbus.config import RegisterConfig, RegType
 from edgert_drivers.modbus.crc import crc_ok, with_crc
 from edgert_drivers.modbus.registers import encode, encode_mask
+from edgert_drivers.modbus.transport import ascii_frame
 
 __all__ = ["ModbusSim", "SimConfig", "SimDevice", "SimRegister"]
 
@@ -124,10 +129,13 @@ class SimDevice:
 
 @dataclass
 class SimConfig:
-    transport: Literal["rtu", "tcp", "rtu_over_tcp", "udp"] = "rtu"
+    transport: Literal["rtu", "ascii", "tcp", "rtu_over_tcp", "udp"] = "rtu"
     link: str | None = None  # rtu: also make this symlink to the pty
     host: str = "127.0.0.1"
     tcp_port: int = field(default=5020, metadata={"min": 0, "max": 65535})  # 0: any free port
+    # tcp: the same devices also at each of these addresses (the same port): many
+    # network devices from one process, e.g. 127.0.0.2 ... on a loopback interface
+    hosts: list[str] = field(default_factory=list)
     response_delay: float = field(default=0.0, metadata={"min": 0, "max": 10})
     one_client: bool = False  # tcp: a second connection is closed at once
     connect_delay: float = field(default=0.0, metadata={"min": 0, "max": 60})
@@ -379,6 +387,8 @@ class ModbusSim:
         self.requests = 0
         self._wake_r = self._wake_w = -1  # the wake pipe lives while `run` does
         self._stopped = False
+        self._later: list[tuple[float, int, socket.socket, bytes]] = []
+        self._seq = 0
 
     def stop(self, err: BaseException | None = None) -> None:
         """Ask `run` to return; returns at once."""
@@ -397,7 +407,7 @@ class ModbusSim:
             stack.callback(os.close, w)
             stack.callback(setattr, self, "_wake_w", -1)  # runs first: stop() writes no more
             self._wake_r, self._wake_w = r, w
-            if cfg.transport == "rtu":
+            if cfg.transport in ("rtu", "ascii"):
                 self._serve_pty(stack, devices, announce)
             elif cfg.transport == "udp":
                 self._serve_udp(stack, devices, announce)
@@ -427,15 +437,14 @@ class ModbusSim:
         if dev is None:
             return None  # nobody on the bus has this unit: silence
         self.requests += 1
-        answer = dev.handle(request, time.monotonic())
-        if self.config.response_delay:
-            time.sleep(self.config.response_delay)
-        return dev, answer
+        return dev, dev.handle(request, time.monotonic())
 
     def _rtu_answer(self, devices: dict[int, _Device], frame: bytes) -> bytes | None:
         got = self._answer(devices, frame[0], frame[1:-2], serial=True)
         if got is None:
             return None
+        if self.config.response_delay and self.config.transport in ("rtu", "ascii"):
+            time.sleep(self.config.response_delay)  # a serial line: nothing else goes on
         dev, answer = got
         unit = frame[0] if dev.cfg.answer_unit is None else dev.cfg.answer_unit
         out = with_crc(bytes((unit,)) + answer)
@@ -466,7 +475,32 @@ class ModbusSim:
             except OSError:  # EIO: no one has the pty open right now
                 time.sleep(0.01)
                 continue
-            buf = self._consume_rtu(devices, buf, lambda data: os.write(master, data))
+            if self.config.transport == "ascii":
+                buf = self._consume_ascii(devices, buf, lambda data: os.write(master, data))
+            else:
+                buf = self._consume_rtu(devices, buf, lambda data: os.write(master, data))
+
+    def _consume_ascii(self, devices: dict[int, _Device], buf: bytes, send: Any) -> bytes:
+        """Answer the whole ASCII frames (':' hex LRC CR LF) in `buf`; the bytes left over.
+        A frame that is not hex or fails its LRC gets no answer, as on a real line."""
+        while (end := buf.find(b"\n")) >= 0:
+            line, buf = buf[:end], buf[end + 1 :]
+            start = line.rfind(b":")
+            try:
+                frame = bytes.fromhex(line[start + 1 :].rstrip(b"\r").decode("ascii"))
+            except ValueError:
+                continue
+            if start < 0 or len(frame) < 3 or sum(frame) & 0xFF:
+                continue
+            got = self._answer(devices, frame[0], frame[1:-1], serial=True)
+            if got is None:
+                continue
+            if self.config.response_delay:
+                time.sleep(self.config.response_delay)
+            dev, answer = got
+            unit = frame[0] if dev.cfg.answer_unit is None else dev.cfg.answer_unit
+            send(ascii_frame(bytes((unit,)) + answer))
+        return b"" if len(buf) > 2 * _MAX_ADU + 3 else buf
 
     def _consume_rtu(self, devices: dict[int, _Device], buf: bytes, send: Any) -> bytes:
         """Answer the whole requests at the start of `buf`; the bytes left over."""
@@ -483,17 +517,21 @@ class ModbusSim:
         self, stack: contextlib.ExitStack, devices: dict[int, _Device], announce: TextIO | None
     ) -> None:
         cfg = self.config
-        listener = stack.enter_context(
-            socket.create_server((cfg.host, cfg.tcp_port), reuse_port=False)
-        )
-        listener.setblocking(False)
+        listeners: dict[int, socket.socket] = {}
+        port = cfg.tcp_port
+        for host in [cfg.host, *cfg.hosts]:  # port 0: the first one's free port for all
+            s = stack.enter_context(socket.create_server((host, port), reuse_port=False))
+            s.setblocking(False)
+            port = s.getsockname()[1]
+            listeners[s.fileno()] = s
         poll = select.poll()
-        poll.register(listener, select.POLLIN)
+        for fd in listeners:
+            poll.register(fd, select.POLLIN)
         poll.register(self._wake_r, select.POLLIN)
         clients: dict[int, _Client] = {}
         stack.callback(lambda: [c.sock.close() for c in clients.values()])
-        host, port = listener.getsockname()[:2]
-        self._announce(f"{host}:{port}", announce)
+        self._announce(f"{cfg.host}:{port}", announce)
+        self._later: list[tuple[float, int, socket.socket, bytes]] = []  # delayed answers
 
         def drop(c: _Client) -> None:
             poll.unregister(c.sock.fileno())
@@ -501,10 +539,13 @@ class ModbusSim:
             c.sock.close()
 
         while not self._stopped:
-            for fd, _ev in poll.poll():
-                if fd == listener.fileno():
+            wait = None
+            if self._later:
+                wait = max(0.0, self._later[0][0] - time.monotonic()) * 1000.0
+            for fd, _ev in poll.poll(wait):
+                if fd in listeners:
                     with contextlib.suppress(BlockingIOError):
-                        s, _ = listener.accept()
+                        s, _ = listeners[fd].accept()
                         if cfg.one_client and clients:
                             s.close()  # a device that serves one client at a time
                             continue
@@ -529,12 +570,28 @@ class ModbusSim:
                     keep = False
                 if not keep:
                     drop(c)
+            now = time.monotonic()
+            while self._later and self._later[0][0] <= now:
+                _t, _n, sock, answer = heapq.heappop(self._later)
+                with contextlib.suppress(OSError):  # the client may be gone
+                    sock.sendall(answer)
+
+    def _send_answer(self, sock: socket.socket, answer: bytes) -> None:
+        """Send an answer now, or after `response_delay` without holding up others."""
+        delay = self.config.response_delay
+        if not delay:
+            sock.sendall(answer)
+            return
+        self._seq += 1
+        heapq.heappush(self._later, (time.monotonic() + delay, self._seq, sock, answer))
 
     def _consume_tcp(self, devices: dict[int, _Device], c: _Client) -> bool:
         """Answer the whole requests in the client's buffer; False: close the connection."""
         buf = c.buf
         if self.config.transport == "rtu_over_tcp":
-            rest = self._consume_rtu(devices, bytes(buf), c.sock.sendall)
+            rest = self._consume_rtu(
+                devices, bytes(buf), lambda data: self._send_answer(c.sock, data)
+            )
             buf[:] = rest
             return True
         while len(buf) >= 6:
@@ -559,7 +616,7 @@ class ModbusSim:
                 tid = 0
             if dev.cfg.answer_unit is not None:
                 unit = dev.cfg.answer_unit
-            c.sock.sendall(struct.pack(">HHHB", tid, 0, len(answer) + 1, unit) + answer)
+            self._send_answer(c.sock, struct.pack(">HHHB", tid, 0, len(answer) + 1, unit) + answer)
         return True
 
     def _serve_udp(
@@ -595,6 +652,8 @@ class ModbusSim:
                 tid = 0
             if dev.cfg.answer_unit is not None:
                 unit = dev.cfg.answer_unit
+            if cfg.response_delay:
+                time.sleep(cfg.response_delay)
             with contextlib.suppress(OSError):
                 sock.sendto(struct.pack(">HHHB", tid, 0, len(answer) + 1, unit) + answer, peer)
 

@@ -27,7 +27,7 @@ def modbus() -> None:
 @click.option("--tcp-port", default=502, show_default=True, type=int)
 @click.option(
     "--transport",
-    type=click.Choice(["rtu", "tcp", "rtu_over_tcp", "udp"]),
+    type=click.Choice(["rtu", "ascii", "tcp", "rtu_over_tcp", "udp", "rtu_over_udp"]),
     help="Default: rtu with --port, tcp with --host.",
 )
 @click.option("--units", default="1-247", show_default=True, help='e.g. "1-10,17".')

@@ -1,14 +1,15 @@
 """An independent Modbus server (pymodbus) in its own process, to test drivers against.
 
 `pymodbus_peer(transport, units, link)` starts it and yields a `Peer`:
-`transport` is "rtu" (on a pseudo-terminal; the driver opens `peer.port`, a
-symlink the way udev names a USB adapter), "tcp" or "rtu_over_tcp" (on
-127.0.0.1:`peer.tcp_port`). Every unit has coils, discrete inputs, input and
+`transport` is "rtu" or "ascii" (on a pseudo-terminal; the driver opens
+`peer.port`, a symlink the way udev names a USB adapter), "tcp",
+"rtu_over_tcp", "udp" or "rtu_over_udp" (on 127.0.0.1:`peer.tcp_port`). Every unit has coils, discrete inputs, input and
 holding registers 0..`size`-1. The test reads and sets the peer's datastore
 (`get`, `set`) and counts the requests it received (`requests`), over a pipe.
 
-On "rtu" a relay sits between the driver's pty and the server's, and injects
-faults on demand (`fault`): drop requests for some units (a silent device),
+On "rtu" and "ascii" a relay sits between the driver's pty and the server's
+(copying ASCII bytes as they come), and on "rtu" injects faults on demand
+(`fault`): drop requests for some units (a silent device),
 corrupt every Nth answer (a CRC error), delay answers; `unplug()` closes the
 driver's pty and removes the symlink (a USB adapter pulled out), `plug()`
 creates a new one (put back in). pymodbus is imported only in the child.
@@ -101,12 +102,14 @@ def pymodbus_peer(
 ) -> Iterator[Peer]:
     """A running pymodbus server for the block (see the module's doc)."""
     tmp = None
-    if transport == "rtu" and link is None:
+    serial = transport in ("rtu", "ascii")
+    if serial and link is None:
         tmp = tempfile.mkdtemp(prefix="peer-")
         link = os.path.join(tmp, "ttyUSB0")
     tcp_port = 0
-    if transport != "rtu":
-        with socket.socket() as s:
+    if not serial:
+        udp = transport in ("udp", "rtu_over_udp")
+        with socket.socket(type=socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as s:
             s.bind(("127.0.0.1", 0))
             tcp_port = s.getsockname()[1]
     mp = multiprocessing.get_context("spawn")
@@ -158,8 +161,9 @@ def _child(
 class _Relay:
     """Copies RTU frames between the driver's pty and the server's, with faults."""
 
-    def __init__(self, loop: Any, server_master: int, link: str) -> None:
+    def __init__(self, loop: Any, server_master: int, link: str, raw: bool = False) -> None:
         self.loop = loop
+        self.raw = raw  # copy bytes as they come (ASCII frames), no RTU framing
         self.server = server_master
         self.link = link
         self.drop_units: set[int] = set()
@@ -195,9 +199,13 @@ class _Relay:
         from edgert_drivers.modbus.pdu import rtu_request_length
 
         try:
-            self.buf += os.read(self.master, 4096)
+            data = os.read(self.master, 4096)
         except (BlockingIOError, OSError):
             return
+        if self.raw:
+            os.write(self.server, data)
+            return
+        self.buf += data
         while (n := rtu_request_length(self.buf)) is not None and len(self.buf) >= n:
             frame, self.buf = self.buf[:n], self.buf[n:]
             if not crc_ok(frame):
@@ -231,7 +239,7 @@ async def _serve(
     import asyncio
 
     from pymodbus import FramerType
-    from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+    from pymodbus.server import ModbusSerialServer, ModbusTcpServer, ModbusUdpServer
     from pymodbus.simulator import DataType, SimData, SimDevice
 
     def device(unit: int) -> Any:
@@ -256,27 +264,35 @@ async def _serve(
     devices = [device(u) for u in units]
     relay = None
     connected = asyncio.Event()
-    if transport == "rtu":
+    serial = transport in ("rtu", "ascii")
+    if serial:
         assert link is not None
         server_master, server_slave = raw_pty()
         server = ModbusSerialServer(
             devices,
-            framer=FramerType.RTU,
+            framer=FramerType.RTU if transport == "rtu" else FramerType.ASCII,
             port=os.ttyname(server_slave),
             baudrate=115200,
             parity="N",
             trace_pdu=trace,
             trace_connect=lambda up: connected.set() if up else None,
         )
-        relay = _Relay(loop, server_master, link)
+        relay = _Relay(loop, server_master, link, raw=transport == "ascii")
     else:
-        framer = FramerType.SOCKET if transport == "tcp" else FramerType.RTU
-        server = ModbusTcpServer(
-            devices, framer=framer, address=("127.0.0.1", tcp_port), trace_pdu=trace
-        )
+        framer = FramerType.SOCKET if transport in ("tcp", "udp") else FramerType.RTU
+        kind = ModbusUdpServer if transport in ("udp", "rtu_over_udp") else ModbusTcpServer
+        server = kind(devices, framer=framer, address=("127.0.0.1", tcp_port), trace_pdu=trace)
     task = asyncio.create_task(server.serve_forever())
-    if transport == "rtu":
+    if serial:
         await asyncio.wait_for(connected.wait(), 20)
+    elif transport in ("udp", "rtu_over_udp"):
+        for _ in range(400):  # up once its port is taken
+            with socket.socket(type=socket.SOCK_DGRAM) as probe:
+                try:
+                    probe.bind(("127.0.0.1", tcp_port))
+                except OSError:
+                    break
+            await asyncio.sleep(0.025)
     else:
         for _ in range(400):
             try:
