@@ -16,6 +16,7 @@ across fields.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import types
 import typing
@@ -207,6 +208,7 @@ BOUNDS = ("min", "max", "gt", "lt")
 METADATA_KEYS = frozenset({*BOUNDS, "name", "doc"})
 
 
+@functools.cache  # a class is checked once: a config of 500 devices decodes its tables 15,000 times
 def check_fields(cls: type) -> dict[str, Any]:
     """Check the field metadata of config dataclass `cls` (and the tables in it).
 
