@@ -5,7 +5,8 @@ locked so two gateways never share it) and the data directory, then supervises
 every actor — the embedded nats-server when asked for, the bridge, and one
 process per `[[driver]]` — until `stop()` (from another thread, or SIGTERM/SIGINT
 in `edgert run`), and removes its sockets and lock on the way out. It raises
-`GroupFailed` when the supervisor tore the group down. Nothing is global: a test
+`GroupFailed` when the supervisor tore the group down, and `RuntimeBusy`, starting
+nothing, when the runtime directory or the embedded server's port is taken. Nothing is global: a test
 starts a gateway, drives it, stops it and starts another in the same interpreter.
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, GatewayConfig, SupervisorSection, driver_nodes, load
-from .preflight import spool_room
+from .preflight import embedded_port_busy, spool_room
 from .proc import ActorSpec, Build
 from .proc.zygote import fingerprint
 from .supervisor import ChildSpec, GroupFailed, Supervisor
@@ -33,7 +34,8 @@ log = logging.getLogger("edgert.runtime")
 
 
 class RuntimeBusy(Exception):
-    """Another gateway holds the runtime directory, or it is not safe to use."""
+    """Another gateway holds the runtime directory, it is not safe to use, or the
+    embedded NATS server's port is taken by another program."""
 
 
 def _check_private(rdir: Path) -> None:
@@ -91,6 +93,13 @@ class Runtime:
         cfg = self.config
         rdir = cfg.runtime_dir
         with _runtime_dir(rdir), contextlib.closing(Notifier()) as notifier:
+            # A port another program holds: restarts cannot help, so say it once, start nothing.
+            try:
+                busy = embedded_port_busy(cfg)
+            except ValueError as e:
+                raise ConfigError(f"{cfg.path}: {e}") from None
+            if busy:
+                raise RuntimeBusy(busy)
             _private_dir(cfg.data_dir)
             if cfg.nats.enabled and (room := spool_room(cfg)):
                 log.warning("%s", room)
