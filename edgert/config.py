@@ -286,6 +286,9 @@ class SupervisorSection:
     backoff_max: float = field(default=10.0, metadata={"min": 0})
     shutdown_timeout: float = field(default=5.0, metadata={"gt": 0})
     heartbeat_timeout: float = field(default=10.0, metadata={"gt": 0})
+    # before its first heartbeat an actor may be slow (imports on a small CPU): it is
+    # judged hung only after max(start_timeout, heartbeat_timeout)
+    start_timeout: float = field(default=30.0, metadata={"gt": 0})
     healthy_after: float = field(default=10.0, metadata={"min": 0})
     failed_retry: float = field(
         default=60.0, metadata={"min": 0}
