@@ -102,7 +102,8 @@ def _fail(ctx: click.Context, e: BaseException, code: int) -> None:
     verbose = (ctx.obj or {}).get("verbose", 0)
     if verbose:
         traceback.print_exception(e)
-    click.echo(f"edgert: error: {e}", err=True)
+    for line in str(e).splitlines() or [type(e).__name__]:  # a config's problems: one line each
+        click.echo(f"edgert: error: {line}", err=True)
     ctx.exit(code)
 
 
