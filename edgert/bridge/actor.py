@@ -44,6 +44,7 @@ from ..spool import Spool
 from . import tail_endpoint
 from .commands import Commands
 from .forwarder import Ack, Action, Commit, Forwarder, Publish, Read
+from .latest import Latest, values_endpoint
 from .payload import CONTENT_TYPES, encode
 from .status import change_key, status_message
 from .uplink import Uplink
@@ -103,6 +104,8 @@ class _Run:
         self.log = ctx.log
         self.router: zmq.Socket | None = None
         self.tail: zmq.Socket | None = None
+        self.values_sock: zmq.Socket | None = None
+        self.latest = Latest()
         self.spool: Spool | None = None
         self.worker: ThreadPoolExecutor | None = None
         self.seqs: dict[str, int] = {}  # epoch -> last seq in the spool
@@ -160,9 +163,11 @@ class _Run:
                 self.tail = stack.enter_context(_socket(zctx, zmq.PUB))
                 self.tail.setsockopt(zmq.SNDHWM, 10_000)
                 self.tail.bind(tail_endpoint(cfg.runtime_dir))
+                self.values_sock = stack.enter_context(_socket(zctx, zmq.ROUTER))
+                self.values_sock.bind(values_endpoint(cfg.runtime_dir))
                 self._report()
                 async with asyncio.TaskGroup() as tg:
-                    tasks = [tg.create_task(self.bus())]
+                    tasks = [tg.create_task(self.bus()), tg.create_task(self.values())]
                     spooler = None
                     if self.spool is not None:
                         spooler = tg.create_task(self.spooler())
@@ -330,6 +335,7 @@ class _Run:
                     for node, _n, packed in nodes:
                         with contextlib.suppress(zmq.ZMQError):
                             tail.send_multipart([node.encode() + b"\0", packed], zmq.NOBLOCK)
+                        self.latest.add(packed)
                 self.feed(self.fwd.batch(ident, epoch, seq, first, resent, nodes, now), False)
             elif kind == "R":
                 _, cmd_id, ok, error = frame
@@ -338,6 +344,23 @@ class _Run:
                 self._bad(f"frame kind {kind!r} is not sent by actors")
         if self.acks:
             self._flush_acks()
+
+    async def values(self) -> None:
+        """Answer `edgert values` and `tail --last` from the latest-values table."""
+        sock = self.values_sock
+        assert sock is not None
+        loop = asyncio.get_running_loop()
+        fd = sock.getsockopt(zmq.FD)
+        never = asyncio.Event()
+        while True:
+            await _readable(loop, sock, fd, None, never)
+            requests: list[list[bytes]] = []
+            _drain(sock, requests)
+            for parts in requests:
+                if len(parts) < 2:
+                    continue
+                with contextlib.suppress(zmq.ZMQError):  # the asker went away
+                    sock.send_multipart([*parts[:-1], self.latest.reply(parts[-1])], zmq.NOBLOCK)
 
     def _disk_fault(self, error: str) -> None:
         """A commit failed: say so once (status, status subject, log) and retry later."""

@@ -56,6 +56,11 @@ LAZY: dict[str, tuple[str, str]] = {
         "Print the points flowing through a running gateway, live, one per line: "
         "time (UTC), node, type, key, value.",
     ),
+    "values": (
+        "edgert.cli.values:values",
+        "Print the latest value of every point of a running gateway (or of NODE), "
+        "with its age, without waiting for new points.",
+    ),
 }
 
 
@@ -229,7 +234,9 @@ def status(config: str | None, runtime_dir: str | None, as_json: bool) -> None:
         }
         click.echo(json.dumps(out, indent=2))
     else:
-        click.echo(format_status(snap))
+        from edgert.table import is_tty
+
+        click.echo(format_status(snap, tty=is_tty()))
 
 
 @cli.command()

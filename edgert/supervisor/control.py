@@ -109,22 +109,25 @@ def now_note(actor: dict[str, Any]) -> str:
     return "; ".join(notes)
 
 
-def format_status(status: dict[str, Any]) -> str:
-    """The status snapshot as a table, one row per actor."""
-    rows = [
-        (
-            "NAME",
-            "KIND",
-            "PID",
-            "STATE",
-            "RESTARTS",
-            "UPTIME",
-            "POINTS_OUT",
-            "BUFFERED",
-            "NOW",
-            "LAST_ERROR",
-        )
-    ]
+def format_status(status: dict[str, Any], tty: bool = False, width: int | None = None) -> str:
+    """The status snapshot as a table, one row per actor (`edgert.table.render`): on a
+    terminal fitted to its width, the NOW and LAST_ERROR columns wrapping, states in
+    colour; otherwise one line per actor, nothing cut."""
+    from ..table import STATE_STYLES, render
+
+    headers = (
+        "NAME",
+        "KIND",
+        "PID",
+        "STATE",
+        "RESTARTS",
+        "UPTIME",
+        "POINTS_OUT",
+        "BUFFERED",
+        "NOW",
+        "LAST_ERROR",
+    )
+    rows = []
     for a in status["actors"]:
         err = (a.get("last_error") or "").strip().splitlines()
         rows.append(
@@ -137,12 +140,17 @@ def format_status(status: dict[str, Any]) -> str:
                 _age(a["uptime"]) if a["uptime"] else "-",
                 str(a["points_out"]),
                 str(a["buffered"]),
-                now_note(a)[:60],
-                (err[-1][:60] if err else ""),
+                now_note(a),
+                err[-1] if err else "",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [f"gateway {status['gateway']}"]
-    for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    return "\n".join(lines)
+    table = render(
+        headers,
+        rows,
+        tty=tty,
+        width=width,
+        wrap=("NOW", "LAST_ERROR"),
+        right=("PID", "RESTARTS", "UPTIME", "POINTS_OUT", "BUFFERED"),
+        styles={"STATE": STATE_STYLES},
+    )
+    return f"gateway {status['gateway']}\n{table}"
