@@ -56,7 +56,7 @@ def test_check_prints_each_problem_on_its_own_line(tmp_path: Path) -> None:
     cfg.write_text(MANY)
     r = CliRunner().invoke(cli, ["check", str(cfg)])
     assert r.exit_code == 2
-    lines = r.stderr.strip().splitlines()
+    lines = r.output.strip().splitlines()  # stderr: nothing goes to stdout
     assert len(lines) == 6 and all(x.startswith(f"edgert: error: {cfg}: ") for x in lines)
 
 

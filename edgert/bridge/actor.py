@@ -47,6 +47,7 @@ from .forwarder import Ack, Action, Commit, Forwarder, Publish, Read
 from .latest import Latest, values_endpoint
 from .payload import CONTENT_TYPES, encode
 from .status import change_key, status_message
+from .twins import Twins
 from .uplink import Uplink
 
 __all__ = ["Bridge", "BridgeConfig"]
@@ -118,6 +119,7 @@ class _Run:
         self.snapshot: dict[str, Any] = {}
         self.status_key: Any = None
         self.uplink = Uplink(self)
+        self.twins = Twins(self.cfg.gateway_id, self.base, self.log, lambda: self.changed())
         self.commands = Commands(
             self.base, self.cfg.routes, self.cfg.command_timeout, self._send_router, self.enc
         )
@@ -404,6 +406,7 @@ class _Run:
         up = self.uplink
         s["nats"] = "connected" if up.connected else f"down: {up.error or 'connecting'}"
         s["nats_connect_attempts"] = up.attempts
+        s["duplicate_id"] = self.twins.note()  # "" unless another gateway has this id
         self.ctx.report(**s)
 
     def changed(self) -> None:
@@ -413,7 +416,7 @@ class _Run:
             self.snapshot,
             self.spool.dropped_points if self.spool is not None else 0,
             self.uplink.connected,
-        )
+        ) + (self.twins.note(),)
         if key != self.status_key:
             self.status_key = key
             self.status_changed.set()
@@ -430,6 +433,7 @@ class _Run:
                 self.uplink.server,
                 self.spool.stats() if self.spool is not None else {},
                 self.stats() | {"duplicates": self.fwd.stats["duplicates"]},
+                duplicate_id=self.twins.note(),
             )
             await nc.publish(f"{self.base}.status", encode(msg, self.enc), headers=headers)
             with contextlib.suppress(TimeoutError):

@@ -21,6 +21,7 @@ def status_message(
     server: str,
     spool: dict[str, int],
     bus: dict[str, int],
+    duplicate_id: str = "",
 ) -> dict[str, Any]:
     actors = []
     for a in snapshot.get("actors", []):
@@ -52,6 +53,8 @@ def status_message(
         },
         "bus": {k: bus.get(k, 0) for k in ("bad_frames", "duplicates", "out_of_order")},
         "actors": actors,
+        # "" unless another gateway with this id is on NATS: who ("host H pid N")
+        "duplicate_id": duplicate_id,
     }
 
 

@@ -183,6 +183,7 @@ class Uplink:
             else:
                 tg.create_task(self._core_acks(sess, marks))
             tg.create_task(run.statuses(nc))
+            tg.create_task(run.twins.watch(nc))
             tg.create_task(self._commands(nc, sub, tg))
             await closed.wait()
             raise Down(nc.last_error and repr(nc.last_error) or "connection closed")

@@ -94,7 +94,8 @@ def now_note(actor: dict[str, Any]) -> str:
     note (`ctx.report(now=...)`), the NATS link (bridge), what it waits for, a closed
     port (Modbus), drops."""
     s = actor.get("stats") or {}
-    notes = [str(s["now"])] if s.get("now") else []
+    notes = [f"DUPLICATE ID: also {s['duplicate_id']}"] if s.get("duplicate_id") else []
+    notes += [str(s["now"])] if s.get("now") else []
     if s.get("nats"):
         notes.append(f"nats {s['nats']}")
     if s.get("waiting"):
@@ -153,4 +154,15 @@ def format_status(status: dict[str, Any], tty: bool = False, width: int | None =
         right=("PID", "RESTARTS", "UPTIME", "POINTS_OUT", "BUFFERED"),
         styles={"STATE": STATE_STYLES},
     )
-    return f"gateway {status['gateway']}\n{table}"
+    title = f"gateway {status['gateway']}"
+    twins = [
+        a["stats"]["duplicate_id"]
+        for a in status["actors"]
+        if (a.get("stats") or {}).get("duplicate_id")
+    ]
+    if twins:
+        title += (
+            f"  WARNING: another gateway with this id is on NATS ({twins[0]}): "
+            "give each its own [gateway] id"
+        )
+    return f"{title}\n{table}"
