@@ -133,11 +133,11 @@ def cli(ctx: click.Context, verbose: int) -> None:
 def _setup_logging(verbose: int) -> int:
     import logging
 
+    from edgert.logs import handler
+
     level = logging.DEBUG if verbose > 1 else logging.INFO
     logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=level, handlers=[handler("%(asctime)s %(levelname)s %(name)s: %(message)s")]
     )
     return level
 
