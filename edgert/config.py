@@ -309,6 +309,13 @@ class GatewaySection:
     id: str = field(metadata={"name": True})
     runtime_dir: str | None = None
     data_dir: str | None = None
+    # whether the wall clock is synchronized: "kernel" (adjtimex), "none" (never
+    # checked), or "file:PATH" (a JSON file; tests and simulations)
+    clock: str = "kernel"
+
+    def check(self) -> None:
+        if self.clock not in ("kernel", "none") and not self.clock.startswith("file:"):
+            raise Invalid("clock", f"expected 'kernel', 'none' or 'file:PATH', got {self.clock!r}")
 
 
 @dataclass

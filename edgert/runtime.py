@@ -186,6 +186,7 @@ class Runtime:
                 "edgert.bridge.actor:BridgeConfig",
                 {
                     "gateway_id": cfg.gateway.id,
+                    "clock": cfg.gateway.clock,
                     "runtime_dir": rdir,
                     "data_dir": str(cfg.data_dir),
                     "nats": cfg.nats,

@@ -22,6 +22,7 @@ def status_message(
     spool: dict[str, int],
     bus: dict[str, int],
     duplicate_id: str = "",
+    clock: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     actors = []
     for a in snapshot.get("actors", []):
@@ -55,6 +56,8 @@ def status_message(
         "actors": actors,
         # "" unless another gateway with this id is on NATS: who ("host H pid N")
         "duplicate_id": duplicate_id,
+        # "synchronized" or not; messages sent unsynced, points whose time was corrected
+        "clock": clock or {"state": "synchronized", "unsynced_out": 0, "corrected": 0},
     }
 
 

@@ -98,6 +98,8 @@ def now_note(actor: dict[str, Any]) -> str:
     notes += [str(s["now"])] if s.get("now") else []
     if s.get("nats"):
         notes.append(f"nats {s['nats']}")
+    if s.get("clock") == "unsynchronized":
+        notes.append("clock unsynchronized")
     if s.get("waiting"):
         notes.append(f"waiting: {s['waiting']}")
     if s.get("port") not in (None, "open"):
@@ -165,4 +167,7 @@ def format_status(status: dict[str, Any], tty: bool = False, width: int | None =
             f"  WARNING: another gateway with this id is on NATS ({twins[0]}): "
             "give each its own [gateway] id"
         )
+    clocks = [(a.get("stats") or {}).get("clock") for a in status["actors"]]
+    if "unsynchronized" in clocks:
+        title += "  clock: unsynchronized (points go out with Edgert-Clock: unsynced)"
     return f"{title}\n{table}"
