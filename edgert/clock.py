@@ -49,10 +49,10 @@ def _offset() -> int:
     return time.time_ns() - time.monotonic_ns()
 
 
-def kernel_synced() -> bool:
+def kernel_synced(libc: Any = None) -> bool:
     """The kernel's view (adjtimex in read-only mode); True where it cannot be asked."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = libc or ctypes.CDLL(None, use_errno=True)
         buf = ctypes.create_string_buffer(512)  # struct timex, zeroed: modes = 0 reads only
         state = libc.adjtimex(buf)
     except (OSError, AttributeError):
@@ -61,8 +61,15 @@ def kernel_synced() -> bool:
 
 
 class KernelClock:
+    def __init__(self) -> None:
+        try:
+            self.libc: Any = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            self.libc = None
+
     def read(self) -> ClockReading:
-        return ClockReading(kernel_synced(), _offset())
+        synced = kernel_synced(self.libc) if self.libc is not None else True
+        return ClockReading(synced, _offset())
 
 
 class AlwaysSynced:
