@@ -18,7 +18,6 @@ across fields.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import tomllib
 import types
@@ -60,6 +59,8 @@ class ConfigError(Exception):
 
 def did_you_mean(key: str, known: Any) -> str:
     """` (did you mean 'x'?)` for the known name closest to a mistyped `key`, else ""."""
+    import difflib  # only when a key is wrong: every actor process imports this module
+
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
