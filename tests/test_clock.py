@@ -73,8 +73,7 @@ def test_unsynchronized_points_carry_the_header_and_status_says_so(
         wait_for(lambda: sub.messages, 10, "points on NATS")
         assert all(m.headers.get("Edgert-Clock") == "unsynced" for m in sub.messages)
         r = CliRunner().invoke(cli, ["status", "--runtime-dir", str(cfg.runtime_dir)])
-        assert "clock: unsynchronized" in r.output.splitlines()[0], r.output
-        assert "clock unsynchronized" in r.output
+        assert "clock unsynchronized" in r.output  # the bridge's NOW column
         set_clock(clock, synced=True)  # synchronized, no step: headers stop
         wait_for(lambda: bridge(cfg)["clock"] == "synchronized", 10, "synchronized")
         n = len(sub.messages)

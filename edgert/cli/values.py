@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from edgert.point import BadBatch, Point, points_from_maps, unpack_limited
+from edgert.point import BadBatch, Point, points_from_maps
 
 __all__ = ["values", "latest_points"]
 
@@ -46,7 +46,9 @@ def latest_points(
                 raise click.ClickException(
                     f"the gateway's bridge at {runtime_dir} did not answer within {timeout:g}s"
                 )
-            reply = unpack_limited(sock.recv_multipart()[-1])
+            # the bridge of this user's own gateway (a 0700 directory): a table of up to
+            # 20,000 points may be larger than a bus frame may be
+            reply = msgpack.unpackb(sock.recv_multipart()[-1], raw=False)
         finally:
             sock.close(0)
     finally:

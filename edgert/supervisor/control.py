@@ -115,7 +115,8 @@ def now_note(actor: dict[str, Any]) -> str:
 def format_status(status: dict[str, Any], tty: bool = False, width: int | None = None) -> str:
     """The status snapshot as a table, one row per actor (`edgert.table.render`): on a
     terminal fitted to its width, the NOW and LAST_ERROR columns wrapping, states in
-    colour; otherwise one line per actor, nothing cut."""
+    colour, and under the table a warning for a duplicate gateway id or an
+    unsynchronized clock; otherwise one line per actor, nothing cut."""
     from ..table import STATE_STYLES, render
 
     headers = (
@@ -156,18 +157,15 @@ def format_status(status: dict[str, Any], tty: bool = False, width: int | None =
         right=("PID", "RESTARTS", "UPTIME", "POINTS_OUT", "BUFFERED"),
         styles={"STATE": STATE_STYLES},
     )
-    title = f"gateway {status['gateway']}"
-    twins = [
-        a["stats"]["duplicate_id"]
-        for a in status["actors"]
-        if (a.get("stats") or {}).get("duplicate_id")
-    ]
-    if twins:
-        title += (
-            f"  WARNING: another gateway with this id is on NATS ({twins[0]}): "
-            "give each its own [gateway] id"
+    notes = []  # for a person at a terminal; piped, the rows alone (NOW says it too)
+    stats = [a.get("stats") or {} for a in status["actors"]] if tty else []
+    for twin in [s["duplicate_id"] for s in stats if s.get("duplicate_id")][:1]:
+        notes.append(
+            f"WARNING: another gateway with this id is on NATS ({twin}): commands reach "
+            "either and the points of both mix; give each its own [gateway] id"
         )
-    clocks = [(a.get("stats") or {}).get("clock") for a in status["actors"]]
-    if "unsynchronized" in clocks:
-        title += "  clock: unsynchronized (points go out with Edgert-Clock: unsynced)"
-    return f"{title}\n{table}"
+    if "unsynchronized" in [s.get("clock") for s in stats]:
+        notes.append(
+            "warning: the clock is unsynchronized (points go out with Edgert-Clock: unsynced)"
+        )
+    return "\n".join([f"gateway {status['gateway']}", table, *notes])
