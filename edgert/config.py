@@ -8,6 +8,8 @@ no driver parses its config by hand. Field metadata adds bounds and a
 description: `field(default=1.0, metadata={"gt": 0, "doc": "seconds between
 polls"})`; the keys are `min`, `max`, `gt`, `lt` (numbers, for number fields),
 `name` (true: a subject token) and `doc` (shown by `edgert drivers --keys`).
+Every problem of a file is reported at once (`ConfigError.problems`, one line
+each), an unknown key with the known key it most resembles ("did you mean").
 Any other metadata key is a mistake in the driver and refused (`check_fields`).
 A dataclass may define `check(self)` raising `Invalid(key, message)` for checks
 across fields.
@@ -47,7 +49,22 @@ RESERVED_NAMES = frozenset({"bridge", "nats"})
 
 
 class ConfigError(Exception):
-    """A configuration that cannot be used; the message names file, table and key."""
+    """A configuration that cannot be used; the message names file, table and key.
+
+    `problems` holds every problem found, one line each; the message is those lines.
+    """
+
+    def __init__(self, problems: str | list[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def did_you_mean(key: str, known: Any) -> str:
+    """` (did you mean 'x'?)` for the known name closest to a mistyped `key`, else ""."""
+    import difflib  # only when a key is wrong: every actor process imports this module
+
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class Invalid(ValueError):
@@ -100,7 +117,15 @@ def _convert(t: Any, v: Any, where: str) -> Any:
         (a,) = typing.get_args(t)
         if not isinstance(v, list):
             raise _Mismatch
-        return [_convert(a, x, f"{where}[{i}]") for i, x in enumerate(v)]
+        out, problems = [], []
+        for i, x in enumerate(v):
+            try:
+                out.append(_convert(a, x, f"{where}[{i}]"))
+            except ConfigError as e:  # every table of the array is checked
+                problems += e.problems
+        if problems:
+            raise ConfigError(problems)
+        return out
     if origin is dict:
         if not isinstance(v, dict):
             raise _Mismatch
@@ -132,36 +157,45 @@ def _convert(t: Any, v: Any, where: str) -> Any:
     raise TypeError(f"config type {t!r} is not supported")
 
 
-def decode(cls: type, table: dict[str, Any], where: str) -> Any:
+def decode(cls: type, table: dict[str, Any], where: str, also: tuple[str, ...] = ()) -> Any:
     """Build dataclass `cls` from a TOML table; `where` names the table in errors.
 
-    Unknown keys, missing required keys, wrong types and values outside the
-    bounds given in field metadata (`min`, `max`, `gt`, `lt`, `name`) raise ConfigError.
-    List fields of dataclasses map to TOML arrays of tables (`[[driver.device]]`).
+    Unknown keys (with a "did you mean" among the fields and `also`), missing
+    required keys, wrong types and values outside the bounds given in field
+    metadata (`min`, `max`, `gt`, `lt`, `name`) raise ConfigError, all of them
+    at once. List fields of dataclasses map to TOML arrays of tables (`[[driver.device]]`).
     """
     hints = check_fields(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    problems: list[str] = []
     unknown = [k for k in table if k not in fields]
-    if unknown:
-        known = ", ".join(sorted(fields)) or "none"
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known keys: {known})")
+    known = ", ".join(sorted(fields)) or "none"
+    for k in unknown:
+        hint = did_you_mean(k, [*fields, *also])
+        problems.append(f"{where}: unknown key {k!r}{hint} (known keys: {known})")
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
         if name not in table:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{where}: missing required key {name!r}")
+                typo = [k for k in unknown if did_you_mean(k, [name])]
+                note = f" ({typo[0]!r} is there: a typo?)" if typo else ""
+                problems.append(f"{where}: missing required key {name!r}{note}")
             continue
         v = table[name]
         t = hints[name]
         sub = f"{where} > {name}" if is_table_list(t) else where
         try:
             v = _convert(t, v, sub)
+            _check_bounds(where, name, v, f.metadata)
         except _Mismatch:
-            raise ConfigError(
-                f"{where}: key {name!r} must be {_type_name(t)}, got {_show(v)}"
-            ) from None
-        _check_bounds(where, name, v, f.metadata)
+            problems.append(f"{where}: key {name!r} must be {_type_name(t)}, got {_show(v)}")
+            continue
+        except ConfigError as e:
+            problems += e.problems
+            continue
         kwargs[name] = v
+    if problems:
+        raise ConfigError(problems)
     try:
         obj = cls(**kwargs)
         check = getattr(obj, "check", None)
@@ -279,6 +313,13 @@ class GatewaySection:
     id: str = field(metadata={"name": True})
     runtime_dir: str | None = None
     data_dir: str | None = None
+    # whether the wall clock is synchronized: "kernel" (adjtimex), "none" (never
+    # checked), or "file:PATH" (a JSON file; tests and simulations)
+    clock: str = "kernel"
+
+    def check(self) -> None:
+        if self.clock not in ("kernel", "none") and not self.clock.startswith("file:"):
+            raise Invalid("clock", f"expected 'kernel', 'none' or 'file:PATH', got {self.clock!r}")
 
 
 @dataclass
@@ -289,6 +330,9 @@ class SupervisorSection:
     backoff_max: float = field(default=10.0, metadata={"min": 0})
     shutdown_timeout: float = field(default=5.0, metadata={"gt": 0})
     heartbeat_timeout: float = field(default=10.0, metadata={"gt": 0})
+    # before its first heartbeat an actor may be slow (imports on a small CPU): it is
+    # judged hung only after max(start_timeout, heartbeat_timeout)
+    start_timeout: float = field(default=30.0, metadata={"gt": 0})
     healthy_after: float = field(default=10.0, metadata={"min": 0})
     failed_retry: float = field(
         default=60.0, metadata={"min": 0}
@@ -480,43 +524,55 @@ def _driver(path: str, i: int, table: Any) -> DriverSpec:
     where = f"{path}: [[driver]] #{i + 1}"
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table")
+    problems: list[str] = []
     name = table.get("name")
     if name is None:
-        raise ConfigError(f"{where}: missing required key 'name'")
-    if not valid_name(name):
-        raise ConfigError(
+        problems.append(f"{where}: missing required key 'name'")
+    elif not valid_name(name):
+        problems.append(
             f"{where}: key 'name' value {name!r} may contain only letters, digits, '_' and '-'"
         )
-    where = f"{path}: [[driver]] {name!r}"
-    if name in RESERVED_NAMES:
-        raise ConfigError(f"{where}: key 'name': {name!r} is reserved for the runtime's own actors")
+    else:
+        where = f"{path}: [[driver]] {name!r}"
+        if name in RESERVED_NAMES:
+            problems.append(
+                f"{where}: key 'name': {name!r} is reserved for the runtime's own actors"
+            )
     t = table.get("type")
     if not isinstance(t, str):
-        raise ConfigError(
-            f"{where}: missing required key 'type' (a driver type, see `edgert drivers`)"
+        typo = [k for k in table if k not in _COMMON and did_you_mean(k, ["type"])]
+        note = f"; {typo[0]!r} is there: did you mean 'type'?" if typo else ""
+        problems.append(
+            f"{where}: missing required key 'type' (a driver type, see `edgert drivers`){note}"
         )
     restart = table.get("restart", "permanent")
     if restart not in ("permanent", "transient", "temporary"):
-        raise ConfigError(
+        problems.append(
             f"{where}: key 'restart' must be 'permanent', 'transient' or 'temporary', got {restart!r}"
         )
     critical = table.get("critical", False)
     if not isinstance(critical, bool):
-        raise ConfigError(f"{where}: key 'critical' must be true or false, got {critical!r}")
+        problems.append(f"{where}: key 'critical' must be true or false, got {critical!r}")
+    if not isinstance(t, str):
+        raise ConfigError(problems)
     try:
         cls = resolve_driver(t)
     except LookupError as e:
-        raise ConfigError(f"{where}: key 'type': {e}") from None
+        raise ConfigError([*problems, f"{where}: key 'type': {e}"]) from None
     own = {k: v for k, v in table.items() if k not in _COMMON}
     cfg_cls = getattr(cls, "Config", None)
+    cfg = None
     if cfg_cls is None:
-        if own:
-            raise ConfigError(
-                f"{where}: unknown key {next(iter(own))!r} (driver {t!r} takes no keys)"
-            )
-        cfg = None
+        for k in own:
+            hint = did_you_mean(k, _COMMON)
+            problems.append(f"{where}: unknown key {k!r}{hint} (driver {t!r} takes no keys)")
     else:
-        cfg = decode(cfg_cls, own, where)
+        try:
+            cfg = decode(cfg_cls, own, where, also=_COMMON)
+        except ConfigError as e:
+            problems += e.problems
+    if problems:
+        raise ConfigError(problems)
     return DriverSpec(
         name=name, type=t, restart=restart, cls=cls, config=cfg, raw=dict(table), critical=critical
     )
@@ -538,7 +594,7 @@ def _parse(text: str, path: str) -> dict[str, Any]:
 
 
 def loads(text: str, path: str = "<config>") -> GatewayConfig:
-    """Parse and validate a gateway config from TOML text."""
+    """Parse and validate a gateway config from TOML text; every problem at once."""
     return from_doc(_parse(text, path), path)
 
 
@@ -556,47 +612,72 @@ def overlay(local: str, desired: str, path: str, desired_path: str) -> GatewayCo
     for k in want:
         if k not in _TOP:
             raise ConfigError(
-                f"{desired_path}: unknown table or key {k!r} (known: {', '.join(_TOP)})"
+                f"{desired_path}: unknown table or key {k!r}{did_you_mean(k, _TOP)} "
+                f"(known: {', '.join(_TOP)})"
             )
     doc.update({k: v for k, v in want.items() if k not in LOCAL_ONLY})
     return from_doc(doc, f"{path} + {desired_path}")
 
 
 def from_doc(doc: dict[str, Any], path: str) -> GatewayConfig:
-    """Validate a parsed TOML document as a gateway config; `path` names it in errors."""
+    """Validate a parsed TOML document as a gateway config; `path` names it in errors.
+    Every problem is found before ConfigError is raised (`problems` lists them)."""
+    problems: list[str] = []
     for k in doc:
         if k not in _TOP:
-            raise ConfigError(f"{path}: unknown table or key {k!r} (known: {', '.join(_TOP)})")
+            problems.append(
+                f"{path}: unknown table or key {k!r}{did_you_mean(k, _TOP)} "
+                f"(known: {', '.join(_TOP)})"
+            )
     if "gateway" not in doc:
-        raise ConfigError(f'{path}: missing table [gateway] (with id = "...")')
+        problems.append(f'{path}: missing table [gateway] (with id = "...")')
 
     def section(key: str, cls: type) -> Any:
         v = doc.get(key, {})
         if not isinstance(v, dict):
-            raise ConfigError(f"{path}: [{key}] must be a table")
-        return decode(cls, v, f"{path}: [{key}]")
+            problems.append(f"{path}: [{key}] must be a table")
+            return None
+        try:
+            return decode(cls, v, f"{path}: [{key}]")
+        except ConfigError as e:
+            problems.extend(e.problems)
+            return None
 
-    gateway = section("gateway", GatewaySection)
+    gateway = section("gateway", GatewaySection) if "gateway" in doc else None
     supervisor = section("supervisor", SupervisorSection)
     nats = section("nats", NatsSection)
     fleet = section("fleet", FleetSection)
-    if fleet.enabled and not nats.enabled:
-        raise ConfigError(
+    if fleet is not None and nats is not None and fleet.enabled and not nats.enabled:
+        problems.append(
             f"{path}: [fleet] key 'enabled': a managed gateway needs NATS ([nats] enabled = true)"
         )
     raw_drivers = doc.get("driver", [])
+    drivers: list[DriverSpec] = []
     if not isinstance(raw_drivers, list):
-        raise ConfigError(f"{path}: 'driver' must be an array of tables ([[driver]])")
-    drivers = [_driver(path, i, t) for i, t in enumerate(raw_drivers)]
-    unique(f"{path}: [[driver]]", "driver", drivers)
-    if fleet.enabled:
+        problems.append(f"{path}: 'driver' must be an array of tables ([[driver]])")
+        raw_drivers = []
+    for i, t in enumerate(raw_drivers):
+        try:
+            drivers.append(_driver(path, i, t))
+        except ConfigError as e:
+            problems.extend(e.problems)
+    for check in (
+        lambda: unique(f"{path}: [[driver]]", "driver", drivers),
+        lambda: _unique_nodes(path, drivers),
+    ):
+        try:
+            check()
+        except ConfigError as e:
+            problems.extend(e.problems)
+    if fleet is not None and fleet.enabled:
         for d in drivers:
             if d.name == "fleet":
-                raise ConfigError(
+                problems.append(
                     f"{path}: [[driver]] 'fleet': key 'name': 'fleet' is the name of the "
                     "runtime's fleet actor when [fleet] enabled = true"
                 )
-    _unique_nodes(path, drivers)
+    if problems:
+        raise ConfigError(problems)
     return GatewayConfig(path, gateway, supervisor, nats, drivers, fleet)
 
 

@@ -17,10 +17,11 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from edgert.config import GatewayConfig, runtime_dir_for
 
-__all__ = ["Finding", "preflight", "spool_room"]
+__all__ = ["Finding", "preflight", "spool_room", "embedded_address", "embedded_port_busy"]
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def _writable(what: str, path: Path) -> list[Finding]:
 
 
 def _embedded_nats(cfg: GatewayConfig, check_port: bool) -> list[Finding]:
-    from edgert.natsserver import NatsServerConfig, find_nats_server
+    from edgert.natsserver import find_nats_server
 
     out: list[Finding] = []
     try:
@@ -95,18 +96,75 @@ def _embedded_nats(cfg: GatewayConfig, check_port: bool) -> list[Finding]:
     except FileNotFoundError as e:
         out.append(Finding("error", f"[nats] embedded = true: {e}"))
     try:
-        conf = NatsServerConfig.from_section(cfg.nats, str(cfg.data_dir))
+        busy = embedded_port_busy(cfg) if check_port else None
     except ValueError as e:
         return out + [Finding("error", str(e))]
-    if check_port and (why := _port_busy(conf.host, conf.port)):
-        out.append(
-            Finding(
-                "error",
-                f"[nats] embedded = true: {conf.host}:{conf.port} ({cfg.nats.urls[0]}) {why}: "
-                "stop what listens there, or set embedded = false and point url at that server",
-            )
-        )
+    if busy:
+        out.append(Finding("error", busy))
     return out
+
+
+def embedded_address(cfg: GatewayConfig) -> tuple[str, int]:
+    """Where the embedded nats-server listens: the first `[nats] url`'s host and port."""
+    url = urlsplit(cfg.nats.urls[0])
+    try:
+        port = url.port or 4222
+    except ValueError:
+        raise ValueError(f"[nats] url: {cfg.nats.urls[0]!r} has a bad port") from None
+    return url.hostname or "127.0.0.1", port
+
+
+def embedded_port_busy(cfg: GatewayConfig) -> str | None:
+    """One line saying why the embedded server cannot listen, naming what holds its
+    port when this user can see it; None when the port is free (or no server is embedded).
+
+    `check` reports it, and `run` refuses to start on it: restarting the server
+    cannot free a port another program holds.
+    """
+    if not (cfg.nats.enabled and cfg.nats.embedded):
+        return None
+    host, port = embedded_address(cfg)
+    why = _port_busy(host, port)
+    if why is None:
+        return None
+    holder = port_holder(port)
+    held = f" (held by {holder})" if holder else ""
+    return (
+        f"[nats] embedded = true: {host}:{port} ({cfg.nats.urls[0]}) {why}{held}: "
+        "stop what listens there, or set embedded = false and point url at that server"
+    )
+
+
+def port_holder(port: int) -> str | None:
+    """`pid N (name)` of a process listening on TCP `port`, when /proc shows it to this user."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            # local_address is HEX_IP:HEX_PORT; state 0A is LISTEN; field 9 is the inode
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{f[9]}]")
+    if not inodes:
+        return None
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            fds = list((pid_dir / "fd").iterdir())
+        except OSError:
+            continue  # another user's process, or gone
+        for fd in fds:
+            try:
+                if os.readlink(fd) in inodes:
+                    name = (pid_dir / "comm").read_text().strip()
+                    return f"pid {pid_dir.name} ({name})"
+            except OSError:
+                continue
+    return "a process of another user" if os.getuid() != 0 else None
 
 
 def _port_busy(host: str, port: int) -> str | None:

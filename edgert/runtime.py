@@ -5,7 +5,8 @@ locked so two gateways never share it) and the data directory, then supervises
 every actor — the embedded nats-server when asked for, the bridge, and one
 process per `[[driver]]` — until `stop()` (from another thread, or SIGTERM/SIGINT
 in `edgert run`), and removes its sockets and lock on the way out. It raises
-`GroupFailed` when the supervisor tore the group down. Nothing is global: a test
+`GroupFailed` when the supervisor tore the group down, and `RuntimeBusy`, starting
+nothing, when the runtime directory or the embedded server's port is taken. Nothing is global: a test
 starts a gateway, drives it, stops it and starts another in the same interpreter.
 
 With `[fleet] enabled = true` the gateway runs the local file overlaid with the
@@ -28,7 +29,7 @@ from typing import Any
 
 from .config import ConfigError, GatewayConfig, SupervisorSection, driver_nodes, load, overlay
 from .fleet.store import Store
-from .preflight import spool_room
+from .preflight import embedded_port_busy, spool_room
 from .proc import ActorSpec, Build
 from .proc.zygote import fingerprint
 from .supervisor import ChildSpec, GroupFailed, Supervisor
@@ -40,7 +41,8 @@ log = logging.getLogger("edgert.runtime")
 
 
 class RuntimeBusy(Exception):
-    """Another gateway holds the runtime directory, or it is not safe to use."""
+    """Another gateway holds the runtime directory, it is not safe to use, or the
+    embedded NATS server's port is taken by another program."""
 
 
 def _check_private(rdir: Path) -> None:
@@ -108,6 +110,13 @@ class Runtime:
             if self.local.fleet.enabled:
                 self._boot_fleet()
             cfg = self.config
+            # A port another program holds: restarts cannot help, so say it once, start nothing.
+            try:
+                busy = embedded_port_busy(cfg)
+            except ValueError as e:
+                raise ConfigError(f"{cfg.path}: {e}") from None
+            if busy:
+                raise RuntimeBusy(busy)
             if cfg.nats.enabled and (room := spool_room(cfg)):
                 log.warning("%s", room)
             sup = Supervisor(
@@ -231,6 +240,7 @@ class Runtime:
                 "edgert.bridge.actor:BridgeConfig",
                 {
                     "gateway_id": cfg.gateway.id,
+                    "clock": cfg.gateway.clock,
                     "runtime_dir": rdir,
                     "data_dir": str(cfg.data_dir),
                     "nats": cfg.nats,

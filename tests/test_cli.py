@@ -298,7 +298,10 @@ def test_check_accepts_a_good_config(short_dir: Path) -> None:
 
 
 def test_help_has_examples() -> None:
-    commands = ("run", "check", "status", "reload", "drivers", "tail", "cmd", "bench", "new-driver")
+    commands = (
+        *("run", "check", "status", "reload", "drivers", "tail", "values", "cmd", "bench"),
+        "new-driver",
+    )
     for cmd in (*commands, "sim modbus", "sim gpio"):
         r = invoke(*cmd.split(), "--help")
         assert r.exit_code == 0 and "Example" in r.stdout, (cmd, r.output)
@@ -324,7 +327,16 @@ except SystemExit:
     pass
 print(json.dumps(sorted(sys.modules)), file=sys.stderr)
 """
-HEAVY = {"asyncio", "nats", "sqlite3", "ssl", "edgert.bridge", "edgert.spool", "edgert.actor"}
+HEAVY = {
+    "asyncio",
+    "nats",
+    "sqlite3",
+    "ssl",
+    "edgert.bridge",
+    "edgert.spool",
+    "edgert.actor",
+    "rich",
+}
 
 
 @pytest.mark.parametrize(

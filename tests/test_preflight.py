@@ -69,3 +69,26 @@ def test_a_spool_larger_than_the_free_space_is_a_warning(tmp_path: Path) -> None
     assert f"spool_max_bytes = {too_big} is more than the" in res.output, res.output
     fits = write(tmp_path, f"[nats]\nspool_max_bytes = 1000000\n{DRIVER}")
     assert "spool_max_bytes" not in CliRunner().invoke(cli, ["check", fits]).output
+
+
+def test_run_refuses_a_busy_embedded_port_in_one_line_naming_the_holder(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = write(tmp_path, f'[nats]\nurl = "nats://127.0.0.1:{port}"\nembedded = true\n{DRIVER}')
+        r = subprocess.run(
+            [sys.executable, "-m", "edgert", "run", cfg], capture_output=True, text=True, timeout=60
+        )
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr  # one line, no restart loop, no traceback
+    assert f"127.0.0.1:{port}" in lines[0] and "already in use" in lines[0]
+    assert f"held by pid {os.getpid()}" in lines[0], lines[0]
+    assert not (tmp_path / "data" / "nats").exists()  # the server was never started
+    assert not list((tmp_path / "run").glob("*.sock"))  # nothing left behind

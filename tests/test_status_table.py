@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from edgert.control import format_status
 
 
@@ -60,3 +62,21 @@ def test_the_table_shows_nats_link_waits_closed_ports_and_drops() -> None:
     assert "port closed: no such device" in rows["rs485"]
     assert "backing_off" in rows["gen"] and rows["gen"].endswith("RuntimeError: boom")
     assert " - " in rows["gen"]  # no pid while backing off
+
+
+def test_a_duplicate_id_and_an_unsynchronized_clock_are_said_under_the_table() -> None:
+    bridge = actor("bridge", stats={"duplicate_id": "host pi2 pid 77", "clock": "unsynchronized"})
+    snap = {"gateway": "gw1", "actors": [bridge, actor("gen")]}
+    piped = format_status(snap).splitlines()
+    assert len(piped) == 4 and "DUPLICATE ID" in piped[2]  # piped: the rows alone
+    lines = format_status(snap, tty=True, width=400).splitlines()
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in lines]  # no colours
+    assert lines[0] == "gateway gw1" and lines[1].split()[0] == "NAME"
+    assert [line.split()[0] for line in lines[2:4]] == ["bridge", "gen"]
+    assert "DUPLICATE ID: also host pi2 pid 77" in lines[2] and "clock unsynchronized" in lines[2]
+    assert lines[4].startswith("WARNING: another gateway with this id is on NATS (host pi2 pid 77)")
+    assert lines[5].startswith("warning: the clock is unsynchronized")
+    quiet = format_status(
+        {"gateway": "gw1", "actors": [actor("bridge", stats={"clock": "synchronized"})]}
+    )
+    assert len(quiet.splitlines()) == 3

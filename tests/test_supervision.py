@@ -125,6 +125,28 @@ def test_hung_driver_is_killed_and_restarted(make_config) -> None:
         assert not pid_alive(first)
 
 
+def test_a_slow_start_before_the_first_heartbeat_is_not_a_hang(make_config) -> None:
+    slow = FAST.replace(
+        "shutdown_timeout = 3", "shutdown_timeout = 3\nheartbeat_timeout = 0.5\nstart_timeout = 10"
+    )
+    cfg = make_config(slow + fault("slow", start_delay=2.0))
+    with running_gateway(cfg):
+        a = wait_for(lambda: (a := actor(cfg, "slow"))["points_out"] > 0 and a, 15, "publishing")
+        assert a["restarts"] == 0 and a["last_error"] == ""
+
+
+def test_no_first_heartbeat_within_start_timeout_is_a_hang(make_config) -> None:
+    slow = FAST.replace(
+        "shutdown_timeout = 3", "shutdown_timeout = 3\nheartbeat_timeout = 0.3\nstart_timeout = 1.0"
+    )
+    cfg = make_config(slow + fault("never", start_delay=600.0))
+    with running_gateway(cfg):
+        first = wait_for(lambda: actor(cfg, "never")["pid"], 10, "started")
+        a = wait_for(lambda: (a := actor(cfg, "never"))["restarts"] >= 1 and a, 15, "hang seen")
+        assert "hung: no heartbeat for 1s" in a["last_error"]
+        assert not pid_alive(first)
+
+
 def test_segfault_is_restarted(make_config) -> None:
     cfg = make_config(FAST + fault("seg", mode="segfault", after=0.1))
     with running_gateway(cfg):

@@ -76,3 +76,20 @@ def test_demo_config_runs_with_its_embedded_nats_server(short_dir: Path) -> None
             wait_for(lambda: {p["node"] for p in sub.points()} >= {"boiler", "meter"}, 15, "points")
         nats_pid = status(cfg)["by_name"]["nats"]["stats"]["server_pid"]
     assert not Path(f"/proc/{nats_pid}").exists()  # the server went with the gateway
+
+
+def test_log_lines_are_stamped_in_utc_with_a_z_whatever_the_time_zone() -> None:
+    import os
+
+    probe = (
+        "import logging, time; from edgert.logs import handler; "
+        "logging.basicConfig(level=logging.INFO, handlers=[handler('%(asctime)s %(message)s')]); "
+        "logging.info('x'); print(time.strftime('%Y-%m-%dT%H', time.gmtime()))"
+    )
+    env = dict(os.environ, TZ="Pacific/Kiritimati")  # UTC+14: a local stamp cannot pass
+    r = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=30
+    )
+    stamp = r.stderr.split()[0]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
+    assert stamp.startswith(r.stdout.strip()), (stamp, r.stdout)  # the UTC hour

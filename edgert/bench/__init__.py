@@ -3,7 +3,8 @@
 The suites live in their own modules and return plain dicts: `core` (restart,
 start-up, memory), `points` (throughput, latency), `efficiency` (CPU at
 realistic rates), `overload` (many drivers at full speed), `outage` (NATS
-down, then back) and `modbus`. This module runs the ones asked for and prints
+down, then back), `modbus` and `footprint` (disk, memory, idle CPU, cold start
+of three gateways, for README's footprint table). This module runs the ones asked for and prints
 a table per suite (figure, baseline, ratio, target, pass/FAIL; `table`), or
 the raw dicts as JSON.
 """
@@ -31,6 +32,7 @@ SUITES = {
     "overload": ("edgert.bench.overload", "run_all", ""),
     "outage": ("edgert.bench.outage", "run_all", ""),
     "modbus": ("edgert.bench.modbus", "bench_modbus", "format_table"),
+    "footprint": ("edgert.bench.footprint", "run_all", "format_table"),
 }
 
 

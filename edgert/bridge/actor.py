@@ -16,7 +16,11 @@ carries out what it returns:
   in order and their results fed back in that order;
 - the uplink (`edgert.bridge.uplink`): the NATS sessions, publishing,
   commands (`edgert.bridge.commands`) and the status subject
-  (`edgert.bridge.status`).
+  (`edgert.bridge.status`);
+- the clock (`edgert.clock`): read every second; while it is not synchronized
+  the messages published carry `Edgert-Clock: unsynced`, and when it steps into
+  sync the points still in the spool from before get their times corrected
+  (`Edgert-Clock: corrected`).
 
 On Stop the bridge finishes the spool work in progress, writes everything not
 yet safe to the spool in one last commit, acks it, and closes what it opened.
@@ -35,10 +39,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import zmq
 
 from ..actor import Actor, Status, Stop
 from ..bus import BadFrame, bus_endpoint, decode_points, encode_frame, p_header
+from ..clock import ClockWatch, clock_source
 from ..config import NatsSection
 from ..context import Context
 from ..fleet.service import FleetService
@@ -47,8 +53,10 @@ from ..spool import Spool
 from . import tail_endpoint
 from .commands import Commands
 from .forwarder import Ack, Action, Commit, Forwarder, Publish, Read
+from .latest import Latest, values_endpoint
 from .payload import CONTENT_TYPES, encode
 from .status import change_key, status_message
+from .twins import Twins
 from .uplink import Uplink
 
 __all__ = ["Bridge", "BridgeConfig"]
@@ -68,6 +76,8 @@ class BridgeConfig:
     data_dir: str
     nats: NatsSection
     routes: dict[str, str] = field(default_factory=dict)  # node -> driver actor name
+    clock: str = "kernel"  # edgert.clock.clock_source
+    clock_interval: float = 1.0  # seconds between readings of the clock
     status_interval: float = 5.0  # seconds between status messages (and on change)
     command_timeout: float = 5.0  # seconds a driver has to answer a command
     commit_interval: float = 0.05  # NATS down: parts wait this long for one spool commit
@@ -108,6 +118,8 @@ class _Run:
         self.log = ctx.log
         self.router: zmq.Socket | None = None
         self.tail: zmq.Socket | None = None
+        self.values_sock: zmq.Socket | None = None
+        self.latest = Latest()
         self.spool: Spool | None = None
         self.worker: ThreadPoolExecutor | None = None
         self.seqs: dict[str, int] = {}  # epoch -> last seq in the spool
@@ -120,6 +132,11 @@ class _Run:
         self.snapshot: dict[str, Any] = {}
         self.status_key: Any = None
         self.uplink = Uplink(self)
+        self.clock = clock_source(self.cfg.clock)
+        self.clock_watch = ClockWatch(self.clock.read())
+        self.clock_unsynced_out = 0  # messages published while the clock was not synchronized
+        self.last_row = 0  # the newest spool row written
+        self.twins = Twins(self.cfg.gateway_id, self.base, self.log, lambda: self.changed())
         self.commands = Commands(
             self.base, self.cfg.routes, self.cfg.command_timeout, self._send_router, self.enc
         )
@@ -171,9 +188,13 @@ class _Run:
                 self.tail = stack.enter_context(_socket(zctx, zmq.PUB))
                 self.tail.setsockopt(zmq.SNDHWM, 10_000)
                 self.tail.bind(tail_endpoint(cfg.runtime_dir))
+                self.values_sock = stack.enter_context(_socket(zctx, zmq.ROUTER))
+                self.values_sock.bind(values_endpoint(cfg.runtime_dir))
                 self._report()
                 async with asyncio.TaskGroup() as tg:
                     tasks = [tg.create_task(self.bus()), tg.create_task(self.disconnects(monitor))]
+                    tasks.append(tg.create_task(self.values()))
+                    tasks.append(tg.create_task(self.watch_clock()))
                     spooler = None
                     if self.spool is not None:
                         spooler = tg.create_task(self.spooler())
@@ -259,6 +280,20 @@ class _Run:
         except zmq.ZMQError:
             pass  # the sender is gone; it resends to the next bridge
 
+    def clock_check(self, a: Publish) -> tuple[bytes, str]:
+        """The payload to publish for `a` and its Edgert-Clock header ("" for none):
+        "corrected" when points from before a step had their times moved, "unsynced"
+        while the clock is not synchronized."""
+        watch = self.clock_watch
+        if watch.needs_fix(a.row):
+            maps = msgpack.unpackb(a.data, raw=False)
+            if watch.fix(maps, a.row):
+                return msgpack.packb(maps, use_bin_type=True), "corrected"
+        if not watch.synced:
+            self.clock_unsynced_out += 1
+            return a.data, "unsynced"
+        return a.data, ""
+
     def _send_router(self, parts: list[bytes]) -> None:
         assert self.router is not None
         router = self.router
@@ -296,6 +331,7 @@ class _Run:
                     self.disk_error = ""
                     self.changed()
                 self.seqs.update(job.seqs)
+                self.last_row = max([self.last_row, *(i for i in ids if i is not None)])
                 self.feed(self.fwd.committed(ids, removed, time.monotonic()))
                 if spool.dropped_batches:
                     self.changed()
@@ -368,6 +404,7 @@ class _Run:
                     for node, _n, packed in nodes:
                         with contextlib.suppress(zmq.ZMQError):
                             tail.send_multipart([node.encode() + b"\0", packed], zmq.NOBLOCK)
+                        self.latest.add(packed)
                 self.feed(self.fwd.batch(ident, epoch, seq, first, resent, nodes, now), False)
             elif kind == "R":
                 _, cmd_id, ok, error = frame
@@ -376,6 +413,50 @@ class _Run:
                 self._bad(f"frame kind {kind!r} is not sent by actors")
         if self.acks:
             self._flush_acks()
+
+    async def values(self) -> None:
+        """Answer `edgert values` and `tail --last` from the latest-values table."""
+        sock = self.values_sock
+        assert sock is not None
+        loop = asyncio.get_running_loop()
+        fd = sock.getsockopt(zmq.FD)
+        wake = asyncio.Event()
+        loop.add_reader(fd, wake.set)
+        try:
+            while True:
+                await _readable(sock, wake, None)
+                requests: list[list[bytes]] = []
+                _drain(sock, requests)
+                for parts in requests:
+                    if len(parts) < 2:
+                        continue
+                    with contextlib.suppress(zmq.ZMQError):  # the asker went away
+                        reply = self.latest.reply(parts[-1])
+                        sock.send_multipart([*parts[:-1], reply], zmq.NOBLOCK)
+        finally:
+            loop.remove_reader(fd)
+
+    async def watch_clock(self) -> None:
+        """Read the clock every `clock_interval`; say when its state changes or it steps."""
+        watch = self.clock_watch
+        if not watch.synced:
+            self.log.warning(
+                "the wall clock is not synchronized (no NTP yet?): points are published "
+                "with the header Edgert-Clock: unsynced until it is"
+            )
+        while True:
+            await asyncio.sleep(self.cfg.clock_interval)
+            was = watch.synced
+            step = watch.update(self.clock.read(), time.monotonic_ns(), self.last_row)
+            if step is not None:
+                self.log.warning(
+                    "the wall clock stepped by %+.3fs while not synchronized: points still in "
+                    "the spool from before the step leave with their times corrected",
+                    step.delta_ns / 1e9,
+                )
+            if watch.synced != was:
+                self.log.warning("the wall clock is now %s", watch.state)
+                self.changed()
 
     def _disk_fault(self, error: str) -> None:
         """A commit failed: say so once (status, status subject, log) and retry later."""
@@ -421,6 +502,10 @@ class _Run:
         up = self.uplink
         s["nats"] = "connected" if up.connected else f"down: {up.error or 'connecting'}"
         s["nats_connect_attempts"] = up.attempts
+        s["duplicate_id"] = self.twins.note()  # "" unless another gateway has this id
+        s["clock"] = self.clock_watch.state
+        s["clock_unsynced_out"] = self.clock_unsynced_out
+        s["clock_corrected"] = self.clock_watch.corrected
         self.ctx.report(**s)
 
     def changed(self) -> None:
@@ -430,7 +515,7 @@ class _Run:
             self.snapshot,
             self.spool.dropped_points if self.spool is not None else 0,
             self.uplink.connected,
-        )
+        ) + (self.twins.note(), self.clock_watch.synced)
         if key != self.status_key:
             self.status_key = key
             self.status_changed.set()
@@ -459,6 +544,12 @@ class _Run:
             self.spool.stats() if self.spool is not None else {},
             self.stats() | {"duplicates": self.fwd.stats["duplicates"]},
             error=error,
+            duplicate_id=self.twins.note(),
+            clock={
+                "state": self.clock_watch.state,
+                "unsynced_out": self.clock_unsynced_out,
+                "corrected": self.clock_watch.corrected,
+            },
         )
         headers = {"Content-Type": CONTENT_TYPES[self.enc]}
         await nc.publish(f"{self.base}.status", encode(msg, self.enc), headers=headers)

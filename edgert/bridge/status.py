@@ -22,6 +22,8 @@ def status_message(
     spool: dict[str, int],
     bus: dict[str, int],
     error: str = "",
+    duplicate_id: str = "",
+    clock: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     actors = []
     for a in snapshot.get("actors", []):
@@ -56,6 +58,10 @@ def status_message(
             for k in ("bad_frames", "duplicates", "out_of_order", "bus_disconnects")
         },
         "actors": actors,
+        # "" unless another gateway with this id is on NATS: who ("host H pid N")
+        "duplicate_id": duplicate_id,
+        # "synchronized" or not; messages sent unsynced, points whose time was corrected
+        "clock": clock or {"state": "synchronized", "unsynced_out": 0, "corrected": 0},
     }
 
 

@@ -217,6 +217,7 @@ class Uplink:
             else:
                 tg.create_task(self._core_acks(sess))
             tg.create_task(run.statuses(nc))
+            tg.create_task(run.twins.watch(nc))
             tg.create_task(self._commands(nc, sub, tg))
             await closed.wait()
             raise Down(nc.last_error and repr(nc.last_error) or "connection closed")
@@ -247,8 +248,11 @@ class Uplink:
                 a = sess.outgoing.popleft()
                 subject = f"{run.base}.p.{a.node}"
                 futs = []
-                for msg_id, payload in messages(a.msg_id, a.data, enc, nc.max_payload):
+                data, clock = run.clock_check(a)
+                for msg_id, payload in messages(a.msg_id, data, enc, nc.max_payload):
                     headers = {"Content-Type": ctype, "Nats-Msg-Id": msg_id}
+                    if clock:
+                        headers["Edgert-Clock"] = clock
                     if js is not None:
                         futs.append(await js.publish_async(subject, payload, headers=headers))
                     else:

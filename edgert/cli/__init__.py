@@ -56,6 +56,11 @@ LAZY: dict[str, tuple[str, str]] = {
         "Print the points flowing through a running gateway, live, one per line: "
         "time (UTC), node, type, key, value.",
     ),
+    "values": (
+        "edgert.cli.values:values",
+        "Print the latest value of every point of a running gateway (or of NODE), "
+        "with its age, without waiting for new points.",
+    ),
 }
 
 
@@ -102,7 +107,8 @@ def _fail(ctx: click.Context, e: BaseException, code: int) -> None:
     verbose = (ctx.obj or {}).get("verbose", 0)
     if verbose:
         traceback.print_exception(e)
-    click.echo(f"edgert: error: {e}", err=True)
+    for line in str(e).splitlines() or [type(e).__name__]:  # a config's problems: one line each
+        click.echo(f"edgert: error: {line}", err=True)
     ctx.exit(code)
 
 
@@ -127,11 +133,11 @@ def cli(ctx: click.Context, verbose: int) -> None:
 def _setup_logging(verbose: int) -> int:
     import logging
 
+    from edgert.logs import handler
+
     level = logging.DEBUG if verbose > 1 else logging.INFO
     logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=level, handlers=[handler("%(asctime)s %(levelname)s %(name)s: %(message)s")]
     )
     return level
 
@@ -229,7 +235,9 @@ def status(config: str | None, runtime_dir: str | None, as_json: bool) -> None:
         }
         click.echo(json.dumps(out, indent=2))
     else:
-        click.echo(format_status(snap))
+        from edgert.table import is_tty
+
+        click.echo(format_status(snap, tty=is_tty()))
 
 
 @cli.command()

@@ -6,12 +6,19 @@ NUL byte (the subscription topic, so `--node` filters in ZeroMQ), and the batch
 as a msgpack array of point maps. `tail` subscribes to it and prints one line
 per point: time (UTC), node, type, key, value, and the origin when there is
 one. It reads the local bus only, so it works while NATS is down.
+
+On a terminal the lines come under a header, in columns that widen to the
+longest name seen; piped, the fields are separated by two spaces. A float read
+from a 32-bit register prints as the shortest decimal that is that float32
+(229.99979, not 229.99978637695312). With `--last`, the latest value of every
+point (`edgert values`) comes first, then the live flow.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import struct
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -22,7 +29,7 @@ import zmq
 from edgert.bridge import tail_endpoint
 from edgert.point import BadBatch, Point, points_from_maps, unpack_limited
 
-__all__ = ["tail", "format_point"]
+__all__ = ["tail", "format_point", "format_value", "utc_stamp"]
 
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
@@ -41,23 +48,80 @@ def utc_stamp(ns: int) -> str:
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def format_value(v: object) -> str:
+    """A point's value for people: strings quoted, booleans as true/false, a float
+    that is exactly a float32 (a 32-bit register) as the shortest decimal of it."""
+    if isinstance(v, str) or v is None:
+        return json.dumps(v)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and v == v and abs(v) != float("inf"):
+        try:
+            as32 = struct.unpack("<f", struct.pack("<f", v))[0]
+        except OverflowError:
+            as32 = None
+        if as32 == v:
+            for digits in range(1, 10):
+                text = f"{v:.{digits}g}"
+                if struct.unpack("<f", struct.pack("<f", float(text)))[0] == v:
+                    return repr(float(text))
+    return repr(v)
+
+
+HEADER = ("TIME (UTC)", "NODE", "TYPE", "KEY", "VALUE")
+
+
+def _fields(p: Point) -> list[str]:
+    out = [utc_stamp(p.time), p.node, p.type, p.key, format_value(p.value)]
+    return out + [f"origin={p.origin}"] if p.origin else out
+
+
 def format_point(p: Point) -> str:
     """One line for a point: time node type key value [origin=...]."""
-    t = utc_stamp(p.time)
-    value = json.dumps(p.value) if isinstance(p.value, str) or p.value is None else repr(p.value)
-    if isinstance(p.value, bool):
-        value = "true" if p.value else "false"
-    line = f"{t}  {p.node}  {p.type}  {p.key}  {value}"
-    return f"{line}  origin={p.origin}" if p.origin else line
+    return "  ".join(_fields(p))
 
 
-def follow(runtime_dir: str, node: str | None, count: int | None, out: TextIO) -> int:
-    """Print points until interrupted (or `count` points); returns how many were printed."""
+class Columns:
+    """Lines under a header, in columns that widen to the longest value seen so far
+    (a stream has no last row to measure first)."""
+
+    def __init__(self) -> None:
+        self.widths = [len(h) for h in HEADER[:4]]
+
+    def header(self) -> str:
+        return self._line(list(HEADER))
+
+    def line(self, p: Point) -> str:
+        return self._line(_fields(p))
+
+    def _line(self, fields: list[str]) -> str:
+        for i, f in enumerate(fields[:4]):
+            self.widths[i] = max(self.widths[i], len(f))
+        padded = [f.ljust(w) for f, w in zip(fields, self.widths, strict=False)]
+        return "  ".join(padded + fields[4:]).rstrip()
+
+
+def follow(
+    runtime_dir: str,
+    node: str | None,
+    count: int | None,
+    out: TextIO,
+    last: bool = False,
+    tty: bool = False,
+) -> int:
+    """Print points until interrupted (or `count` points); returns how many were printed.
+
+    With `last`, the latest value of every point first (subscribed before asking,
+    so nothing falls between the two; a live point no newer than one shown is skipped).
+    """
     sock_path = Path(runtime_dir) / "tail.sock"
     if not sock_path.exists():
         click.echo(f"edgert tail: waiting for a gateway at {runtime_dir} ...", err=True)
+    columns = Columns() if tty else None
+    show = columns.line if columns is not None else format_point
     zctx = zmq.Context(1)
     printed = 0
+    shown: dict[tuple[str, str, str], int] = {}
     try:
         sock = zctx.socket(zmq.SUB)
         try:
@@ -65,6 +129,18 @@ def follow(runtime_dir: str, node: str | None, count: int | None, out: TextIO) -
             sock.setsockopt(zmq.RCVHWM, 100_000)
             sock.setsockopt(zmq.SUBSCRIBE, b"" if node is None else node.encode() + b"\0")
             sock.connect(tail_endpoint(runtime_dir))
+            if columns is not None:
+                out.write(columns.header() + "\n")
+            if last:
+                from edgert.cli.values import latest_points
+
+                for p in sorted(latest_points(runtime_dir, node)[0], key=lambda p: p.time):
+                    if count is not None and printed >= count:
+                        break
+                    out.write(show(p) + "\n")
+                    shown[(p.node, p.type, p.key)] = p.time
+                    printed += 1
+                out.flush()
             while count is None or printed < count:
                 if not sock.poll(500):
                     continue
@@ -79,7 +155,9 @@ def follow(runtime_dir: str, node: str | None, count: int | None, out: TextIO) -
                 for p in points:
                     if node is not None and p.node != node:
                         continue
-                    out.write(format_point(p) + "\n")
+                    if shown and p.time <= shown.get((p.node, p.type, p.key), -1):
+                        continue  # shown already as the latest value
+                    out.write(show(p) + "\n")
                     printed += 1
                     if count is not None and printed >= count:
                         break
@@ -98,7 +176,14 @@ def follow(runtime_dir: str, node: str | None, count: int | None, out: TextIO) -
 )
 @click.option("--node", help="Only the points of this node.")
 @click.option("--count", type=click.IntRange(min=1), help="Exit after printing this many points.")
-def tail(config: str | None, runtime_dir: str | None, node: str | None, count: int | None) -> None:
+@click.option(
+    "--last",
+    is_flag=True,
+    help="First the latest value of every point (as `edgert values`), then the live flow.",
+)
+def tail(
+    config: str | None, runtime_dir: str | None, node: str | None, count: int | None, last: bool
+) -> None:
     """Print the points flowing through a running gateway, live, one per line:
     time (UTC), node, type, key, value. Reads the local bus, so it works while
     NATS is down. Ctrl-C stops it.
@@ -107,12 +192,13 @@ def tail(config: str | None, runtime_dir: str | None, node: str | None, count: i
     Example:
       edgert tail                   # the only running gateway, or /etc/edgert/gateway.toml
       edgert tail --config configs/demo.toml --node meter
+      edgert tail --last --node meter   # its current values first, then what changes
       edgert tail --runtime-dir /run/edgert/gw1 --count 10
     """
     from edgert.cli.locate import locate
 
-    rdir = str(locate(config, runtime_dir, must_run=False))
+    rdir = str(locate(config, runtime_dir, must_run=last))
     try:
-        follow(rdir, node, count, sys.stdout)
+        follow(rdir, node, count, sys.stdout, last=last, tty=sys.stdout.isatty())
     except KeyboardInterrupt:
         pass

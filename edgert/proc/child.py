@@ -85,10 +85,13 @@ def _main(spec_bytes: bytes, link: Link) -> int:
         spec = pickle.loads(spec_bytes)
         name = spec.name
         set_name(name)
+        from ..logs import handler
+
         logging.basicConfig(
             level=spec.log_level,
-            format=f"%(asctime)s %(levelname)s {spec.name}[%(process)d] %(name)s: %(message)s",
-            stream=sys.stderr,
+            handlers=[
+                handler(f"%(asctime)s %(levelname)s {spec.name}[%(process)d] %(name)s: %(message)s")
+            ],
             force=True,
         )
         _run_actor(spec, link)

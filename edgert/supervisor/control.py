@@ -94,9 +94,12 @@ def now_note(actor: dict[str, Any]) -> str:
     note (`ctx.report(now=...)`), the NATS link (bridge), what it waits for, a closed
     port (Modbus), drops."""
     s = actor.get("stats") or {}
-    notes = [str(s["now"])] if s.get("now") else []
+    notes = [f"DUPLICATE ID: also {s['duplicate_id']}"] if s.get("duplicate_id") else []
+    notes += [str(s["now"])] if s.get("now") else []
     if s.get("nats"):
         notes.append(f"nats {s['nats']}")
+    if s.get("clock") == "unsynchronized":
+        notes.append("clock unsynchronized")
     if s.get("waiting"):
         notes.append(f"waiting: {s['waiting']}")
     if s.get("port") not in (None, "open"):
@@ -111,22 +114,26 @@ def now_note(actor: dict[str, Any]) -> str:
     return "; ".join(notes)
 
 
-def format_status(status: dict[str, Any]) -> str:
-    """The status snapshot as a table, one row per actor."""
-    rows = [
-        (
-            "NAME",
-            "KIND",
-            "PID",
-            "STATE",
-            "RESTARTS",
-            "UPTIME",
-            "POINTS_OUT",
-            "BUFFERED",
-            "NOW",
-            "LAST_ERROR",
-        )
-    ]
+def format_status(status: dict[str, Any], tty: bool = False, width: int | None = None) -> str:
+    """The status snapshot as a table, one row per actor (`edgert.table.render`): on a
+    terminal fitted to its width, the NOW and LAST_ERROR columns wrapping, states in
+    colour, and under the table a warning for a duplicate gateway id or an
+    unsynchronized clock; otherwise one line per actor, nothing cut."""
+    from ..table import STATE_STYLES, render
+
+    headers = (
+        "NAME",
+        "KIND",
+        "PID",
+        "STATE",
+        "RESTARTS",
+        "UPTIME",
+        "POINTS_OUT",
+        "BUFFERED",
+        "NOW",
+        "LAST_ERROR",
+    )
+    rows = []
     for a in status["actors"]:
         err = (a.get("last_error") or "").strip().splitlines()
         rows.append(
@@ -139,15 +146,30 @@ def format_status(status: dict[str, Any]) -> str:
                 _age(a["uptime"]) if a["uptime"] else "-",
                 str(a["points_out"]),
                 str(a["buffered"]),
-                now_note(a)[:60],
-                (err[-1][:60] if err else ""),
+                now_note(a),
+                err[-1] if err else "",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    table = render(
+        headers,
+        rows,
+        tty=tty,
+        width=width,
+        wrap=("NOW", "LAST_ERROR"),
+        right=("PID", "RESTARTS", "UPTIME", "POINTS_OUT", "BUFFERED"),
+        styles={"STATE": STATE_STYLES},
+    )
+    notes = []  # for a person at a terminal; piped, the rows alone (NOW says it too)
+    stats = [a.get("stats") or {} for a in status["actors"]] if tty else []
+    for twin in [s["duplicate_id"] for s in stats if s.get("duplicate_id")][:1]:
+        notes.append(
+            f"WARNING: another gateway with this id is on NATS ({twin}): commands reach "
+            "either and the points of both mix; give each its own [gateway] id"
+        )
+    if "unsynchronized" in [s.get("clock") for s in stats]:
+        notes.append(
+            "warning: the clock is unsynchronized (points go out with Edgert-Clock: unsynced)"
+        )
     rev = status.get("config_revision")
-    lines = [
-        f"gateway {status['gateway']}" + (f", config revision {rev}" if rev is not None else "")
-    ]
-    for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    return "\n".join(lines)
+    head = f"gateway {status['gateway']}" + (f", config revision {rev}" if rev is not None else "")
+    return "\n".join([head, table, *notes])

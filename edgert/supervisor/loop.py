@@ -13,7 +13,8 @@ leave it stopped, or, for a critical child (the bridge, the embedded NATS
 server, a driver with `critical = true`), tear the whole group down: `run`
 then raises `GroupFailed`. Other children are never touched by one child's
 failures. A child that sends no heartbeat for `heartbeat_timeout` is killed and
-treated as failed. `stop()` stops children tier by tier, highest first (drivers,
+treated as failed; before its first heartbeat it has `start_timeout` (a slow
+start, such as imports on a small CPU under emulation, is not a hang). `stop()` stops children tier by tier, highest first (drivers,
 then the bridge, then the embedded server), each given `shutdown_timeout`
 before SIGKILL. Nothing in the loop blocks on a child: messages to children
 are queued (status snapshots latest-wins), exits are collected from pidfds
@@ -89,6 +90,7 @@ class Child:
     started: float = 0.0
     running_since: float = 0.0
     last_hb: float = 0.0
+    beating: bool = False  # a heartbeat came since this run started
     stats: dict[str, Any] = field(default_factory=dict)
     history: History = field(default_factory=History)
     next_start: float | None = None  # backing off or failed: when to start again
@@ -238,7 +240,6 @@ class Supervisor:
 
     # -- the loop ------------------------------------------------------------------
     def _loop(self, waker: Waker, sock: zmq.Socket | None) -> None:
-        p = self.section
         while True:
             if self._stop_requested and not self._shutting_down:
                 self._begin_shutdown()
@@ -289,10 +290,13 @@ class Supervisor:
                         c.state in ("starting", "running")
                         and not self._shutting_down
                         and not c.hung
-                        and now - c.last_hb > p.heartbeat_timeout
+                        and now - c.last_hb > self._hb_limit(c)
                     ):
                         log.error(
-                            "%s: no heartbeat for %.1fs: killing it", c.name, p.heartbeat_timeout
+                            "%s: no %sheartbeat for %.1fs: killing it",
+                            c.name,
+                            "" if c.beating else "first ",
+                            self._hb_limit(c),
                         )
                         c.hung = True
                         c.proc.kill(signal.SIGKILL)
@@ -335,16 +339,22 @@ class Supervisor:
                 if c.kill_at is not None:
                     t = min(t, c.kill_at)
                 if c.state in ("starting", "running") and not c.hung:
-                    t = min(t, c.last_hb + self.section.heartbeat_timeout)
+                    t = min(t, c.last_hb + self._hb_limit(c))
             elif c.next_start is not None:
                 t = min(t, c.next_start)
         if self._graveyard:
             t = min(t, now + 0.1)
         return t
 
+    def _hb_limit(self, c: Child) -> float:
+        """Seconds of silence after which child `c` is judged hung."""
+        hb = self.section.heartbeat_timeout
+        return hb if c.beating else max(hb, getattr(self.section, "start_timeout", hb))
+
     def _start(self, c: Child, now: float) -> None:
         c.next_start = None
         c.hung = False
+        c.beating = False
         c.kill_at = None
         c.stats = {}
         proc = ActorProcess(c.cs.spec)
@@ -371,6 +381,7 @@ class Supervisor:
                 self._status_dirty = True
             elif kind == "hb":
                 c.last_hb = now
+                c.beating = True
                 if isinstance(data, dict):
                     c.stats = data
             elif kind == "exit":
@@ -397,7 +408,7 @@ class Supervisor:
             self._retire(c, now)
             return
         if c.hung:
-            error = f"hung: no heartbeat for {self.section.heartbeat_timeout:g}s, killed"
+            error = f"hung: no heartbeat for {self._hb_limit(c):g}s, killed"
         elif proc.exit_error:
             error = proc.exit_error
         elif code < 0:

@@ -146,6 +146,7 @@ class FaultConfig:
     rate: float = field(default=20.0, metadata={"gt": 0})
     ignore_stop: bool = False  # keep running after stop (tests the SIGKILL path)
     spawn_child: bool = False  # start a `sleep` subprocess (tests process-group kills)
+    start_delay: float = field(default=0.0, metadata={"min": 0})  # a slow start (imports)
 
 
 class FaultActor(Actor):
@@ -159,6 +160,7 @@ class FaultActor(Actor):
 
     def _loop(self, ctx: Context) -> None:
         cfg: FaultConfig = ctx.config
+        time.sleep(cfg.start_delay)  # blocks before the first receive: no heartbeat yet
         child = subprocess.Popen(["sleep", "600"]) if cfg.spawn_child else None
         if child is not None:
             ctx.report(child_pid=child.pid)

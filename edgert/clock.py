@@ -1,0 +1,153 @@
+"""Is the wall clock right yet? For a gateway without a real-time clock (a Pi).
+
+Until NTP synchronizes it, a Pi's clock runs on from the time saved at the last
+shutdown, then jumps (a step). Points read before the step carry times that are
+off by the step's size.
+
+- A `Clock` says whether the kernel considers the clock synchronized (the
+  return value of `adjtimex(2)`, which `timedatectl` reports as "System clock
+  synchronized") and the offset between the wall clock and the monotonic
+  clock, which only a step changes. `clock_source("kernel")` is the real one,
+  `"none"` never checks (always synchronized), `"file:PATH"` reads a JSON file
+  `{"synced": bool, "shift_ns": int}` that a test or a simulation rewrites: the
+  same interface, so the code that reacts is the code that runs.
+- `ClockWatch` is what the bridge keeps (sans-IO): fed a reading every second,
+  it reports the state and records a step that comes while the clock was not
+  synchronized: the wall time at the step (on the old clock), its size, and
+  the last spool row written before it. `fix` moves the time of a point from
+  such a row that was stamped before the step by the step's size, which is the
+  monotonic offset the point had to the step: the time it was read, on the
+  synchronized clock.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+__all__ = ["Clock", "ClockReading", "ClockWatch", "Step", "clock_source", "kernel_synced"]
+
+TIME_ERROR = 5  # adjtimex's return value while the clock is not synchronized
+STEP_NS = 500_000_000  # an offset change this large between two readings is a step
+MAX_STEPS = 8  # steps remembered (each with the spool rows written before it)
+
+
+class ClockReading(NamedTuple):
+    synced: bool
+    offset_ns: int  # wall clock minus monotonic clock
+
+
+class Clock(Protocol):
+    def read(self) -> ClockReading: ...
+
+
+def _offset() -> int:
+    return time.time_ns() - time.monotonic_ns()
+
+
+def kernel_synced(libc: Any = None) -> bool:
+    """The kernel's view (adjtimex in read-only mode); True where it cannot be asked."""
+    try:
+        libc = libc or ctypes.CDLL(None, use_errno=True)
+        buf = ctypes.create_string_buffer(512)  # struct timex, zeroed: modes = 0 reads only
+        state = libc.adjtimex(buf)
+    except (OSError, AttributeError):
+        return True
+    return state != TIME_ERROR if state >= 0 else True
+
+
+class KernelClock:
+    def __init__(self) -> None:
+        try:
+            self.libc: Any = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            self.libc = None
+
+    def read(self) -> ClockReading:
+        synced = kernel_synced(self.libc) if self.libc is not None else True
+        return ClockReading(synced, _offset())
+
+
+class AlwaysSynced:
+    def read(self) -> ClockReading:
+        return ClockReading(True, _offset())
+
+
+class FileClock:
+    """The clock's state from a JSON file: `synced` and `shift_ns` (a step is a new shift)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def read(self) -> ClockReading:
+        try:
+            d = json.loads(self.path.read_text())
+            return ClockReading(bool(d.get("synced", True)), _offset() + int(d.get("shift_ns", 0)))
+        except (OSError, ValueError, TypeError, AttributeError):
+            return ClockReading(True, _offset())
+
+
+def clock_source(spec: str) -> Clock:
+    """`kernel`, `none` or `file:PATH`."""
+    if spec == "kernel":
+        return KernelClock()
+    if spec == "none":
+        return AlwaysSynced()
+    if spec.startswith("file:"):
+        return FileClock(spec[5:])
+    raise ValueError(f"clock {spec!r}: expected 'kernel', 'none' or 'file:PATH'")
+
+
+@dataclass(frozen=True)
+class Step:
+    old_wall_ns: int  # the wall clock at the step, before it
+    delta_ns: int  # how far it moved
+    row_mark: int  # the last spool row written before it
+
+
+class ClockWatch:
+    """The clock's state as the bridge sees it; fed a reading about every second."""
+
+    def __init__(self, first: ClockReading) -> None:
+        self.synced = first.synced
+        self.offset_ns = first.offset_ns
+        self.steps: list[Step] = []
+        self.corrected = 0  # points whose time was corrected
+
+    def update(self, r: ClockReading, mono_ns: int, row_mark: int) -> Step | None:
+        """Take a reading; the step it shows, when one came while not synchronized."""
+        delta = r.offset_ns - self.offset_ns
+        step = None
+        if abs(delta) >= STEP_NS and not self.synced:
+            step = Step(self.offset_ns + mono_ns, delta, row_mark)
+            self.steps = [*self.steps, step][-MAX_STEPS:]
+        self.offset_ns = r.offset_ns
+        self.synced = r.synced
+        return step
+
+    @property
+    def state(self) -> str:
+        return "synchronized" if self.synced else "unsynchronized"
+
+    def needs_fix(self, row: int) -> bool:
+        """Whether points of spool row `row` may have been stamped before a step."""
+        return row > 0 and any(row <= s.row_mark for s in self.steps)
+
+    def fix(self, maps: list[dict[str, Any]], row: int) -> int:
+        """Correct, in place, the times of points of spool row `row` stamped before a
+        step; returns how many were moved."""
+        n = 0
+        for s in self.steps:
+            if row > s.row_mark:
+                continue
+            for m in maps:
+                t = m.get("time")
+                if isinstance(t, int) and t < s.old_wall_ns:
+                    m["time"] = t + s.delta_ns
+                    n += 1
+        self.corrected += n
+        return n

@@ -1,0 +1,83 @@
+"""Tables for the person at the terminal: `edgert status`, `values`, `fleet status`.
+
+`render` lays rows out with rich: aligned columns fitted to the terminal's
+width (long text columns wrap inside their column instead of being cut), and
+states in colour when the output is a terminal; piped, the same columns
+without colour or width limit, one line per row, for grep and awk. rich is
+imported only here, when a table is printed, so a command that fails before
+(or prints JSON) does not pay for it.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["render", "is_tty", "STATE_STYLES"]
+
+STATE_STYLES = {
+    "running": "green",
+    "starting": "cyan",
+    "backing_off": "yellow",
+    "stopping": "yellow",
+    "stopped": "dim",
+    "failed": "bold red",
+}
+PIPED_WIDTH = 100_000  # no limit: a row is one line
+
+
+def is_tty() -> bool:
+    return sys.stdout.isatty()
+
+
+def render(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    tty: bool | None = None,
+    wrap: Sequence[str] = (),
+    right: Sequence[str] = (),
+    styles: dict[str, dict[str, str]] | None = None,
+    width: int | None = None,
+) -> str:
+    """`rows` under `headers` as text. Columns named in `wrap` fold when the terminal
+    is too narrow; those in `right` are right-aligned (numbers); `styles` maps a
+    column to {cell text: rich style}, applied on a terminal only."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    tty = is_tty() if tty is None else tty
+    if width is None:
+        width = shutil.get_terminal_size().columns if tty else PIPED_WIDTH
+    table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold" if tty else None)
+    for h in headers:
+        table.add_column(
+            h,
+            justify="right" if h in right else "left",
+            overflow="fold" if h in wrap else "ellipsis",
+            no_wrap=h not in wrap,
+            ratio=1 if h in wrap else None,
+        )
+    styles = styles or {}
+    for row in rows:
+        cells = []
+        for h, v in zip(headers, row, strict=True):
+            text = "" if v is None else str(v)
+            style = styles.get(h, {}).get(text, "") if tty else ""
+            cells.append(Text(text, style=style))
+        table.add_row(*cells)
+    out = io.StringIO()
+    console = Console(
+        file=out,
+        width=width,
+        color_system="standard" if tty else None,
+        force_terminal=tty,
+        highlight=False,
+        soft_wrap=False,
+    )
+    console.print(table)
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines())

@@ -1,0 +1,114 @@
+"""A gateway without a real-time clock: the clock's state in status, `Edgert-Clock`
+headers while it is not synchronized, and times corrected when it steps into sync.
+
+The gateway reads the clock's state through `[gateway] clock = "file:PATH"`, the
+same interface as the kernel's (`adjtimex`), so a test can make it unsynchronized
+and step it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from edgert.cli import cli
+from edgert.clock import ClockReading, ClockWatch
+from edgert.testing import running_gateway, status, wait_for
+from edgert.testing.nats import NatsProcess, Subscriber, decode, free_port
+
+HOUR = 3600 * 10**9
+GEN = '[[driver]]\nname = "gen"\ntype = "sim"\n[[driver.signal]]\nname = "n"\nshape = "counter"\nrate = 20.0\n'
+
+
+def set_clock(path: Path, synced: bool, shift_ns: int = 0) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"synced": synced, "shift_ns": shift_ns}))
+    tmp.replace(path)
+
+
+def bridge(cfg) -> dict:
+    return status(cfg)["by_name"]["bridge"]["stats"]
+
+
+def config(make_config, short_dir: Path, url: str):
+    clock = short_dir / "clock.json"
+    set_clock(clock, synced=False)
+    cfg = make_config(f'[nats]\nurl = "{url}"\nencoding = "json"\n' + GEN)
+    text = Path(cfg.path).read_text().replace('id = "gw"', f'id = "gw"\nclock = "file:{clock}"')
+    Path(cfg.path).write_text(text)
+    from edgert.config import load
+
+    return load(cfg.path), clock
+
+
+def test_a_step_while_unsynchronized_corrects_only_what_was_stamped_before_it() -> None:
+    watch = ClockWatch(ClockReading(False, 1_000))
+    mono = 5 * 10**9
+    old_wall = 1_000 + mono
+    assert watch.update(ClockReading(False, 1_000), mono - 10**9, row_mark=3) is None
+    step = watch.update(ClockReading(True, 1_000 + HOUR), mono, row_mark=7)
+    assert step is not None and step.delta_ns == HOUR and step.old_wall_ns == old_wall
+    assert watch.synced and watch.state == "synchronized"
+    before = [{"time": old_wall - 10**9}, {"time": old_wall - 1}]
+    assert watch.needs_fix(7) and watch.fix(before, 7) == 2
+    assert [m["time"] for m in before] == [old_wall - 10**9 + HOUR, old_wall - 1 + HOUR]
+    after = [{"time": old_wall + HOUR + 5}]  # stamped after the step: left alone
+    assert watch.fix(after, 7) == 0 and after[0]["time"] == old_wall + HOUR + 5
+    assert not watch.needs_fix(8) and not watch.needs_fix(0)  # later rows, memory
+    # a step of a clock already synchronized (someone set the date) is not "the sync"
+    assert watch.update(ClockReading(True, 1_000 + 2 * HOUR), mono, row_mark=9) is None
+    assert watch.steps == [step]
+
+
+def test_unsynchronized_points_carry_the_header_and_status_says_so(
+    make_config, short_dir: Path, nats_server: NatsProcess
+) -> None:
+    cfg, clock = config(make_config, short_dir, nats_server.url)
+    with Subscriber(nats_server.url, "edgert.gw.p.gen") as sub, running_gateway(cfg):
+        wait_for(lambda: bridge(cfg).get("clock_unsynced_out", 0) > 0, 20, "unsynced sent")
+        assert bridge(cfg)["clock"] == "unsynchronized"
+        wait_for(lambda: sub.messages, 10, "points on NATS")
+        assert all(m.headers.get("Edgert-Clock") == "unsynced" for m in sub.messages)
+        r = CliRunner().invoke(cli, ["status", "--runtime-dir", str(cfg.runtime_dir)])
+        assert "clock unsynchronized" in r.output  # the bridge's NOW column
+        set_clock(clock, synced=True)  # synchronized, no step: headers stop
+        wait_for(lambda: bridge(cfg)["clock"] == "synchronized", 10, "synchronized")
+        n = len(sub.messages)
+        wait_for(lambda: len(sub.messages) > n + 3, 10, "more points")
+        assert "Edgert-Clock" not in sub.messages[-1].headers
+
+
+def test_points_spooled_before_the_sync_leave_with_corrected_times(
+    make_config, short_dir: Path
+) -> None:
+    port = free_port()
+    cfg, clock = config(make_config, short_dir, f"nats://127.0.0.1:{port}")  # no server yet
+    t0 = time.time_ns()
+    with running_gateway(cfg):
+        wait_for(lambda: status(cfg)["by_name"]["bridge"]["buffered"] > 20, 20, "spooled")
+        # NTP arrives: the true time is an hour later than the clock said
+        set_clock(clock, synced=True, shift_ns=HOUR)
+        wait_for(lambda: bridge(cfg)["clock"] == "synchronized", 10, "synchronized")
+        t_sync = time.time_ns()
+        with NatsProcess(short_dir / "nats", port=port) as srv:
+            with Subscriber(srv.url, "edgert.gw.p.gen") as sub:
+                wait_for(
+                    lambda: any("Edgert-Clock" not in m.headers for m in sub.messages),
+                    20,
+                    "the spool drained and new points came",
+                )
+                corrected = [
+                    m for m in sub.messages if m.headers.get("Edgert-Clock") == "corrected"
+                ]
+                assert corrected, [m.headers for m in sub.messages[:3]]
+                for m in corrected:
+                    for p in decode(m):
+                        assert t0 + HOUR <= p["time"] <= t_sync + HOUR, p  # moved by the step
+                for m in sub.messages:
+                    if "Edgert-Clock" not in m.headers:
+                        assert all(p["time"] < t_sync + HOUR // 2 for p in decode(m))
+                moved = sum(len(decode(m)) for m in corrected)
+                wait_for(lambda: bridge(cfg)["clock_corrected"] >= moved, 10, "counted")
