@@ -4,7 +4,9 @@
 locked so two gateways never share it) and the data directory, then supervises
 every actor — the embedded nats-server when asked for, the bridge, and one
 process per `[[driver]]` — until `stop()` (from another thread, or SIGTERM/SIGINT
-in `edgert run`), and removes its sockets and lock on the way out. It raises
+in `edgert run`), and removes its sockets and lock on the way out. Outbox ring
+files a crash left (`edgert.bus.ring`) stay for the next start, whose drivers
+send what they hold; those of actors no longer configured are dropped. It raises
 `GroupFailed` when the supervisor tore the group down. Nothing is global: a test
 starts a gateway, drives it, stops it and starts another in the same interpreter.
 """
@@ -20,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .bus.ring import discard
 from .config import ConfigError, GatewayConfig, SupervisorSection, driver_nodes, load
 from .preflight import spool_room
 from .proc import ActorSpec, Build
@@ -94,8 +97,10 @@ class Runtime:
             _private_dir(cfg.data_dir)
             if cfg.nats.enabled and (room := spool_room(cfg)):
                 log.warning("%s", room)
+            children = self.children()
+            _sweep_outboxes(rdir, {cs.spec.name for cs in children})
             sup = Supervisor(
-                self.children(),
+                children,
                 cfg.supervisor,
                 gateway_id=cfg.gateway.id,
                 control_path=str(rdir / "control.sock"),
@@ -150,6 +155,7 @@ class Runtime:
                 runtime_dir=rdir,
                 heartbeat_interval=hb,
                 drain_timeout=drain,
+                crash_safe=cfg.nats.enabled,
                 log_level=self.log_level,
             )
 
@@ -242,6 +248,17 @@ def _runtime_dir(rdir: Path) -> Iterator[None]:
                 os.unlink(lock_path)
     finally:
         os.close(fd)
+
+
+def _sweep_outboxes(rdir: Path, names: set[str]) -> None:
+    """Drop the ring files of actors no longer in the config (a crash left them)."""
+    for p in (rdir / "outbox").glob("*.ring*"):
+        name = p.name.removesuffix(".ring")
+        if p.name.endswith(".ring") and name in names:
+            continue  # its actor sends what it holds when it starts
+        lost = discard(p)
+        if lost:
+            log.warning("dropped %d points of actor %r, which is no longer configured", lost, name)
 
 
 def _remove_sockets(rdir: Path) -> None:
