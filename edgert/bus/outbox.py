@@ -54,7 +54,7 @@ import zmq
 
 from ..point import Point
 from .frames import BadFrame, decode_frame, encode_frame, p_frame
-from .ring import Ring, RingFull, array_header
+from .ring import Ring, array_header
 
 __all__ = ["Outbox", "Command"]
 
@@ -129,11 +129,18 @@ class Outbox:
 
     # -- sending -----------------------------------------------------------------
     def publish(self, points: list[Point]) -> None:
-        packed = [_PACK(p.to_map()) for p in points]
-        if self._ring is not None:
-            self._store(packed)
         pending = self._pending
-        pending.extend(packed)
+        ring = self._ring
+        if len(points) == 1:  # the common case, kept short
+            b = _PACK(points[0].to_map())
+            if ring is not None and not ring.append(b, 1):
+                self._store([b])  # no room: drop the oldest first
+            pending.append(b)
+        else:
+            packed = [_PACK(p.to_map()) for p in points]
+            if ring is not None:
+                self._store(packed)
+            pending.extend(packed)
         self.points_out += len(points)
         self.buffered += len(points)
         if len(pending) >= self.max_batch or self.linger <= 0:
@@ -197,7 +204,9 @@ class Outbox:
             for i in range(0, len(packed), self.max_batch):
                 chunk = packed[i : i + self.max_batch]
                 data = b"".join(chunk)
-                while ring.free() < ring.size(len(data)):
+                if not ring.fits(len(data), ring.capacity):
+                    raise ValueError(f"{len(data)} bytes of points are more than the ring holds")
+                while not ring.append(data, len(chunk)):
                     if self._unacked:
                         self._drop_oldest()
                     elif self._pending:
@@ -205,24 +214,19 @@ class Outbox:
                         if self._ring is not ring:
                             return  # the ring failed while sealing
                     else:
-                        raise RingFull(f"{len(data)} bytes of points do not fit in the ring")
-                ring.append(data, len(chunk))
-        except (OSError, RingFull) as e:
+                        raise ValueError("the ring is full of nothing this outbox holds")
+        except (OSError, ValueError) as e:
             self._lose_ring(e)
 
     def _seal(self, seq: int, n: int) -> None:
         ring = self._ring
         assert ring is not None
         try:
-            while True:
-                try:
-                    ring.seal(seq, n)
-                    return
-                except RingFull:
-                    if not self._unacked:
-                        raise
-                    self._drop_oldest()
-        except (OSError, RingFull) as e:
+            while not ring.seal(seq, n):
+                if not self._unacked:
+                    raise ValueError("no room left to seal a batch")
+                self._drop_oldest()
+        except (OSError, ValueError) as e:
             self._lose_ring(e)
 
     def _lose_ring(self, e: BaseException) -> None:

@@ -52,7 +52,6 @@ import msgpack
 
 __all__ = [
     "Ring",
-    "RingFull",
     "Recovered",
     "ring_path",
     "ring_capacity",
@@ -69,14 +68,13 @@ SLOTS = (512, 576)
 _REC = struct.Struct("<IIQ")  # crc, body length, logical offset
 _P = struct.Struct("<cQI")  # b"P", first ordinal, points
 _S = struct.Struct("<cQQI")  # b"S", seq, first ordinal, points
+_PH = struct.Struct("<IIQcQI")  # a P record up to its maps
+_SH = struct.Struct("<IIQcQQI")  # an S record
+_U32 = struct.Struct("<I")
 S_SIZE = _REC.size + _S.size
 CHUNK = 256 * 1024  # bytes allocated at a time
 RESERVE = 64 * 1024  # kept free by P records, for the S records that seal them
 MIN_CAPACITY = 4 * 1024 * 1024 + RESERVE  # the least a driver gets: any batch the bridge takes fits
-
-
-class RingFull(Exception):
-    """No room for this record until acknowledgements (or drops) free some."""
 
 
 def ring_path(runtime_dir: os.PathLike[str] | str, name: str) -> Path:
@@ -182,7 +180,7 @@ class Ring:
         self._mm[: _FIXED.size + 4] = fixed + struct.pack("<I", zlib.crc32(fixed))
         self._acked = rec.acked
         self._write_slot()
-        for seq, maps, n in rec.batches:
+        for seq, maps, n in rec.batches:  # the capacity is at least twice what they take
             self.append(_maps_of(maps), n)
             self.seal(seq, n)
         for i in range(0, len(rec.pending), 1000):
@@ -191,30 +189,44 @@ class Ring:
         self.recovered = rec
 
     # -- writing ---------------------------------------------------------------------
-    def free(self) -> int:
-        """Bytes a P record may take now (the reserve for S records left out)."""
-        return self.capacity - (self._tail - self._head) - RESERVE
-
     @staticmethod
-    def size(data_bytes: int) -> int:
-        """The ring bytes a P record with `data_bytes` of packed maps takes."""
-        return _REC.size + _P.size + data_bytes
+    def fits(data_bytes: int, capacity: int) -> bool:
+        """Can a P record with `data_bytes` of packed maps fit in an empty ring?"""
+        return _PH.size + data_bytes <= capacity - RESERVE
 
-    def append(self, data: bytes, n: int) -> None:
-        """Store `n` published points (their packed maps, back to back); RingFull if
-        there is no room for them."""
-        if self.size(len(data)) > self.free():
-            raise RingFull
-        lo = self._write(_P.pack(b"P", self._next_ord, n) + data)
+    def append(self, data: bytes, n: int) -> bool:
+        """Store `n` published points (their packed maps, back to back); False when
+        there is no room for them (nothing written)."""
+        lo = self._tail
+        size = _PH.size + len(data)
+        if size > self.capacity - (lo - self._head) - RESERVE:
+            return False
+        p = lo % self.capacity
+        if p + size > self._allocated or (self._head == lo and p >= CHUNK):
+            lo = self._lo()  # the slow path: start over, allocate or wrap
+            head = _PH.pack(0, size - _REC.size, lo, b"P", self._next_ord, n)
+            self._put(lo, head, data)
+        else:  # _put inlined: this runs for every point a driver publishes
+            head = _PH.pack(0, size - _REC.size, lo, b"P", self._next_ord, n)
+            at = HEADER + p
+            mm = self._mm
+            mm[at : at + _PH.size] = head
+            _U32.pack_into(mm, at, zlib.crc32(data, zlib.crc32(head[4:])))
+            mm[at + _PH.size : at + size] = data
+            self._tail = lo + size
         self._live.append((lo, self._next_ord, n))
         self._next_ord += n
+        return True
 
-    def seal(self, seq: int, n: int) -> None:
-        """The next `n` points not yet in a batch are batch `seq` (before it is sent)."""
+    def seal(self, seq: int, n: int) -> bool:
+        """The next `n` points not yet in a batch are batch `seq` (written before it
+        is sent); False when there is no room, not even in the reserve."""
         if S_SIZE > self.capacity - (self._tail - self._head):
-            raise RingFull
-        self._write(_S.pack(b"S", seq, self._sealed_ord, n))
+            return False
+        lo = self._lo()
+        self._put(lo, _SH.pack(0, _S.size, lo, b"S", seq, self._sealed_ord, n), b"")
         self._sealed_ord += n
+        return True
 
     def release(self, n: int, seq: int) -> None:
         """The oldest `n` points, the batches up to `seq`, are acknowledged or dropped."""
@@ -226,15 +238,32 @@ class Ring:
         self._head = live[0][0] if live else self._tail
         self._write_slot()
 
-    def _write(self, body: bytes) -> int:
+    def _lo(self) -> int:
+        """Where the next record goes: the tail, or the start of the file again when
+        the ring is empty (a healthy path stays in its first pages)."""
         cap = self.capacity
         if self._head == self._tail and self._tail % cap >= CHUNK:
-            self._head = self._tail = (self._tail // cap + 1) * cap  # empty: start over
+            self._head = self._tail = (self._tail // cap + 1) * cap
             self._write_slot()
-        lo = self._tail
-        rest = _REC.pack(0, len(body), lo)[4:] + body
-        rec = struct.pack("<I", zlib.crc32(rest)) + rest
-        p = lo % cap
+        return self._tail
+
+    def _put(self, lo: int, head: bytes, data: bytes) -> None:
+        """Write the record at `lo`: `head` (its crc left 0, filled here) then `data`."""
+        crc = zlib.crc32(data, zlib.crc32(head[4:]))
+        p = lo % self.capacity
+        size = len(head) + len(data)
+        if p + size <= self._allocated:  # the common case: no wrap, no allocation
+            at = HEADER + p
+            mm = self._mm
+            mm[at : at + len(head)] = head
+            _U32.pack_into(mm, at, crc)
+            mm[at + len(head) : at + size] = data
+        else:
+            self._put_wrapped(p, _U32.pack(crc) + head[4:] + data)
+        self._tail = lo + size
+
+    def _put_wrapped(self, p: int, rec: bytes) -> None:
+        cap = self.capacity
         end = p + len(rec)
         if end <= cap:
             self._allocate(end)
@@ -244,8 +273,6 @@ class Ring:
             cut = cap - p
             self._mm[HEADER + p : HEADER + cap] = rec[:cut]
             self._mm[HEADER : HEADER + end - cap] = rec[cut:]
-        self._tail = lo + len(rec)
-        return lo
 
     def _allocate(self, upto: int) -> None:
         if upto > self._allocated:
