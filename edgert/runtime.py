@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .bus.ring import discard
+from .bus.ring import discard, filesystem
 from .config import ConfigError, GatewayConfig, SupervisorSection, driver_nodes, load
 from .preflight import spool_room
 from .proc import ActorSpec, Build
@@ -99,6 +99,15 @@ class Runtime:
                 log.warning("%s", room)
             children = self.children()
             _sweep_outboxes(rdir, {cs.spec.name for cs in children})
+            fs = filesystem(rdir)
+            if cfg.nats.enabled and fs not in (None, "tmpfs", "ramfs"):
+                log.warning(
+                    "runtime directory %s is on %s, not a tmpfs: the kernel writes the "
+                    "drivers' outbox files back to that disk; set [gateway] runtime_dir "
+                    "under /run (systemd: RuntimeDirectory=) to spare an SD card",
+                    rdir,
+                    fs,
+                )
             sup = Supervisor(
                 children,
                 cfg.supervisor,
@@ -254,7 +263,10 @@ def _sweep_outboxes(rdir: Path, names: set[str]) -> None:
     """Drop the ring files of actors no longer in the config (a crash left them)."""
     for p in (rdir / "outbox").glob("*.ring*"):
         name = p.name.removesuffix(".ring")
-        if p.name.endswith(".ring") and name in names:
+        if not p.name.endswith(".ring"):  # a recovery that died before its rename
+            p.unlink(missing_ok=True)
+            continue
+        if name in names:
             continue  # its actor sends what it holds when it starts
         lost = discard(p)
         if lost:

@@ -58,6 +58,7 @@ __all__ = [
     "discard",
     "array_header",
     "MIN_CAPACITY",
+    "filesystem",
 ]
 
 MAGIC = b"EDGERTR1"
@@ -207,12 +208,11 @@ class Ring:
             head = _PH.pack(0, size - _REC.size, lo, b"P", self._next_ord, n)
             self._put(lo, head, data)
         else:  # _put inlined: this runs for every point a driver publishes
-            head = _PH.pack(0, size - _REC.size, lo, b"P", self._next_ord, n)
+            rec = _PH.pack(0, size - _REC.size, lo, b"P", self._next_ord, n) + data
             at = HEADER + p
             mm = self._mm
-            mm[at : at + _PH.size] = head
-            _U32.pack_into(mm, at, zlib.crc32(data, zlib.crc32(head[4:])))
-            mm[at + _PH.size : at + size] = data
+            mm[at : at + size] = rec
+            _U32.pack_into(mm, at, zlib.crc32(rec[4:]))
             self._tail = lo + size
         self._live.append((lo, self._next_ord, n))
         self._next_ord += n
@@ -297,6 +297,24 @@ class Ring:
         self._mm.close()
         os.close(self._fd)
         self._fd = -1
+
+
+def filesystem(path: os.PathLike[str] | str) -> str | None:
+    """The type of the file system `path` is on ("tmpfs", "ext4", ...), from
+    /proc/self/mountinfo; None when that cannot be read."""
+    target = os.path.realpath(path)
+    best, kind = "", None
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                mnt = left.split()[4].replace("\\040", " ")
+                inside = target == mnt or target.startswith(mnt.rstrip("/") + "/")
+                if inside and len(mnt) >= len(best):
+                    best, kind = mnt, right.split()[0]
+    except (OSError, IndexError):
+        return None
+    return kind
 
 
 def discard(path: os.PathLike[str] | str) -> int:
