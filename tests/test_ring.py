@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import struct
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -243,3 +244,40 @@ def test_a_writer_sigkilled_mid_stream_leaves_every_accepted_point(bridge, tmp_p
         # nothing is acked, so the ring keeps the newest points, dropping whole batches
         assert values == list(range(values[0], values[0] + len(values)))
         assert values[-1] + 1 >= accepted, f"round {round_}: accepted {accepted}"
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "run"
+    path.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_ring_out_of_space_is_dropped_and_the_outbox_goes_on_in_memory(
+    bridge, small_tmpfs, caplog
+) -> None:
+    path = ring_path(small_tmpfs, "drv")
+    ring = Ring.open(path, "drv.1.a", 8 << 20)  # 8 MiB of ring on a 512 KiB file system
+    box = Outbox(bridge.dealer(), ring.epoch, ring=ring)
+    for i in range(20_000):  # ~1 MB of points, none acked yet
+        box.publish([Point("drv", "n", "0", i)])
+    assert not box.crash_safe and not path.exists()
+    assert "outbox file" in caplog.text and "No space left" in caplog.text
+    got: list[int] = []
+    while len(got) < 20_000:
+        box.flush()
+        frames = bridge.frames()
+        assert frames, f"stuck at {len(got)}"
+        got += [v for *_, vs in frames for v in vs]
+        bridge.ack(box, frames[-1][0])
+    assert got == list(range(20_000)) and box.dropped == 0

@@ -133,8 +133,14 @@ class Outbox:
         ring = self._ring
         if len(points) == 1:  # the common case, kept short
             b = _PACK(points[0].to_map())
-            if ring is not None and not ring.append(b, 1):
-                self._store([b])  # no room: drop the oldest first
+            if ring is not None:
+                try:
+                    stored = ring.append(b, 1)
+                except OSError as e:  # no space to grow the file
+                    self._lose_ring(e)
+                    stored = True
+                if not stored:
+                    self._store([b])  # no room: drop the oldest first
             pending.append(b)
         else:
             packed = [_PACK(p.to_map()) for p in points]
