@@ -129,3 +129,50 @@ def test_ring_files_go_with_a_clean_stop_a_removed_driver_and_a_stale_start(
         assert re.search(r"extra: removed with \d\d+ points it had not handed over", caplog.text)
     assert "dropped 5 points of actor 'ghost'" in caplog.text
     assert list(outbox.iterdir()) == []  # a clean stop: everything acked, nothing kept
+
+
+def test_a_driver_that_raises_leaves_its_points_to_its_next_run(
+    make_config, nats_server, short_dir
+) -> None:
+    ledger = str(short_dir / "ledger")
+    cfg = make_config(
+        GATEWAY.format(url=nats_server.url, ledger=ledger).replace(
+            "rate = 2000.0", "rate = 500.0\ncrash_at = 1500"
+        )
+    )
+    with running_gateway(cfg):
+        s = wait_for(
+            lambda: (
+                (s := status(cfg)["by_name"])["bridge"]["state"] == "running"
+                and read_ledger(ledger).get(0, (0, 0))[0] >= 200
+                and s
+            ),
+            20,
+            "run 0 publishing",
+        )
+        assert read_ledger(ledger)[0][0] < 1200  # it raises at 1,500
+        os.kill(s["bridge"]["pid"], signal.SIGSTOP)  # nothing is acknowledged from here on
+        try:
+            wait_for(lambda: 1 in read_ledger(ledger), 20, "run 0 raised and run 1 started")
+        finally:
+            os.kill(s["bridge"]["pid"], signal.SIGCONT)
+        gen = wait_for(
+            lambda: (
+                (g := status(cfg)["by_name"]["gen"])["stats"].get("recovered", 0) > 0
+                and read_ledger(ledger)[1][0] >= 100
+                and g
+            ),
+            20,
+            "run 1 publishing",
+        )
+        assert "on purpose" in (gen["last_error"] or "")
+        assert gen["lost_at_stop"] == 0 and gen["stats"]["dropped"] == 0
+    got = [
+        (int(p["key"]), p["value"])
+        for m in stream_messages(nats_server.url, "EDGERT")
+        if m.subject == "edgert.gw.p.gen"
+        for p in decode(m)
+    ]
+    assert got == sorted(set(got))
+    assert [v for r, v in got if r == 0] == list(range(1500))
+    assert len([v for r, v in got if r == 1]) >= read_ledger(ledger)[1][0]

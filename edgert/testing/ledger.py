@@ -8,7 +8,8 @@ own `ctx.publish` on wake-ups every 10 ms (like the `sim` driver), and after
 each publish returns writes the count accepted so far into `ledger/run-<run>`
 (bytes 0-8, little-endian; bytes 8-16 hold its pid). The file is in the page
 cache, so it outlives a SIGKILL of the process: whatever it says was accepted,
-and maybe one point more, must reach NATS. Use it as
+and maybe one point more, must reach NATS. With `crash_at`, the first run
+raises out of `run` once it published that many points. Use it as
 `type = "edgert.testing.ledger:LedgerDriver"`.
 """
 
@@ -29,6 +30,9 @@ WAKE = 0.01
 class LedgerConfig:
     ledger: str = field(metadata={"doc": "directory of the run files"})
     rate: float = field(default=2000.0, metadata={"gt": 0, "doc": "points per second"})
+    crash_at: int = field(
+        default=0, metadata={"min": 0, "doc": "run 0 raises once it published this many (0: never)"}
+    )
 
 
 class LedgerDriver(Actor[LedgerConfig]):
@@ -55,6 +59,8 @@ class LedgerDriver(Actor[LedgerConfig]):
                     ctx.publish(Point(ctx.name, "n", key, n))
                     n += 1
                     os.pwrite(fd, n.to_bytes(8, "little"), 0)
+                    if run == 0 and n == cfg.crash_at:
+                        raise RuntimeError(f"LedgerDriver crashed on purpose after {n} points")
         finally:
             os.close(fd)
 
