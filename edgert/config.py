@@ -35,7 +35,10 @@ __all__ = [
     "load",
     "loads",
     "GatewayConfig",
+    "FleetSection",
     "DriverSpec",
+    "overlay",
+    "LOCAL_ONLY",
     "resolve_driver",
     "installed_drivers",
     "RESERVED_NAMES",
@@ -302,7 +305,28 @@ class NatsSection:
     prefix: str = field(default="edgert", metadata={"name": True})
     encoding: Literal["msgpack", "json"] = "msgpack"
     jetstream: bool = False
-    stream: str = field(default="EDGERT", metadata={"name": True})
+    stream: str | None = field(
+        default=None,
+        metadata={"name": True, "doc": "the JetStream stream; unset: EDGERT_<gateway id>"},
+    )
+    stream_max_bytes: int = field(
+        default=256 * 1024 * 1024,
+        metadata={
+            "min": 0,
+            "doc": "a stream edgert creates keeps at most this many bytes; 0: no limit",
+        },
+    )
+    stream_max_age: float = field(
+        default=7 * 24 * 3600.0,
+        metadata={
+            "min": 0,
+            "doc": "a stream edgert creates keeps messages this many seconds; 0: no limit",
+        },
+    )
+    jetstream_domain: str | None = field(
+        default=None,
+        metadata={"name": True, "doc": "the JetStream domain (a leaf node's own JetStream)"},
+    )
     user: str | None = None
     password: str | None = None
     token: str | None = None
@@ -333,6 +357,41 @@ class NatsSection:
 
 
 @dataclass
+class FleetSection:
+    """`[fleet]`: this gateway is managed from NATS (always read from the local file)."""
+
+    enabled: bool = field(
+        default=False,
+        metadata={
+            "doc": "watch the desired config in KV bucket `bucket` (key: the gateway id), "
+            "apply each new revision and report the outcome in bucket edgert-applied"
+        },
+    )
+    bucket: str = field(
+        default="edgert-config",
+        metadata={
+            "doc": "the KV bucket of desired configs; the value is TOML, every section but "
+            "[gateway] and [fleet] (those always come from the local file)"
+        },
+    )
+    health_timeout: float = field(
+        default=30.0,
+        metadata={
+            "gt": 0,
+            "doc": "seconds a pushed config has to bring every actor to running (and the "
+            "bridge to NATS); else the last good config is restored (rolled_back)",
+        },
+    )
+
+    def check(self) -> None:
+        # a JetStream KV bucket name: letters, digits, '_' and '-'
+        if not valid_name(self.bucket):
+            raise Invalid(
+                "bucket", f"{self.bucket!r} may contain only letters, digits, '_' and '-'"
+            )
+
+
+@dataclass
 class DriverSpec:
     """One `[[driver]]`: its common keys, its class, and its own decoded config."""
 
@@ -352,6 +411,7 @@ class GatewayConfig:
     supervisor: SupervisorSection
     nats: NatsSection
     drivers: list[DriverSpec]
+    fleet: FleetSection = field(default_factory=FleetSection)
 
     @property
     def runtime_dir(self) -> Path:
@@ -459,15 +519,46 @@ def _driver(path: str, i: int, table: Any) -> DriverSpec:
     )
 
 
-_TOP = ("gateway", "supervisor", "nats", "driver")
+_TOP = ("gateway", "supervisor", "nats", "fleet", "driver")
+# Sections a desired config from the fleet's KV bucket never sets: these always come
+# from the local file (who the gateway is, and how it is managed).
+LOCAL_ONLY = ("gateway", "fleet")
+
+
+def _parse(text: str, path: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
 
 
 def loads(text: str, path: str = "<config>") -> GatewayConfig:
     """Parse and validate a gateway config from TOML text."""
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return from_doc(_parse(text, path), path)
+
+
+def overlay(local: str, desired: str, path: str, desired_path: str) -> GatewayConfig:
+    """The config a fleet-managed gateway runs: the local file's text `local` with every
+    section the `desired` TOML sets (from the KV bucket) in place of the local one.
+
+    `[gateway]` and `[fleet]` always come from the local file (the desired text's are
+    ignored); a section the desired text leaves out keeps the local file's, so a fleet
+    can push `[[driver]]` alone and leave each gateway its own `[nats]` credentials.
+    `driver = []` removes every driver. Errors name `desired_path` or `path`.
+    """
+    doc = _parse(local, path)
+    want = _parse(desired, desired_path)
+    for k in want:
+        if k not in _TOP:
+            raise ConfigError(
+                f"{desired_path}: unknown table or key {k!r} (known: {', '.join(_TOP)})"
+            )
+    doc.update({k: v for k, v in want.items() if k not in LOCAL_ONLY})
+    return from_doc(doc, f"{path} + {desired_path}")
+
+
+def from_doc(doc: dict[str, Any], path: str) -> GatewayConfig:
+    """Validate a parsed TOML document as a gateway config; `path` names it in errors."""
     for k in doc:
         if k not in _TOP:
             raise ConfigError(f"{path}: unknown table or key {k!r} (known: {', '.join(_TOP)})")
@@ -483,13 +574,25 @@ def loads(text: str, path: str = "<config>") -> GatewayConfig:
     gateway = section("gateway", GatewaySection)
     supervisor = section("supervisor", SupervisorSection)
     nats = section("nats", NatsSection)
+    fleet = section("fleet", FleetSection)
+    if fleet.enabled and not nats.enabled:
+        raise ConfigError(
+            f"{path}: [fleet] key 'enabled': a managed gateway needs NATS ([nats] enabled = true)"
+        )
     raw_drivers = doc.get("driver", [])
     if not isinstance(raw_drivers, list):
         raise ConfigError(f"{path}: 'driver' must be an array of tables ([[driver]])")
     drivers = [_driver(path, i, t) for i, t in enumerate(raw_drivers)]
     unique(f"{path}: [[driver]]", "driver", drivers)
+    if fleet.enabled:
+        for d in drivers:
+            if d.name == "fleet":
+                raise ConfigError(
+                    f"{path}: [[driver]] 'fleet': key 'name': 'fleet' is the name of the "
+                    "runtime's fleet actor when [fleet] enabled = true"
+                )
     _unique_nodes(path, drivers)
-    return GatewayConfig(path, gateway, supervisor, nats, drivers)
+    return GatewayConfig(path, gateway, supervisor, nats, drivers, fleet)
 
 
 def _unique_nodes(path: str, drivers: list[DriverSpec]) -> None:

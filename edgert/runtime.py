@@ -9,6 +9,12 @@ files a crash left (`edgert.bus.ring`) stay for the next start, whose drivers
 send what they hold; those of actors no longer configured are dropped. It raises
 `GroupFailed` when the supervisor tore the group down. Nothing is global: a test
 starts a gateway, drives it, stops it and starts another in the same interpreter.
+
+With `[fleet] enabled = true` the gateway runs the local file overlaid with the
+desired config kept in its data directory (`edgert.fleet.store`: the revision
+being tried, else the last applied one), at start and on every reload, and a
+fleet actor watches the KV bucket for new revisions. A revision still pending
+at start is rolled back first: it may be what stopped the gateway.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from .bus.ring import discard, filesystem
-from .config import ConfigError, GatewayConfig, SupervisorSection, driver_nodes, load
+from .config import ConfigError, GatewayConfig, SupervisorSection, driver_nodes, load, overlay
+from .fleet.store import Store
 from .preflight import spool_room
 from .proc import ActorSpec, Build
 from .proc.zygote import fingerprint
@@ -76,7 +83,9 @@ def _private_dir(path: Path) -> None:
 
 class Runtime:
     def __init__(self, config: GatewayConfig, *, log_level: int | None = None) -> None:
-        self.config = config
+        self.local = config  # the local file, as read
+        self.config = config  # what runs: the local file, overlaid when fleet-managed
+        self.revision: int | None = None  # the desired config's revision in it, if any
         self.log_level = (
             log_level if log_level is not None else logging.getLogger().getEffectiveLevel()
         )
@@ -91,10 +100,12 @@ class Runtime:
             sup.stop(err)
 
     def run(self) -> None:
-        cfg = self.config
-        rdir = cfg.runtime_dir
+        rdir = self.local.runtime_dir
         with _runtime_dir(rdir), contextlib.closing(Notifier()) as notifier:
-            _private_dir(cfg.data_dir)
+            _private_dir(self.local.data_dir)
+            if self.local.fleet.enabled:
+                self._boot_fleet()
+            cfg = self.config
             if cfg.nats.enabled and (room := spool_room(cfg)):
                 log.warning("%s", room)
             children = self.children()
@@ -116,6 +127,8 @@ class Runtime:
                 preload=self._preload(),
                 reload=self._reread,
                 notifier=notifier,
+                losses_path=str(cfg.data_dir / "losses.json"),
+                config_revision=self.revision,
             )
             self._supervisor = sup
             if self._stopped:
@@ -138,16 +151,51 @@ class Runtime:
         if sup is not None:
             sup.reload()
 
-    def _reread(self) -> tuple[list[ChildSpec], SupervisorSection]:
+    def _reread(self) -> tuple[list[ChildSpec], SupervisorSection, int | None]:
         """Runs in the supervisor's loop: the new config's children, or raise."""
-        new = load(self.config.path)
-        old = self.config
-        if new.gateway != old.gateway:
-            raise ConfigError(f"{new.path}: [gateway] changed; that needs a restart of the gateway")
-        self.config = new
-        return self.children(), new.supervisor
+        local = load(self.local.path)
+        if local.gateway != self.local.gateway:
+            raise ConfigError(
+                f"{local.path}: [gateway] changed; that needs a restart of the gateway"
+            )
+        new, revision = self._overlaid(local)
+        self.local, self.config, self.revision = local, new, revision
+        return self.children(), new.supervisor, revision
+
+    # -- the fleet's desired config -----------------------------------------------------
+    def _overlaid(self, local: GatewayConfig) -> tuple[GatewayConfig, int | None]:
+        """`local` overlaid with the desired config in the data directory, if managed."""
+        if not local.fleet.enabled:
+            return local, None
+        d = Store(local.data_dir).current()
+        if d is None:
+            return local, None
+        try:
+            text = Path(local.path).read_text()
+        except OSError as e:
+            raise ConfigError(f"{local.path}: cannot read: {e.strerror or e}") from None
+        where = d.where(local.fleet.bucket, local.gateway.id)
+        return overlay(text, d.toml, local.path, where), d.revision
+
+    def _boot_fleet(self) -> None:
+        """At start: roll back a revision left pending, then run the last applied one
+        (or the local file alone, if that one cannot run here any more)."""
+        store = Store(self.local.data_dir)
+        if out := store.boot():
+            log.warning("fleet: %s: rolled back", out.error)
+        try:
+            self.config, self.revision = self._overlaid(self.local)
+        except ConfigError as e:
+            log.error("fleet: the last applied config cannot run: %s; running the local file", e)
+            self.config, self.revision = self.local, None
+        if self.revision is not None:
+            log.info("fleet: running revision %d of the desired config", self.revision)
 
     # -- what to run ------------------------------------------------------------------
+    def _fleet_actor(self) -> bool:
+        """The fleet actor runs when the local file says the gateway is managed."""
+        return self.local.fleet.enabled and self.local.nats.enabled
+
     def children(self) -> list[ChildSpec]:
         cfg = self.config
         sp = cfg.supervisor
@@ -196,6 +244,7 @@ class Runtime:
                     "data_dir": str(cfg.data_dir),
                     "nats": cfg.nats,
                     "routes": {node: d.name for d in cfg.drivers for node in driver_nodes(d)},
+                    "service": not self._fleet_actor(),
                 },
             )
             out.append(
@@ -205,6 +254,31 @@ class Runtime:
                     tier=1,
                     kind="bridge",
                     critical=True,
+                    code=runtime_code,
+                    wants_status=True,
+                )
+            )
+        if self._fleet_actor():
+            # Its config comes from the local file alone (its own [nats] included), so a
+            # pushed config never cuts the gateway off from the fleet that manages it.
+            local = self.local
+            fconf = Build(
+                "edgert.fleet.actor:FleetConfig",
+                {
+                    "gateway_id": local.gateway.id,
+                    "runtime_dir": rdir,
+                    "data_dir": str(local.data_dir),
+                    "config_path": local.path,
+                    "nats": local.nats,
+                    "fleet": local.fleet,
+                },
+            )
+            out.append(
+                ChildSpec(
+                    spec("fleet", "edgert.fleet.actor:Fleet", fconf),
+                    "permanent",
+                    tier=1,
+                    kind="fleet",
                     code=runtime_code,
                     wants_status=True,
                 )
@@ -227,6 +301,8 @@ class Runtime:
         mods = ["edgert.bridge.actor", "edgert.spool", "nats"] if self.config.nats.enabled else []
         if self.config.nats.embedded:
             mods.append("edgert.natsserver")
+        if self._fleet_actor():
+            mods.append("edgert.fleet.actor")
         return mods
 
 

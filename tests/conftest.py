@@ -28,6 +28,29 @@ settings.register_profile("ci", max_examples=100, print_blob=True, **_UNDER_LOAD
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--chaos-seconds",
+        type=float,
+        default=None,
+        help="how long tests/test_chaos.py keeps faulting (EDGERT_CHAOS_SECONDS)",
+    )
+    parser.addoption(
+        "--chaos-variant",
+        default=None,
+        help="tests/test_chaos.py's faults: full, no_driver_kills or both, comma-separated",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    seconds = config.getoption("--chaos-seconds", None)
+    if seconds:
+        os.environ["EDGERT_CHAOS_SECONDS"] = str(seconds)  # read when the module is imported
+    variant = config.getoption("--chaos-variant", None)
+    if variant:
+        os.environ["EDGERT_CHAOS_VARIANT"] = variant
+
+
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="ert-"))

@@ -65,7 +65,7 @@ def values(points: list[dict], node: str = "gen") -> list[int]:
 
 def stream_values(srv: NatsProcess, node: str = "gen") -> list[int]:
     return values(
-        [p for m in stream_messages(srv.url, "EDGERT") if ".p." in m.subject for p in decode(m)],
+        [p for m in stream_messages(srv.url, "EDGERT_gw") if ".p." in m.subject for p in decode(m)],
         node,
     )
 
@@ -176,7 +176,7 @@ def test_gateway_restart_delivers_spooled_points(make_config, short_dir) -> None
     with srv, running_gateway(cfg):
 
         def first_run() -> list[int]:
-            msgs = [m for m in stream_messages(srv.url, "EDGERT") if ".p." in m.subject]
+            msgs = [m for m in stream_messages(srv.url, "EDGERT_gw") if ".p." in m.subject]
             epoch = msgs[0].headers["Nats-Msg-Id"].rsplit(":", 2)[0]
             return values(
                 [

@@ -2,12 +2,14 @@
 
 `data_dir` on a 2 MB tmpfs with NATS down: the spool fills, the bridge reports
 the real sqlite error and the path in its status, stops acking (the driver
-holds and then drops at the source, counted) and is not restarted. A
+holds and then drops at the source, counted) and is not restarted. When the
+disk has room again the fault clears by itself and spooling resumes. A
 read-only `data_dir` is an error naming the spool's path.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,6 +77,47 @@ def test_a_full_disk_is_reported_and_held_without_a_crash_loop(make_config, smal
         a = status(cfg)["by_name"]
         assert a["bridge"]["restarts"] == 0 and a["bridge"]["state"] == "running"
         assert a["gen"]["state"] == "running"
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """A file that takes all the room on `disk` but `leave` bytes."""
+    ballast = disk / "ballast"
+    with open(ballast, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    os.truncate(ballast, max(0, ballast.stat().st_size - leave))
+    return ballast
+
+
+def test_room_on_the_disk_again_clears_the_fault(make_config, small_disk) -> None:
+    ballast = fill(small_disk, 256 * 1024)
+    cfg = make_config(GATEWAY.format(port=free_port()))
+    with running_gateway(cfg):
+        b = wait_for(
+            lambda: (b := status(cfg)["by_name"]["bridge"])["stats"].get("disk_error") and b,
+            60,
+            "the bridge reports the full disk",
+        )
+        faults, pid = b["stats"]["disk_faults"], b["pid"]
+        held = b["buffered"]
+        ballast.unlink()  # room again: no restart, no command, the bridge finds it
+        b = wait_for(
+            lambda: (b := status(cfg)["by_name"]["bridge"])["buffered"] > held and b,
+            30,
+            "points spooled again",
+        )
+        assert b["pid"] == pid and b["restarts"] == 0
+        assert b["stats"]["disk_faults"] >= faults >= 1
+        wait_for(
+            lambda: not status(cfg)["by_name"]["bridge"]["stats"]["disk_error"],
+            30,
+            "the disk error cleared",
+            interval=0.005,
+        )
 
 
 def test_a_read_only_data_dir_names_the_path(read_only: Path) -> None:

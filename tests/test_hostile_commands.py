@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
 import pytest
 
+from edgert.bridge.commands import LOG_REFUSED, LOG_WINDOW, LogThrottle
 from edgert.testing import running_gateway, status, wait_for
 from edgert.testing.nats import NatsProcess, decode, request
 
@@ -119,6 +121,25 @@ def test_hostile_requests_get_a_clear_refusal_and_the_bridge_stays(gateway) -> N
     assert cmd(srv, b'[{"type":"setpoint","value":3}]', JSON) == {"ok": True}
     b = bridge(cfg)
     assert b["pid"] == pid and b["restarts"] == 0 and b["stats"]["nats"] == "connected"
+
+
+def test_refusals_are_logged_at_most_ten_per_window() -> None:
+    t = LogThrottle(limit=3, window=10.0)
+    assert [t.allow(0.0), t.allow(1.0), t.allow(2.0)] == [0, 0, 0]
+    assert [t.allow(3.0), t.allow(9.9)] == [None, None]  # left out, counted
+    assert t.allow(10.0) == 2  # the next line logged says how many were left out
+    assert t.allow(10.5) == 0 and t.left_out_total == 2
+
+
+def test_a_burst_of_bad_requests_is_counted_not_all_logged(gateway) -> None:
+    srv, cfg = gateway
+    n = 3 * LOG_REFUSED
+    t0 = time.monotonic()
+    for _ in range(n):
+        assert cmd(srv, b"not json", JSON)["ok"] is False
+    windows = int((time.monotonic() - t0) // LOG_WINDOW) + 1
+    b = wait_for(lambda: (b := bridge(cfg))["stats"].get("command_errors", 0) >= n and b, 10)
+    assert b["stats"]["refused_unlogged"] >= n - LOG_REFUSED * windows, b["stats"]
 
 
 def garbage(rng: random.Random, depth: int = 0) -> object:

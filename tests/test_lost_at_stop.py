@@ -2,8 +2,8 @@
 
 The bridge is frozen (SIGSTOP), so nothing the driver publishes is
 acknowledged; the driver is then stopped (SIGTERM): what its outbox still held
-shows as `lost_at_stop` for that actor in the status, and stays counted after
-its restart.
+shows as `lost_at_stop` for that actor in the status and in `edgert status`,
+and stays counted after its restart and after a restart of the gateway.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 
+from edgert.supervisor.control import format_status
 from edgert.testing import running_gateway, status, wait_for
 from edgert.testing.nats import free_port
 
@@ -57,3 +58,8 @@ def test_points_unacknowledged_at_a_stop_are_counted(make_config) -> None:
             os.kill(bridge, signal.SIGCONT)
         assert g["lost_at_stop"] > 100, g
         assert g["restarts"] >= 1
+    lost = g["lost_at_stop"]
+    with running_gateway(cfg):  # a new run of the gateway: the count is still there
+        snap = wait_for(lambda: status(cfg), 15, "status")
+        assert snap["by_name"]["gen"]["lost_at_stop"] == lost
+        assert f"lost at stop {lost}" in format_status(snap)

@@ -2,7 +2,8 @@
 
 The data dir is created 0700 and the spool 0600; a runtime dir whose parent
 another user owns is refused with one clear error; the control socket drops a
-frame over its small limit without buffering it.
+frame over its small limit without buffering it; the bus drops a frame over
+its limit (a batch's largest) unread, and counts the connection it ended.
 """
 
 from __future__ import annotations
@@ -108,3 +109,50 @@ def test_a_runtime_dir_parent_writable_by_others_is_refused(short_dir: Path) -> 
     cfg = config(short_dir, parent / "gw")
     with pytest.raises(RuntimeBusy, match=r"open is writable by other users"):
         Runtime(cfg).run()
+
+
+def test_the_bus_drops_a_frame_over_its_limit_and_counts_it(short_dir: Path) -> None:
+    with NatsProcess(short_dir / "nats") as srv:
+        cfg = config(short_dir, short_dir / "run" / "gw", srv.url)
+        with running_gateway(cfg):
+            b = wait_for(
+                lambda: (
+                    (b := status(cfg)["by_name"]["bridge"])["stats"].get("nats") == "connected"
+                    and b
+                ),
+                15,
+                "bridge on NATS",
+            )
+            pid, before = b["pid"], rss_kb(b["pid"])
+            assert b["stats"]["bus_disconnects"] == 0
+            zctx = zmq.Context(1)
+            sock = zctx.socket(zmq.DEALER)
+            try:  # a sender on the bus with frames of 16 MB: never read, its link dropped
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.ROUTING_ID, b"rogue")
+                sock.connect(f"ipc://{cfg.runtime_dir}/bus.sock")
+                for _ in range(4):
+                    sock.send(b"\x95" + b"x" * (16 * 1024 * 1024))
+                b = wait_for(
+                    lambda: (
+                        (b := status(cfg)["by_name"]["bridge"])["stats"]["bus_disconnects"] and b
+                    ),
+                    15,
+                    "the dropped connection counted",
+                )
+            finally:
+                sock.close(0)
+                zctx.term()
+            assert b["pid"] == pid and b["restarts"] == 0
+            assert b["stats"]["bad_frames"] == 0  # dropped before it was read
+            grown = rss_kb(pid) - before
+            assert grown < 32 * 1024, f"bridge grew by {grown} kB"
+            out = status(cfg)["by_name"]["gen"]["points_out"]
+            wait_for(  # the driver's points still flow, acknowledged
+                lambda: (
+                    (g := status(cfg)["by_name"]["gen"])["points_out"] > out + 10
+                    and g["buffered"] < 50
+                ),
+                15,
+                "the driver still delivering",
+            )

@@ -4,7 +4,9 @@ The bridge runs in its own process. Its loop owns every piece of state; the
 decisions are the forwarder's (`edgert.bridge.forwarder`), and this module only
 carries out what it returns:
 
-- the bus: binds the ROUTER at `ipc://<runtime_dir>/bus.sock`, reads bursts of
+- the bus: binds the ROUTER at `ipc://<runtime_dir>/bus.sock` (frames over
+  `BUS_MAX_BYTES` are never read: ZeroMQ drops the sender's connection,
+  counted as `bus_disconnects`), reads bursts of
   frames, checks them (`edgert.bus.decode_points`: split by node on the raw
   maps, a malformed frame refused whole, counted and logged), shows accepted
   parts on the tail socket (`ipc://<runtime_dir>/tail.sock`, for
@@ -39,7 +41,8 @@ from ..actor import Actor, Status, Stop
 from ..bus import BadFrame, bus_endpoint, decode_points, encode_frame, p_header
 from ..config import NatsSection
 from ..context import Context, settle_future
-from ..fleet import FleetService
+from ..fleet.service import FleetService
+from ..point import MAX_BATCH_BYTES
 from ..spool import Spool
 from . import tail_endpoint
 from .commands import Commands
@@ -55,6 +58,7 @@ MAX_BURST_BYTES = 1024 * 1024  # and at most this much
 LOG_FIRST_BAD = 10  # malformed frames logged one by one, then every 1000th
 REPORT_EVERY = 0.2  # seconds between heartbeat figures updates while busy
 DISK_RETRY = 1.0  # seconds between tries of a commit the disk refused
+BUS_MAX_BYTES = MAX_BATCH_BYTES + 64 * 1024  # the largest frame a batch makes, and room
 
 
 @dataclass
@@ -78,6 +82,7 @@ class BridgeConfig:
     backoff_max: float = 0.5
     max_in_flight: int = 64  # messages published and not yet acknowledged by NATS
     ack_timeout: float = 5.0  # seconds to wait for a JetStream ack or a flush
+    service: bool = True  # host the micro service (false: the fleet actor does)
 
 
 class Bridge(Actor):
@@ -119,6 +124,7 @@ class _Run:
             self.base, self.cfg.routes, self.cfg.command_timeout, self._send_router, self.enc
         )
         self.bad_frames = 0
+        self.bus_disconnects = 0  # bus connections that ended (see `disconnects`)
         self.disk_error = ""
         self.disk_faults = 0
         self.last_report = 0.0
@@ -156,18 +162,26 @@ class _Run:
                 self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
                 self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
                 self.router.setsockopt(zmq.RCVHWM, 1000)
+                # a bigger frame is never read: ZeroMQ drops that sender's connection
+                self.router.setsockopt(zmq.MAXMSGSIZE, BUS_MAX_BYTES)
                 self.router.bind(bus_endpoint(cfg.runtime_dir))
+                monitor = self.router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+                stack.callback(monitor.close, 0)
+                stack.callback(self.router.disable_monitor)
                 self.tail = stack.enter_context(_socket(zctx, zmq.PUB))
                 self.tail.setsockopt(zmq.SNDHWM, 10_000)
                 self.tail.bind(tail_endpoint(cfg.runtime_dir))
                 self._report()
                 async with asyncio.TaskGroup() as tg:
-                    tasks = [tg.create_task(self.bus())]
+                    tasks = [tg.create_task(self.bus()), tg.create_task(self.disconnects(monitor))]
                     spooler = None
                     if self.spool is not None:
                         spooler = tg.create_task(self.spooler())
                         tasks.append(tg.create_task(self.uplink.run_forever()))
-                        tasks.append(tg.create_task(FleetService(self).run_forever()))
+                        if cfg.service:
+                            svc = FleetService(self, cfg.gateway_id, self.base, cfg.runtime_dir)
+                            run_svc = svc.run_forever(cfg.nats, cfg.backoff_min, cfg.backoff_max)
+                            tasks.append(tg.create_task(run_svc))
                     await self.inbox()
                     for t in tasks:
                         t.cancel()
@@ -304,6 +318,20 @@ class _Run:
                 self._report()
             await asyncio.sleep(0)  # a busy bus must not starve the other tasks
 
+    async def disconnects(self, monitor: zmq.Socket) -> None:
+        """Count the bus connections that end: a sender that ended, or one whose frame
+        was over `BUS_MAX_BYTES` (ZeroMQ drops it unread; the sender reconnects and
+        its unacknowledged batch waits, then its outbox drops, counted)."""
+        loop = asyncio.get_running_loop()
+        fd = monitor.getsockopt(zmq.FD)
+        never = asyncio.Event()
+        while True:
+            await _readable(loop, monitor, fd, None, never)
+            while monitor.poll(0):
+                monitor.recv_multipart()
+                self.bus_disconnects += 1
+            self._report()
+
     def receive(self, frames: list[list[bytes]]) -> None:
         """Check each frame and feed the forwarder (a malformed one is counted, skipped)."""
         now = time.monotonic()
@@ -358,8 +386,10 @@ class _Run:
     def stats(self) -> dict[str, Any]:
         s: dict[str, Any] = dict(self.fwd.stats)
         s["bad_frames"] = self.bad_frames
+        s["bus_disconnects"] = self.bus_disconnects
         s["commands"] = self.commands.count
         s["command_errors"] = self.commands.errors
+        s["refused_unlogged"] = self.commands.log_throttle.left_out_total
         s["memory_parts"] = len(self.fwd.mem)  # accepted, waiting to be published
         s["in_flight"] = len(self.fwd.flight)  # published, NATS has not confirmed yet
         s["backlog_rows"] = self.fwd.backlog_rows  # spool rows this session has yet to send
@@ -397,21 +427,31 @@ class _Run:
 
     async def statuses(self, nc: Any) -> None:
         """The status subject: now, every `status_interval`, and on change."""
-        headers = {"Content-Type": CONTENT_TYPES[self.enc]}
         while True:
             self.status_changed.clear()
-            msg = status_message(
-                self.cfg.gateway_id,
-                self.snapshot,
-                self.uplink.connected,
-                self.uplink.server,
-                self.spool.stats() if self.spool is not None else {},
-                self.stats() | {"duplicates": self.fwd.stats["duplicates"]},
-            )
-            await nc.publish(f"{self.base}.status", encode(msg, self.enc), headers=headers)
+            await self._publish_status(nc, self.uplink.connected, "")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.cfg.status_interval):
                     await self.status_changed.wait()
+
+    async def status_once(self, nc: Any, error: str) -> None:
+        """One status message while the uplink cannot publish points (it says why)."""
+        with contextlib.suppress(Exception):
+            await self._publish_status(nc, False, error)
+            await nc.flush(timeout=self.cfg.ack_timeout)
+
+    async def _publish_status(self, nc: Any, connected: bool, error: str) -> None:
+        msg = status_message(
+            self.cfg.gateway_id,
+            self.snapshot,
+            connected,
+            self.uplink.server,
+            self.spool.stats() if self.spool is not None else {},
+            self.stats() | {"duplicates": self.fwd.stats["duplicates"]},
+            error=error,
+        )
+        headers = {"Content-Type": CONTENT_TYPES[self.enc]}
+        await nc.publish(f"{self.base}.status", encode(msg, self.enc), headers=headers)
 
 
 # --- helpers ------------------------------------------------------------------------

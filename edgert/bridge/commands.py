@@ -9,7 +9,10 @@ the problem. Commands come from programs nobody here wrote: a point may leave
 out `node`, `key`, `time` and `origin`; anything deep, huge, non-finite or out
 of range is refused, any exception while handling a request becomes an error
 reply, and past `max_in_flight` requests waiting for drivers the reply is
-"busy" at once. `Commands` belongs to the bridge's one loop.
+"busy" at once. Refusals are logged at most `LOG_REFUSED` a `LOG_WINDOW`
+(a flood of bad requests does not flood the log or the SD card); the others
+are counted (`refused_unlogged`) and the next line logged says how many were
+left out. `Commands` belongs to the bridge's one loop.
 """
 
 from __future__ import annotations
@@ -29,11 +32,36 @@ from ..bus import encode_frame
 from ..point import MAX_BATCH_BYTES, BadBatch, Point, points_from_maps, unpack_limited
 from .payload import CONTENT_TYPES, request_encoding
 
-__all__ = ["Commands", "decode_command", "MAX_IN_FLIGHT"]
+__all__ = ["Commands", "LogThrottle", "decode_command", "MAX_IN_FLIGHT"]
 
 MAX_IN_FLIGHT = 256  # requests waiting for a driver's answer; past it: "busy"
 INT_MIN, UINT_MAX = -(2**63), 2**64 - 1  # what msgpack can carry to the driver
 TIME_MAX = 2**63 - 1
+LOG_REFUSED, LOG_WINDOW = 10, 10.0  # refusals logged per window of seconds, at most
+
+
+class LogThrottle:
+    """At most `limit` log lines per `window` seconds; counts the ones left out."""
+
+    def __init__(self, limit: int = LOG_REFUSED, window: float = LOG_WINDOW) -> None:
+        self.limit = limit
+        self.window = window
+        self.start = -math.inf
+        self.logged = 0
+        self.left_out = 0  # since the last line logged
+        self.left_out_total = 0
+
+    def allow(self, now: float) -> int | None:
+        """None: leave this line out; else log it, with this many left out before it."""
+        if now - self.start >= self.window:
+            self.start, self.logged = now, 0
+        if self.logged >= self.limit:
+            self.left_out += 1
+            self.left_out_total += 1
+            return None
+        self.logged += 1
+        n, self.left_out = self.left_out, 0
+        return n
 
 
 def decode_command(data: bytes, enc: str, node: str) -> list[Point]:
@@ -100,6 +128,7 @@ class Commands:
         self.count = 0
         self.errors = 0
         self.busy = 0  # requests refused at once because too many were in flight
+        self.log_throttle = LogThrottle()
 
     def admit(self) -> bool:
         """True when one more request may be handled now (then `handle` must follow)."""
@@ -139,7 +168,10 @@ class Commands:
                 error = f"the command could not be handled: {type(e).__name__}: {e}"
             if error:
                 self.errors += 1
-                log.warning("command on %.200s refused: %.500s", msg.subject, error)
+                left_out = self.log_throttle.allow(time.monotonic())
+                if left_out is not None:
+                    more = f" ({left_out} more refusals not logged)" if left_out else ""
+                    log.warning("command on %.200s refused: %.500s%s", msg.subject, error, more)
             if not msg.reply:
                 return
             reply = {"ok": True} if error is None else {"ok": False, "error": error}

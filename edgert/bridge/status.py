@@ -21,6 +21,7 @@ def status_message(
     server: str,
     spool: dict[str, int],
     bus: dict[str, int],
+    error: str = "",
 ) -> dict[str, Any]:
     actors = []
     for a in snapshot.get("actors", []):
@@ -43,14 +44,17 @@ def status_message(
     return {
         "gateway": gateway,
         "time": time.time_ns(),
-        "nats": {"connected": connected, "server": server},
+        "nats": {"connected": connected, "server": server, "error": error},
         "spool": {
             "points": spool.get("spool_points", 0),
             "batches": spool.get("spool_batches", 0),
             "bytes": spool.get("spool_bytes", 0),
             "dropped": spool.get("spool_dropped", 0),
         },
-        "bus": {k: bus.get(k, 0) for k in ("bad_frames", "duplicates", "out_of_order")},
+        "bus": {
+            k: bus.get(k, 0)
+            for k in ("bad_frames", "duplicates", "out_of_order", "bus_disconnects")
+        },
         "actors": actors,
     }
 

@@ -2,7 +2,10 @@
 
 `nats_options` turns the `[nats]` section into `nats.connect` arguments (auth,
 TLS, URLs). `Uplink.run` connects, and while connected runs one `Session`:
-it makes sure the JetStream stream exists (when `jetstream = true`),
+it makes sure the JetStream stream exists and takes the gateway's subjects
+(when `jetstream = true`, `edgert.bridge.stream`; a stream that does not is
+said once, in the log and on the status subject, and looked at again every
+`STREAM_RETRY` seconds while points wait in the spool),
 subscribes to commands, publishes what the forwarder asks in order, and tells
 the forwarder when NATS took each message: the JetStream ack, or on core NATS
 a marker the bridge publishes to its own inbox behind each round of messages
@@ -28,11 +31,14 @@ from typing import TYPE_CHECKING, Any
 from ..config import NatsSection
 from .forwarder import Publish
 from .payload import CONTENT_TYPES, messages
+from .stream import StreamError, ensure_stream
 
 if TYPE_CHECKING:
     from .actor import _Run
 
 __all__ = ["nats_options", "Uplink", "Session"]
+
+STREAM_RETRY = 10.0  # seconds between looks at a JetStream stream that was refused
 
 
 def nats_options(section: NatsSection, name: str = "edgert") -> dict[str, Any]:
@@ -105,6 +111,8 @@ class Uplink:
         self.server = ""
         self.error = ""
         self.attempts = 0
+        self.stream_note = ""  # what the last session found of the JetStream stream
+        self.stream_error = ""  # why the last session could not use it (logged once)
 
     def publish(self, action: Publish) -> None:
         s = self.session
@@ -142,8 +150,19 @@ class Uplink:
             self.connected, self.error = True, ""
             self.server = str(nc.connected_url.geturl()) if nc.connected_url else ""
             self.run.log.info("NATS: connected to %s", self.server)
+            pause = backoff
             try:
                 await self._session(nc, closed)
+            except* StreamError as eg:
+                # the server's configuration, not an outage: said once (status and log),
+                # looked at again every STREAM_RETRY seconds, points spooled meanwhile
+                reason = str(eg.exceptions[0])
+                if reason != self.stream_error:
+                    self.run.log.error("%s; looking again every %gs", reason, STREAM_RETRY)
+                self.stream_error = reason
+                self.connected, self.error = False, reason
+                self.run.feed(self.run.fwd.unreachable(time.monotonic()))
+                pause = STREAM_RETRY
             except* (Down, OSError, TimeoutError, nats_py.errors.Error) as eg:
                 self._down(why(eg.exceptions[0], errors), first=True)
             finally:
@@ -154,7 +173,7 @@ class Uplink:
                 with contextlib.suppress(Exception):
                     await nc.close()
                 self.run.changed()
-            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+            await asyncio.sleep(pause * random.uniform(0.8, 1.2))
 
     def _down(self, reason: str, first: bool) -> None:
         changed = reason != self.error
@@ -166,8 +185,18 @@ class Uplink:
         run = self.run
         js = None
         if self.cfg.nats.jetstream:
-            js = nc.jetstream(timeout=self.cfg.ack_timeout)
-            await self._ensure_stream(js)
+            opts: dict[str, Any] = {"timeout": self.cfg.ack_timeout}
+            if self.cfg.nats.jetstream_domain:
+                opts["domain"] = self.cfg.nats.jetstream_domain
+            js = nc.jetstream(**opts)
+            try:
+                done = await ensure_stream(js, self.cfg.nats, self.cfg.gateway_id, run.base)
+            except StreamError as e:
+                await run.status_once(nc, str(e))  # said on the status subject too
+                raise
+            if done != self.stream_note or self.stream_error:
+                self.stream_note, self.stream_error = done, ""
+                run.log.info("%s", done)
         sub = await nc.subscribe(f"{run.base}.cmd.>")
         inbox = nc.new_inbox()
         marks = await nc.subscribe(inbox) if js is None else None
@@ -186,19 +215,6 @@ class Uplink:
             tg.create_task(self._commands(nc, sub, tg))
             await closed.wait()
             raise Down(nc.last_error and repr(nc.last_error) or "connection closed")
-
-    async def _ensure_stream(self, js: Any) -> None:
-        import nats as nats_py
-
-        n = self.cfg.nats
-        subjects = [f"{self.run.base}.p.>", f"{self.run.base}.status"]
-        try:
-            await js.stream_info(n.stream)
-            return
-        except nats_py.js.errors.NotFoundError:
-            pass
-        await js.add_stream(name=n.stream, subjects=subjects)
-        self.run.log.info("JetStream: created stream %s for %s", n.stream, ", ".join(subjects))
 
     async def _commands(self, nc: Any, sub: Any, tg: asyncio.TaskGroup) -> None:
         commands = self.run.commands

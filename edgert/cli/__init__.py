@@ -37,7 +37,7 @@ LAZY: dict[str, tuple[str, str]] = {
     ),
     "fleet": (
         "edgert.cli.fleet:fleet",
-        "The gateways on a NATS system: list them, show one's status.",
+        "The gateways on a NATS system: list them, show one's status, push config.",
     ),
     "modbus": (
         "edgert.cli.modbus:modbus",
@@ -221,6 +221,7 @@ def status(config: str | None, runtime_dir: str | None, as_json: bool) -> None:
     if as_json:
         out = {
             "gateway": snap["gateway"],
+            "config_revision": snap.get("config_revision"),
             "actors": [
                 {k: a[k] for k in a if k != "stats"} | {"stats": a.get("stats", {})}
                 for a in snap["actors"]

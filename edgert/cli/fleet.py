@@ -6,6 +6,9 @@ identity, its start time and, in the status endpoint's `data`, its actor
 states, buffered and dropped counts and applied config revision. A gateway
 that does not answer in time is absent from the list, not an error.
 `status GW` asks `<prefix>.GW.svc.status` and prints the status table.
+`push GW... FILE` (or `push --all FILE`) checks FILE here, puts it as key GW
+of the desired-config bucket and waits for each gateway's report in bucket
+`edgert-applied` (the revision it put): exit 0 only when every one applied it.
 
 NATS is `--nats URL` with `--user/--password`, `--token` or `--creds`, or
 else the `[nats]` section of the local config (`--config`, default
@@ -47,7 +50,14 @@ def _nats(
     return section
 
 
-def _nats_options(f: Any) -> Any:
+def _nats_options(timeout: float = 2.0, what: str = "Seconds to wait.") -> Any:
+    def decorate(f: Any) -> Any:
+        return _with_options(f, timeout, what)
+
+    return decorate
+
+
+def _with_options(f: Any, timeout: float, what: str) -> Any:
     for opt in reversed(
         [
             click.option("--nats", "url", metavar="URL", help="A NATS server (default: [nats])."),
@@ -61,7 +71,7 @@ def _nats_options(f: Any) -> Any:
                 type=click.Path(dir_okay=False),
                 help="The config whose [nats] to use (default /etc/edgert/gateway.toml).",
             ),
-            click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait."),
+            click.option("--timeout", default=timeout, show_default=True, help=what),
             click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table."),
         ]
     ):
@@ -91,7 +101,7 @@ async def _connect(section: NatsSection, timeout: float) -> Any:
 
 async def collect(section: NatsSection, timeout: float) -> list[dict[str, Any]]:
     """Every `$SRV.STATS.edgert` answer that arrives within `timeout`."""
-    from edgert.fleet import SERVICE_NAME
+    from edgert.fleet.service import SERVICE_NAME
 
     nc = await _connect(section, timeout)
     try:
@@ -160,17 +170,18 @@ def _table(lines: list[dict[str, Any]]) -> str:
 
 @click.group("fleet")
 def fleet() -> None:
-    """The gateways on a NATS system: list them, show one's status.
+    """The gateways on a NATS system: list them, show one's status, push config.
 
     \b
     Example:
       edgert fleet ls --nats nats://hub:4222
       edgert fleet status gw-17 --config /etc/edgert/gateway.toml
+      edgert fleet push gw-17 site.toml --nats nats://hub:4222
     """
 
 
 @fleet.command("ls")
-@_nats_options
+@_nats_options()
 def ls(
     url: str | None,
     user: str | None,
@@ -193,7 +204,7 @@ def ls(
 
 
 @fleet.command("status")
-@_nats_options
+@_nats_options()
 @click.option("--prefix", help="The gateways' subject prefix (default: [nats] prefix, edgert).")
 @click.argument("gateway")
 def status(
@@ -234,3 +245,163 @@ def status(
         click.echo(json.dumps(snap, indent=2))
     else:
         click.echo(format_status(snap))
+
+
+@fleet.command("push")
+@_nats_options(60.0, "Seconds to wait for every gateway's report.")
+@click.option(
+    "--all", "to_all", is_flag=True, help="Push to every managed gateway that answers a PING."
+)
+@click.option(
+    "--bucket", help="The desired-config bucket (default: [fleet] bucket, edgert-config)."
+)
+@click.option(
+    "--no-check",
+    is_flag=True,
+    help="Do not validate FILE here (it names drivers this machine lacks); the gateway does.",
+)
+@click.argument("gateways", nargs=-1)
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+def push(
+    url: str | None,
+    user: str | None,
+    password: str | None,
+    token: str | None,
+    creds: str | None,
+    config: str | None,
+    timeout: float,
+    as_json: bool,
+    to_all: bool,
+    bucket: str | None,
+    no_check: bool,
+    gateways: tuple[str, ...],
+    file: str,
+) -> None:
+    """Push FILE as the desired config of GATEWAYS and wait for what each made of it.
+
+    FILE is TOML: every section it sets but [gateway] and [fleet] replaces the
+    gateway's own (the others stay as its local file has them). It is validated
+    here first (exit 2 when broken), then put into the KV bucket under each
+    gateway's id. Each gateway with [fleet] enabled = true validates it again,
+    applies it and reports applied, refused or rolled_back. Exits 0 only when
+    every gateway applied it; 1 with the reasons otherwise, or when a report did
+    not come within --timeout.
+
+    \b
+    Example:
+      edgert fleet push gw-17 site.toml --nats nats://hub:4222
+      edgert fleet push --all site.toml
+    """
+    from pathlib import Path
+
+    from edgert.point import valid_name
+
+    if to_all == bool(gateways):
+        raise click.UsageError("name the gateways, or give --all (not both)")
+    for gw in gateways:
+        if not valid_name(gw):
+            raise click.BadParameter(f"{gw!r} is not a gateway id", param_hint="GATEWAYS")
+    text = Path(file).read_text()
+    if not no_check:
+        check_desired(text, file, gateways[0] if gateways else "gw")
+    section = _nats(config, url, user, password, token, creds)
+    if bucket is None:
+        bucket = _local_bucket(config) if url is None else "edgert-config"
+    results = asyncio.run(push_and_wait(section, bucket, list(gateways), text, timeout))
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            line = f"{r['gateway']}: {r['state']} revision {r['revision']}"
+            click.echo(line + (f": {r['error']}" if r.get("error") else ""))
+    if not results:
+        raise click.ClickException(
+            f"no managed gateway ([fleet] enabled) answered within {min(timeout, 2.0):g}s"
+        )
+    if any(r["state"] != "applied" for r in results):
+        raise SystemExit(1)
+
+
+def check_desired(text: str, file: str, gateway: str) -> None:
+    """Validate a desired config as a gateway with no other local sections would."""
+    from edgert.config import overlay
+
+    overlay(f'[gateway]\nid = "{gateway}"\n', text, "(push)", file)
+
+
+def _local_bucket(config: str | None) -> str:
+    from edgert.cli.locate import config_path
+
+    return load(config_path(config)).fleet.bucket
+
+
+async def push_and_wait(
+    section: NatsSection, bucket_name: str, gateways: list[str], text: str, timeout: float
+) -> list[dict[str, Any]]:
+    """Put `text` for each gateway (every answering one when `gateways` is empty) and
+    collect the report of the revision put, until `timeout`; one row per gateway."""
+    import nats.errors
+
+    from edgert.fleet.kv import APPLIED_BUCKET, bucket, decode_report
+    from edgert.fleet.service import SERVICE_NAME
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    nc = await _connect(section, timeout)
+    try:
+        if not gateways:
+            gateways = sorted(await _answering(nc, f"$SRV.PING.{SERVICE_NAME}", min(timeout, 2.0)))
+        js = nc.jetstream()
+        desired = await bucket(js, bucket_name)
+        applied = await bucket(js, APPLIED_BUCKET)
+        watcher = await applied.watch(">")  # before the puts: no report is missed
+        try:
+            revisions = {gw: await desired.put(gw, text.encode()) for gw in gateways}
+            reports: dict[str, dict[str, Any]] = {}
+            while len(reports) < len(revisions) and (left := deadline - loop.time()) > 0:
+                try:
+                    entry = await watcher.updates(timeout=left)
+                except nats.errors.TimeoutError:
+                    break
+                if entry is None or entry.key not in revisions or not entry.value:
+                    continue
+                rep = decode_report(entry.value)
+                if rep is not None and rep["revision"] == revisions[entry.key]:
+                    reports[entry.key] = rep
+        finally:
+            await watcher.stop()
+    finally:
+        await nc.close()
+    no_report = {
+        "state": "no report",
+        "error": f"none within {timeout:g}s (is the gateway running, with [fleet] enabled?)",
+        "time": None,
+    }
+    return [
+        {"gateway": gw, "revision": rev} | (reports.get(gw) or no_report) | {"revision": rev}
+        for gw, rev in revisions.items()
+    ]
+
+
+async def _answering(nc: Any, subject: str, timeout: float) -> set[str]:
+    """The managed gateways (`[fleet] enabled`) answering one request on `subject`
+    within `timeout`: their ids."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    await nc.publish(subject, b"", reply=inbox)
+    out: set[str] = set()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (left := deadline - loop.time()) > 0:
+        try:
+            msg = await sub.next_msg(timeout=left)
+        except Exception:  # noqa: BLE001 - nats-py's TimeoutError: the time is up
+            break
+        try:
+            meta = json.loads(msg.data).get("metadata") or {}
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(meta.get("gateway"), str) and meta.get("managed") == "true":
+            out.add(meta["gateway"])
+    await sub.unsubscribe()
+    return out

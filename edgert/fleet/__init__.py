@@ -1,13 +1,13 @@
-"""The fleet: each gateway a NATS micro service, found and asked from anywhere on NATS.
+"""The fleet: gateways managed from NATS, with no server of their own.
 
-`FleetService` (service.py) answers the standard micro protocol
-(`$SRV.PING|INFO|STATS`) and the gateway's `svc.status` / `svc.reload`
-endpoints; `local.py` asks the gateway's own supervisor over its control
-socket; `summary.py` turns a status snapshot into the figures `edgert fleet ls`
-shows.
+`service.py`: each gateway a NATS micro service (`$SRV.PING|INFO|STATS`,
+`svc.status`, `svc.reload`); `local.py` asks the gateway's own supervisor over
+its control socket; `summary.py` turns a status snapshot into the figures
+`edgert fleet ls` shows. With `[fleet] enabled = true`: `actor.py` is the fleet
+actor (the service, and the desired config from KV: validate, apply, watch its
+health, roll back, report), `kv.py` the buckets it and `edgert fleet push`
+share, and `store.py` the desired config kept in the data directory, which the
+runtime overlays on the local file.
+
+Nothing is imported here: the runtime reads `store.py` without loading asyncio.
 """
-
-from .service import SERVICE_NAME, FleetService
-from .summary import summary
-
-__all__ = ["FleetService", "SERVICE_NAME", "summary"]

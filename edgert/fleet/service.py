@@ -16,8 +16,10 @@ ls|info|stats edgert` and `edgert fleet` find every gateway on a NATS system:
 The service keeps its own NATS connection (nats-py reconnects it), apart from
 the bridge's point sessions: an outage of the point path, or its backoff, does
 not hide the gateway from the fleet, and service traffic never queues behind
-points. `FleetService.run` is one task of the bridge's loop and reads the
-bridge's state (`_Run`) only from that loop.
+points. Its host is the fleet actor (`actor.py`) when `[fleet] enabled = true`,
+which serves it on its own connection (`serve`), else the bridge, where
+`run_forever` is one task of the bridge's loop. Either way it reads its host's
+latest status snapshot (`host.snapshot`) only from the host's loop.
 """
 
 from __future__ import annotations
@@ -28,15 +30,16 @@ import datetime as dt
 import json
 import random
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import __version__
 from .local import control_request
 from .summary import summary
 
 if TYPE_CHECKING:
-    from ..bridge.actor import _Run
+    from ..config import NatsSection
 
 __all__ = ["FleetService", "SERVICE_NAME", "status_json"]
 
@@ -75,6 +78,7 @@ def status_json(snapshot: dict[str, Any]) -> dict[str, Any]:
     """The JSON `edgert status --json` prints, from a supervisor snapshot."""
     return {
         "gateway": snapshot.get("gateway"),
+        "config_revision": snapshot.get("config_revision"),
         "actors": [
             {k: a[k] for k in a if k != "stats"} | {"stats": a.get("stats", {})}
             for a in snapshot.get("actors", [])
@@ -82,20 +86,26 @@ def status_json(snapshot: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class FleetService:
-    """One gateway's micro service; owned by the bridge's loop."""
+class Host(Protocol):
+    """What the service reads from the actor that hosts it."""
 
-    def __init__(self, run: _Run) -> None:
+    snapshot: dict[str, Any]  # the latest status snapshot from the supervisor
+
+
+class FleetService:
+    """One gateway's micro service; owned by its host's loop."""
+
+    def __init__(self, host: Host, gateway: str, base: str, runtime_dir: str) -> None:
         from nats.nuid import NUID
 
-        self.run = run
-        cfg = run.cfg
-        self.gateway = cfg.gateway_id
+        self.host = host
+        self.gateway = gateway
+        self.runtime_dir = runtime_dir
         self.id = NUID().next().decode()
         self.started = dt.datetime.now(dt.UTC)
         self.metadata = {"gateway": self.gateway}
-        self.status = _Endpoint("status", f"{run.base}.svc.status")
-        self.reload = _Endpoint("reload", f"{run.base}.svc.reload")
+        self.status = _Endpoint("status", f"{base}.svc.status")
+        self.reload = _Endpoint("reload", f"{base}.svc.reload")
         self.connected = False
 
     # -- the protocol's documents -------------------------------------------------
@@ -124,16 +134,16 @@ class FleetService:
         started = self.started.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         return self._identity("stats") | {
             "started": started,
-            "endpoints": [self.status.stats(summary(self.run.snapshot)), self.reload.stats()],
+            "endpoints": [self.status.stats(summary(self.host.snapshot)), self.reload.stats()],
         }
 
     # -- the endpoints ---------------------------------------------------------------
     def status_reply(self) -> dict[str, Any]:
-        return status_json(self.run.snapshot)
+        return status_json(self.host.snapshot)
 
     async def reload_reply(self) -> dict[str, Any]:
         try:
-            reply = await control_request(self.run.cfg.runtime_dir, "reload", RELOAD_TIMEOUT)
+            reply = await control_request(self.runtime_dir, "reload", RELOAD_TIMEOUT)
         except Exception as e:  # noqa: BLE001 - the asker gets the reason
             reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
         if not reply.get("ok"):
@@ -155,36 +165,17 @@ class FleetService:
         }
 
     # -- NATS --------------------------------------------------------------------------
-    async def run_forever(self) -> None:
+    async def run_forever(self, nats: NatsSection, backoff_min: float, backoff_max: float) -> None:
         """Connect (retrying while NATS is down), then serve until cancelled."""
-        import nats as nats_py
-
-        from ..bridge.uplink import nats_options
-
-        cfg = self.run.cfg
-        opts = nats_options(cfg.nats, name=f"edgert-{self.gateway}-svc")
-        opts.update(allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
-        backoff = cfg.backoff_min
-
-        async def quiet(e: Exception) -> None:  # the uplink already says why NATS is down
-            pass
-
-        while True:
-            try:
-                nc = await nats_py.connect(**opts, error_cb=quiet)
-            except Exception:  # noqa: BLE001 - NATS down: retry, never fail
-                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
-                backoff = min(cfg.backoff_max * 4, backoff * 2)
-                continue
+        async for nc in connections(nats, f"edgert-{self.gateway}-svc", backoff_min, backoff_max):
             try:
                 self.connected = True
-                await self._serve(nc)
+                await self.serve(nc)
             finally:
                 self.connected = False
-                with contextlib.suppress(Exception):
-                    await nc.close()
 
-    async def _serve(self, nc: Any) -> None:
+    async def serve(self, nc: Any) -> None:
+        """Answer on connection `nc` until cancelled."""
         subs = []
         for verb in VERBS:
             for subject in (
@@ -242,6 +233,37 @@ class FleetService:
             ep.num_errors += 1
             ep.last_error = str(reply.get("error"))
         ep.processing_time += time.perf_counter_ns() - t0
+
+
+async def connections(
+    nats: NatsSection, name: str, backoff_min: float, backoff_max: float
+) -> AsyncIterator[Any]:
+    """One NATS connection at a time, made as soon as NATS lets it (nats-py reconnects
+    it after), closed when the consumer is done with it; never raises for NATS down."""
+    import nats as nats_py
+
+    from ..bridge.uplink import nats_options
+
+    opts = nats_options(nats, name=name)
+    opts.update(allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    backoff = backoff_min
+
+    async def quiet(e: Exception) -> None:  # the uplink already says why NATS is down
+        pass
+
+    while True:
+        try:
+            nc = await nats_py.connect(**opts, error_cb=quiet)
+        except Exception:  # noqa: BLE001 - NATS down: retry, never fail
+            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+            backoff = min(backoff_max * 4, backoff * 2)
+            continue
+        backoff = backoff_min
+        try:
+            yield nc
+        finally:
+            with contextlib.suppress(Exception):
+                await nc.close()
 
 
 async def _reply(nc: Any, msg: Any, reply: dict[str, Any]) -> None:

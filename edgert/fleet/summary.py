@@ -12,11 +12,11 @@ from typing import Any
 __all__ = ["summary"]
 
 
-def summary(snapshot: dict[str, Any], revision: int | None = None) -> dict[str, Any]:
+def summary(snapshot: dict[str, Any]) -> dict[str, Any]:
     actors = snapshot.get("actors", [])
     return {
         "actors": dict(sorted(Counter(str(a.get("state")) for a in actors).items())),
         "buffered": sum(int(a.get("buffered") or 0) for a in actors),
         "dropped": sum(int(a.get("dropped") or 0) for a in actors),
-        "config_revision": revision,
+        "config_revision": snapshot.get("config_revision"),
     }

@@ -106,6 +106,8 @@ def now_note(actor: dict[str, Any]) -> str:
         notes.append("given up" if retry is None else f"retry in {_age(retry)}")
     if actor.get("dropped"):
         notes.append(f"dropped {actor['dropped']}")
+    if actor.get("lost_at_stop"):
+        notes.append(f"lost at stop {actor['lost_at_stop']}")
     return "; ".join(notes)
 
 
@@ -142,7 +144,10 @@ def format_status(status: dict[str, Any]) -> str:
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [f"gateway {status['gateway']}"]
+    rev = status.get("config_revision")
+    lines = [
+        f"gateway {status['gateway']}" + (f", config revision {rev}" if rev is not None else "")
+    ]
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     return "\n".join(lines)

@@ -44,6 +44,7 @@ from ..waker import Waker
 from . import control
 from .policy import History, Policy, Restart
 from .reload import diff
+from .tally import load_losses, save_losses
 
 __all__ = ["Supervisor", "ChildSpec", "GroupFailed"]
 
@@ -120,14 +121,20 @@ class Supervisor:
         gateway_id: str = "",
         control_path: str | None = None,
         preload: list[str] = (),  # type: ignore[assignment]
-        reload: Callable[[], tuple[list[ChildSpec], Any]] | None = None,
+        reload: Callable[[], tuple[list[ChildSpec], Any, Any]] | None = None,
         notifier: Notifier | None = None,
+        losses_path: str | None = None,
+        config_revision: int | None = None,
     ) -> None:
+        self._losses_path = losses_path  # lost_at_stop per actor, kept across restarts
         self._notifier = notifier or Notifier({})
         self.section = policy
         self.policy = Policy.of(policy)
         self._reload = reload
         self.gateway_id = gateway_id
+        # the revision of the fleet's desired config running (None: the local file alone);
+        # shown in status, updated by each reload
+        self.config_revision = config_revision
         self.control_path = control_path
         self._specs = list(children)
         self._preload = list(preload)
@@ -154,9 +161,15 @@ class Supervisor:
         if waker is not None:
             waker.wake()
 
+    def _child(self, cs: ChildSpec) -> Child:
+        c = Child(cs)
+        c.lost_at_stop = self._losses.get(c.name, 0)
+        return c
+
     def run(self) -> None:
         """Run and supervise the children until stopped; raise GroupFailed on a teardown."""
-        self._children = [Child(cs) for cs in self._specs]
+        self._losses = load_losses(self._losses_path)
+        self._children = [self._child(cs) for cs in self._specs]
         self._failure: GroupFailed | None = None
         self._shutting_down = False
         self._next_status = 0.0
@@ -371,6 +384,8 @@ class Supervisor:
         if proc.lost_at_stop:
             c.lost_at_stop += proc.lost_at_stop
             log.warning("%s: %d points lost at stop (not acknowledged)", c.name, proc.lost_at_stop)
+            self._losses[c.name] = c.lost_at_stop
+            save_losses(self._losses_path, self._losses)
         c.stats = {k: v for k, v in c.stats.items() if k != "points_out"}
         c.proc = None
         self._graveyard.add(proc.pid)
@@ -482,8 +497,9 @@ class Supervisor:
         """
         if self._reload is None:
             raise RuntimeError("this supervisor has no config to reload")
-        specs, section = self._reload()
+        specs, section, revision = self._reload()
         self._ensure_zygote(specs)
+        self.config_revision = revision
         self.section = section
         self.policy = Policy.of(section)
         self._specs = list(specs)
@@ -496,7 +512,7 @@ class Supervisor:
             elif c.name in changes.changed:
                 self._retire_later(c, changes.changed[c.name], now)
         for cs in changes.added:
-            c = Child(cs)
+            c = self._child(cs)
             self._children.append(c)
             self._start(c, now)
         names = changes.names()
@@ -524,6 +540,7 @@ class Supervisor:
             _discard_outbox(c)
             return
         fresh = Child(c.successor)
+        fresh.lost_at_stop = c.lost_at_stop  # the count is the actor's, not its config's
         self._children[i] = fresh
         self._start(fresh, now)
 
@@ -553,7 +570,11 @@ class Supervisor:
                     None if c.next_start is None else round(max(0.0, c.next_start - now), 3)
                 )
             actors.append(a)
-        return {"gateway": self.gateway_id, "actors": actors}
+        return {
+            "gateway": self.gateway_id,
+            "config_revision": self.config_revision,
+            "actors": actors,
+        }
 
     def _push_status(self) -> None:
         snap = None

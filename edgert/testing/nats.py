@@ -1,11 +1,12 @@
 """Helpers for tests and benchmarks that need a real NATS server.
 
 `NatsProcess(directory)` runs `nats-server` (JetStream on, storing in
-`directory`) on a free port as a context manager; `stop()` and `start()` take it
-down and bring it back on the same port, for outage tests. `Subscriber(url,
-subject)` collects messages in a background thread (started and joined by its
-`with` block) and survives server restarts; `stream_messages()` reads back
-everything a JetStream stream holds. `decode(msg)` decodes a payload by its
+`directory`; `jetstream_domain=` gives it a JetStream domain, as a leaf node's
+own JetStream has) on a free port as a context manager; `stop()` and `start()`
+take it down and bring it back on the same port, for outage tests.
+`Subscriber(url, subject)` collects messages in a background thread (started
+and joined by its `with` block) and survives server restarts;
+`stream_messages()` reads back everything a JetStream stream holds. `decode(msg)` decodes a payload by its
 Content-Type header. Nothing here is used by the runtime itself.
 """
 
@@ -54,8 +55,10 @@ class NatsProcess:
         user: str | None = None,
         password: str | None = None,
         tls: dict[str, str] | None = None,
+        jetstream_domain: str | None = None,
     ) -> None:
         self.directory = Path(directory)
+        self.jetstream_domain = jetstream_domain  # a JetStream domain, as a leaf node has
         self.tls = tls  # {"cert", "key", "ca"}: TLS, and with "ca" client certificates required
         self.port = port or free_port()
         self.token = token
@@ -71,6 +74,10 @@ class NatsProcess:
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [find_nats_server(), "-a", "127.0.0.1", "-p", str(self.port), "-js"]
         args += ["-sd", str(self.directory), "-l", str(self.directory / "server.log")]
+        if self.jetstream_domain:
+            conf = self.directory / "server.conf"
+            conf.write_text(f"jetstream {{ domain: {self.jetstream_domain} }}\n")
+            args += ["-c", str(conf)]
         if self.user is not None:
             args += ["--user", self.user, "--pass", self.password or ""]
         elif self.token is not None:
@@ -196,15 +203,17 @@ class Subscriber:
         ]
 
 
-def stream_messages(url: str, stream: str, **connect: Any) -> list[Message]:
-    """Every message a JetStream stream holds now, in stream order."""
+def stream_messages(
+    url: str, stream: str, domain: str | None = None, **connect: Any
+) -> list[Message]:
+    """Every message a JetStream stream (in JetStream `domain`) holds now, in stream order."""
 
     async def read() -> list[Message]:
         import nats
 
         nc = await nats.connect(url, **connect)
         try:
-            js = nc.jetstream()
+            js = nc.jetstream(domain=domain) if domain else nc.jetstream()
             state = (await js.stream_info(stream)).state
             out: list[Message] = []
             for seq in range(state.first_seq, state.last_seq + 1):
