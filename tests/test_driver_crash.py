@@ -71,7 +71,7 @@ def test_a_driver_sigkilled_mid_stream_20_times_loses_nothing(
     assert sorted(runs) == list(range(KILLS + 1))
     got = [
         (int(p["key"]), p["value"])
-        for m in stream_messages(nats_server.url, "EDGERT")
+        for m in stream_messages(nats_server.url, "EDGERT_gw")
         if m.subject == "edgert.gw.p.gen"
         for p in decode(m)
     ]
@@ -169,7 +169,7 @@ def test_a_driver_that_raises_leaves_its_points_to_its_next_run(
         assert gen["lost_at_stop"] == 0 and gen["stats"]["dropped"] == 0
     got = [
         (int(p["key"]), p["value"])
-        for m in stream_messages(nats_server.url, "EDGERT")
+        for m in stream_messages(nats_server.url, "EDGERT_gw")
         if m.subject == "edgert.gw.p.gen"
         for p in decode(m)
     ]
