@@ -4,10 +4,13 @@
 locked so two gateways never share it) and the data directory, then supervises
 every actor — the embedded nats-server when asked for, the bridge, and one
 process per `[[driver]]` — until `stop()` (from another thread, or SIGTERM/SIGINT
-in `edgert run`), and removes its sockets and lock on the way out. It raises
+in `edgert run`), and removes its sockets and lock on the way out. Outbox ring
+files a crash left (`edgert.bus.ring`) stay for the next start, whose drivers
+send what they hold; those of actors no longer configured are dropped. It raises
 `GroupFailed` when the supervisor tore the group down, and `RuntimeBusy`, starting
-nothing, when the runtime directory or the embedded server's port is taken. Nothing is global: a test
-starts a gateway, drives it, stops it and starts another in the same interpreter.
+nothing, when the runtime directory or the embedded server's port is taken. Nothing
+is global: a test starts a gateway, drives it, stops it and starts another in the
+same interpreter.
 
 With `[fleet] enabled = true` the gateway runs the local file overlaid with the
 desired config kept in its data directory (`edgert.fleet.store`: the revision
@@ -27,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .bus.ring import discard, filesystem
 from .config import ConfigError, GatewayConfig, SupervisorSection, driver_nodes, load, overlay
 from .fleet.store import Store
 from .preflight import embedded_port_busy, spool_room
@@ -119,8 +123,19 @@ class Runtime:
                 raise RuntimeBusy(busy)
             if cfg.nats.enabled and (room := spool_room(cfg)):
                 log.warning("%s", room)
+            children = self.children()
+            _sweep_outboxes(rdir, {cs.spec.name for cs in children})
+            fs = filesystem(rdir)
+            if cfg.nats.enabled and fs not in (None, "tmpfs", "ramfs"):
+                log.warning(
+                    "runtime directory %s is on %s, not a tmpfs: the kernel writes the "
+                    "drivers' outbox files back to that disk; set [gateway] runtime_dir "
+                    "under /run (systemd: RuntimeDirectory=) to spare an SD card",
+                    rdir,
+                    fs,
+                )
             sup = Supervisor(
-                self.children(),
+                children,
                 cfg.supervisor,
                 gateway_id=cfg.gateway.id,
                 control_path=str(rdir / "control.sock"),
@@ -213,6 +228,7 @@ class Runtime:
                 runtime_dir=rdir,
                 heartbeat_interval=hb,
                 drain_timeout=drain,
+                crash_safe=cfg.nats.enabled,
                 log_level=self.log_level,
             )
 
@@ -334,6 +350,20 @@ def _runtime_dir(rdir: Path) -> Iterator[None]:
                 os.unlink(lock_path)
     finally:
         os.close(fd)
+
+
+def _sweep_outboxes(rdir: Path, names: set[str]) -> None:
+    """Drop the ring files of actors no longer in the config (a crash left them)."""
+    for p in (rdir / "outbox").glob("*.ring*"):
+        name = p.name.removesuffix(".ring")
+        if not p.name.endswith(".ring"):  # a recovery that died before its rename
+            p.unlink(missing_ok=True)
+            continue
+        if name in names:
+            continue  # its actor sends what it holds when it starts
+        lost = discard(p)
+        if lost:
+            log.warning("dropped %d points of actor %r, which is no longer configured", lost, name)
 
 
 def _remove_sockets(rdir: Path) -> None:

@@ -2,6 +2,7 @@
 
 - `frames`: the frame kinds, their checks (`BadFrame`) and the endpoints;
 - `outbox`: the sending side in every actor process (seq, linger, window, resend);
+- `ring`: the outbox's memory-mapped file, which outlives a crash of the process;
 - `inbox`: the receiving side in the bridge (dedupe, order, cumulative acks);
 - `shape`: the bridge's byte-level check of the usual one-node batch.
 

@@ -9,7 +9,9 @@ bridge's ROUTER at `ipc://<runtime_dir>/bus.sock`. Frames are msgpack arrays:
     bridge -> actor   ["A", epoch, seq]                         every batch <= seq is safe
                       ["C", cmd_id, [point maps]]               a command for the actor
 
-`epoch` is new each time an actor process starts; `seq` counts its batches from 1;
+`epoch` is new each time an actor starts with nothing to recover; a process that
+recovers its predecessor's ring file (`edgert.bus.ring`) goes on with its epoch
+and seqs. `seq` counts an epoch's batches from 1;
 `first` is the oldest seq the sender still holds; `resent` (true) marks a batch
 the sender has sent before, perhaps to a bridge that died after publishing it:
 the bridge then keeps its own message id for it (see `edgert.bridge.forwarder`).

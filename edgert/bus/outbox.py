@@ -26,30 +26,41 @@ only to drop them. When no ack came
 for `resend_after` seconds, everything unacked is sent again from the oldest
 (go-back-N), marked `resent` so the bridge keeps each its own message id.
 
+With a `ring` (`edgert.bus.ring`, a memory-mapped file under the runtime
+directory), every point is also written there when `publish` takes it, and
+every batch's seq before it is sent; acknowledgements and drops free the space.
+A process that dies (SIGKILL, a segfault, an exception) leaves the file, and
+the next process of the same actor opens it: the outbox then goes on with its
+predecessor's epoch, sends its unacknowledged batches first, under their seqs
+and marked `resent` (so the bridge and JetStream drop what they already have),
+then the points it had not sealed, then its own. A full ring drops the oldest
+batches, counted in `dropped` like the `max_points` bound. A ring that fails
+(no space left for its file) is deleted with an error logged, and the outbox
+goes on in memory only.
+
 Not thread-safe: it belongs to the one loop of the actor that owns it. The
-socket is created and closed by the Context that owns this outbox.
+socket and the ring are created and closed by the process that runs the actor.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 import msgpack
 import zmq
 
 from ..point import Point
 from .frames import BadFrame, decode_frame, encode_frame, p_frame
+from .ring import Ring, array_header
 
 __all__ = ["Outbox", "Command"]
 
 log = logging.getLogger("edgert.bus")
 
-_PACK = functools.partial(msgpack.packb, use_bin_type=True)
+_PACK = msgpack.Packer(use_bin_type=True).pack
 
 
 @dataclass(slots=True)
@@ -73,6 +84,7 @@ class Outbox:
         window: int = 5_000,
         linger: float = 0.005,
         max_linger: float = 0.25,
+        ring: Ring | None = None,
     ) -> None:
         self.sock = sock
         self.epoch = epoch
@@ -82,7 +94,7 @@ class Outbox:
         self.window = window  # points sent and not yet acknowledged, at most (the credit)
         self.linger = linger  # seconds a lone point waits for company before it is sent
         self.max_linger = max(linger, max_linger)  # ... at most, when acks are slow
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[bytes] = []  # packed point maps, not sealed into a batch yet
         self._seal_at: float | None = None  # when the pending points are sealed into a batch
         self._unacked: deque[tuple[int, bytes, int]] = deque()
         self._flight: deque[tuple[int, int, float]] = deque()  # (seq, points, sent at), unacked
@@ -97,12 +109,44 @@ class Outbox:
         self.buffered = 0  # points held, not yet acknowledged
         self.dropped = 0  # points dropped because the outbox was full
         self.bad_frames = 0
+        self.recovered = 0  # points a previous process of this actor left unacknowledged
+        self._ring = ring
+        if ring is not None:
+            self._restore(ring)
+
+    def _restore(self, ring: Ring) -> None:
+        """Go on where the previous process stopped: its epoch, seqs and points."""
+        rec = ring.recovered
+        self.epoch = ring.epoch
+        self._seq = rec.seq
+        self._acked = self._sent_upto = rec.acked
+        self._sent_max = rec.seq  # any of them may have reached the bridge: resent
+        self._unacked.extend(rec.batches)
+        self._pending.extend(rec.pending)
+        self.recovered = self.buffered = rec.points
+        if self._pending:
+            self._seal_at = 0.0
 
     # -- sending -----------------------------------------------------------------
     def publish(self, points: list[Point]) -> None:
         pending = self._pending
-        for p in points:
-            pending.append(p.to_map())
+        ring = self._ring
+        if len(points) == 1:  # the common case, kept short
+            b = _PACK(points[0].to_map())
+            if ring is not None:
+                try:
+                    stored = ring.append(b, 1)
+                except OSError as e:  # no space to grow the file
+                    self._lose_ring(e)
+                    stored = True
+                if not stored:
+                    self._store([b])  # no room: drop the oldest first
+            pending.append(b)
+        else:
+            packed = [_PACK(p.to_map()) for p in points]
+            if ring is not None:
+                self._store(packed)
+            pending.extend(packed)
         self.points_out += len(points)
         self.buffered += len(points)
         if len(pending) >= self.max_batch or self.linger <= 0:
@@ -118,6 +162,11 @@ class Outbox:
         are slow: wait as long for company), at most `max_linger`."""
         age = now - self._flight[0][2] if self._flight else 0.0
         return min(self.max_linger, max(self.linger, age))
+
+    @property
+    def crash_safe(self) -> bool:
+        """True while every point held is also in the ring file."""
+        return self._ring is not None
 
     def room(self) -> int:
         """Points that can be published now without waiting for credit: what the
@@ -135,17 +184,72 @@ class Outbox:
             chunk = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
             self._seq += 1
-            self._unacked.append((self._seq, _PACK(chunk), len(chunk)))
+            if self._ring is not None:
+                self._seal(self._seq, len(chunk))
+            self._unacked.append(
+                (self._seq, array_header(len(chunk)) + b"".join(chunk), len(chunk))
+            )
         self._trim()
         self._pump()
 
     def _trim(self) -> None:
         while self.buffered > self.max_points and self._unacked:
-            seq, _, n = self._unacked.popleft()
-            self.buffered -= n
-            self.dropped += n
-            self._acked = max(self._acked, seq)
-            self._sent_upto = max(self._sent_upto, seq)
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        seq, _, n = self._unacked.popleft()
+        self.buffered -= n
+        self.dropped += n
+        self._acked = max(self._acked, seq)
+        self._sent_upto = max(self._sent_upto, seq)
+        if self._ring is not None:
+            self._ring.release(n, seq)
+
+    # -- the ring --------------------------------------------------------------------
+    def _store(self, packed: list[bytes]) -> None:
+        """Write published points to the ring, dropping the oldest batches for room."""
+        ring = self._ring
+        assert ring is not None
+        try:
+            for i in range(0, len(packed), self.max_batch):
+                chunk = packed[i : i + self.max_batch]
+                data = b"".join(chunk)
+                if not ring.fits(len(data), ring.capacity):
+                    raise ValueError(f"{len(data)} bytes of points are more than the ring holds")
+                while not ring.append(data, len(chunk)):
+                    if self._unacked:
+                        self._drop_oldest()
+                    elif self._pending:
+                        self.flush()  # seal what waits, so that it can be dropped
+                        if self._ring is not ring:
+                            return  # the ring failed while sealing
+                    else:
+                        raise ValueError("the ring is full of nothing this outbox holds")
+        except (OSError, ValueError) as e:
+            self._lose_ring(e)
+
+    def _seal(self, seq: int, n: int) -> None:
+        ring = self._ring
+        assert ring is not None
+        try:
+            while not ring.seal(seq, n):
+                if not self._unacked:
+                    raise ValueError("no room left to seal a batch")
+                self._drop_oldest()
+        except (OSError, ValueError) as e:
+            self._lose_ring(e)
+
+    def _lose_ring(self, e: BaseException) -> None:
+        ring = self._ring
+        assert ring is not None
+        log.error(
+            "outbox file %s failed (%s): deleted; points are now kept in memory only, "
+            "where a crash of this process loses them",
+            ring.path,
+            e,
+        )
+        ring.close(remove=True)
+        self._ring = None
 
     def _pump(self) -> None:
         now = 0.0
@@ -218,11 +322,16 @@ class Outbox:
         while self._flight and self._flight[0][0] <= seq:
             self._flight_points -= self._flight.popleft()[1]
             progressed = True  # the bridge is taking batches, even ones trimmed here since
+        freed = 0
         while self._unacked and self._unacked[0][0] <= seq:
             _, _, n = self._unacked.popleft()
-            self.buffered -= n
-            self.points_acked += n
+            freed += n
             progressed = True
+        if freed:
+            self.buffered -= freed
+            self.points_acked += freed
+            if self._ring is not None:
+                self._ring.release(freed, seq)
         if seq > self._acked:
             self._acked = seq
             self._sent_upto = max(self._sent_upto, seq)
@@ -244,6 +353,7 @@ class Outbox:
             "buffered": self.buffered,
             "dropped": self.dropped,
             "bad_frames": self.bad_frames,
+            "recovered": self.recovered,
         }
 
     def drain(self, timeout: float) -> bool:

@@ -11,9 +11,15 @@ once, so the child is re-parented to the supervisor (a child subreaper, see
 - ignores SIGINT (a terminal's ^C is for the supervisor) and stops its actor
   on SIGTERM;
 - unpickles its `ActorSpec`, creates its own ZeroMQ context (never inherited),
-  builds the actor's Context and runs the actor, telling the supervisor over
-  the link `running`, heartbeats, and `exit` with the traceback of an error.
-  EOF on the link means the supervisor is gone, and the actor is stopped.
+  opens its outbox's ring file (`edgert.bus.ring`: what a previous process of
+  the actor left unacknowledged is sent first), builds the actor's Context and
+  runs the actor, telling the supervisor over the link `running`, heartbeats,
+  and `exit` with the traceback of an error. EOF on the link means the
+  supervisor is gone, and the actor is stopped.
+- after a clean stop it waits for the bridge to acknowledge what it holds
+  (`drain_timeout`), reports what it could not hand over as lost and deletes
+  its ring file; after an exception it keeps the file, so the next process of
+  the actor sends those points (as after a SIGKILL, when nothing runs at all).
 """
 
 from __future__ import annotations
@@ -122,6 +128,27 @@ def _send(link: Link, kind: str, data: Any) -> None:
         pass
 
 
+def _open_ring(spec: Any) -> Any:
+    """The actor's ring file, or None (logged) when it cannot be had."""
+    from ..bus import new_epoch
+    from ..bus.ring import Ring, ring_capacity, ring_path
+
+    path = ring_path(spec.runtime_dir, spec.name)
+    log = logging.getLogger(f"edgert.actor.{spec.name}")
+    try:
+        ring = Ring.open(path, new_epoch(spec.name), ring_capacity(spec.outbox_max_points))
+    except OSError as e:
+        log.error("outbox file %s: %s; points are kept in memory only", path, e)
+        return None
+    if ring.recovered.points:
+        log.info(
+            "recovered %d points a previous run left unacknowledged (%s): sending them first",
+            ring.recovered.points,
+            ring.epoch,
+        )
+    return ring
+
+
 def _run_actor(spec: Any, link: Link) -> None:
     from ..bus import Outbox, bus_endpoint, new_epoch
     from ..context import Context
@@ -130,7 +157,8 @@ def _run_actor(spec: Any, link: Link) -> None:
     config = spec.actor_config()
     actor = cls(config, name=spec.name)
     signal.signal(signal.SIGTERM, lambda *_: actor.stop())
-    zctx = sock = outbox = None
+    zctx = sock = outbox = ring = None
+    clean = False
     if getattr(actor, "uses_bus", True):
         import zmq
 
@@ -142,7 +170,9 @@ def _run_actor(spec: Any, link: Link) -> None:
         sock.setsockopt(zmq.RECONNECT_IVL, 20)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
         sock.connect(bus_endpoint(spec.runtime_dir))
-        outbox = Outbox(sock, new_epoch(spec.name), max_points=spec.outbox_max_points)
+        ring = _open_ring(spec) if spec.crash_safe else None
+        epoch = ring.epoch if ring is not None else new_epoch(spec.name)
+        outbox = Outbox(sock, epoch, max_points=spec.outbox_max_points, ring=ring)
     ctx = Context(
         actor,
         name=spec.name,
@@ -154,13 +184,17 @@ def _run_actor(spec: Any, link: Link) -> None:
     try:
         _send(link, "running", time.monotonic())
         actor.run(ctx)
+        clean = True
         if outbox is not None and spec.drain_timeout > 0 and not outbox.drain(spec.drain_timeout):
             ctx.log.warning(
                 "stopped with %d points not acknowledged by the bridge", outbox.stats()["buffered"]
             )
     finally:
-        if outbox is not None and outbox.buffered > 0:  # lost: counted by the supervisor
-            _send(link, "lost", outbox.buffered)
+        kept = not clean and outbox is not None and outbox.crash_safe  # the next run sends them
+        if outbox is not None and outbox.buffered > 0 and not kept:
+            _send(link, "lost", outbox.buffered)  # counted by the supervisor
+        if ring is not None:
+            ring.close(remove=not kept)
         ctx._close()
         if sock is not None:
             sock.close(0)

@@ -45,6 +45,7 @@ class ActorSpec:
     heartbeat_interval: float = 1.0
     outbox_max_points: int = 100_000
     drain_timeout: float = 2.0
+    crash_safe: bool = True  # keep the outbox in a ring file (no use without a bridge)
     log_level: int = logging.INFO
 
     @property

@@ -37,6 +37,7 @@ from typing import Any
 
 import zmq
 
+from ..bus.ring import discard, ring_path
 from ..proc import ActorProcess, ActorSpec, Zygote, ZygoteError, reap_group
 from ..proc.zygote import make_subreaper
 from ..systemd import Notifier
@@ -104,6 +105,13 @@ class Child:
     @property
     def name(self) -> str:
         return self.cs.spec.name
+
+
+def _discard_outbox(c: Child) -> None:
+    """A removed actor's ring file, if a crash left one: nobody will send it now."""
+    lost = discard(ring_path(c.cs.spec.runtime_dir, c.name))
+    if lost:
+        log.warning("%s: removed with %d points it had not handed over: dropped", c.name, lost)
 
 
 class Supervisor:
@@ -547,6 +555,7 @@ class Supervisor:
         if c.successor is None:
             del self._children[i]
             log.info("%s: removed", c.name)
+            _discard_outbox(c)
             return
         fresh = Child(c.successor)
         fresh.lost_at_stop = c.lost_at_stop  # the count is the actor's, not its config's
