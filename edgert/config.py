@@ -303,6 +303,7 @@ class NatsSection:
     encoding: Literal["msgpack", "json"] = "msgpack"
     jetstream: bool = False
     stream: str = field(default="EDGERT", metadata={"name": True})
+    jetstream_domain: str | None = field(default=None, metadata={"name": True})
     user: str | None = None
     password: str | None = None
     token: str | None = None

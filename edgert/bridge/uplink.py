@@ -166,7 +166,7 @@ class Uplink:
         run = self.run
         js = None
         if self.cfg.nats.jetstream:
-            js = nc.jetstream(timeout=self.cfg.ack_timeout)
+            js = nc.jetstream(timeout=self.cfg.ack_timeout, domain=self.cfg.nats.jetstream_domain)
             await self._ensure_stream(js)
         sub = await nc.subscribe(f"{run.base}.cmd.>")
         inbox = nc.new_inbox()
