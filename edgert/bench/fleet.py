@@ -2,28 +2,32 @@
 
 A nats-server cluster of 3 nodes runs on loopback, with one JetStream stream per
 gateway (`EDGERT_<id>`, 3 replicas) made up front. `gateways` (50 by default)
-`edgert run` processes (started five at a time) each run one `sim` counter at `rate` points/s (10) into
-their stream, through the cluster's three URLs, with the micro service on and
-no embedded server. Measured:
+`edgert run` processes, started five at a time, each run one `sim` counter at
+`rate` points/s (10) into their stream, through the cluster's three URLs,
+with the micro service on and no embedded server. Measured:
 
 - `edgert fleet ls`: seconds from the one `$SRV.STATS.edgert` request to the
   answer of the last gateway (target < 2 s), beside a `$SRV.PING.edgert` to
   all of them (the protocol's smallest answer); and the whole command
-  (`edgert fleet ls --timeout 2`, interpreter start included) with how many
+  (`edgert fleet ls`, its default 2 s timeout and the interpreter's start
+  included) with how many
   gateways it listed (must be all);
 - at idle (the counters running): the gateways' summed CPU as % of one core
   and their summed memory (PSS, /proc/PID/smaps_rollup, so pages shared
   between a gateway's processes count once), in all and per gateway, beside
   the cluster's own CPU and RSS;
-- one cluster node SIGKILLed: seconds until every gateway is connected and its
-  stream has taken a point published after the kill (each reconnects by
-  itself) and until every gateway's service answers `fleet ls` again, then
-  every stream's counter values read back: lost values (a gap
-  below the highest value stored, must be 0) and duplicates, apart.
+- one cluster node SIGKILLed (the streams purged just before, so what is
+  checked is what was published around the kill): seconds until every gateway
+  is connected and its stream has taken a point published after the kill
+  (each reconnects by itself) and until every gateway's service answers
+  `fleet ls` again; `after_kill` seconds later the node is restarted and every
+  stream's counter values are read back: lost values (a gap between the lowest
+  and the highest value stored, must be 0) and duplicates, apart.
 
 When the runtime has `edgert fleet push` and the `[fleet]` section, each
 gateway also gets a config pushed (`push_all`): seconds until all report
 `applied` (target < 60 s) and how many did; otherwise that part is "not built".
+A stage that fails leaves the figures of the stages before it, and an "error".
 """
 
 from __future__ import annotations
@@ -102,7 +106,9 @@ def fleet(
         with NatsCluster(d / "nats", 3) as cluster:
             gws: list[GatewayProcess] = []
             try:
-                res |= _measure(cluster, gws, ids, d, rate, window, after_kill, pushing)
+                _measure(res, cluster, gws, ids, d, rate, window, after_kill, pushing)
+            except Exception as e:  # noqa: BLE001 - the figures measured so far still count
+                res["error"] = f"{type(e).__name__}: {e}"
             finally:
                 _terminate_all(gws)  # SIGTERM to all at once, then each waited for
                 for g in gws:
@@ -113,6 +119,7 @@ def fleet(
 
 
 def _measure(
+    res: dict[str, Any],
     cluster: NatsCluster,
     gws: list[GatewayProcess],
     ids: list[str],
@@ -121,8 +128,8 @@ def _measure(
     window: float,
     after_kill: float,
     pushing: bool,
-) -> dict[str, Any]:
-    res: dict[str, Any] = {}
+) -> None:
+    """Fill `res` stage by stage (so a failed stage leaves the earlier figures)."""
     urls = cluster.urls
     asyncio.run(_streams(urls, ids))
     t0 = time.monotonic()
@@ -147,7 +154,6 @@ def _measure(
     res["idle"] = _idle(gws, cluster, window)
     res["push"] = push_all(ids, urls, d, rate) if pushing else "not built"
     res["node_kill"] = _node_kill(gws, ids, cluster, after_kill)
-    return res
 
 
 def run_all(gateways: int = GATEWAYS) -> dict[str, Any]:
@@ -266,6 +272,7 @@ def _node_kill(
     victim = cluster.nodes[0]
     attempts = [_attempts(g) for g in gws]
     live = [u for u in urls if u != victim.url]
+    asyncio.run(_purge(urls, ids))  # what is checked after: the values from here on
     before = asyncio.run(_last_values(live, ids))
     t0 = time.monotonic()
     victim.kill()
@@ -287,9 +294,11 @@ def _node_kill(
     )
     service_s = time.monotonic() - t0
     time.sleep(after)  # keep publishing on two nodes for a while
-    counts = asyncio.run(_check_streams(live, ids))
     reconnected = sum(_attempts(g) > a for g, a in zip(gws, attempts, strict=True))
-    victim.start()
+    victim.start()  # the check reads with the cluster whole again
+    counts = wait_for(
+        lambda: asyncio.run(_check_streams(urls, ids)), 120, "the streams read back", interval=1
+    )
     return {
         "killed": victim.url,
         "gateways_reconnected": reconnected,  # a new NATS session after the kill
@@ -303,6 +312,18 @@ def _node_kill(
 
 def _attempts(g: GatewayProcess) -> int:
     return int(g.status()["by_name"]["bridge"]["stats"].get("nats_connect_attempts", 0))
+
+
+async def _purge(urls: list[str], ids: list[str]) -> None:
+    import nats
+
+    nc = await nats.connect(urls)
+    try:
+        js = nc.jetstream(timeout=10)
+        for gw in ids:
+            await js.purge_stream(f"EDGERT_{gw}")
+    finally:
+        await nc.close()
 
 
 async def _last_values(urls: list[str], ids: list[str]) -> dict[str, int]:
@@ -326,7 +347,7 @@ async def _last_values(urls: list[str], ids: list[str]) -> dict[str, int]:
 
 
 async def _check_streams(urls: list[str], ids: list[str]) -> dict[str, int]:
-    """Every stream's counter values: how many, the gaps below the highest, the repeats."""
+    """Every stream's counter values: how many, the gaps between the lowest and highest, repeats."""
     import msgpack
     import nats
 
@@ -353,7 +374,7 @@ async def _check_streams(urls: list[str], ids: list[str]) -> dict[str, int]:
             seen = set(values)
             total += len(values)
             dups += len(values) - len(seen)
-            lost += (max(values) + 1 - len(seen)) if values else 0
+            lost += (max(values) - min(values) + 1 - len(seen)) if values else 0
     finally:
         await nc.close()
     return {"values": total, "lost": lost, "duplicates": dups}

@@ -201,14 +201,18 @@ class NatsCluster:
             raise
 
     def _jetstream_ready(self) -> bool:
+        size = len(self.nodes)
+
         async def ask() -> bool:
             import nats
 
             nc = await nats.connect(self.urls, connect_timeout=1, max_reconnect_attempts=1)
-            try:
-                await nc.jetstream(timeout=1).account_info()
+            js = nc.jetstream(timeout=2)
+            try:  # ready when a stream with a replica on every node can be made
+                await js.add_stream(name="READY", subjects=["_ready"], num_replicas=size)
+                await js.delete_stream("READY")
                 return True
-            except Exception:  # noqa: BLE001 - no meta leader yet
+            except Exception:  # noqa: BLE001 - no meta leader yet, or not every peer known
                 return False
             finally:
                 await nc.close()
