@@ -4,7 +4,9 @@ The suites live in their own modules and return plain dicts: `core` (restart,
 start-up, memory), `points` (throughput, latency), `efficiency` (CPU at
 realistic rates), `overload` (many drivers at full speed), `outage` (NATS
 down, then back), `modbus` and `footprint` (disk, memory, idle CPU, cold start
-of three gateways, for README's footprint table). This module runs the ones asked for and prints
+of three gateways, for README's footprint table); `fleet` (many gateways on a
+NATS cluster) runs only when asked for, by name (`edgert bench fleet`). This
+module runs the ones asked for and prints
 a table per suite (figure, baseline, ratio, target, pass/FAIL; `table`), or
 the raw dicts as JSON.
 """
@@ -33,7 +35,9 @@ SUITES = {
     "outage": ("edgert.bench.outage", "run_all", ""),
     "modbus": ("edgert.bench.modbus", "bench_modbus", "format_table"),
     "footprint": ("edgert.bench.footprint", "run_all", "format_table"),
+    "fleet": ("edgert.bench.fleet", "run_all", ""),
 }
+OPT_IN = ("fleet",)  # long and heavy: run only when named
 
 
 def _run_suite(name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +73,7 @@ def _format(name: str, res: dict[str, Any]) -> str:
     "suites",
     type=click.Choice(list(SUITES)),
     multiple=True,
-    help="Run only this suite (repeatable). Default: all.",
+    help="Run only this suite (repeatable). Default: all but fleet.",
 )
 @click.option(
     "--outage-seconds",
@@ -78,24 +82,42 @@ def _format(name: str, res: dict[str, Any]) -> str:
     show_default=True,
     help="How long NATS stays down in the outage suite.",
 )
-def bench(as_json: bool, suites: tuple[str, ...], outage_seconds: float) -> None:
+@click.option(
+    "--gateways",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="How many gateways the fleet suite runs.",
+)
+@click.argument("named", nargs=-1, type=click.Choice(list(SUITES)))
+def bench(
+    as_json: bool,
+    suites: tuple[str, ...],
+    outage_seconds: float,
+    gateways: int,
+    named: tuple[str, ...],
+) -> None:
     """Measure the point path, restarts and memory on this machine.
 
     Every figure is printed beside a baseline measured in the same run (bare
     multiprocessing, raw ZeroMQ + nats-py, other Modbus clients), with their
     ratio and the target it is held to, so the table means something on any
     machine. All suites take about 6 minutes, one of them a 60 s NATS outage.
+    Suites may also be named as arguments; `fleet` (50 gateways on a 3-node
+    NATS cluster, about 5 minutes) runs only when named.
 
     \b
     Example:
       edgert bench --suite efficiency
       edgert bench --suite outage --outage-seconds 10
       edgert bench --json > bench.json
+      edgert bench fleet --gateways 20
     """
     logging.getLogger("edgert").setLevel(logging.CRITICAL)  # restarts are the point here
-    options = {"down": outage_seconds}
+    options = {"down": outage_seconds, "gateways": gateways}
     results: dict[str, Any] = {}
-    for name in suites or SUITES:
+    chosen = list(dict.fromkeys(suites + named)) or [s for s in SUITES if s not in OPT_IN]
+    for name in chosen:
         if not as_json:
             click.echo(f"running {name} ...", err=True)
         load = os.getloadavg()[0]  # other work on the machine shows in every figure

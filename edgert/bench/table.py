@@ -333,10 +333,45 @@ def _outage(_: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _fleet(res: dict[str, Any]) -> list[Row]:
+    n = res.get("gateways", "N")
+    out = [
+        Row(
+            f"fleet ls, all {n} answered",
+            "ls.all_answers_s",
+            "ls.ping_all_s",
+            "s",
+            "$SRV.PING to all",
+            "< 2",
+        ),
+        Row("gateways answering fleet ls", "ls.answered", target=f"= {n}"),
+        Row("edgert fleet ls command, wall", "ls.cli_s", unit="s"),
+        Row("gateways the command listed", "ls.cli_listed", target=f"= {n}"),
+        Row("CPU at idle, all gateways", "idle.cpu_pct", "idle.cluster_cpu_pct", "%", "cluster"),
+        Row("CPU at idle, per gateway", "idle.cpu_pct_per_gateway", unit="% of a core"),
+        Row(
+            "memory (PSS), all gateways", "idle.pss_mb", "idle.cluster_rss_mb", "MB", "cluster RSS"
+        ),
+        Row("memory (PSS), per gateway", "idle.pss_mb_per_gateway", unit="MB"),
+        Row("node killed: all publishing again", "node_kill.all_back_s", unit="s"),
+        Row("node killed: all in fleet ls again", "node_kill.services_back_s", unit="s"),
+        Row("node killed: gateways reconnected", "node_kill.gateways_reconnected"),
+        Row("node killed: points lost", "node_kill.lost", target="= 0"),
+        Row("node killed: duplicates stored", "node_kill.duplicates"),
+    ]
+    if isinstance(res.get("push"), dict):
+        out += [
+            Row("push to all, all applied", "push.all_applied_s", unit="s", target="< 60"),
+            Row("gateways that applied", "push.applied", target=f"= {n}"),
+        ]
+    return out
+
+
 SUITE_ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "core": _core,
     "points": _points,
     "efficiency": _efficiency,
     "overload": _overload,
     "outage": _outage,
+    "fleet": _fleet,
 }

@@ -1,12 +1,17 @@
 """Helpers for tests and benchmarks that need a real NATS server.
 
 `NatsProcess(directory)` runs `nats-server` (JetStream on, storing in
-`directory`; `jetstream_domain=` gives it a JetStream domain, as a leaf node's
-own JetStream has) on a free port as a context manager; `stop()` and `start()`
-take it down and bring it back on the same port, for outage tests.
-`Subscriber(url, subject)` collects messages in a background thread (started
-and joined by its `with` block) and survives server restarts;
-`stream_messages()` reads back everything a JetStream stream holds. `decode(msg)` decodes a payload by its
+`directory`) on a free port as a context manager; `stop()` and `start()` take it
+down and bring it back on the same port, for outage tests, and `kill()` takes it
+down with SIGKILL. Given a JetStream `domain`, a `leafnode_port` to accept leaf
+nodes on, `leaf_remotes` to connect to as a leaf node, a `cluster` to join or
+raw `config` text (an `authorization` block, ...), it runs from a config file
+written into `directory`. `NatsCluster(directory, size)` runs a cluster of such
+servers with JetStream on each. `LinkProxy(target_port)` forwards TCP to a
+server and can `cut()` and `restore()` the link, for leaf-node outages. `Subscriber(url,
+subject)` collects messages in a background thread (started and joined by its
+`with` block) and survives server restarts; `stream_messages()` reads back
+everything a JetStream stream holds. `decode(msg)` decodes a payload by its
 Content-Type header. Nothing here is used by the runtime itself.
 """
 
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import subprocess
 import threading
@@ -28,6 +34,8 @@ from edgert.testing import wait_for
 
 __all__ = [
     "NatsProcess",
+    "NatsCluster",
+    "LinkProxy",
     "Subscriber",
     "Message",
     "stream_messages",
@@ -55,15 +63,26 @@ class NatsProcess:
         user: str | None = None,
         password: str | None = None,
         tls: dict[str, str] | None = None,
-        jetstream_domain: str | None = None,
+        name: str | None = None,
+        domain: str | None = None,
+        jetstream_domain: str | None = None,  # the same as `domain`
+        leafnode_port: int | None = None,
+        leaf_remotes: list[str] | None = None,
+        cluster: tuple[str, int, list[int]] | None = None,
+        config: str = "",
     ) -> None:
         self.directory = Path(directory)
-        self.jetstream_domain = jetstream_domain  # a JetStream domain, as a leaf node has
         self.tls = tls  # {"cert", "key", "ca"}: TLS, and with "ca" client certificates required
         self.port = port or free_port()
         self.token = token
         self.user = user
         self.password = password
+        self.name = name  # server_name
+        self.domain = domain or jetstream_domain  # JetStream domain, as a leaf node has
+        self.leafnode_port = leafnode_port  # accept leaf nodes here
+        self.leaf_remotes = leaf_remotes or []  # connect to these as a leaf node
+        self.cluster = cluster  # (cluster name, route port, route ports of the others)
+        self.config = config  # raw text added to the config file
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -72,12 +91,12 @@ class NatsProcess:
 
     def start(self, timeout: float = 10.0) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        args = [find_nats_server(), "-a", "127.0.0.1", "-p", str(self.port), "-js"]
-        args += ["-sd", str(self.directory), "-l", str(self.directory / "server.log")]
-        if self.jetstream_domain:
-            conf = self.directory / "server.conf"
-            conf.write_text(f"jetstream {{ domain: {self.jetstream_domain} }}\n")
-            args += ["-c", str(conf)]
+        args = [find_nats_server(), "-a", "127.0.0.1", "-p", str(self.port)]
+        args += ["-l", str(self.directory / "server.log")]
+        if self._uses_file():
+            args += ["-c", str(self.write_config())]  # JetStream set up in the file
+        else:
+            args += ["-js", "-sd", str(self.directory)]
         if self.user is not None:
             args += ["--user", self.user, "--pass", self.password or ""]
         elif self.token is not None:
@@ -92,6 +111,35 @@ class NatsProcess:
         except BaseException:
             self.stop()  # a server that never came up is not left running
             raise
+
+    def _uses_file(self) -> bool:
+        return bool(
+            self.name or self.domain or self.leafnode_port or self.leaf_remotes or self.cluster
+        ) or bool(self.config)
+
+    def write_config(self) -> Path:
+        """The server's config file (what the options say beyond the command line)."""
+        lines = []
+        if self.name:
+            lines.append(f"server_name: {self.name}")
+        if not re.search(r"(?m)^\s*jetstream\b", self.config):  # else the config's own block
+            js = f'store_dir: "{self.directory}"'
+            lines.append(f"jetstream {{ {js}{f', domain: {self.domain}' if self.domain else ''} }}")
+        if self.leafnode_port:
+            lines.append(f"leafnodes {{ listen: 127.0.0.1:{self.leafnode_port} }}")
+        if self.leaf_remotes:
+            urls = ", ".join(f'"{u}"' for u in self.leaf_remotes)
+            lines.append(f"leafnodes {{ remotes = [ {{ urls: [{urls}] }} ] }}")
+        if self.cluster:
+            name, port, others = self.cluster
+            routes = ", ".join(f'"nats-route://127.0.0.1:{p}"' for p in others)
+            lines.append(
+                f"cluster {{ name: {name}, listen: 127.0.0.1:{port}, routes: [{routes}] }}"
+            )
+        lines.append(self.config)
+        path = self.directory / "server.conf"
+        path.write_text("\n".join(lines) + "\n")
+        return path
 
     def _accepting(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
@@ -110,12 +158,165 @@ class NatsProcess:
                 self.proc.wait()
             self.proc = None
 
+    def kill(self) -> None:
+        """Take the server down at once (SIGKILL), as a crash or a power cut does."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
     def __enter__(self) -> NatsProcess:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class NatsCluster:
+    """`size` nats-servers on 127.0.0.1 routed into one cluster, JetStream on each."""
+
+    def __init__(self, directory: str | Path, size: int = 3, name: str = "edgert") -> None:
+        self.directory = Path(directory)
+        routes = [free_port() for _ in range(size)]
+        self.nodes = [
+            NatsProcess(
+                self.directory / f"n{i}",
+                name=f"{name}-n{i}",
+                cluster=(name, routes[i], [p for j, p in enumerate(routes) if j != i]),
+            )
+            for i in range(size)
+        ]
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    def start(self, timeout: float = 30.0) -> None:
+        try:
+            for n in self.nodes:
+                n.start()
+            wait_for(self._jetstream_ready, timeout, "the cluster's JetStream", interval=0.2)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _jetstream_ready(self) -> bool:
+        size = len(self.nodes)
+
+        async def ask() -> bool:
+            import nats
+
+            nc = await nats.connect(self.urls, connect_timeout=1, max_reconnect_attempts=1)
+            js = nc.jetstream(timeout=2)
+            try:  # ready when a stream with a replica on every node can be made
+                await js.add_stream(name="READY", subjects=["_ready"], num_replicas=size)
+                await js.delete_stream("READY")
+                return True
+            except Exception:  # noqa: BLE001 - no meta leader yet, or not every peer known
+                return False
+            finally:
+                await nc.close()
+
+        return asyncio.run(ask())
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
+
+    def __enter__(self) -> NatsCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LinkProxy:
+    """A TCP forwarder on 127.0.0.1 to `target_port` whose link can be cut and restored.
+
+    `cut()` closes every connection through it and stops accepting new ones (the
+    port refuses, as an unplugged uplink does); `restore()` accepts again on the
+    same port. It runs one thread of its own, started and joined by its `with`
+    block; `cut` and `restore` return once the link is in that state.
+    """
+
+    def __init__(self, target_port: int, port: int | None = None) -> None:
+        self.target_port = target_port
+        self.port = port or free_port()
+        self.connections = 0  # accepted so far
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+
+    def __enter__(self) -> LinkProxy:
+        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), name="proxy")
+        self._thread.start()
+        wait_for(self._ready.is_set, 10, "the link proxy")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def cut(self) -> None:
+        """Close every connection and refuse new ones."""
+        self._call(self._cut())
+
+    def restore(self) -> None:
+        """Accept connections again on the same port."""
+        self._call(self._listen())
+
+    def _call(self, coro: Any) -> None:
+        assert self._loop is not None, "use LinkProxy in a with block"
+        asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        await self._listen()
+        self._ready.set()
+        await self._stop.wait()
+        await self._cut()
+
+    async def _listen(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._pipe, "127.0.0.1", self.port)
+
+    async def _cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for w in list(self._writers):
+            w.transport.abort()
+        self._writers.clear()
+
+    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            tr, tw = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            w.transport.abort()
+            return
+        self._writers |= {w, tw}
+
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                dst.transport.abort()  # one side gone: the other goes too
+
+        await asyncio.gather(copy(r, tw), copy(tr, w))
+        self._writers -= {w, tw}
 
 
 @dataclass

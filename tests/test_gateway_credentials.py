@@ -1,0 +1,238 @@
+"""Each gateway its own NATS user, made from deploy/nats-gateway-user.conf.in.
+
+A real nats-server enforces the template's permissions for gw1 and gw2 (and an
+unrestricted user for the fleet's operator). gw1 runs with its own user and
+works fully: points and status land in its JetStream stream, the fleet finds
+it (`$SRV`), its `svc.status`, `svc.reload` and `cmd` requests are answered,
+and it reads its own key of the desired-config bucket (a direct get and a
+filtered watch) and writes its own applied report. With gw1's credentials the
+server refuses everything of gw2's: publishing its points, taking its commands
+or service requests, reading its desired config, writing its report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgert.config import GatewayConfig, load
+from edgert.testing import running_gateway, status, wait_for
+from edgert.testing.nats import NatsProcess, decode, request, stream_messages
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "nats-gateway-user.conf.in"
+ADMIN = {"user": "fleet", "password": "fleet-secret"}
+
+GATEWAY = """
+[gateway]
+id = "gw1"
+runtime_dir = "{dir}/run"
+data_dir = "{dir}/data"
+
+[supervisor]
+backoff_min = 0.1
+backoff_max = 0.5
+
+[nats]
+url = "{url}"
+user = "gw1"
+password = "gw1-secret"
+jetstream = true
+stream = "EDGERT_gw1"
+
+[[driver]]
+name = "gen"
+type = "sim"
+[[driver.signal]]
+name = "n"
+shape = "counter"
+rate = 10.0
+"""
+
+
+def user_entry(gateway: str, password: str) -> str:
+    """The template's user entry for one gateway, as the deploy instructions make it."""
+    text = TEMPLATE.read_text()
+    entry = text[text.index("\n{") + 1 :]
+    for old, new in (("@ID@", gateway), ("@PREFIX@", "edgert"), ("@PASSWORD@", password)):
+        assert old in entry
+        entry = entry.replace(old, new)
+    return entry
+
+
+@pytest.fixture
+def server(short_dir: Path) -> Any:
+    users = "\n".join(
+        [
+            user_entry("gw1", "gw1-secret"),
+            user_entry("gw2", "gw2-secret"),
+            '{ user: "fleet", password: "fleet-secret" }',
+        ]
+    )
+    with NatsProcess(short_dir / "nats", config=f"authorization {{ users = [\n{users}\n] }}") as s:
+        asyncio.run(buckets(s.url))
+        yield s
+
+
+async def buckets(url: str) -> None:
+    """The fleet's KV buckets, with a desired config for each gateway."""
+    import nats
+
+    nc = await nats.connect(url, **ADMIN)
+    try:
+        js = nc.jetstream()
+        kv = await js.create_key_value(bucket="edgert-config", direct=True)
+        await js.create_key_value(bucket="edgert-applied", direct=True)
+        await kv.put("gw1", b"# gw1's desired config\n")
+        await kv.put("gw2", b"# gw2's desired config\n")
+    finally:
+        await nc.close()
+
+
+def gateway(short_dir: Path, url: str) -> GatewayConfig:
+    (short_dir / "gw1").mkdir()
+    path = short_dir / "gw1" / "gw.toml"
+    path.write_text(GATEWAY.format(dir=path.parent, url=url))
+    return load(str(path))
+
+
+async def as_gw1(url: str, *attempts: tuple[str, str]) -> list[str]:
+    """Try each (action, subject) with gw1's credentials; the server's refusals, in order."""
+    import nats
+
+    refusals: list[str] = []
+
+    async def errors(e: Exception) -> None:
+        refusals.append(str(e))
+
+    nc = await nats.connect(url, user="gw1", password="gw1-secret", error_cb=errors)
+    try:
+        for action, subject in attempts:
+            before = len(refusals)
+            if action == "pub":
+                await nc.publish(subject, b"[]")
+            elif action == "sub":
+                await nc.subscribe(subject)
+            else:  # "req": a JetStream API request
+                with pytest.raises(nats.errors.TimeoutError):
+                    await nc.request(subject, b"{}", timeout=0.5)
+            await nc.flush()
+            await wait_until(lambda before=before: len(refusals) > before)
+    finally:
+        await nc.close()
+    return refusals
+
+
+async def wait_until(cond: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("the server did not refuse")
+        await asyncio.sleep(0.02)
+
+
+async def own_config(url: str) -> tuple[bytes, bytes]:
+    """gw1's desired config by a direct get and by a watch (a filtered consumer); its report."""
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    nc = await nats.connect(url, user="gw1", password="gw1-secret")
+    try:
+        js = nc.jetstream()
+        got = (await (await js.key_value("edgert-config")).get("gw1")).value
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        await js.add_consumer(
+            "KV_edgert-config",
+            ConsumerConfig(
+                name="gw1-watch",
+                filter_subject="$KV.edgert-config.gw1",
+                deliver_subject=inbox,
+                deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                ack_policy=AckPolicy.NONE,
+                inactive_threshold=5.0,
+            ),
+        )
+        watched = (await sub.next_msg(timeout=5)).data
+        applied = await js.key_value("edgert-applied")
+        await applied.put("gw1", json.dumps({"revision": 1, "state": "applied"}).encode())
+        return got, watched
+    finally:
+        await nc.close()
+
+
+def test_a_gateway_works_fully_with_its_own_user(server: NatsProcess, short_dir: Path) -> None:
+    cfg = gateway(short_dir, server.url)
+    with running_gateway(cfg):
+        wait_for(
+            lambda: status(cfg)["by_name"]["bridge"]["stats"].get("nats") == "connected",
+            20,
+            "the bridge connected as gw1",
+        )
+        # points and status land in its own stream
+        wait_for(
+            lambda: (
+                len(
+                    [
+                        m
+                        for m in stream_messages(server.url, "EDGERT_gw1", **ADMIN)
+                        if ".p." in m.subject
+                    ]
+                )
+                >= 3
+            ),
+            20,
+            "gw1's points in its stream",
+        )
+        # the fleet finds it and asks it
+        ping = wait_for(
+            lambda: request(server.url, "$SRV.PING.edgert", b"", timeout=2, **ADMIN), 20, "ping"
+        )
+        assert json.loads(ping.data)["metadata"] == {"gateway": "gw1"}
+        reply = json.loads(request(server.url, "edgert.gw1.svc.status", b"", **ADMIN).data)
+        assert reply["gateway"] == "gw1"
+        reply = json.loads(
+            request(server.url, "edgert.gw1.svc.reload", b"", timeout=30, **ADMIN).data
+        )
+        assert reply["ok"] is True, reply
+        # a command is taken and answered (the sim refuses writes, in its reply)
+        body = json.dumps([{"type": "n", "value": 1}]).encode()
+        answer = request(
+            server.url,
+            "edgert.gw1.cmd.gen",
+            body,
+            {"Content-Type": "application/json"},
+            **ADMIN,
+        )
+        assert set(decode(answer)) == {"ok", "error"}
+        assert status(cfg)["by_name"]["bridge"]["stats"].get("nats") == "connected"
+    statuses = [m for m in stream_messages(server.url, "EDGERT_gw1", **ADMIN)]
+    assert any(m.subject == "edgert.gw1.status" for m in statuses)
+    # its own key of the desired config, and its own report
+    got, watched = asyncio.run(own_config(server.url))
+    assert got == watched == b"# gw1's desired config\n"
+
+
+def test_the_server_refuses_gw1_everything_of_gw2(server: NatsProcess) -> None:
+    attempts = [
+        ("pub", "edgert.gw2.p.gen"),  # another gateway's points
+        ("pub", "edgert.gw2.status"),
+        ("pub", "edgert.other.p.gen"),
+        ("sub", "edgert.gw2.cmd.>"),  # another gateway's commands
+        ("sub", "edgert.gw2.svc.>"),  # and service requests
+        ("sub", "edgert.>"),  # everybody's points
+        ("sub", "$KV.edgert-config.gw2"),  # another gateway's desired config
+        ("req", "$JS.API.DIRECT.GET.KV_edgert-config.$KV.edgert-config.gw2"),
+        ("req", "$JS.API.CONSUMER.CREATE.KV_edgert-config"),  # an unfiltered watch
+        ("req", "$JS.API.STREAM.INFO.EDGERT_gw2"),  # another gateway's stream
+        ("pub", "$KV.edgert-applied.gw2"),  # another gateway's report
+    ]
+    refusals = asyncio.run(as_gw1(server.url, *attempts))
+    assert len(refusals) == len(attempts)
+    for (action, subject), refusal in zip(attempts, refusals, strict=True):
+        kind = "subscription" if action == "sub" else "publish"
+        said = refusal.lower()  # nats-py lowers the server's -ERR text
+        assert f'permissions violation for {kind} to "{subject.lower()}"' in said, refusal
