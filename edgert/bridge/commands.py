@@ -133,6 +133,7 @@ class Commands:
         self.errors = 0
         self.busy = 0  # requests refused at once because too many were in flight
         self.log_throttle = LogThrottle()
+        self._busy: dict[str, tuple[bytes, dict[str, str]]] = {}  # the busy reply, by encoding
 
     def admit(self, queued: int = 0) -> bool:
         """True when one more request may be handled now (then `handle` must follow).
@@ -155,16 +156,30 @@ class Commands:
             fut.cancel()
 
     async def refuse_busy(self, nc: Any, msg: Any, queued: int = 0) -> None:
-        """The answer to a request `admit` refused, without decoding it."""
+        """The answer to a request `admit` refused, without decoding it.
+
+        This is the path a flood takes, so it is cheap: one reply per encoding,
+        made once (the figures in it are the bounds, not the moment's counts).
+        """
         self.count += 1
         self.busy += 1
         self.errors += 1
         if msg.reply:
-            error = (
-                f"busy: {self.in_flight} commands in flight (at most {self.max_in_flight}),"
-                f" {queued} queued (at most {self.max_queued})"
-            )
-            await self._reply(nc, msg, {"ok": False, "error": error})
+            enc = request_encoding(msg, self.encoding)
+            data, headers = self._busy.get(enc) or self._busy_reply(enc)
+            await nc.publish(msg.reply, data, headers=headers)
+
+    def _busy_reply(self, enc: str) -> tuple[bytes, dict[str, str]]:
+        error = (
+            f"busy: {self.max_in_flight} commands in flight or {self.max_queued} queued;"
+            " try again later"
+        )
+        reply = {"ok": False, "error": error}
+        data = (
+            json.dumps(reply).encode() if enc == "json" else msgpack.packb(reply, use_bin_type=True)
+        )
+        self._busy[enc] = (data, {"Content-Type": CONTENT_TYPES[enc]})
+        return self._busy[enc]
 
     async def handle(self, nc: Any, msg: Any, log: Any) -> None:
         """One request from NATS (admitted): apply it and reply; never raises but on cancel."""
