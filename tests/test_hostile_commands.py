@@ -205,54 +205,56 @@ def decode_reply(m: object) -> dict:
     return json.loads(m.data) if ctype == "application/json" else msgpack.unpackb(m.data)
 
 
+async def flood(url: str, total: int, waits: list[float], seconds: float = 0.0) -> dict[str, int]:
+    """Send `total` command requests (over `seconds`, or at full speed) and wait for
+    the replies; counts by outcome ("ok", "busy", ..., "missing"); each reply's delay
+    is appended to `waits`."""
+    import nats
+
+    body = msgpack.packb([point(1.5)])
+    nc = await nats.connect(url, pending_size=64 * 1024 * 1024)
+    seen: dict[int, str] = {}
+    sent: dict[int, float] = {}
+    done = asyncio.Event()
+
+    async def on_reply(m: object) -> None:
+        r = msgpack.unpackb(m.data)
+        i = int(m.subject.rsplit(".", 1)[1])
+        seen[i] = "ok" if r["ok"] else r["error"].split(":")[0][:40]
+        waits.append(time.monotonic() - sent[i])
+        if len(seen) == total:
+            done.set()
+
+    inbox = nc.new_inbox()
+    await nc.subscribe(inbox + ".*", cb=on_reply, pending_msgs_limit=total * 2)
+    start = time.monotonic()
+    try:
+        for i in range(total):
+            sent[i] = time.monotonic()
+            await nc.publish("edgert.gw.cmd.boiler", body, reply=f"{inbox}.{i}", headers=MSGPACK)
+            if i % 250 == 249:
+                await nc.flush()
+                ahead = start + (i + 1) * seconds / total - time.monotonic()
+                if ahead > 0:  # paced
+                    await asyncio.sleep(ahead)
+        await nc.flush()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(90):
+                await done.wait()
+    finally:
+        await nc.close()
+    counts: dict[str, int] = {"missing": total - len(seen)}
+    for v in seen.values():
+        counts[v] = counts.get(v, 0) + 1
+    return counts
+
+
 def test_a_request_flood_is_answered_busy_and_memory_stays_bounded(gateway) -> None:
     srv, cfg = gateway
     pid = bridge(cfg)["pid"]
     before = rss_kb(pid)
-    total = 20_000
-    body = msgpack.packb([point(1.5)])
-
-    async def flood() -> dict[str, int]:
-        import nats
-
-        nc = await nats.connect(srv.url, pending_size=64 * 1024 * 1024)
-        seen: dict[int, str] = {}
-        sent: dict[int, float] = {}
-        done = asyncio.Event()
-
-        async def on_reply(m: object) -> None:
-            r = msgpack.unpackb(m.data)
-            i = int(m.subject.rsplit(".", 1)[1])
-            seen[i] = "ok" if r["ok"] else r["error"].split(":")[0][:40]
-            waits.append(time.monotonic() - sent[i])
-            if len(seen) == total:
-                done.set()
-
-        inbox = nc.new_inbox()
-        await nc.subscribe(inbox + ".*", cb=on_reply, pending_msgs_limit=total * 2)
-        try:
-            for i in range(total):
-                sent[i] = time.monotonic()
-                await nc.publish(
-                    "edgert.gw.cmd.boiler", body, reply=f"{inbox}.{i}", headers=MSGPACK
-                )
-                if i % 500 == 0:
-                    await nc.flush()
-            await nc.flush()
-            try:
-                async with asyncio.timeout(90):
-                    await done.wait()
-            except TimeoutError:
-                pass
-        finally:
-            await nc.close()
-        counts: dict[str, int] = {"missing": total - len(seen)}
-        for v in seen.values():
-            counts[v] = counts.get(v, 0) + 1
-        return counts
-
     waits: list[float] = []
-    counts = asyncio.run(flood())
+    counts = asyncio.run(flood(srv.url, 20_000, waits))
     assert counts["missing"] == 0, counts
     # Answered while a caller still waits: a request queued behind a flood is
     # refused "busy" at once instead of answered a minute late. (Before the
@@ -279,53 +281,12 @@ def test_two_clients_flooding_for_ten_seconds_are_all_answered(gateway) -> None:
     srv, cfg = gateway
     pid = bridge(cfg)["pid"]
     before = rss_kb(pid)
-    per_client, seconds = 50_000, 10.0  # two clients: 10,000 requests/s in all
-    body = msgpack.packb([point(1.5)])
     waits: list[float] = []
 
-    async def client(n: int) -> dict[str, int]:
-        import nats
-
-        nc = await nats.connect(srv.url, pending_size=64 * 1024 * 1024)
-        seen: dict[int, str] = {}
-        sent: dict[int, float] = {}
-        done = asyncio.Event()
-
-        async def on_reply(m: object) -> None:
-            r = msgpack.unpackb(m.data)
-            i = int(m.subject.rsplit(".", 1)[1])
-            seen[i] = "ok" if r["ok"] else r["error"].split(":")[0][:40]
-            waits.append(time.monotonic() - sent[i])
-            if len(seen) == per_client:
-                done.set()
-
-        inbox = nc.new_inbox()
-        await nc.subscribe(inbox + ".*", cb=on_reply, pending_msgs_limit=per_client * 2)
-        start = time.monotonic()
-        try:
-            for i in range(per_client):
-                sent[i] = time.monotonic()
-                await nc.publish(
-                    "edgert.gw.cmd.boiler", body, reply=f"{inbox}.{i}", headers=MSGPACK
-                )
-                if i % 250 == 249:  # paced: 5,000 a second from this client
-                    await nc.flush()
-                    ahead = start + (i + 1) * seconds / per_client - time.monotonic()
-                    if ahead > 0:
-                        await asyncio.sleep(ahead)
-            await nc.flush()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(60):
-                    await done.wait()
-        finally:
-            await nc.close()
-        counts: dict[str, int] = {"missing": per_client - len(seen)}
-        for v in seen.values():
-            counts[v] = counts.get(v, 0) + 1
-        return counts
-
     async def both() -> list[dict[str, int]]:
-        return list(await asyncio.gather(client(0), client(1)))
+        return list(
+            await asyncio.gather(*(flood(srv.url, 50_000, waits, seconds=10.0) for _ in "ab"))
+        )
 
     results = asyncio.run(both())
     for counts in results:
