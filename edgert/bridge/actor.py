@@ -344,10 +344,7 @@ class _Run:
     async def bus(self) -> None:
         router = self.router
         assert router is not None
-        loop = asyncio.get_running_loop()
-        fd = router.getsockopt(zmq.FD)
-        loop.add_reader(fd, self.poke.set)  # for the task's whole life: no futures per wait
-        try:
+        with _reader(router, self.poke):  # for the task's whole life: no futures per wait
             while True:
                 await _readable(router, self.poke, self.fwd.next_deadline())
                 frames: list[list[bytes]] = []
@@ -357,26 +354,19 @@ class _Run:
                 if frames:
                     self._report()
                 await asyncio.sleep(0)  # a busy bus must not starve the other tasks
-        finally:
-            loop.remove_reader(fd)
 
     async def disconnects(self, monitor: zmq.Socket) -> None:
         """Count the bus connections that end: a sender that ended, or one whose frame
         was over `BUS_MAX_BYTES` (ZeroMQ drops it unread; the sender reconnects and
         its unacknowledged batch waits, then its outbox drops, counted)."""
-        loop = asyncio.get_running_loop()
-        fd = monitor.getsockopt(zmq.FD)
         wake = asyncio.Event()
-        loop.add_reader(fd, wake.set)
-        try:
+        with _reader(monitor, wake):
             while True:
                 await _readable(monitor, wake, None)
                 while monitor.poll(0):
                     monitor.recv_multipart()
                     self.bus_disconnects += 1
                 self._report()
-        finally:
-            loop.remove_reader(fd)
 
     def receive(self, frames: list[list[bytes]]) -> None:
         """Check each frame and feed the forwarder (a malformed one is counted, skipped)."""
@@ -418,11 +408,8 @@ class _Run:
         """Answer `edgert values` and `tail --last` from the latest-values table."""
         sock = self.values_sock
         assert sock is not None
-        loop = asyncio.get_running_loop()
-        fd = sock.getsockopt(zmq.FD)
         wake = asyncio.Event()
-        loop.add_reader(fd, wake.set)
-        try:
+        with _reader(sock, wake):
             while True:
                 await _readable(sock, wake, None)
                 requests: list[list[bytes]] = []
@@ -433,8 +420,6 @@ class _Run:
                     with contextlib.suppress(zmq.ZMQError):  # the asker went away
                         reply = self.latest.reply(parts[-1])
                         sock.send_multipart([*parts[:-1], reply], zmq.NOBLOCK)
-        finally:
-            loop.remove_reader(fd)
 
     async def watch_clock(self) -> None:
         """Read the clock every `clock_interval`; say when its state changes or it steps."""
@@ -571,6 +556,18 @@ def _socket(zctx: zmq.Context, kind: int) -> Iterator[zmq.Socket]:
         yield sock
     finally:
         sock.close(0)
+
+
+@contextlib.contextmanager
+def _reader(sock: zmq.Socket, wake: asyncio.Event) -> Iterator[None]:
+    """While inside: the loop sets `wake` whenever `sock`'s FD signals (see `_readable`)."""
+    loop = asyncio.get_running_loop()
+    fd = sock.getsockopt(zmq.FD)
+    loop.add_reader(fd, wake.set)
+    try:
+        yield
+    finally:
+        loop.remove_reader(fd)
 
 
 async def _readable(sock: zmq.Socket, wake: asyncio.Event, deadline: float | None) -> None:

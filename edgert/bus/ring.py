@@ -89,13 +89,7 @@ def ring_capacity(max_points: int) -> int:
     return max(MIN_CAPACITY, 128 * max_points)
 
 
-def array_header(n: int) -> bytes:
-    """The msgpack header of an array of `n` items (as msgpack itself writes it)."""
-    if n < 16:
-        return bytes((0x90 | n,))
-    if n < 65536:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")
+array_header = msgpack.Packer().pack_array_header  # the msgpack header of an n-item array
 
 
 @dataclass

@@ -378,7 +378,7 @@ async def push_and_wait(
         "time": None,
     }
     return [
-        {"gateway": gw, "revision": rev} | (reports.get(gw) or no_report) | {"revision": rev}
+        {"gateway": gw} | (reports.get(gw) or no_report) | {"revision": rev}
         for gw, rev in revisions.items()
     ]
 

@@ -116,9 +116,9 @@ class _Run:
         self.report_ready = asyncio.Event()
         self.trying: int | None = None
         self.watch_error = ""
-        last = self.store.pending() or self.store.outcome() or self.store.applied()
-        self.handled: int | None = last.revision if last is not None else None
         out = self.store.outcome()
+        last = self.store.pending() or out or self.store.applied()
+        self.handled: int | None = last.revision if last is not None else None
         if out is not None and not out.reported:
             self.reports.append(out)
         base = f"{self.cfg.nats.prefix}.{self.gw}"
