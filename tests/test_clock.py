@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from edgert.cli import cli
 from edgert.clock import ClockReading, ClockWatch
 from edgert.testing import running_gateway, status, wait_for
-from edgert.testing.nats import NatsProcess, Subscriber, decode, free_port
+from edgert.testing.nats import LinkProxy, NatsProcess, Subscriber, decode
 
 HOUR = 3600 * 10**9
 GEN = '[[driver]]\nname = "gen"\ntype = "sim"\n[[driver.signal]]\nname = "n"\nshape = "counter"\nrate = 20.0\n'
@@ -82,33 +82,32 @@ def test_unsynchronized_points_carry_the_header_and_status_says_so(
 
 
 def test_points_spooled_before_the_sync_leave_with_corrected_times(
-    make_config, short_dir: Path
+    make_config, short_dir: Path, nats_server: NatsProcess
 ) -> None:
-    port = free_port()
-    cfg, clock = config(make_config, short_dir, f"nats://127.0.0.1:{port}")  # no server yet
-    t0 = time.time_ns()
-    with running_gateway(cfg):
-        wait_for(lambda: status(cfg)["by_name"]["bridge"]["buffered"] > 20, 20, "spooled")
-        # NTP arrives: the true time is an hour later than the clock said
-        set_clock(clock, synced=True, shift_ns=HOUR)
-        wait_for(lambda: bridge(cfg)["clock"] == "synchronized", 10, "synchronized")
-        t_sync = time.time_ns()
-        with NatsProcess(short_dir / "nats", port=port) as srv:
-            with Subscriber(srv.url, "edgert.gw.p.gen") as sub:
-                wait_for(
-                    lambda: any("Edgert-Clock" not in m.headers for m in sub.messages),
-                    20,
-                    "the spool drained and new points came",
-                )
-                corrected = [
-                    m for m in sub.messages if m.headers.get("Edgert-Clock") == "corrected"
-                ]
-                assert corrected, [m.headers for m in sub.messages[:3]]
-                for m in corrected:
-                    for p in decode(m):
-                        assert t0 + HOUR <= p["time"] <= t_sync + HOUR, p  # moved by the step
-                for m in sub.messages:
-                    if "Edgert-Clock" not in m.headers:
-                        assert all(p["time"] < t_sync + HOUR // 2 for p in decode(m))
-                moved = sum(len(decode(m)) for m in corrected)
-                wait_for(lambda: bridge(cfg)["clock_corrected"] >= moved, 10, "counted")
+    # The subscriber listens before the link opens, so the spool's first publish is seen.
+    with LinkProxy(nats_server.port) as link, Subscriber(nats_server.url, "edgert.gw.p.gen") as sub:
+        link.cut()  # no uplink yet
+        cfg, clock = config(make_config, short_dir, f"nats://127.0.0.1:{link.port}")
+        t0 = time.time_ns()
+        with running_gateway(cfg):
+            wait_for(lambda: status(cfg)["by_name"]["bridge"]["buffered"] > 20, 20, "spooled")
+            # NTP arrives: the true time is an hour later than the clock said
+            set_clock(clock, synced=True, shift_ns=HOUR)
+            wait_for(lambda: bridge(cfg)["clock"] == "synchronized", 10, "synchronized")
+            t_sync = time.time_ns()
+            link.restore()
+            wait_for(
+                lambda: any("Edgert-Clock" not in m.headers for m in sub.messages),
+                20,
+                "the spool drained and new points came",
+            )
+            corrected = [m for m in sub.messages if m.headers.get("Edgert-Clock") == "corrected"]
+            assert corrected, [m.headers for m in sub.messages[:3]]
+            for m in corrected:
+                for p in decode(m):
+                    assert t0 + HOUR <= p["time"] <= t_sync + HOUR, p  # moved by the step
+            for m in sub.messages:
+                if "Edgert-Clock" not in m.headers:
+                    assert all(p["time"] < t_sync + HOUR // 2 for p in decode(m))
+            moved = sum(len(decode(m)) for m in corrected)
+            wait_for(lambda: bridge(cfg)["clock_corrected"] >= moved, 10, "counted")
