@@ -147,7 +147,7 @@ def gateway_line(stats: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
 
 
 def _table(lines: list[dict[str, Any]]) -> str:
-    from edgert.supervisor.control import _age
+    from edgert.table import age
 
     rows = [("GATEWAY", "VERSION", "UPTIME", "ACTORS", "BUFFERED", "DROPPED", "REVISION")]
     for g in lines:
@@ -155,7 +155,7 @@ def _table(lines: list[dict[str, Any]]) -> str:
             (
                 str(g["gateway"]),
                 str(g["version"]),
-                "-" if g["uptime"] is None else _age(g["uptime"]),
+                "-" if g["uptime"] is None else age(g["uptime"]),
                 ", ".join(f"{n} {s}" for s, n in g["actors"].items()) or "-",
                 str(g["buffered"] if g["buffered"] is not None else "-"),
                 str(g["dropped"] if g["dropped"] is not None else "-"),
