@@ -17,27 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from edgert.bench.gateway import config_text, sim_counter
 from edgert.bus.ring import filesystem
 from edgert.config import loads
 from edgert.testing import running_gateway, status, wait_for
 from edgert.testing.nats import free_port
-
-GATEWAY = """
-[gateway]
-id = "gw"
-runtime_dir = "{rdir}"
-data_dir = "{data}"
-[nats]
-url = "nats://127.0.0.1:{port}"
-
-[[driver]]
-name = "gen"
-type = "sim"
-[[driver.signal]]
-name = "n"
-shape = "counter"
-rate = {rate}
-"""
 
 WARNING = "not a tmpfs"
 
@@ -51,17 +35,19 @@ def shm_dir() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
-def warnings_of_a_run(rdir: Path, data: Path, caplog: pytest.LogCaptureFixture) -> list[str]:
-    """Start a gateway, reload it with a changed driver, stop it: its runtime warnings."""
-    path = data.parent / "gw.toml"
-    text = GATEWAY.format(rdir=rdir, data=data, port=free_port(), rate=5.0)
+def warnings_of_a_run(d: Path, caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Start a gateway whose runtime directory is `d`/run, reload it with a changed
+    driver, stop it: the runtime's warnings."""
+    path = d / "gw.toml"
+    url = f"nats://127.0.0.1:{free_port()}"
+    text = config_text(d, url, sim_counter("gen", 5.0), gateway_id="gw")
     path.write_text(text)
     cfg = loads(text, str(path))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="edgert.runtime"):
         with running_gateway(cfg) as rt:
             pid = wait_for(lambda: status(cfg)["by_name"]["gen"]["pid"], 20, "gen running")
-            path.write_text(GATEWAY.format(rdir=rdir, data=data, port=free_port(), rate=7.0))
+            path.write_text(config_text(d, url, sim_counter("gen", 7.0), gateway_id="gw"))
             rt.reload()
             wait_for(
                 lambda: status(cfg)["by_name"]["gen"]["pid"] not in (None, pid),
@@ -79,13 +65,13 @@ def test_a_runtime_dir_on_a_disk_is_warned_about_once(
     kind = filesystem(rdir)
     if kind in (None, "tmpfs", "ramfs"):
         pytest.skip(f"{short_dir} is on {kind}, not on a disk")
-    said = [m for m in warnings_of_a_run(rdir, short_dir / "data", caplog) if WARNING in m]
+    said = [m for m in warnings_of_a_run(short_dir, caplog) if WARNING in m]
     assert len(said) == 1, said
     assert str(rdir) in said[0] and f"is on {kind}" in said[0]
 
 
 def test_a_runtime_dir_on_a_tmpfs_gets_no_warning(
-    shm_dir: Path, short_dir: Path, caplog: pytest.LogCaptureFixture
+    shm_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    said = warnings_of_a_run(shm_dir / "run", short_dir / "data", caplog)
+    said = warnings_of_a_run(shm_dir, caplog)
     assert not [m for m in said if WARNING in m], said
