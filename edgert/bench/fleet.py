@@ -16,13 +16,14 @@ with the micro service on and no embedded server. Measured:
   and their summed memory (PSS, /proc/PID/smaps_rollup, so pages shared
   between a gateway's processes count once), in all and per gateway, beside
   the cluster's own CPU and RSS;
-- one cluster node SIGKILLed (what is checked is what the streams stored from
-  just before the kill on): seconds until every gateway
+- one cluster node SIGKILLed: seconds until every gateway
   is connected and its stream has taken a point published after the kill
   (each reconnects by itself) and until every gateway's service answers
   `fleet ls` again; `after_kill` seconds later the node is restarted and every
-  stream's counter values are read back: lost values (a gap between the lowest
-  and the highest value stored, must be 0) and duplicates, apart.
+  stream is read whole, from its first message (`tally`): per counter (each
+  node's subject counts from 0 on its own) the values lost (a gap between its
+  lowest and highest value, must be 0) and stored twice (must be 0), and the
+  message ids stored twice (JetStream's dedupe must drop every repeat).
 
 When the runtime has `edgert fleet push` and the `[fleet]` section, each
 gateway also gets a config pushed (`push_all`): seconds until all report
@@ -39,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +52,7 @@ from edgert.config import ConfigError, loads
 from edgert.testing import wait_for
 from edgert.testing.nats import NatsCluster
 
-__all__ = ["fleet", "run_all", "push_all", "GATEWAYS"]
+__all__ = ["fleet", "run_all", "push_all", "tally", "GATEWAYS"]
 
 GATEWAYS = 50
 RATE = 10.0  # points/s per gateway
@@ -272,8 +274,6 @@ def _node_kill(
     victim = cluster.nodes[0]
     attempts = [_attempts(g) for g in gws]
     live = [u for u in urls if u != victim.url]
-    # what is checked after: the values stored from here on
-    start = wait_for(lambda: asyncio.run(_last_seqs(urls, ids)), 120, "the streams' ends")
     before = asyncio.run(_last_values(live, ids))
     t0 = time.monotonic()
     victim.kill()
@@ -298,7 +298,7 @@ def _node_kill(
     reconnected = sum(_attempts(g) > a for g, a in zip(gws, attempts, strict=True))
     victim.start()  # the check reads with the cluster whole again
     counts = wait_for(
-        lambda: asyncio.run(_check_streams(urls, ids, start)),
+        lambda: asyncio.run(_check_streams(urls, ids)),
         120,
         "the streams read back",
         interval=1,
@@ -311,6 +311,8 @@ def _node_kill(
         "values_checked": counts["values"],
         "lost": counts["lost"],
         "duplicates": counts["duplicates"],
+        "ids_twice": counts["ids_twice"],
+        "duplicated": counts["duplicated"],  # the first few, with their copies' ids
     }
 
 
@@ -321,18 +323,6 @@ def _attempts(g: GatewayProcess) -> int:
         return (int(g.status()["by_name"]["bridge"]["stats"].get("nats_connect_attempts", 0)),)
 
     return wait_for(ask, 60, "the gateway's status", interval=0.5)[0]
-
-
-async def _last_seqs(urls: list[str], ids: list[str]) -> dict[str, int]:
-    """Each stream's last sequence number now."""
-    import nats
-
-    nc = await nats.connect(urls)
-    try:
-        js = nc.jetstream(timeout=20)
-        return {gw: (await js.stream_info(f"EDGERT_{gw}")).state.last_seq for gw in ids}
-    finally:
-        await nc.close()
 
 
 async def _last_values(urls: list[str], ids: list[str]) -> dict[str, int]:
@@ -355,14 +345,46 @@ async def _last_values(urls: list[str], ids: list[str]) -> dict[str, int]:
         await nc.close()
 
 
-async def _check_streams(urls: list[str], ids: list[str], start: dict[str, int]) -> dict[str, int]:
-    """Every stream's counter values: how many, the gaps between the lowest and highest, repeats."""
+def tally(messages: list[tuple[str, str, list[int]]]) -> dict[str, Any]:
+    """A stream's messages, (subject, message id, counter values), read from its first:
+    per counter (each node has its own subject and counts from 0) the values, those
+    missing between its lowest and highest (`lost`) and those stored more than once
+    (`duplicates`); message ids stored more than once (`ids_twice`: JetStream's dedupe
+    should drop any repeat); and each duplicated value's copies (`duplicated`)."""
+    where: dict[str, dict[int, list[tuple[int, str]]]] = {}
+    ids: Counter[str] = Counter()
+    total = 0
+    for i, (subject, msg_id, values) in enumerate(messages):
+        if msg_id:
+            ids[msg_id] += 1
+        seen = where.setdefault(subject, {})
+        for v in values:
+            seen.setdefault(v, []).append((i, msg_id))
+            total += 1
+    lost = sum(max(w) - min(w) + 1 - len(w) for w in where.values() if w)
+    return {
+        "values": total,
+        "lost": lost,
+        "duplicates": total - sum(len(w) for w in where.values()),
+        "ids_twice": sum(n - 1 for n in ids.values() if n > 1),
+        "duplicated": [
+            {"subject": subject, "value": v, "copies": c}
+            for subject, w in where.items()
+            for v, c in w.items()
+            if len(c) > 1
+        ],
+    }
+
+
+async def _check_streams(urls: list[str], ids: list[str]) -> dict[str, Any]:
+    """Every gateway's stream read whole, from its first message, and `tally`'d."""
     import msgpack
     import nats
     from nats.js.api import ConsumerConfig, DeliverPolicy
 
     nc = await nats.connect(urls)
-    total = lost = dups = 0
+    out: dict[str, Any] = {"values": 0, "lost": 0, "duplicates": 0, "ids_twice": 0}
+    duplicated: list[dict[str, Any]] = []
     try:
         js = nc.jetstream(timeout=10)
         for gw in ids:
@@ -371,29 +393,27 @@ async def _check_streams(urls: list[str], ids: list[str], start: dict[str, int])
                 f"{PREFIX}.{gw}.p.>",
                 stream=f"EDGERT_{gw}",
                 ordered_consumer=True,
-                config=ConsumerConfig(
-                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                    opt_start_seq=start[gw] + 1,
-                ),
+                config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
             )
-            values: list[int] = []
+            msgs: list[tuple[str, str, list[int]]] = []
             seq = 0
             try:
                 while seq < info.state.last_seq:
                     m = await sub.next_msg(timeout=10)
                     seq = m.metadata.sequence.stream
-                    values += [p["value"] for p in msgpack.unpackb(m.data)]
+                    msg_id = (m.headers or {}).get("Nats-Msg-Id", "")
+                    msgs.append((m.subject, msg_id, [p["value"] for p in msgpack.unpackb(m.data)]))
                     if m.metadata.num_pending == 0:
                         break
             finally:
                 await sub.unsubscribe()
-            seen = set(values)
-            total += len(values)
-            dups += len(values) - len(seen)
-            lost += (max(values) - min(values) + 1 - len(seen)) if values else 0
+            t = tally(msgs)
+            for k in out:
+                out[k] += t[k]
+            duplicated += [{"gateway": gw, **d} for d in t["duplicated"]]
     finally:
         await nc.close()
-    return {"values": total, "lost": lost, "duplicates": dups}
+    return {**out, "duplicated": duplicated[:20]}
 
 
 def push_all(ids: list[str], urls: list[str], d: Path, rate: float) -> dict[str, Any]:
