@@ -363,8 +363,8 @@ def _fleet(res: dict[str, Any]) -> list[Row]:
     if isinstance(res.get("push"), dict):
         out += [
             Row("push to all, all applied", "push.all_applied_s", unit="s", target="< 60"),
-            Row("push to all: median gateway applied", "push.median_applied_s", unit="s"),
-            Row("push to all: slowest gateway applied", "push.slowest_applied_s", unit="s"),
+            Row("push: put to applied, median gateway", "push.median_applied_s", unit="s"),
+            Row("push: put to applied, slowest gateway", "push.slowest_applied_s", unit="s"),
             Row("gateways that applied", "push.applied", target=f"= {n}"),
         ]
     return out
