@@ -61,6 +61,35 @@ __all__ = ["Outbox", "Command"]
 log = logging.getLogger("edgert.bus")
 
 _PACK = msgpack.Packer(use_bin_type=True).pack
+HEADS_MAX = 4096  # packed (node, type, key) prefixes kept per outbox; then it starts over
+_U64_LO, _U64_END = 1 << 32, 1 << 64  # msgpack packs these times as uint64; done by hand
+_NO_ORIGIN = b"\xa6origin\xa0"
+
+
+def pack_point(p: Point, heads: dict[tuple[str, str, str], bytes]) -> bytes:
+    """`p` as a packed map, the bytes msgpack makes of `p.to_map()`, made faster: the
+    part up to the value is packed once per (node, type, key) and kept in `heads`."""
+    head = heads.get((p.node, p.type, p.key))
+    if head is None:
+        if len(heads) >= HEADS_MAX:
+            heads.clear()
+        head = heads[(p.node, p.type, p.key)] = (
+            (b"\x86\xa4node" + _PACK(p.node) + b"\xa4type" + _PACK(p.type) + b"\xa3key")
+            + _PACK(p.key)
+            + b"\xa5value"
+        )
+    t = p.time
+    o = p.origin
+    return (
+        head
+        + _PACK(p.value)
+        + (
+            b"\xa4time\xcf" + t.to_bytes(8, "big")
+            if type(t) is int and _U64_LO <= t < _U64_END
+            else b"\xa4time" + _PACK(t)
+        )
+        + (_NO_ORIGIN if o == "" else b"\xa6origin" + _PACK(o))
+    )
 
 
 @dataclass(slots=True)
@@ -95,6 +124,7 @@ class Outbox:
         self.linger = linger  # seconds a lone point waits for company before it is sent
         self.max_linger = max(linger, max_linger)  # ... at most, when acks are slow
         self._pending: list[bytes] = []  # packed point maps, not sealed into a batch yet
+        self._heads: dict[tuple[str, str, str], bytes] = {}  # for pack_point
         self._seal_at: float | None = None  # when the pending points are sealed into a batch
         self._unacked: deque[tuple[int, bytes, int]] = deque()
         self._flight: deque[tuple[int, int, float]] = deque()  # (seq, points, sent at), unacked
@@ -131,8 +161,9 @@ class Outbox:
     def publish(self, points: list[Point]) -> None:
         pending = self._pending
         ring = self._ring
+        heads = self._heads
         if len(points) == 1:  # the common case, kept short
-            b = _PACK(points[0].to_map())
+            b = pack_point(points[0], heads)
             if ring is not None:
                 try:
                     stored = ring.append(b, 1)
@@ -143,7 +174,7 @@ class Outbox:
                     self._store([b])  # no room: drop the oldest first
             pending.append(b)
         else:
-            packed = [_PACK(p.to_map()) for p in points]
+            packed = [pack_point(p, heads) for p in points]
             if ring is not None:
                 self._store(packed)
             pending.extend(packed)
