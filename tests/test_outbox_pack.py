@@ -1,6 +1,6 @@
 """The outbox packs a point into exactly the bytes msgpack makes of its map.
 
-`pack_point` packs the part of a map up to its value once per (node, type,
+`pack_points` packs the part of a map up to its value once per (node, type,
 key) and the rest by hand; the bridge's byte-level check and every reader
 rely on the result being the same bytes as `msgpack.packb(point.to_map())`.
 """
@@ -11,7 +11,7 @@ import msgpack
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgert.bus.outbox import HEADS_MAX, pack_point
+from edgert.bus.outbox import HEADS_MAX, pack_points
 from edgert.point import Point
 
 names = st.from_regex(r"[A-Za-z0-9_-]{1,40}", fullmatch=True)
@@ -31,13 +31,15 @@ points = st.builds(Point, names, names, names, values, times, st.text(max_size=4
 @given(st.lists(points, min_size=1, max_size=20))
 def test_a_packed_point_is_the_bytes_of_its_map(pts: list[Point]) -> None:
     heads: dict = {}
-    for p in pts + pts:  # the second time from the kept heads
-        assert pack_point(p, heads) == msgpack.packb(p.to_map(), use_bin_type=True)
+    want = [msgpack.packb(p.to_map(), use_bin_type=True) for p in pts]
+    assert pack_points(pts, heads) == want
+    assert pack_points(pts, heads) == want  # from the kept heads
+    assert [pack_points([p], heads)[0] for p in pts] == want
 
 
 def test_the_kept_heads_stay_bounded() -> None:
     heads: dict = {}
     for i in range(HEADS_MAX * 2 + 5):
         p = Point("gen", f"t{i}", "0", i)
-        assert pack_point(p, heads) == msgpack.packb(p.to_map(), use_bin_type=True)
+        assert pack_points([p], heads) == [msgpack.packb(p.to_map(), use_bin_type=True)]
         assert len(heads) <= HEADS_MAX
