@@ -391,10 +391,10 @@ class _Run:
             if kind == "P":
                 _, epoch, seq, first, resent, nodes = frame
                 if tail is not None:
-                    for node, _n, packed in nodes:
+                    for node, _n, packed, latest in nodes:
                         with contextlib.suppress(zmq.ZMQError):
                             tail.send_multipart([node.encode() + b"\0", packed], zmq.NOBLOCK)
-                        self.latest.add(packed)
+                        self.latest.add(latest)
                 self.feed(self.fwd.batch(ident, epoch, seq, first, resent, nodes, now), False)
             elif kind == "R":
                 _, cmd_id, ok, error = frame
