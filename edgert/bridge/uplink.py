@@ -198,8 +198,25 @@ class Uplink:
             if done != self.stream_note or self.stream_error:
                 self.stream_note, self.stream_error = done, ""
                 run.log.info("%s", done)
-        sub = await nc.subscribe(f"{run.base}.cmd.>")
         sess = Session(nc, js, run.fwd.session + 1, nc.new_inbox())
+        commands = run.commands
+        handling: set[asyncio.Task] = set()  # admitted requests, until they are answered
+
+        async def command(msg: Any) -> None:  # the subscription's own task calls it
+            # Called for each queued request in turn without a pause, so the queue
+            # drains as fast as it fills. Bounded twice: requests being handled, and
+            # requests queued behind them (a flood answered late is as good as
+            # unanswered): past either bound the reply is "busy", without decoding.
+            if self.session is not sess:
+                await commands.refuse_busy(nc, msg)
+            elif commands.admit(queued=sub.pending_msgs):
+                t = asyncio.create_task(commands.handle(nc, msg, run.log))
+                handling.add(t)
+                t.add_done_callback(handling.discard)
+            else:
+                await commands.refuse_busy(nc, msg)
+
+        sub = await nc.subscribe(f"{run.base}.cmd.>", cb=command)
         if js is None:
 
             async def marked(msg: Any) -> None:  # the subscription's own task calls it
@@ -218,19 +235,12 @@ class Uplink:
                 tg.create_task(self._core_acks(sess))
             tg.create_task(run.statuses(nc))
             tg.create_task(run.twins.watch(nc))
-            tg.create_task(self._commands(nc, sub, tg))
-            await closed.wait()
+            try:
+                await closed.wait()
+            finally:
+                for t in handling:
+                    t.cancel()
             raise Down(nc.last_error and repr(nc.last_error) or "connection closed")
-
-    async def _commands(self, nc: Any, sub: Any, tg: asyncio.TaskGroup) -> None:
-        commands = self.run.commands
-        async for msg in sub.messages:
-            # Bounded twice: requests being handled, and requests queued behind them
-            # in the client (a flood answered late is as good as unanswered).
-            if commands.admit(queued=sub.pending_msgs):
-                tg.create_task(commands.handle(nc, msg, self.run.log))
-            else:
-                await commands.refuse_busy(nc, msg, queued=sub.pending_msgs)
 
     async def _sender(self, sess: Session) -> None:
         """Publish in order; on core NATS a flush round trip says NATS took them."""
