@@ -36,7 +36,7 @@ from .payload import CONTENT_TYPES, request_encoding
 __all__ = ["Commands", "LogThrottle", "decode_command", "MAX_IN_FLIGHT", "MAX_QUEUED"]
 
 MAX_IN_FLIGHT = 256  # requests waiting for a driver's answer; past it: "busy"
-MAX_QUEUED = 1024  # requests received but not yet looked at; past it: "busy"
+MAX_QUEUED = 128  # requests received but not yet looked at; past it: "busy"
 INT_MIN, UINT_MAX = -(2**63), 2**64 - 1  # what msgpack can carry to the driver
 TIME_MAX = 2**63 - 1
 LOG_REFUSED, LOG_WINDOW = 10, 10.0  # refusals logged per window of seconds, at most
