@@ -22,6 +22,8 @@ from edgert.testing import running_gateway, status, wait_for
 from edgert.testing.nats import NatsProcess, decode, request
 
 REQUEST_TIMEOUT = 10.0  # seconds a caller waits for a reply (generous: a loaded machine)
+FLOOD_TIMEOUT = 2.0  # seconds a flooding requester waits (README: every reply comes within it)
+MEMORY_SLACK_KB = 10 * 1024  # after a flood the bridge's RSS is back within this of before
 
 GATEWAY = """
 [supervisor]
@@ -266,37 +268,58 @@ def test_a_request_flood_is_answered_busy_and_memory_stays_bounded(gateway) -> N
     assert b["pid"] == pid and b["restarts"] == 0 and b["stats"]["nats"] == "connected"
     after = rss_kb(pid)
     print(f"flood {counts}; slowest reply {max(waits):.1f} s; bridge RSS {before} kB -> {after} kB")
-    assert after - before < 20 * 1024, (before, after)
+    assert after - before < MEMORY_SLACK_KB, (before, after)
 
 
 @pytest.mark.slow
 def test_two_clients_flooding_for_ten_seconds_are_all_answered(gateway) -> None:
     """The contract's flood: 10,000 requests/s for 10 s from two clients.
 
-    On a 2-core machine the clients, nats-server and the bridge share the cores:
-    every request is answered and the bridge keeps its session, but the slowest
-    reply came ~10 s late and the bridge's RSS grew ~20 MB (the client's queue).
-    Asserted here: nothing unanswered, nothing stopped, memory bounded.
+    Every request is answered (ok or busy) within the requester's 2 s, the bridge
+    keeps its NATS session (no new connect) and keeps forwarding points meanwhile,
+    and its memory is back within 10 MB of before.
     """
     srv, cfg = gateway
-    pid = bridge(cfg)["pid"]
+    b = bridge(cfg)
+    pid, attempts = b["pid"], b["stats"]["nats_connect_attempts"]
     before = rss_kb(pid)
     waits: list[float] = []
+    points: list[float] = []  # when each point of the sim driver arrived
 
-    async def both() -> list[dict[str, int]]:
-        return list(
-            await asyncio.gather(*(flood(srv.url, 50_000, waits, seconds=10.0) for _ in "ab"))
-        )
+    async def both() -> tuple[list[dict[str, int]], float, float]:
+        import nats
 
-    results = asyncio.run(both())
+        nc = await nats.connect(srv.url)
+
+        async def on_points(m: object) -> None:
+            points.extend([time.monotonic()] * len(msgpack.unpackb(m.data)))
+
+        await nc.subscribe("edgert.gw.p.boiler", cb=on_points)
+        try:
+            start = time.monotonic()
+            results = await asyncio.gather(
+                *(flood(srv.url, 50_000, waits, seconds=10.0) for _ in "ab")
+            )
+            return list(results), start, time.monotonic()
+        finally:
+            await nc.close()
+
+    results, start, end = asyncio.run(both())
     for counts in results:
         assert counts["missing"] == 0, results
         assert set(counts) <= {"missing", "ok", "busy"}, results
-    assert max(waits) < 60, (max(waits), results)
+    slowest = max(waits)
     b = bridge(cfg)
     assert b["pid"] == pid and b["restarts"] == 0 and b["stats"]["nats"] == "connected"
-    after = rss_kb(pid)
-    print(
-        f"two-client flood {results}; slowest reply {max(waits):.1f} s; RSS {before} -> {after} kB"
+    assert b["stats"]["nats_connect_attempts"] == attempts, b["stats"]  # the session held
+    during = sum(start <= t <= end for t in points)
+    # wait for the queues to empty: memory is back near where it was
+    after = wait_for(
+        lambda: (r := rss_kb(pid)) - before < MEMORY_SLACK_KB and r, 10, "bridge RSS back"
     )
-    assert after - before < 64 * 1024, (before, after)
+    print(
+        f"two-client flood {results}; slowest reply {slowest:.2f} s; {during} points "
+        f"forwarded in {end - start:.1f} s; RSS {before} -> {after} kB"
+    )
+    assert slowest < FLOOD_TIMEOUT, (slowest, results)
+    assert during >= 25, (during, end - start)  # the sim publishes 5 a second
