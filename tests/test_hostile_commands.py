@@ -17,7 +17,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from edgert.bridge.commands import LOG_REFUSED, LOG_WINDOW, LogThrottle
+from edgert.bridge.commands import LOG_REFUSED, LOG_WINDOW, Commands, LogThrottle
 from edgert.testing import running_gateway, status, wait_for
 from edgert.testing.nats import NatsProcess, decode, request
 
@@ -134,6 +134,22 @@ def test_refusals_are_logged_at_most_ten_per_window() -> None:
     assert [t.allow(3.0), t.allow(9.9)] == [None, None]  # left out, counted
     assert t.allow(10.0) == 2  # the next line logged says how many were left out
     assert t.allow(10.5) == 0 and t.left_out_total == 2
+
+
+def test_behind_a_flood_every_request_is_busy_but_a_slow_round_trip_alone_refuses_none() -> None:
+    c = Commands("edgert.gw", {}, 5.0, lambda parts: None, "msgpack", max_queued=10)
+    now = time.monotonic()
+    c.probe_out(now)
+    assert all(c.admit() for _ in range(5))  # few requests: a slow probe is no flood
+    c.probe_back(now + 2.0)
+    assert not c.flooded and c.admit()
+    c.probe_out(time.monotonic() - 1.0)  # out for a second, and a flood came meanwhile
+    assert sum(c.admit() for _ in range(50)) == 10  # admitted until past max_queued
+    c.probe_back(time.monotonic())
+    assert c.flooded and not c.admit()
+    c.probe_out(now)
+    c.probe_back(now + 0.01)  # caught up: the next probe comes back at once
+    assert not c.flooded and c.admit()
 
 
 def test_a_burst_of_bad_requests_is_counted_not_all_logged(gateway) -> None:

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 __all__ = ["nats_options", "Uplink", "Session"]
 
 STREAM_RETRY = 10.0  # seconds between looks at a JetStream stream that was refused
+LAG_EVERY = 0.2  # seconds between measures of how far behind the reading of commands is
+LAG_TIMEOUT = 30.0  # a measure given up on (the connection's own pings end a dead one)
 
 
 def nats_options(section: NatsSection, name: str = "edgert") -> dict[str, Any]:
@@ -232,16 +234,29 @@ class Uplink:
             else:
                 await commands.refuse_busy(nc, msg)
 
+        async def measure_lag() -> None:
+            # a round trip to the server, every LAG_EVERY: its answer comes back behind
+            # every request the server has sent and this connection has not read yet
+            while True:
+                commands.probe_out(time.monotonic())
+                with contextlib.suppress(TimeoutError):
+                    await nc.flush(timeout=LAG_TIMEOUT)
+                commands.probe_back(time.monotonic())
+                await asyncio.sleep(LAG_EVERY)
+
         sub = await nc.subscribe(f"{run.base}.cmd.>", cb=command)
+        lag = None
         try:
             await nc.flush(timeout=self.cfg.ack_timeout)  # the server has the subscription
+            lag = asyncio.create_task(measure_lag())
             self.commands_connected = True
             run.changed()
             await closed.wait()
         finally:
             self.commands_connected = False
+            commands.probe, commands.flooded = None, False
             run.changed()
-            for t in handling:
+            for t in [*handling, *([lag] if lag else [])]:
                 t.cancel()
 
     def _down(self, reason: str, first: bool) -> None:
