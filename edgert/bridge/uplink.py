@@ -224,9 +224,9 @@ class Uplink:
 
         async def command(msg: Any) -> None:  # the subscription's own task calls it
             # Called for each queued request in turn without a pause, so the queue
-            # drains as fast as it fills. Bounded twice: requests being handled, and
-            # requests queued behind them (a flood answered late is as good as
-            # unanswered): past either bound the reply is "busy", without decoding.
+            # drains as fast as it fills. Bounded: requests being handled, requests
+            # queued behind them, and how far behind a flood the reading is (a flood
+            # answered late is as good as unanswered): past any, "busy" undecoded.
             if commands.admit(queued=sub.pending_msgs):
                 t = asyncio.create_task(commands.handle(nc, msg, run.log))
                 handling.add(t)
@@ -239,8 +239,12 @@ class Uplink:
             # every request the server has sent and this connection has not read yet
             while True:
                 commands.probe_out(time.monotonic())
-                with contextlib.suppress(TimeoutError):
+                try:
                     await nc.flush(timeout=LAG_TIMEOUT)
+                except TimeoutError:
+                    pass
+                except Exception:  # noqa: BLE001 - the connection is ending: `closed` says it
+                    return
                 commands.probe_back(time.monotonic())
                 await asyncio.sleep(LAG_EVERY)
 
