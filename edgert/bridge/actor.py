@@ -199,6 +199,7 @@ class _Run:
                     if self.spool is not None:
                         spooler = tg.create_task(self.spooler())
                         tasks.append(tg.create_task(self.uplink.run_forever()))
+                        tasks.append(tg.create_task(self.uplink.commands_forever()))
                         if cfg.service:
                             svc = FleetService(self, cfg.gateway_id, self.base, cfg.runtime_dir)
                             run_svc = svc.run_forever(cfg.nats, cfg.backoff_min, cfg.backoff_max)
@@ -485,7 +486,10 @@ class _Run:
             s["buffered"] = self.spool.points
             s["dropped"] = self.spool.dropped_points
         up = self.uplink
-        s["nats"] = "connected" if up.connected else f"down: {up.error or 'connecting'}"
+        if up.connected and up.commands_connected:
+            s["nats"] = "connected"
+        else:
+            s["nats"] = f"down: {up.error or 'connecting'}"
         s["nats_connect_attempts"] = up.attempts
         s["duplicate_id"] = self.twins.note()  # "" unless another gateway has this id
         s["clock"] = self.clock_watch.state
