@@ -69,6 +69,7 @@ MAX_BURST_BYTES = 1024 * 1024  # and at most this much
 LOG_FIRST_BAD = 10  # malformed frames logged one by one, then every 1000th
 REPORT_EVERY = 0.2  # seconds between heartbeat figures updates while busy
 DISK_RETRY = 1.0  # seconds between tries of a commit the disk refused
+SYNCED_EVERY = 10  # clock readings are this many clock_intervals apart once it is synced
 BUS_MAX_BYTES = MAX_BATCH_BYTES + 64 * 1024  # the largest frame a batch makes, and room
 
 
@@ -439,7 +440,8 @@ class _Run:
                 else "points are published with the header Edgert-Clock: unsynced until it is",
             )
         while True:
-            await asyncio.sleep(self.cfg.clock_interval)
+            # once synchronized, a change is rare and nothing waits on it: look less often
+            await asyncio.sleep(self.cfg.clock_interval * (1 if not watch.synced else SYNCED_EVERY))
             was, holding = watch.synced, fwd.holding
             step = watch.update(self.clock.read(), time.monotonic_ns())
             if step is not None:
