@@ -138,7 +138,11 @@ def test_footprint_measures_memory_cpu_and_start_of_a_gateway(no_leftovers) -> N
     assert {"supervisor", "bridge", "g0", "g1"} <= set(r["pss_by_process_mb"])
     assert r["processes"] >= 5  # supervisor, zygote, bridge, two drivers
     assert r["pss_mb"] == pytest.approx(sum(r["pss_by_process_mb"].values()), abs=0.5)
+    wakes = r["idle_wakeups_per_s_by_process"]
+    assert wakes["g0"] > 0 and wakes["bridge"] > 0  # each polls or forwards once a second
+    assert r["idle_wakeups_per_s"] == pytest.approx(sum(wakes.values()), abs=0.5)
     disk = footprint.installed_size()
     assert {"edgert", "pyzmq", "msgpack", "rich"} <= set(disk["by_dist_mb"])
     table = footprint.format_table({"ten_drivers": r, "disk": disk | {"nats_server_mb": 1.0}})
     assert table.splitlines()[1].split()[:2] == ["ten_drivers", str(r["processes"])]
+    assert "ten_drivers idle wake-ups/s by process: " in table
