@@ -15,10 +15,9 @@ Events (methods):              Actions (returned):
   committed(..) the spool wrote
   rows(..)      rows were read
   tick(now)     time passed
-  unsynced(..)  at start: the wall
-                clock is not
-                synchronized
-  synced(now)   it is now
+  unsynced(..)  the wall clock is not
+                synchronized (at start)
+  synced(now)   now it is
 
 Rules:
 
