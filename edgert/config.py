@@ -318,10 +318,37 @@ class GatewaySection:
     # whether the wall clock is synchronized: "kernel" (adjtimex), "none" (never
     # checked), or "file:PATH" (a JSON file; tests and simulations)
     clock: str = "kernel"
+    # points read before the clock's first sync wait in the spool for it at most this
+    # long after the first connection to NATS: seconds, or "90s", "10m", "1h"; 0 (the
+    # default): no hold, they go out at once with Edgert-Clock: unsynced
+    clock_hold: float | str = 0.0
 
     def check(self) -> None:
         if self.clock not in ("kernel", "none") and not self.clock.startswith("file:"):
             raise Invalid("clock", f"expected 'kernel', 'none' or 'file:PATH', got {self.clock!r}")
+        self.clock_hold = duration("clock_hold", self.clock_hold)
+
+
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration(key: str, v: float | str) -> float:
+    """Seconds from a number or a string such as "90s", "10m", "1.5h"; Invalid if not."""
+    import math
+    import re
+
+    seconds: float | None = None
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        seconds = float(v)
+    elif isinstance(v, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([smh]?)\s*", v)
+        if m:
+            seconds = float(m[1]) * _UNITS[m[2]]
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        raise Invalid(
+            key, f'expected seconds >= 0 or a duration such as "90s", "10m", "1h"; got {v!r}'
+        )
+    return seconds
 
 
 @dataclass

@@ -253,6 +253,7 @@ class Runtime:
                 {
                     "gateway_id": cfg.gateway.id,
                     "clock": cfg.gateway.clock,
+                    "clock_hold": float(cfg.gateway.clock_hold),
                     "runtime_dir": rdir,
                     "data_dir": str(cfg.data_dir),
                     "nats": cfg.nats,

@@ -137,8 +137,12 @@ def test_footprint_measures_memory_cpu_and_start_of_a_gateway(no_leftovers) -> N
     assert {"supervisor", "bridge", "fleet", "gen"} <= set(r["pss_by_process_mb"])
     assert r["processes"] >= 5  # supervisor, zygote, bridge, fleet, the driver
     assert r["pss_mb"] == pytest.approx(sum(r["pss_by_process_mb"].values()), abs=0.5)
+    wakes = r["idle_wakeups_per_s_by_process"]
+    assert wakes["gen"] > 0 and wakes["bridge"] > 0  # each polls or forwards once a second
+    assert r["idle_wakeups_per_s"] == pytest.approx(sum(wakes.values()), abs=0.5)
     disk = footprint.installed_size()
     assert {"edgert", "pyzmq", "msgpack", "rich"} <= set(disk["by_dist_mb"])
     table = footprint.format_table({"managed": r, "disk": disk | {"nats_server_mb": 1.0}})
     assert table.splitlines()[1].split()[:2] == ["managed", str(r["processes"])]
     assert f"fleet {r['pss_by_process_mb']['fleet']}" in table
+    assert "managed idle wake-ups/s by process: " in table

@@ -15,7 +15,8 @@ Measured the way a small device is judged, on three gateways each run as
 For each: cold start (the `edgert run` process spawned to every actor running,
 interpreter start-up and imports included), then after a settling pause over
 an idle window: CPU of every gateway process summed from /proc (as % of one
-core), bytes they wrote to disk (/proc/PID/io `write_bytes`; nats-server's
+core), its wake-ups per second by process (context switches over all its
+threads: what idle CPU is made of on a small device), bytes they wrote to disk (/proc/PID/io `write_bytes`; nats-server's
 JetStream store is counted apart: it holds the points themselves), and PSS
 summed over every gateway process (shared pages split between the processes
 that share them, so the sum is what the gateway costs the machine), with the
@@ -36,7 +37,7 @@ from typing import Any
 
 from edgert.bench.core import DEMO, _comm, _free_port, smaps
 from edgert.bench.gateway import GatewayProcess, config_text
-from edgert.bench.procfs import cpu_seconds, cpu_used, io_counters
+from edgert.bench.procfs import cpu_seconds, cpu_used, io_counters, wakeups
 from edgert.bench.workdir import workdir
 
 __all__ = ["footprint", "run_all", "format_table", "installed_size"]
@@ -108,21 +109,26 @@ def measure(gw: GatewayProcess, settle: float = SETTLE, window: float = WINDOW) 
         by_pid = {a["pid"]: a["name"] for a in snap["actors"] if a["pid"]}
         pids = gw.pids()
         cpu0 = cpu_seconds(pids)
+        wake0 = {p: wakeups(p) for p in pids}
         io0 = {p: io_counters(p).get("write_bytes", 0) for p in pids}
         t1 = time.monotonic()
         time.sleep(window)
         pids = gw.pids()
         took = time.monotonic() - t1
         cpu1 = cpu_seconds(pids)
+        wake1 = {p: wakeups(p) for p in pids}
         roles = {p: _role(p, by_pid, root) for p in pids}
         server = {p for p, r in roles.items() if r == "nats-server"}
         ours = [p for p in pids if p not in server]
         cpu = cpu_used({p: cpu0.get(p, 0.0) for p in ours}, {p: cpu1[p] for p in ours if p in cpu1})
         cpu_by: dict[str, float] = {}
+        wakes_by: dict[str, float] = {}
         for p in ours:
             if p in cpu1:
                 used = 100 * (cpu1[p] - cpu0.get(p, 0.0)) / took
                 cpu_by[roles[p]] = round(cpu_by.get(roles[p], 0.0) + used, 2)
+                woke = max(0, wake1.get(p, 0) - wake0.get(p, 0)) / took
+                wakes_by[roles[p]] = round(wakes_by.get(roles[p], 0.0) + woke, 1)
         writes = sum(io_counters(p).get("write_bytes", 0) - io0.get(p, 0) for p in ours)
         server_writes = sum(io_counters(p).get("write_bytes", 0) - io0.get(p, 0) for p in server)
         pss: dict[str, float] = {}
@@ -144,6 +150,8 @@ def measure(gw: GatewayProcess, settle: float = SETTLE, window: float = WINDOW) 
         "processes": len(ours),
         "pss_by_process_mb": {k: round(v, 1) for k, v in sorted(pss.items())},
         "idle_cpu_pct_by_process": dict(sorted(cpu_by.items())),
+        "idle_wakeups_per_s": round(sum(wakes_by.values()), 1),
+        "idle_wakeups_per_s_by_process": dict(sorted(wakes_by.items())),
     }
 
 
@@ -247,4 +255,9 @@ def format_table(res: dict[str, Any]) -> str:
         text += f"\n{n} PSS by process (MB): " + ", ".join(f"{k} {v}" for k, v in p.items())
         cpu = res[n].get("idle_cpu_pct_by_process", {})
         text += f"\n{n} idle CPU % by process: " + ", ".join(f"{k} {v}" for k, v in cpu.items())
+        wakes = res[n].get("idle_wakeups_per_s_by_process", {})
+        if wakes:
+            text += f"\n{n} idle wake-ups/s by process: " + ", ".join(
+                f"{k} {v}" for k, v in wakes.items()
+            )
     return text + f"\n(idle window {res.get('window_s', WINDOW):g} s)"

@@ -92,7 +92,8 @@ def now_note(actor: dict[str, Any]) -> str:
     if s.get("nats"):
         notes.append(f"nats {s['nats']}")
     if s.get("clock") == "unsynchronized":
-        notes.append("clock unsynchronized")
+        held = f", holding {s.get('clock_held', 0)} points" if s.get("clock_holding") else ""
+        notes.append(f"clock unsynchronized{held}")
     if s.get("waiting"):
         notes.append(f"waiting: {s['waiting']}")
     if s.get("port") not in (None, "open"):
