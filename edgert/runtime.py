@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from . import natsserver
 from .bus.ring import discard, filesystem
 from .config import ConfigError, GatewayConfig, SupervisorSection, driver_nodes, load, overlay
 from .fleet.store import Store
@@ -236,21 +237,9 @@ class Runtime:
         # never loads asyncio, nats or sqlite3; their processes do.
         runtime_code = fingerprint("edgert")
         out: list[ChildSpec] = []
-        if cfg.nats.embedded:
-            conf = Build(
-                "edgert.natsserver:NatsServerConfig.from_section",
-                {"nats": cfg.nats, "data_dir": str(cfg.data_dir)},
-            )
-            out.append(
-                ChildSpec(
-                    spec("nats", "edgert.natsserver:NatsServer", conf),
-                    "permanent",
-                    tier=0,
-                    kind="nats",
-                    critical=True,
-                    code=runtime_code,
-                )
-            )
+        if cfg.nats.embedded:  # nats-server itself, no Python process minding it
+            server = natsserver.program(cfg.nats, str(cfg.data_dir), rdir)
+            out.append(ChildSpec(server, "permanent", tier=0, kind="nats", critical=True))
         if cfg.nats.enabled:
             bconf = Build(
                 "edgert.bridge.actor:BridgeConfig",
@@ -316,8 +305,6 @@ class Runtime:
     def _preload(self) -> list[str]:
         """What the zygote imports besides edgert and the drivers' modules."""
         mods = ["edgert.bridge.actor", "edgert.spool", "nats"] if self.config.nats.enabled else []
-        if self.config.nats.embedded:
-            mods.append("edgert.natsserver")
         if self._fleet_actor():
             mods.append("edgert.fleet.actor")
         return mods

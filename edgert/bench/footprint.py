@@ -84,12 +84,12 @@ def _nats_server_mb() -> float | None:
 def _role(pid: int, by_pid: dict[int, str], root: int) -> str:
     if pid == root:
         return "supervisor"
+    comm = _comm(pid)
+    if comm == "nats-server":  # the embedded one is an actor of the gateway, by its pid
+        return comm
     if pid in by_pid:
         return by_pid[pid]
-    comm = _comm(pid)
-    return (
-        "nats-server" if comm == "nats-server" else "zygote" if comm.startswith("python") else comm
-    )
+    return "zygote" if comm.startswith("python") else comm
 
 
 def measure(gw: GatewayProcess, settle: float = SETTLE, window: float = WINDOW) -> dict[str, Any]:

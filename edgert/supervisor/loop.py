@@ -14,9 +14,12 @@ server, a driver with `critical = true`), tear the whole group down: `run`
 then raises `GroupFailed`. Other children are never touched by one child's
 failures. A child that sends no heartbeat for `heartbeat_timeout` is killed and
 treated as failed; before its first heartbeat it has `start_timeout` (a slow
-start, such as imports on a small CPU under emulation, is not a hang). `stop()` stops children tier by tier, highest first (drivers,
-then the bridge, then the embedded server), each given `shutdown_timeout`
-before SIGKILL. Nothing in the loop blocks on a child: messages to children
+start, such as imports on a small CPU under emulation, is not a hang). A
+child that is a plain program (`ProgramSpec`: the embedded nats-server) is
+running from its start until it exits, sends nothing and has no heartbeat; it
+is asked to stop with SIGTERM, and any exit it was not asked for is a failure.
+`stop()` stops children tier by tier, highest first (drivers, then the bridge,
+then the embedded server), each given `shutdown_timeout` before SIGKILL. Nothing in the loop blocks on a child: messages to children
 are queued (status snapshots latest-wins), exits are collected from pidfds
 without waiting. The one wait is for a zygote to preload (at the start of
 `run`, when a start finds it gone, and on a reload that brings new driver
@@ -38,7 +41,7 @@ from typing import Any
 import zmq
 
 from ..bus.ring import discard, ring_path
-from ..proc import ActorProcess, ActorSpec, Zygote, ZygoteError, reap_group
+from ..proc import ActorProcess, ActorSpec, ProgramSpec, Zygote, ZygoteError, reap_group
 from ..proc.zygote import make_subreaper
 from ..systemd import Notifier
 from ..waker import Waker
@@ -70,7 +73,7 @@ class GroupFailed(Exception):
 
 @dataclass
 class ChildSpec:
-    spec: ActorSpec
+    spec: ActorSpec | ProgramSpec
     restart: Restart = "permanent"
     tier: int = 2
     kind: str = "driver"
@@ -105,6 +108,11 @@ class Child:
     @property
     def name(self) -> str:
         return self.cs.spec.name
+
+    @property
+    def program(self) -> bool:
+        """A plain program (the embedded nats-server): no link traffic, no heartbeat."""
+        return isinstance(self.cs.spec, ProgramSpec)
 
 
 def _discard_outbox(c: Child) -> None:
@@ -238,7 +246,8 @@ class Supervisor:
             log.info("driver code changed: starting a new zygote")
         self._zygote.close()
         self._zygote = Zygote(
-            [*self._preload, *(cs.spec.module for cs in specs)], fork=self._may_fork
+            [*self._preload, *(cs.spec.module for cs in specs if cs.spec.module)],
+            fork=self._may_fork,
         )
         self._may_fork = False  # later ones: this process has threads, or old modules
         self._zygote.start()
@@ -263,8 +272,9 @@ class Supervisor:
                 poller.register(self._zygote.fileno(), zmq.POLLIN)
             for c in self._children:
                 if c.proc is not None and c.proc.link is not None:
-                    ev = zmq.POLLIN | (zmq.POLLOUT if c.proc.pending else 0)
-                    poller.register(c.proc.link.fileno(), ev)
+                    if not c.program:  # a program's end of the link is closed by its exec
+                        ev = zmq.POLLIN | (zmq.POLLOUT if c.proc.pending else 0)
+                        poller.register(c.proc.link.fileno(), ev)
                     poller.register(c.proc.pidfd, zmq.POLLIN)
             timeout = self._next_timer() - time.monotonic()
             ready = dict(poller.poll(max(0, int(timeout * 1000) + 1)))
@@ -296,6 +306,7 @@ class Supervisor:
                         c.kill_at = math.inf
                     elif (
                         c.state in ("starting", "running")
+                        and not c.program
                         and not self._shutting_down
                         and not c.hung
                         and now - c.last_hb > self._hb_limit(c)
@@ -346,7 +357,7 @@ class Supervisor:
             if c.proc is not None:
                 if c.kill_at is not None:
                     t = min(t, c.kill_at)
-                if c.state in ("starting", "running") and not c.hung:
+                if c.state in ("starting", "running") and not c.hung and not c.program:
                     t = min(t, c.last_hb + self._hb_limit(c))
             elif c.next_start is not None:
                 t = min(t, c.next_start)
@@ -376,6 +387,9 @@ class Supervisor:
         c.proc = proc
         c.state = "starting"
         c.started = c.last_hb = now
+        if c.program:  # running from its exec on, as long as it lives
+            c.state = "running"
+            c.running_since = now
         self._status_dirty = True
         log.info("%s: started, pid %d", c.name, proc.pid)
 
@@ -419,6 +433,8 @@ class Supervisor:
             error = f"hung: no heartbeat for {self._hb_limit(c):g}s, killed"
         elif proc.exit_error:
             error = proc.exit_error
+        elif isinstance(c.cs.spec, ProgramSpec):  # a server that exits unasked has failed
+            error = c.cs.spec.exit_error(code)
         elif code < 0:
             error = f"killed by signal {signal.Signals(-code).name}"
         elif code != 0:
@@ -493,7 +509,10 @@ class Supervisor:
         """Send stop to a live child; SIGKILL follows after `shutdown_timeout`."""
         assert c.proc is not None
         c.state = "stopping"
-        c.proc.send("stop")
+        if c.program:
+            c.proc.kill(signal.SIGTERM)
+        else:
+            c.proc.send("stop")
         c.kill_at = now + self.section.shutdown_timeout
 
     # -- reload --------------------------------------------------------------------
@@ -598,7 +617,7 @@ class Supervisor:
         snap = None
         for c in self._children:
             if c.proc is not None and (
-                c.cs.wants_status or getattr(c.cs.spec.cls, "wants_status", False)
+                c.cs.wants_status or getattr(getattr(c.cs.spec, "cls", None), "wants_status", False)
             ):
                 snap = snap or self.snapshot()
                 c.proc.send("status", snap)
