@@ -316,6 +316,14 @@ class GatewaySection:
     # whether the wall clock is synchronized: "kernel" (adjtimex), "none" (never
     # checked), or "file:PATH" (a JSON file; tests and simulations)
     clock: str = "kernel"
+    crash_safe_outbox: bool = field(
+        default=True,
+        metadata={
+            "doc": "keep each driver's unacknowledged points in a file under runtime_dir, "
+            "so a crash of the driver loses none (false: in memory only, a few µs less "
+            "CPU per point)"
+        },
+    )
 
     def check(self) -> None:
         if self.clock not in ("kernel", "none") and not self.clock.startswith("file:"):

@@ -127,7 +127,8 @@ class Runtime:
             children = self.children()
             _sweep_outboxes(rdir, {cs.spec.name for cs in children})
             fs = filesystem(rdir)
-            if cfg.nats.enabled and fs not in (None, "tmpfs", "ramfs"):
+            ring = cfg.nats.enabled and cfg.gateway.crash_safe_outbox
+            if ring and fs not in (None, "tmpfs", "ramfs"):
                 log.warning(
                     "runtime directory %s is on %s, not a tmpfs: the kernel writes the "
                     "drivers' outbox files back to that disk; set [gateway] runtime_dir "
@@ -229,7 +230,7 @@ class Runtime:
                 runtime_dir=rdir,
                 heartbeat_interval=hb,
                 drain_timeout=drain,
-                crash_safe=cfg.nats.enabled,
+                crash_safe=cfg.nats.enabled and cfg.gateway.crash_safe_outbox,
                 log_level=self.log_level,
             )
 
