@@ -30,15 +30,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import pickle
+import select
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-import zmq
 
 from ..bus.ring import discard, ring_path
 from ..proc import ActorProcess, ActorSpec, ProgramSpec, Zygote, ZygoteError, reap_group
@@ -55,7 +53,6 @@ __all__ = ["Supervisor", "ChildSpec", "GroupFailed"]
 log = logging.getLogger("edgert.supervisor")
 
 STATUS_EVERY = 2.0
-CONTROL_MAX_BYTES = 64 * 1024  # a control request is a small map; a bigger frame is refused
 
 
 class GroupFailed(Exception):
@@ -192,20 +189,14 @@ class Supervisor:
         self._zygote = Zygote([])
         self._zygote_code: tuple[Any, ...] = ()
         self._may_fork = self._fork_zygote
-        zctx = sock = None
+        sock = None
         self._waker = waker
         try:
             if self._stop_requested:
                 return
-            self._ensure_zygote()  # first: a forked zygote must not inherit ZeroMQ's threads
-            zctx = zmq.Context(1)
+            self._ensure_zygote()  # first: a forked zygote shares the fewest pages dirtied
             if self.control_path:
-                sock = zctx.socket(zmq.ROUTER)
-                sock.setsockopt(zmq.LINGER, 0)
-                sock.setsockopt(zmq.MAXMSGSIZE, CONTROL_MAX_BYTES)  # bigger: peer dropped
-                if os.path.exists(self.control_path):
-                    os.unlink(self.control_path)
-                sock.bind(f"ipc://{self.control_path}")
+                sock = control.ControlServer(self.control_path)
             for c in self._children:
                 self._start(c, time.monotonic())
             self._loop(waker, sock)
@@ -220,11 +211,7 @@ class Supervisor:
                     c.proc = None
             self._zygote.close()
             if sock is not None:
-                sock.close(0)
-                if self.control_path and os.path.exists(self.control_path):
-                    os.unlink(self.control_path)
-            if zctx is not None:
-                zctx.term()
+                sock.close()
             for pgid in self._graveyard:
                 reap_group(pgid)
         if self._failure is not None:
@@ -256,7 +243,7 @@ class Supervisor:
             log.warning("could not preload %s: %s", mod, err)
 
     # -- the loop ------------------------------------------------------------------
-    def _loop(self, waker: Waker, sock: zmq.Socket | None) -> None:
+    def _loop(self, waker: Waker, sock: control.ControlServer | None) -> None:
         while True:
             if self._stop_requested and not self._shutting_down:
                 self._begin_shutdown()
@@ -264,18 +251,19 @@ class Supervisor:
                 if all(c.proc is None for c in self._children):
                     return
                 self._stop_tier()
-            poller = zmq.Poller()
-            poller.register(waker.fileno(), zmq.POLLIN)
+            poller = select.poll()
+            poller.register(waker.fileno(), select.POLLIN)
             if sock is not None:
-                poller.register(sock, zmq.POLLIN)
+                for fd, ev in sock.events():
+                    poller.register(fd, ev)
             if self._zygote.running:
-                poller.register(self._zygote.fileno(), zmq.POLLIN)
+                poller.register(self._zygote.fileno(), select.POLLIN)
             for c in self._children:
                 if c.proc is not None and c.proc.link is not None:
                     if not c.program:  # a program's end of the link is closed by its exec
-                        ev = zmq.POLLIN | (zmq.POLLOUT if c.proc.pending else 0)
+                        ev = select.POLLIN | (select.POLLOUT if c.proc.pending else 0)
                         poller.register(c.proc.link.fileno(), ev)
-                    poller.register(c.proc.pidfd, zmq.POLLIN)
+                    poller.register(c.proc.pidfd, select.POLLIN)
             timeout = self._next_timer() - time.monotonic()
             ready = dict(poller.poll(max(0, int(timeout * 1000) + 1)))
             waker.clear()
@@ -295,7 +283,7 @@ class Supervisor:
                 if code is not None:
                     self._on_exit(c, code, now)
             if sock is not None:
-                self._serve_control(sock)
+                self._serve_control(sock, ready)
             now = time.monotonic()
             self._notify(now)
             for c in self._children:
@@ -624,8 +612,8 @@ class Supervisor:
         self._next_status = time.monotonic() + STATUS_EVERY
         self._status_dirty = False
 
-    def _serve_control(self, sock: zmq.Socket) -> None:
-        for who, op in control.requests(sock):
+    def _serve_control(self, sock: control.ControlServer, ready: dict[int, int]) -> None:
+        for who, op in sock.requests(ready, time.monotonic()):
             if op == "status":
                 reply: dict[str, Any] = {"ok": True, "status": self.snapshot()}
             elif op == "reload" and not self._shutting_down:
@@ -635,4 +623,4 @@ class Supervisor:
                     "ok": False,
                     "error": f"unknown control request {op!r} (known: status, reload)",
                 }
-            control.answer(sock, who, reply)
+            sock.answer(who, reply)
