@@ -59,9 +59,9 @@ def request(runtime_dir: str | os.PathLike[str], op: str, timeout: float = 3.0, 
             raise ControlError(
                 f"the gateway at {runtime_dir} did not answer within {timeout:g}s"
             ) from None
-        except (ConnectionError, EOFError, FileNotFoundError) as e:
+        except (OSError, EOFError) as e:  # refused (a stale socket), reset, not allowed
             raise ControlError(
-                f"no gateway answers at {runtime_dir} ({e or 'connection closed'})"
+                f"no gateway answers at {runtime_dir} ({str(e) or 'the connection closed'})"
             ) from None
     reply = msgpack.unpackb(data, raw=False)
     if not reply.get("ok"):
