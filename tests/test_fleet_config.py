@@ -111,18 +111,27 @@ def managed(short_dir: Path) -> Iterator[tuple[NatsProcess, Path]]:
 def test_overlay_takes_every_section_but_gateway_and_fleet_from_the_desired_config(
     tmp_path: Path,
 ) -> None:
-    local = LOCAL.format(dir=tmp_path, url="nats://127.0.0.1:4222", health=10.0)
+    path = tmp_path / "gw.toml"
+    path.write_text(LOCAL.format(dir=tmp_path, url="nats://127.0.0.1:4222", health=10.0))
+    local = load(path)
+    path.unlink()  # the overlay reads the local file no more: `load` did
     desired = '[gateway]\nid = "other"\n[fleet]\nenabled = false\n[nats]\nurl = "nats://h:1"\n'
-    cfg = overlay(local, desired + GEN + GEN2, "gw.toml", "KV rev 3")
+    cfg = overlay(local, desired + GEN + GEN2, "KV rev 3")
     assert cfg.gateway.id == "gw1" and cfg.fleet.enabled  # the local file's, always
     assert cfg.nats.url == "nats://h:1"
     assert [d.name for d in cfg.drivers] == ["gen", "gen2"]
     assert cfg.supervisor.backoff_max == 0.5  # a section left out stays the local file's
-    assert overlay(local, "driver = []\n", "gw.toml", "KV").drivers == []
+    assert cfg.path == f"{path} + KV rev 3"
+    assert overlay(local, "driver = []\n", "KV").drivers == []
+    assert local.nats.url == "nats://127.0.0.1:4222" and len(local.drivers) == 1  # untouched
     with pytest.raises(ConfigError, match=r"KV rev 3: unknown table or key 'drivers'"):
-        overlay(local, "[[drivers]]\n", "gw.toml", "KV rev 3")
-    with pytest.raises(ConfigError, match=r"driver type 'nope'"):
-        overlay(local, '[[driver]]\nname = "x"\ntype = "nope"\n', "gw.toml", "KV")
+        overlay(local, "[[drivers]]\n", "KV rev 3")
+    with pytest.raises(
+        ConfigError, match=r"^KV: \[\[driver\]\] 'x': key 'type'.*driver type 'nope'"
+    ):
+        overlay(local, '[[driver]]\nname = "x"\ntype = "nope"\n', "KV")
+    with pytest.raises(ConfigError, match=r"gw.toml \+ KV: \[fleet\] key 'enabled': .* needs NATS"):
+        overlay(local, "[nats]\nenabled = false\n", "KV")  # checks across sections: both named
 
 
 def test_fleet_section_is_validated() -> None:

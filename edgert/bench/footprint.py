@@ -7,7 +7,10 @@ Measured the way a small device is judged, on three gateways each run as
 - `ten_drivers`: 10 sim drivers, each polling one value once a second, into
   an external nats-server;
 - `modbus`: one Modbus RTU driver polling 10 registers of a simulated device
-  (`edgert sim modbus` on a pseudo-terminal) once a second.
+  (`edgert sim modbus` on a pseudo-terminal) once a second;
+- `managed`: one sim driver with `[fleet] enabled = true`, so the gateway has
+  its fleet actor (the micro service and the KV watch): its row of PSS by
+  process shows what the fleet actor costs beside the bridge.
 
 Their runtime directories are on a tmpfs when the machine has one, as they
 are deployed (`/run`): the drivers' outbox ring files live there.
@@ -43,6 +46,7 @@ __all__ = ["footprint", "run_all", "format_table", "installed_size"]
 
 SETTLE = 5.0  # seconds after READY before the idle window
 WINDOW = 20.0  # seconds of idle measured
+ROWS = ("demo", "ten_drivers", "modbus", "managed")
 
 
 def installed_size(dist: str = "edgert") -> dict[str, Any]:
@@ -181,6 +185,15 @@ def _modbus(d: str, url: str, port: str, run: str | None = None) -> str:
     return config_text(d, url, driver, gateway_id="footmb", spool_max_bytes=64 << 20, run=run)
 
 
+def _managed(d: str, url: str) -> str:
+    driver = (
+        '[[driver]]\nname = "gen"\ntype = "sim"\n'
+        '[[driver.signal]]\nname = "v"\nshape = "sine"\nrate = 1.0\n'
+    )
+    text = config_text(d, url, driver, gateway_id="footfleet", spool_max_bytes=64 << 20)
+    return text + "[fleet]\nenabled = true\n"
+
+
 def footprint(settle: float = SETTLE, window: float = WINDOW) -> dict[str, Any]:
     from edgert.bench.modbus import simulated_line
 
@@ -192,6 +205,9 @@ def footprint(settle: float = SETTLE, window: float = WINDOW) -> dict[str, Any]:
         )
         out["ten_drivers"] = measure(
             GatewayProcess(_ten(f"{d}/ten", srv.url, f"{run}/ten"), f"{d}/ten"), settle, window
+        )
+        out["managed"] = measure(
+            GatewayProcess(_managed(f"{d}/fleet", srv.url), f"{d}/fleet"), settle, window
         )
         port = stack.enter_context(simulated_line())
         out["modbus"] = measure(
@@ -211,7 +227,7 @@ def format_table(res: dict[str, Any]) -> str:
     from edgert.table import render
 
     rows = []
-    for name in ("demo", "ten_drivers", "modbus"):
+    for name in ROWS:
         r = res.get(name)
         if not r:
             continue
@@ -234,7 +250,7 @@ def format_table(res: dict[str, Any]) -> str:
         text += f"\ninstalled: edgert and its dependencies {disk['total_mb']:.1f} MB" + (
             f", nats-server {ns:.1f} MB" if ns else ""
         )
-    per = {n: res[n]["pss_by_process_mb"] for n in ("demo", "ten_drivers", "modbus") if n in res}
+    per = {n: res[n]["pss_by_process_mb"] for n in ROWS if n in res}
     for n, p in per.items():
         text += f"\n{n} PSS by process (MB): " + ", ".join(f"{k} {v}" for k, v in p.items())
         cpu = res[n].get("idle_cpu_pct_by_process", {})

@@ -32,11 +32,10 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from ..actor import Actor, Status, Stop
-from ..config import ConfigError, FleetSection, NatsSection, overlay
+from ..config import ConfigError, FleetSection, NatsSection, load, overlay
 from ..context import Context
 from .kv import APPLIED_BUCKET, bucket
 from .local import control_request
@@ -305,12 +304,8 @@ class _Run:
         `run` would fail on here; raise ConfigError."""
         from ..preflight import preflight
 
-        path = self.cfg.config_path
-        try:
-            local = Path(path).read_text()
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
-        cfg = overlay(local, d.toml, path, d.where(self.cfg.fleet.bucket, self.gw))
+        local = load(self.cfg.config_path)
+        cfg = overlay(local, d.toml, d.where(self.cfg.fleet.bucket, self.gw))
         errors = [f.message for f in preflight(cfg) if f.level == "error"]
         if errors:
             raise ConfigError("; ".join(errors))
