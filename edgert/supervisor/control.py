@@ -25,7 +25,7 @@ from typing import Any
 
 import msgpack
 
-__all__ = ["ControlError", "ControlServer", "request", "format_status"]
+__all__ = ["ControlError", "ControlServer", "request", "frame", "format_status"]
 
 MAX_REQUEST = 64 * 1024  # a request is a small map; a bigger one drops the connection
 MAX_REPLY = 64 * 1024 * 1024
@@ -38,19 +38,24 @@ class ControlError(Exception):
     """No gateway answered on the control socket, or it refused the request."""
 
 
+def frame(obj: Any) -> bytes:
+    """One message on the control socket: its length, then `obj` in msgpack."""
+    body = msgpack.packb(obj, use_bin_type=True)
+    return _LEN.pack(len(body)) + body
+
+
 def request(runtime_dir: str | os.PathLike[str], op: str, timeout: float = 3.0, **args: Any) -> Any:
     path = Path(runtime_dir) / "control.sock"
     if not path.exists():
         raise ControlError(
             f"no gateway is running with runtime directory {runtime_dir} (no {path})"
         )
-    body = msgpack.packb({"op": op, **args}, use_bin_type=True)
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         try:
             sock.settimeout(timeout)
             sock.connect(str(path))
-            sock.sendall(_LEN.pack(len(body)) + body)
+            sock.sendall(frame({"op": op, **args}))
             (n,) = _LEN.unpack(_read(sock, _LEN.size, deadline))
             if n > MAX_REPLY:
                 raise ControlError(f"the gateway at {runtime_dir} sent a {n}-byte answer")
@@ -165,8 +170,7 @@ class ControlServer:
         c = self._conns.get(conn)
         if c is None:
             return
-        body = msgpack.packb(reply, use_bin_type=True)
-        c.out = _LEN.pack(len(body)) + body
+        c.out = frame(reply)
         self._send(conn)
 
     def close(self) -> None:

@@ -22,7 +22,8 @@ is asked to stop with SIGTERM, and any exit it was not asked for is a failure.
 then the embedded server), each given `shutdown_timeout` before SIGKILL.
 Nothing in the loop blocks on a child: messages to children are queued
 (status snapshots latest-wins), exits are collected from pidfds without
-waiting, and the control socket is served without blocking (`control.py`). The one wait is for a zygote to preload (at the start of
+waiting, and the control socket is served without blocking (`control.py`).
+The one wait is for a zygote to preload (at the start of
 `run`, when a start finds it gone, and on a reload that brings new driver
 code); the running actors are not its children and are never touched by it.
 """
