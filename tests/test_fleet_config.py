@@ -377,3 +377,47 @@ def test_a_driver_given_up_on_before_the_push_and_left_alone_does_not_roll_it_ba
             # the push that changes it is judged on it: still crashing, rolled back
             out = push(srv, short_dir / "want.toml", GEN + GEN2 + bad + "rate = 5.0\n")
             assert out.returncode == 1 and "rolled_back" in out.stdout and "bad " in out.stdout
+
+
+def test_a_key_watch_sees_each_revision_and_knows_when_its_consumer_is_gone(
+    nats_server: NatsProcess,
+) -> None:
+    import nats
+
+    from edgert.fleet.kv import KeyWatch, WatchLost, bucket, watch_name
+
+    async def go() -> list:
+        nc = await nats.connect(nats_server.url)
+        seen: list = []
+        try:
+            kv = await bucket(nc.jetstream(), "edgert-config")
+            await kv.put("gw1", b"one")
+            await kv.put("gw2", b"not mine")
+            w = KeyWatch(nc, "edgert-config", "gw1", heartbeat=0.5)
+            try:
+                await w.start()
+                first = await w.next(5.0)
+                await kv.put("gw2", b"still not mine")
+                await kv.put("gw1", b"two")
+                second = await w.next(5.0)
+                seen += [(first.revision, first.value), (second.revision, second.value)]
+                assert await w.next(1.0) is None  # quiet: nothing, heartbeats only
+                await nc.jetstream().delete_consumer("KV_edgert-config", watch_name("gw1"))
+                with pytest.raises(WatchLost):
+                    await w.next(30.0)
+            finally:
+                await w.stop()
+            again = KeyWatch(nc, "edgert-config", "gw1", heartbeat=0.5)
+            try:
+                await again.start()  # a new watch: the last revision first
+                last = await again.next(5.0)
+                seen.append((last.revision, last.value))
+            finally:
+                await again.stop()
+            info = await nc.jetstream().stream_info("KV_edgert-config")
+            assert info.config.allow_direct
+        finally:
+            await nc.close()
+        return seen
+
+    assert asyncio.run(go()) == [(1, b"one"), (4, b"two"), (4, b"two")]

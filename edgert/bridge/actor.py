@@ -199,6 +199,7 @@ class _Run:
                     if self.spool is not None:
                         spooler = tg.create_task(self.spooler())
                         tasks.append(tg.create_task(self.uplink.run_forever()))
+                        tasks.append(tg.create_task(self.uplink.commands_forever()))
                         if cfg.service:
                             svc = FleetService(self, cfg.gateway_id, self.base, cfg.runtime_dir)
                             run_svc = svc.run_forever(cfg.nats, cfg.backoff_min, cfg.backoff_max)
@@ -391,10 +392,10 @@ class _Run:
             if kind == "P":
                 _, epoch, seq, first, resent, nodes = frame
                 if tail is not None:
-                    for node, _n, packed in nodes:
+                    for node, _n, packed, latest in nodes:
                         with contextlib.suppress(zmq.ZMQError):
                             tail.send_multipart([node.encode() + b"\0", packed], zmq.NOBLOCK)
-                        self.latest.add(packed)
+                        self.latest.add(latest)
                 self.feed(self.fwd.batch(ident, epoch, seq, first, resent, nodes, now), False)
             elif kind == "R":
                 _, cmd_id, ok, error = frame
@@ -485,7 +486,10 @@ class _Run:
             s["buffered"] = self.spool.points
             s["dropped"] = self.spool.dropped_points
         up = self.uplink
-        s["nats"] = "connected" if up.connected else f"down: {up.error or 'connecting'}"
+        if up.connected and up.commands_connected:
+            s["nats"] = "connected"
+        else:
+            s["nats"] = f"down: {up.error or 'connecting'}"
         s["nats_connect_attempts"] = up.attempts
         s["duplicate_id"] = self.twins.note()  # "" unless another gateway has this id
         s["clock"] = self.clock_watch.state

@@ -197,17 +197,17 @@ class Forwarder:
         seq: int,
         first: int,
         resent: bool,
-        parts: list[tuple[str, int, bytes]],
+        parts: list[tuple[str, int, bytes, bytes]],
         now: float,
     ) -> list[Action]:
-        """A P frame from a driver (already checked and split by node)."""
+        """A P frame from a driver (already checked and split by node: `bus.Part`s)."""
         inbox = self.inbox
         slot = inbox.take(ident, epoch, seq, first, len(parts))
         self.stats["duplicates"] = inbox.duplicates
         self.stats["out_of_order"] = inbox.out_of_order
         if slot is not None:
             self.stats["batches_in"] += 1
-            for node, n, data in parts:
+            for node, n, data, _ in parts:
                 self.stats["points_in"] += n
                 if not self.spooling:
                     inbox.safe(epoch, slot)

@@ -370,7 +370,7 @@ async def push_and_wait(
         if not gateways:
             gateways = sorted(await _answering(nc, f"$SRV.PING.{SERVICE_NAME}", min(timeout, 2.0)))
         js = nc.jetstream()
-        desired = await bucket(js, bucket_name)
+        desired = await bucket(js, bucket_name, allow_direct=True)  # gateways read by direct get
         applied = await bucket(js, APPLIED_BUCKET)
         watcher = await applied.watch(">")  # before the puts: no report is missed
         try:
