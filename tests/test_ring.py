@@ -281,3 +281,17 @@ def test_a_ring_out_of_space_is_dropped_and_the_outbox_goes_on_in_memory(
         got += [v for *_, vs in frames for v in vs]
         bridge.ack(box, frames[-1][0])
     assert got == list(range(20_000)) and box.dropped == 0
+
+
+def test_crash_safe_outbox_false_runs_the_drivers_without_ring_files(make_config, nats_server):
+    from edgert.testing import running_gateway, wait_for
+    from edgert.testing.nats import Subscriber
+
+    sim = '[[driver]]\nname = "gen"\ntype = "sim"\n[[driver.signal]]\nname = "n"\nrate = 50.0\n'
+    cfg = make_config(f'[nats]\nurl = "{nats_server.url}"\n{sim}')
+    assert cfg.gateway.crash_safe_outbox  # the default
+    plain = make_config(f'crash_safe_outbox = false\n[nats]\nurl = "{nats_server.url}"\n{sim}')
+    with running_gateway(plain), Subscriber(nats_server.url, "edgert.gw.p.>") as sub:
+        wait_for(lambda: len(sub.points()) > 20, 20, "points through NATS")
+        outbox = plain.runtime_dir / "outbox"
+        assert not outbox.exists() or not list(outbox.iterdir())

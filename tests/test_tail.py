@@ -74,7 +74,8 @@ def test_demo_config_runs_with_its_embedded_nats_server(short_dir: Path) -> None
         )
         with Subscriber(url, "edgert.demo.p.>") as sub:
             wait_for(lambda: {p["node"] for p in sub.points()} >= {"boiler", "meter"}, 15, "points")
-        nats_pid = status(cfg)["by_name"]["nats"]["stats"]["server_pid"]
+        nats_pid = status(cfg)["by_name"]["nats"]["pid"]  # the supervisor's own child
+        assert Path(f"/proc/{nats_pid}/comm").read_text().strip() == "nats-server"
     assert not Path(f"/proc/{nats_pid}").exists()  # the server went with the gateway
 
 

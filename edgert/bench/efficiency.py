@@ -16,6 +16,12 @@ drivers, each waking every 10 ms and coalescing its due points into one
 msgpack batch, PUSH -> PULL -> a nats-py forwarder (`edgert.bench.raw`), its
 CPU summed the same way. Targets: delivered = produced with the spool
 untouched, CPU <= 2 x the baseline, p99 < 10 ms.
+
+The crash-safe outbox (each driver's ring file, `edgert.bus.ring`) is on in
+those runs, as by default, in a runtime directory on a tmpfs as deployed. The 1 x 8,000 load runs once more with
+`crash_safe_outbox = false`: the difference in the driver processes' CPU-µs per
+point is what the ring costs (`ring_us_per_point`; the bridge is not touched by
+it, and its share would only add noise).
 """
 
 from __future__ import annotations
@@ -27,21 +33,29 @@ from edgert.bench.gateway import GatewayProcess, config_text, producer
 from edgert.bench.listener import Listener
 from edgert.bench.measure import between, by_actor, delta, first_points, percentiles, rnd, sample
 from edgert.bench.raw import RawPath
-from edgert.bench.workdir import workdir
+from edgert.bench.workdir import runtime_dir, workdir
+from edgert.bus.ring import filesystem
 
 __all__ = ["efficiency", "run_all", "LOADS"]
 
 LOADS = ((8, 1000.0), (1, 8000.0))  # (drivers, points/s each)
+RING_OFF = ((1, 8000.0),)  # the loads measured again without the outbox's ring file
 
 
-def _edgert(d: str, url: str, drivers: int, rate: float, warmup: float, seconds: float) -> dict:
+def _edgert(
+    d: str, url: str, drivers: int, rate: float, warmup: float, seconds: float, ring: bool = True
+) -> dict:
     names = [f"gen{i}" for i in range(drivers)]
-    here = f"{d}/e{drivers}x{rate:g}"  # a fresh spool for each load
-    text = config_text(here, url, "".join(producer(n, rate) for n in names))
+    here = f"{d}/e{drivers}x{rate:g}" + ("" if ring else "-noring")  # a fresh spool each
     with (
+        runtime_dir() as run,
         Listener(url, "edgert.bench.p.>", latency=True) as heard,
-        GatewayProcess(text, here) as gw,
+        GatewayProcess(
+            config_text(here, url, "".join(producer(n, rate) for n in names), ring=ring, run=run),
+            here,
+        ) as gw,
     ):
+        fs = filesystem(run)
         gw.wait_running()
         first = first_points(heard, 15)
         time.sleep(warmup)  # the measuring window starts after a warm-up
@@ -62,6 +76,7 @@ def _edgert(d: str, url: str, drivers: int, rate: float, warmup: float, seconds:
     res["dropped_at_source"] = sum(x or 0 for x in drops)
     res["first_point_s"] = first
     res["pids"] = pids
+    res["runtime_dir_fs"] = fs
     return res
 
 
@@ -85,15 +100,19 @@ def _raw(d: str, url: str, drivers: int, rate: float, warmup: float, seconds: fl
 
 
 def efficiency(
-    loads: tuple[tuple[int, float], ...] = LOADS, seconds: float = 10.0, warmup: float = 3.0
+    loads: tuple[tuple[int, float], ...] = LOADS,
+    seconds: float = 10.0,
+    warmup: float = 3.0,
+    ring_off: tuple[tuple[int, float], ...] = RING_OFF,
 ) -> dict[str, Any]:
-    """Each load through edgert and through the raw baseline; the figures side by side."""
+    """Each load through edgert and through the raw baseline; the figures side by side.
+    The loads in `ring_off` also run without the outbox's ring file (`edgert_no_ring`)."""
     out: dict[str, Any] = {}
     with workdir() as (d, srv):
         for drivers, rate in loads:
             mine = _edgert(d, srv.url, drivers, rate, warmup, seconds)
             base = _raw(d, srv.url, drivers, rate, warmup, seconds)
-            out[f"{drivers}x{rate:g}"] = {
+            res = out[f"{drivers}x{rate:g}"] = {
                 "drivers": drivers,
                 "rate_each": rate,
                 "offered_points_s": drivers * rate,
@@ -102,7 +121,26 @@ def efficiency(
                 "cpu_ratio": _ratio(mine["cpu_pct"], base["cpu_pct"]),
                 "delivered_ratio": _ratio(mine["points_s"], drivers * rate),
             }
+            if (drivers, rate) in ring_off:
+                res |= _ring_cost(mine, _edgert(d, srv.url, drivers, rate, warmup, seconds, False))
     return out
+
+
+def _ring_cost(mine: dict[str, Any], plain: dict[str, Any]) -> dict[str, Any]:
+    """What the ring adds, where it runs: the driver processes' % of a core and their
+    CPU-µs per point, with it and without it."""
+
+    def us(r: dict[str, Any]) -> float | None:
+        pct = sum(v for k, v in r["cpu_by_process"].items() if k.startswith("gen"))
+        return 1e4 * pct / r["points_s"] if r.get("points_s") else None
+
+    a, b = us(mine), us(plain)
+    return {
+        "edgert_no_ring": plain,
+        "ring_us_per_point": rnd(a - b) if a is not None and b is not None else None,
+        "ring_driver_us_per_point": rnd(a),
+        "no_ring_driver_us_per_point": rnd(b),
+    }
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

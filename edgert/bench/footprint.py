@@ -12,6 +12,9 @@ Measured the way a small device is judged, on three gateways each run as
   its fleet actor (the micro service and the KV watch): its row of PSS by
   process shows what the fleet actor costs beside the bridge.
 
+Their runtime directories are on a tmpfs when the machine has one, as they
+are deployed (`/run`): the drivers' outbox ring files live there.
+
 For each: cold start (the `edgert run` process spawned to every actor running,
 interpreter start-up and imports included), then after a settling pause over
 an idle window: CPU of every gateway process summed from /proc (as % of one
@@ -38,7 +41,7 @@ from typing import Any
 from edgert.bench.core import DEMO, _comm, _free_port, smaps
 from edgert.bench.gateway import GatewayProcess, config_text
 from edgert.bench.procfs import cpu_seconds, cpu_used, io_counters, wakeups
-from edgert.bench.workdir import workdir
+from edgert.bench.workdir import runtime_dir, workdir
 
 __all__ = ["footprint", "run_all", "format_table", "installed_size"]
 
@@ -89,12 +92,12 @@ def _nats_server_mb() -> float | None:
 def _role(pid: int, by_pid: dict[int, str], root: int) -> str:
     if pid == root:
         return "supervisor"
+    comm = _comm(pid)
+    if comm == "nats-server":  # the embedded one is an actor of the gateway, by its pid
+        return comm
     if pid in by_pid:
         return by_pid[pid]
-    comm = _comm(pid)
-    return (
-        "nats-server" if comm == "nats-server" else "zygote" if comm.startswith("python") else comm
-    )
+    return "zygote" if comm.startswith("python") else comm
 
 
 def measure(gw: GatewayProcess, settle: float = SETTLE, window: float = WINDOW) -> dict[str, Any]:
@@ -155,26 +158,26 @@ def measure(gw: GatewayProcess, settle: float = SETTLE, window: float = WINDOW) 
     }
 
 
-def _demo_text(d: str) -> str:
+def _demo_text(d: str, run: str | None = None) -> str:
     text = DEMO.read_text()
     text = re.sub(
         r"\[gateway\]\nid = \"[^\"]*\"",
-        f'[gateway]\nid = "footdemo"\nruntime_dir = "{d}/run"\ndata_dir = "{d}/data"',
+        f'[gateway]\nid = "footdemo"\nruntime_dir = "{run or d + "/run"}"\ndata_dir = "{d}/data"',
         text,
     )
     return text.replace("nats://127.0.0.1:4222", f"nats://127.0.0.1:{_free_port()}")
 
 
-def _ten(d: str, url: str) -> str:
+def _ten(d: str, url: str, run: str | None = None) -> str:
     drivers = "".join(
         f'[[driver]]\nname = "poll{i}"\ntype = "sim"\n'
         f'[[driver.signal]]\nname = "v"\nshape = "sine"\nrate = 1.0\n'
         for i in range(10)
     )
-    return config_text(d, url, drivers, gateway_id="foot10", spool_max_bytes=64 << 20)
+    return config_text(d, url, drivers, gateway_id="foot10", spool_max_bytes=64 << 20, run=run)
 
 
-def _modbus(d: str, url: str, port: str) -> str:
+def _modbus(d: str, url: str, port: str, run: str | None = None) -> str:
     from edgert.bench.modbus import BAUD, REGISTERS
 
     regs = "".join(
@@ -187,7 +190,7 @@ def _modbus(d: str, url: str, port: str) -> str:
         f"baudrate = {BAUD}\npoll_interval = 1.0\n"
         f'[[driver.device]]\nname = "meter"\nunit = 1\n{regs}'
     )
-    return config_text(d, url, driver, gateway_id="footmb", spool_max_bytes=64 << 20)
+    return config_text(d, url, driver, gateway_id="footmb", spool_max_bytes=64 << 20, run=run)
 
 
 def _managed(d: str, url: str) -> str:
@@ -203,17 +206,22 @@ def footprint(settle: float = SETTLE, window: float = WINDOW) -> dict[str, Any]:
     from edgert.bench.modbus import simulated_line
 
     out: dict[str, Any] = {"window_s": window}
-    with workdir() as (d, srv), ExitStack() as stack:
-        out["demo"] = measure(GatewayProcess(_demo_text(f"{d}/demo"), f"{d}/demo"), settle, window)
+    with workdir() as (d, srv), ExitStack() as stack:  # runtime dirs on a tmpfs, as deployed
+        run = stack.enter_context(runtime_dir())
+        out["demo"] = measure(
+            GatewayProcess(_demo_text(f"{d}/demo", f"{run}/demo"), f"{d}/demo"), settle, window
+        )
         out["ten_drivers"] = measure(
-            GatewayProcess(_ten(f"{d}/ten", srv.url), f"{d}/ten"), settle, window
+            GatewayProcess(_ten(f"{d}/ten", srv.url, f"{run}/ten"), f"{d}/ten"), settle, window
         )
         out["managed"] = measure(
             GatewayProcess(_managed(f"{d}/fleet", srv.url), f"{d}/fleet"), settle, window
         )
         port = stack.enter_context(simulated_line())
         out["modbus"] = measure(
-            GatewayProcess(_modbus(f"{d}/mb", srv.url, port), f"{d}/mb"), settle, window
+            GatewayProcess(_modbus(f"{d}/mb", srv.url, port, f"{run}/mb"), f"{d}/mb"),
+            settle,
+            window,
         )
     out["disk"] = installed_size() | {"nats_server_mb": _nats_server_mb()}
     return out

@@ -37,11 +37,17 @@ def config_text(
     gateway_id: str = "bench",
     jetstream: bool = False,
     spool_max_bytes: int = 1 << 30,
+    ring: bool = True,
+    run: str | Path | None = None,
 ) -> str:
-    """A gateway config for a benchmark: NATS at `url`, these `[[driver]]` tables."""
+    """A gateway config for a benchmark: NATS at `url`, these `[[driver]]` tables;
+    `ring=False`: the drivers' outboxes without their crash-safe ring files; `run`:
+    the runtime directory (default: `run` in `directory`)."""
     d = Path(directory)
+    run = run or f"{d}/run"
     return (
-        f'[gateway]\nid = "{gateway_id}"\nruntime_dir = "{d}/run"\ndata_dir = "{d}/data"\n'
+        f'[gateway]\nid = "{gateway_id}"\nruntime_dir = "{run}"\ndata_dir = "{d}/data"\n'
+        f"crash_safe_outbox = {str(ring).lower()}\n"
         f"[supervisor]\nshutdown_timeout = 2.0\n"
         f'[nats]\nurl = "{url}"\njetstream = {str(jetstream).lower()}\n'
         f"spool_max_bytes = {spool_max_bytes}\n{drivers}"

@@ -263,6 +263,25 @@ def _efficiency(result: dict[str, Any]) -> list[Row]:
             ),
             Row(f"{k}: latency p99", f"{e}.p99_ms", f"{r}.p99_ms", "ms", "raw", "< 10"),
         ]
+        if "edgert_no_ring" in result[k]:
+            n = f"{k}.edgert_no_ring"
+            out += [
+                Row(
+                    f"{k}: CPU per point, ring off",
+                    f"{n}.cpu_us_per_point",
+                    f"{r}.cpu_us_per_point",
+                    "µs",
+                    "raw",
+                ),
+                Row(
+                    f"{k}: driver CPU per point",
+                    f"{k}.ring_driver_us_per_point",
+                    f"{k}.no_ring_driver_us_per_point",
+                    "µs",
+                    "ring off",
+                ),
+                Row(f"{k}: the ring's cost per point", f"{k}.ring_us_per_point", unit="µs"),
+            ]
     return out
 
 

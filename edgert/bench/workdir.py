@@ -4,6 +4,10 @@ The directory's path is short because ZeroMQ ipc socket paths are limited to
 107 bytes; it holds the gateway's runtime and data directories and the
 server's JetStream store, and is removed with everything in it when the
 `with` block ends, as is the server.
+
+`runtime_dir()` is a short temporary directory on a tmpfs when the machine
+has one (/dev/shm), as a gateway's runtime directory is where it is deployed
+(/run): the drivers' outbox ring files live there.
 """
 
 from __future__ import annotations
@@ -16,7 +20,19 @@ from pathlib import Path
 
 from edgert.testing.nats import NatsProcess
 
-__all__ = ["workdir"]
+__all__ = ["workdir", "runtime_dir"]
+
+TMPFS = "/dev/shm"
+
+
+@contextmanager
+def runtime_dir() -> Iterator[str]:
+    """A fresh directory for a gateway's runtime_dir, on a tmpfs when there is one."""
+    d = tempfile.mkdtemp(prefix="ebr-", dir=TMPFS if Path(TMPFS).is_dir() else None)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @contextmanager

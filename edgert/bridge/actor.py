@@ -46,7 +46,7 @@ import msgpack
 import zmq
 
 from ..actor import Actor, Status, Stop
-from ..bus import BadFrame, bus_endpoint, decode_points, encode_frame, p_header
+from ..bus import BadFrame, bus_endpoint, decode_points_after, encode_frame, p_head
 from ..clock import ClockWatch, clock_source
 from ..config import NatsSection
 from ..context import Context
@@ -384,13 +384,13 @@ class _Run:
                 self._bad(f"a message of {len(parts)} parts (expected one frame)")
                 continue
             ident, data = parts
-            head = p_header(data)
+            head = p_head(data)  # read once: decode_points_after starts from it
             if head is not None and not self.fwd.inbox.expects(head[0], head[1], head[2]):
-                epoch, seq, first, resent = head  # a resend already taken: ack, skip the points
+                epoch, seq, first, resent, _ = head  # a resend already taken: ack, skip points
                 self.feed(self.fwd.batch(ident, epoch, seq, first, resent, [], now), False)
                 continue
             try:
-                frame = decode_points(data)
+                frame = decode_points_after(data, head)
             except BadFrame as e:
                 self._bad(str(e))
                 continue

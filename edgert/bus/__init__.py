@@ -16,9 +16,11 @@ from .frames import (
     bus_endpoint,
     decode_frame,
     decode_points,
+    decode_points_after,
     encode_frame,
     new_epoch,
     p_frame,
+    p_head,
     p_header,
 )
 from .inbox import Inbox, Sender, Slot
@@ -35,8 +37,10 @@ __all__ = [
     "bus_endpoint",
     "decode_frame",
     "decode_points",
+    "decode_points_after",
     "encode_frame",
     "new_epoch",
     "p_frame",
+    "p_head",
     "p_header",
 ]

@@ -56,6 +56,8 @@ __all__ = [
     "encode_frame",
     "decode_frame",
     "decode_points",
+    "decode_points_after",
+    "p_head",
     "p_header",
     "Part",
 ]
@@ -158,12 +160,16 @@ def p_header(data: bytes) -> tuple[str, int, int, bool] | None:
     The bridge uses it to acknowledge a resent batch it already has without
     checking its points again: resends come in bursts when acks are slow.
     """
-    head = _p_head(data)
+    head = p_head(data)
     return None if head is None else head[:4]
 
 
-def _p_head(data: bytes) -> tuple[str, int, int, bool, int] | None:
-    """`p_header` and the offset of the packed point maps in `data`."""
+Head = tuple[str, int, int, bool, int]  # epoch, seq, first, resent, offset of the point maps
+
+
+def p_head(data: bytes) -> Head | None:
+    """`p_header` and the offset of the packed point maps in `data`: what the bridge
+    reads once per batch and hands on to `decode_points`."""
     if len(data) > MAX_BATCH_BYTES or data[:1] not in (b"\x95", b"\x96"):
         return None
     try:
@@ -198,7 +204,12 @@ def decode_points(data: bytes) -> tuple[Any, ...]:
     are not well-formed); no `Point` is built. A one-node batch of the usual
     shape is checked on its bytes (`edgert.bus.shape`) and forwarded as is.
     """
-    head = _p_head(data)
+    return decode_points_after(data, p_head(data))
+
+
+def decode_points_after(data: bytes, head: Head | None) -> tuple[Any, ...]:
+    """`decode_points` when the caller has read `head = p_head(data)` already (the bridge
+    does, to skip resends): the header is parsed once per batch."""
     if head is not None:
         epoch, seq, first, resent, at = head
         fast = one_node(data, at)

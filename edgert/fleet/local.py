@@ -1,18 +1,19 @@
 """Ask this gateway's supervisor over its control socket, from an asyncio loop.
 
-The same request as `edgert reload` (`edgert.supervisor.control`), but awaited
-on a `zmq.asyncio` socket so the bridge's loop keeps running while the
-supervisor reloads. The socket is opened and closed per request.
+The same request as `edgert reload` (`edgert.supervisor.control`: a length-prefixed
+msgpack map on a Unix stream socket), but awaited, so the fleet actor's loop
+keeps running while the supervisor reloads. A connection per request.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import msgpack
-import zmq
-import zmq.asyncio
+
+from ..supervisor.control import MAX_REPLY, frame
 
 __all__ = ["control_request"]
 
@@ -22,19 +23,24 @@ async def control_request(runtime_dir: str, op: str, timeout: float) -> dict[str
     path = Path(runtime_dir) / "control.sock"
     if not path.exists():
         return {"ok": False, "error": f"no control socket at {path}"}
-    zctx = zmq.asyncio.Context(1)
     try:
-        sock = zctx.socket(zmq.DEALER)
-        try:
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(f"ipc://{path}")
-            await sock.send_multipart([b"", msgpack.packb({"op": op}, use_bin_type=True)])
-            if not await sock.poll(int(timeout * 1000)):
-                return {"ok": False, "error": f"the supervisor did not answer within {timeout:g}s"}
-            frames = await sock.recv_multipart()
-        finally:
-            sock.close(0)
-    finally:
-        zctx.term()
-    reply = msgpack.unpackb(frames[-1], raw=False)
+        data = await asyncio.wait_for(_ask(str(path), op), timeout)
+    except TimeoutError:
+        return {"ok": False, "error": f"the supervisor did not answer within {timeout:g}s"}
+    except (OSError, asyncio.IncompleteReadError, ValueError) as e:
+        return {"ok": False, "error": f"the supervisor's control socket: {e}"}
+    reply = msgpack.unpackb(data, raw=False)
     return reply if isinstance(reply, dict) else {"ok": False, "error": "malformed reply"}
+
+
+async def _ask(path: str, op: str) -> bytes:
+    reader, writer = await asyncio.open_unix_connection(path)
+    try:
+        writer.write(frame({"op": op}))
+        await writer.drain()
+        n = int.from_bytes(await reader.readexactly(4), "big")
+        if n > MAX_REPLY:
+            raise ValueError(f"a {n}-byte answer")
+        return await reader.readexactly(n)
+    finally:
+        writer.close()

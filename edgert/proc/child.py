@@ -20,6 +20,11 @@ once, so the child is re-parented to the supervisor (a child subreaper, see
   (`drain_timeout`), reports what it could not hand over as lost and deletes
   its ring file; after an exception it keeps the file, so the next process of
   the actor sends those points (as after a SIGKILL, when nothing runs at all).
+
+A child asked to run a program (`ProgramSpec`) does the first three steps, then
+points its stdio at /dev/null, restores default signal handlers and `exec`s
+the program: PDEATHSIG and the process group survive the exec. When the exec
+fails, the reason goes over the link and it exits 127.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import traceback
 from typing import Any
 
 from .link import Link, encode_link
+from .spec import ProgramSpec
 
 __all__ = ["main", "set_name", "set_pdeathsig"]
 
@@ -90,6 +96,8 @@ def _main(spec_bytes: bytes, link: Link) -> int:
     try:
         spec = pickle.loads(spec_bytes)
         name = spec.name
+        if isinstance(spec, ProgramSpec):
+            return _exec(spec, link)
         set_name(name)
         from ..logs import handler
 
@@ -112,6 +120,24 @@ def _main(spec_bytes: bytes, link: Link) -> int:
         return 1
     finally:
         link.close()
+
+
+def _exec(spec: ProgramSpec, link: Link) -> int:
+    """Become the program (returns only when the exec fails: its exit code)."""
+    for d in spec.dirs:
+        os.makedirs(d, mode=0o700, exist_ok=True)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # it logs to its own file, as it was told
+        os.dup2(null, fd)
+    os.close(null)
+    os.set_inheritable(link.fileno(), False)  # gone with the exec
+    for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        os.execv(spec.argv[0], spec.argv)
+    except OSError as e:
+        _send(link, "exit", f"could not run {spec.argv[0]}: {e.strerror or e}")
+    return 127
 
 
 def error_line(e: BaseException) -> str:

@@ -1,9 +1,17 @@
-"""What a child process needs to build and run its actor (`ActorSpec`).
+"""What a child process needs to build and run its actor (`ActorSpec`), or the
+program it becomes (`ProgramSpec`).
 
 `cls` is the actor class, or its "module:Class" path when the supervisor should
 not import it (the bridge pulls in asyncio and nats, which the supervisor never
 loads); `config` likewise may be a `Build` that the child calls to make the
 config object. The spec is pickled by the supervisor and unpickled in the child.
+
+A `ProgramSpec` child is a plain program (the embedded nats-server): the zygote
+forks it like an actor (so it is the supervisor's own child, dies with it, and
+leads its own process group), and it then `exec`s the program instead of
+running Python. It has no link traffic and no heartbeat: it is running from its
+start until it exits, `stop` is SIGTERM, and an exit the supervisor did not ask
+for is a failure whose error is the end of the program's log.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ActorSpec", "Build", "resolve"]
+__all__ = ["ActorSpec", "Build", "ProgramSpec", "resolve"]
 
 
 def resolve(target: str) -> Any:
@@ -60,3 +68,35 @@ class ActorSpec:
 
     def actor_config(self) -> Any:
         return self.config() if isinstance(self.config, Build) else self.config
+
+
+@dataclass(frozen=True)
+class ProgramSpec:
+    name: str
+    argv: tuple[str, ...]  # argv[0] is the program's path
+    runtime_dir: str
+    dirs: tuple[str, ...] = ()  # created (0700) before the exec
+    log_path: str = ""  # the program's log: its last lines explain an exit
+
+    module = ""  # nothing for the zygote to preload
+    crash_safe = False  # no outbox
+
+    def exit_error(self, code: int) -> str:
+        """Why the program stopped on its own, with the end of its log."""
+        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        prog = self.argv[0].rsplit("/", 1)[-1]
+        return f"{prog} {how}: {tail(self.log_path)}"
+
+
+def tail(path: str, lines: int = 3, limit: int = 4096) -> str:
+    """The last `lines` lines of a log (its last `limit` bytes at most), on one line."""
+    if not path:
+        return "(no log)"
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - limit))
+            text = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) or "(empty log)"

@@ -1,7 +1,7 @@
 """An owned zygote: a warm interpreter that forks actor processes on request.
 
-The supervisor never forks an actor itself (it holds a ZeroMQ context and maybe
-threads). `Zygote.start()` starts `python -P` with a clean import path (the
+The supervisor never forks an actor itself (it may run in a process with
+threads, and its own state is no actor's business). `Zygote.start()` starts `python -P` with a clean import path (the
 supervisor's, without the working directory), which imports edgert and every
 configured driver module once, freezes what it loaded out of the garbage
 collector's reach (`gc.freeze()`, so children do not copy the pages they share
@@ -15,8 +15,8 @@ are not touched.
 
 `Zygote(fork=True)` (what `edgert run` asks for its first zygote) forks the
 supervisor instead of starting a new interpreter, when the supervisor has a
-single thread and has not opened its ZeroMQ context yet: the zygote then
-shares the supervisor's pages (the interpreter, edgert, pyzmq, the drivers,
+single thread (as under `edgert run`; the supervisor itself starts none): the
+zygote then shares the supervisor's pages (the interpreter, edgert, pyzmq, the drivers,
 already imported to read the config), which saves a whole interpreter's memory
 and start-up. Both freeze their objects first (`gc.freeze()`), so neither
 collector writes into the pages they share. The forked zygote closes every

@@ -1,27 +1,47 @@
 """The control socket: the supervisor serves it, `edgert status`/`reload` ask it.
 
-The supervisor binds `ipc://<runtime_dir>/control.sock` (a ROUTER) in its
-`run` and reads requests from its loop (`requests`, `answer`); a request is a
-msgpack map `{"op": "status"}` and the answer `{"ok": true, "status": {...}}` or
-`{"ok": false, "error": "..."}`. `request()` is the client: it opens a socket,
-asks, and closes it; it raises `ControlError` with a clear message when no
-gateway answers. `format_status` prints a snapshot as the status table.
+A plain Unix stream socket, `<runtime_dir>/control.sock`: the supervisor needs
+no ZeroMQ context (nor its I/O thread) for it. Each message either way is a
+4-byte big-endian length and that many bytes of msgpack: a request is a map
+`{"op": "status"}`, the answer `{"ok": true, "status": {...}}` or
+`{"ok": false, "error": "..."}`. `ControlServer` is opened in the supervisor's
+`run` and driven by its loop: it never blocks (partial reads and writes wait
+in per-connection buffers), drops a connection that announces a request over
+`MAX_REQUEST` bytes or idles past `IDLE`, and holds at most `MAX_CONNECTIONS`.
+`request()` is the client: it connects, asks, reads the answer and closes; it
+raises `ControlError` with a clear message when no gateway answers.
+`format_status` prints a snapshot as the status table.
 """
 
 from __future__ import annotations
 
 import os
+import select
+import socket
+import struct
+import time
 from pathlib import Path
 from typing import Any
 
 import msgpack
-import zmq
 
-__all__ = ["ControlError", "request", "format_status", "requests", "answer"]
+__all__ = ["ControlError", "ControlServer", "request", "frame", "format_status"]
+
+MAX_REQUEST = 64 * 1024  # a request is a small map; a bigger one drops the connection
+MAX_REPLY = 64 * 1024 * 1024
+MAX_CONNECTIONS = 32
+IDLE = 10.0  # seconds a connection may take to send its request and read its answer
+_LEN = struct.Struct(">I")
 
 
 class ControlError(Exception):
     """No gateway answered on the control socket, or it refused the request."""
+
+
+def frame(obj: Any) -> bytes:
+    """One message on the control socket: its length, then `obj` in msgpack."""
+    body = msgpack.packb(obj, use_bin_type=True)
+    return _LEN.pack(len(body)) + body
 
 
 def request(runtime_dir: str | os.PathLike[str], op: str, timeout: float = 3.0, **args: Any) -> Any:
@@ -30,54 +50,167 @@ def request(runtime_dir: str | os.PathLike[str], op: str, timeout: float = 3.0, 
         raise ControlError(
             f"no gateway is running with runtime directory {runtime_dir} (no {path})"
         )
-    zctx = zmq.Context(1)
-    try:
-        sock = zctx.socket(zmq.DEALER)
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         try:
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(f"ipc://{path}")
-            sock.send_multipart([b"", msgpack.packb({"op": op, **args}, use_bin_type=True)])
-            if not sock.poll(int(timeout * 1000)):
-                raise ControlError(
-                    f"the gateway at {runtime_dir} did not answer within {timeout:g}s"
-                )
-            frames = sock.recv_multipart()
-        finally:
-            sock.close(0)
-    finally:
-        zctx.term()
-    reply = msgpack.unpackb(frames[-1], raw=False)
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+            sock.sendall(frame({"op": op, **args}))
+            (n,) = _LEN.unpack(_read(sock, _LEN.size, deadline))
+            if n > MAX_REPLY:
+                raise ControlError(f"the gateway at {runtime_dir} sent a {n}-byte answer")
+            data = _read(sock, n, deadline)
+        except TimeoutError:
+            raise ControlError(
+                f"the gateway at {runtime_dir} did not answer within {timeout:g}s"
+            ) from None
+        except (OSError, EOFError) as e:  # refused (a stale socket), reset, not allowed
+            raise ControlError(
+                f"no gateway answers at {runtime_dir} ({str(e) or 'the connection closed'})"
+            ) from None
+    reply = msgpack.unpackb(data, raw=False)
     if not reply.get("ok"):
         raise ControlError(reply.get("error") or "request refused")
     return reply
 
 
-def requests(sock: zmq.Socket) -> list[tuple[bytes, str | None]]:
-    """Every request waiting on the server socket now: (who, op); op None when malformed."""
-    from ..point import unpack_limited
+def _read(sock: socket.socket, n: int, deadline: float) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        sock.settimeout(left)
+        chunk = sock.recv(min(n - len(buf), 1 << 20))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return bytes(buf)
 
-    out: list[tuple[bytes, str | None]] = []
-    while True:
+
+class _Conn:
+    def __init__(self, sock: socket.socket, now: float) -> None:
+        self.sock = sock
+        self.inbuf = bytearray()
+        self.out = b""
+        self.since = now
+
+
+class ControlServer:
+    """The listening socket and its connections; opened in `run`, used by its loop only."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if os.path.exists(path):
+            os.unlink(path)
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            frames = sock.recv_multipart(zmq.NOBLOCK)
-        except zmq.Again:
-            return out
-        if len(frames) < 2:
-            continue
+            self._listener.bind(path)
+            self._listener.listen(16)
+            self._listener.setblocking(False)
+        except OSError:
+            self._listener.close()
+            raise
+        self._conns: dict[int, _Conn] = {}
+
+    def events(self) -> list[tuple[int, int]]:
+        """(fd, poll events) to wait on: the listener, and each connection for its request
+        or, with an answer pending, for room to send it."""
+        out = [(self._listener.fileno(), select.POLLIN)]
+        for fd, c in self._conns.items():
+            out.append((fd, select.POLLOUT if c.out else select.POLLIN))
+        return out
+
+    def requests(self, ready: dict[int, int], now: float) -> list[tuple[int, str | None]]:
+        """Accept, read and send what `ready` allows; the complete requests: (conn, op),
+        op None when malformed. Drops idle, oversized and broken connections."""
+        from ..point import unpack_limited
+
+        if self._listener.fileno() in ready:
+            self._accept(now)
+        out: list[tuple[int, str | None]] = []
+        for fd, c in list(self._conns.items()):
+            if now - c.since > IDLE:
+                self._drop(fd)
+                continue
+            if fd not in ready:
+                continue
+            if c.out:
+                self._send(fd)
+                continue
+            try:
+                chunk = c.sock.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._drop(fd)
+                continue
+            c.inbuf += chunk
+            if len(c.inbuf) < _LEN.size:
+                continue
+            (n,) = _LEN.unpack_from(c.inbuf)
+            if n > MAX_REQUEST or len(c.inbuf) > _LEN.size + n:
+                self._drop(fd)  # too big, or more than one request: not a client of ours
+                continue
+            if len(c.inbuf) < _LEN.size + n:
+                continue
+            try:
+                req = unpack_limited(bytes(c.inbuf[_LEN.size :]))
+                op = req.get("op") if isinstance(req, dict) else None
+            except Exception:  # noqa: BLE001 - any garbage gets an error reply
+                op = None
+            c.inbuf.clear()
+            out.append((fd, op if isinstance(op, str) else None))
+        return out
+
+    def answer(self, conn: int, reply: dict[str, Any]) -> None:
+        """Queue `reply` for `conn` and send what the socket takes now; never waits."""
+        c = self._conns.get(conn)
+        if c is None:
+            return
+        c.out = frame(reply)
+        self._send(conn)
+
+    def close(self) -> None:
+        for fd in list(self._conns):
+            self._drop(fd)
+        self._listener.close()
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+    def _accept(self, now: float) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # out of descriptors, say: the client retries
+                return
+            if len(self._conns) >= MAX_CONNECTIONS:
+                sock.close()
+                continue
+            sock.setblocking(False)
+            self._conns[sock.fileno()] = _Conn(sock, now)
+
+    def _send(self, fd: int) -> None:
+        c = self._conns[fd]
         try:
-            req = unpack_limited(frames[-1])
-            op = req.get("op") if isinstance(req, dict) else None
-        except Exception:  # noqa: BLE001 - any garbage gets an error reply
-            op = None
-        out.append((frames[0], op if isinstance(op, str) else None))
+            n = c.sock.send(c.out)
+        except BlockingIOError:
+            return
+        except OSError:  # the client went away: it loses its answer
+            self._drop(fd)
+            return
+        c.out = c.out[n:]
+        if not c.out:
+            self._drop(fd)  # one request per connection
 
-
-def answer(sock: zmq.Socket, who: bytes, reply: dict[str, Any]) -> None:
-    """Send `reply` to `who`, never waiting (a client that went away loses it)."""
-    try:
-        sock.send_multipart([who, msgpack.packb(reply, use_bin_type=True)], zmq.NOBLOCK)
-    except zmq.ZMQError:
-        pass
+    def _drop(self, fd: int) -> None:
+        c = self._conns.pop(fd, None)
+        if c is not None:
+            c.sock.close()
 
 
 def now_note(actor: dict[str, Any]) -> str:

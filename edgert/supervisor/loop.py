@@ -14,11 +14,16 @@ server, a driver with `critical = true`), tear the whole group down: `run`
 then raises `GroupFailed`. Other children are never touched by one child's
 failures. A child that sends no heartbeat for `heartbeat_timeout` is killed and
 treated as failed; before its first heartbeat it has `start_timeout` (a slow
-start, such as imports on a small CPU under emulation, is not a hang). `stop()` stops children tier by tier, highest first (drivers,
-then the bridge, then the embedded server), each given `shutdown_timeout`
-before SIGKILL. Nothing in the loop blocks on a child: messages to children
-are queued (status snapshots latest-wins), exits are collected from pidfds
-without waiting. The one wait is for a zygote to preload (at the start of
+start, such as imports on a small CPU under emulation, is not a hang). A
+child that is a plain program (`ProgramSpec`: the embedded nats-server) is
+running from its start until it exits, sends nothing and has no heartbeat; it
+is asked to stop with SIGTERM, and any exit it was not asked for is a failure.
+`stop()` stops children tier by tier, highest first (drivers, then the bridge,
+then the embedded server), each given `shutdown_timeout` before SIGKILL.
+Nothing in the loop blocks on a child: messages to children are queued
+(status snapshots latest-wins), exits are collected from pidfds without
+waiting, and the control socket is served without blocking (`control.py`).
+The one wait is for a zygote to preload (at the start of
 `run`, when a start finds it gone, and on a reload that brings new driver
 code); the running actors are not its children and are never touched by it.
 """
@@ -27,18 +32,16 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import pickle
+import select
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import zmq
-
 from ..bus.ring import discard, ring_path
-from ..proc import ActorProcess, ActorSpec, Zygote, ZygoteError, reap_group
+from ..proc import ActorProcess, ActorSpec, ProgramSpec, Zygote, ZygoteError, reap_group
 from ..proc.zygote import make_subreaper
 from ..systemd import Notifier
 from ..waker import Waker
@@ -52,7 +55,6 @@ __all__ = ["Supervisor", "ChildSpec", "GroupFailed"]
 log = logging.getLogger("edgert.supervisor")
 
 STATUS_EVERY = 2.0
-CONTROL_MAX_BYTES = 64 * 1024  # a control request is a small map; a bigger frame is refused
 
 
 class GroupFailed(Exception):
@@ -70,7 +72,7 @@ class GroupFailed(Exception):
 
 @dataclass
 class ChildSpec:
-    spec: ActorSpec
+    spec: ActorSpec | ProgramSpec
     restart: Restart = "permanent"
     tier: int = 2
     kind: str = "driver"
@@ -104,6 +106,11 @@ class Child:
     @property
     def name(self) -> str:
         return self.cs.spec.name
+
+    @property
+    def program(self) -> bool:
+        """A plain program (the embedded nats-server): no link traffic, no heartbeat."""
+        return isinstance(self.cs.spec, ProgramSpec)
 
 
 def _discard_outbox(c: Child) -> None:
@@ -178,20 +185,14 @@ class Supervisor:
         self._zygote = Zygote([])
         self._zygote_code: tuple[Any, ...] = ()
         self._may_fork = self._fork_zygote
-        zctx = sock = None
+        sock = None
         self._waker = waker
         try:
             if self._stop_requested:
                 return
-            self._ensure_zygote()  # first: a forked zygote must not inherit ZeroMQ's threads
-            zctx = zmq.Context(1)
+            self._ensure_zygote()  # first: a forked zygote shares the fewest pages dirtied
             if self.control_path:
-                sock = zctx.socket(zmq.ROUTER)
-                sock.setsockopt(zmq.LINGER, 0)
-                sock.setsockopt(zmq.MAXMSGSIZE, CONTROL_MAX_BYTES)  # bigger: peer dropped
-                if os.path.exists(self.control_path):
-                    os.unlink(self.control_path)
-                sock.bind(f"ipc://{self.control_path}")
+                sock = control.ControlServer(self.control_path)
             for c in self._children:
                 self._start(c, time.monotonic())
             self._loop(waker, sock)
@@ -206,11 +207,7 @@ class Supervisor:
                     c.proc = None
             self._zygote.close()
             if sock is not None:
-                sock.close(0)
-                if self.control_path and os.path.exists(self.control_path):
-                    os.unlink(self.control_path)
-            if zctx is not None:
-                zctx.term()
+                sock.close()
             for pgid in self._graveyard:
                 reap_group(pgid)
         if self._failure is not None:
@@ -232,7 +229,8 @@ class Supervisor:
             log.info("driver code changed: starting a new zygote")
         self._zygote.close()
         self._zygote = Zygote(
-            [*self._preload, *(cs.spec.module for cs in specs)], fork=self._may_fork
+            [*self._preload, *(cs.spec.module for cs in specs if cs.spec.module)],
+            fork=self._may_fork,
         )
         self._may_fork = False  # later ones: this process has threads, or old modules
         self._zygote.start()
@@ -241,7 +239,7 @@ class Supervisor:
             log.warning("could not preload %s: %s", mod, err)
 
     # -- the loop ------------------------------------------------------------------
-    def _loop(self, waker: Waker, sock: zmq.Socket | None) -> None:
+    def _loop(self, waker: Waker, sock: control.ControlServer | None) -> None:
         while True:
             if self._stop_requested and not self._shutting_down:
                 self._begin_shutdown()
@@ -249,17 +247,19 @@ class Supervisor:
                 if all(c.proc is None for c in self._children):
                     return
                 self._stop_tier()
-            poller = zmq.Poller()
-            poller.register(waker.fileno(), zmq.POLLIN)
+            poller = select.poll()
+            poller.register(waker.fileno(), select.POLLIN)
             if sock is not None:
-                poller.register(sock, zmq.POLLIN)
+                for fd, ev in sock.events():
+                    poller.register(fd, ev)
             if self._zygote.running:
-                poller.register(self._zygote.fileno(), zmq.POLLIN)
+                poller.register(self._zygote.fileno(), select.POLLIN)
             for c in self._children:
                 if c.proc is not None and c.proc.link is not None:
-                    ev = zmq.POLLIN | (zmq.POLLOUT if c.proc.pending else 0)
-                    poller.register(c.proc.link.fileno(), ev)
-                    poller.register(c.proc.pidfd, zmq.POLLIN)
+                    if not c.program:  # a program's end of the link is closed by its exec
+                        ev = select.POLLIN | (select.POLLOUT if c.proc.pending else 0)
+                        poller.register(c.proc.link.fileno(), ev)
+                    poller.register(c.proc.pidfd, select.POLLIN)
             timeout = self._next_timer() - time.monotonic()
             ready = dict(poller.poll(max(0, int(timeout * 1000) + 1)))
             waker.clear()
@@ -279,7 +279,7 @@ class Supervisor:
                 if code is not None:
                     self._on_exit(c, code, now)
             if sock is not None:
-                self._serve_control(sock)
+                self._serve_control(sock, ready)
             now = time.monotonic()
             self._notify(now)
             for c in self._children:
@@ -290,6 +290,7 @@ class Supervisor:
                         c.kill_at = math.inf
                     elif (
                         c.state in ("starting", "running")
+                        and not c.program
                         and not self._shutting_down
                         and not c.hung
                         and now - c.last_hb > self._hb_limit(c)
@@ -340,7 +341,7 @@ class Supervisor:
             if c.proc is not None:
                 if c.kill_at is not None:
                     t = min(t, c.kill_at)
-                if c.state in ("starting", "running") and not c.hung:
+                if c.state in ("starting", "running") and not c.hung and not c.program:
                     t = min(t, c.last_hb + self._hb_limit(c))
             elif c.next_start is not None:
                 t = min(t, c.next_start)
@@ -370,6 +371,9 @@ class Supervisor:
         c.proc = proc
         c.state = "starting"
         c.started = c.last_hb = now
+        if c.program:  # running from its exec on, as long as it lives
+            c.state = "running"
+            c.running_since = now
         self._status_dirty = True
         log.info("%s: started, pid %d", c.name, proc.pid)
 
@@ -412,6 +416,8 @@ class Supervisor:
             error = f"hung: no heartbeat for {self._hb_limit(c):g}s, killed"
         elif proc.exit_error:
             error = proc.exit_error
+        elif isinstance(c.cs.spec, ProgramSpec):  # a server that exits unasked has failed
+            error = c.cs.spec.exit_error(code)
         elif code < 0:
             error = f"killed by signal {signal.Signals(-code).name}"
         elif code != 0:
@@ -486,7 +492,10 @@ class Supervisor:
         """Send stop to a live child; SIGKILL follows after `shutdown_timeout`."""
         assert c.proc is not None
         c.state = "stopping"
-        c.proc.send("stop")
+        if c.program:
+            c.proc.kill(signal.SIGTERM)
+        else:
+            c.proc.send("stop")
         c.kill_at = now + self.section.shutdown_timeout
 
     # -- reload --------------------------------------------------------------------
@@ -590,15 +599,15 @@ class Supervisor:
         snap = None
         for c in self._children:
             if c.proc is not None and (
-                c.cs.wants_status or getattr(c.cs.spec.cls, "wants_status", False)
+                c.cs.wants_status or getattr(getattr(c.cs.spec, "cls", None), "wants_status", False)
             ):
                 snap = snap or self.snapshot()
                 c.proc.send("status", snap)
         self._next_status = time.monotonic() + STATUS_EVERY
         self._status_dirty = False
 
-    def _serve_control(self, sock: zmq.Socket) -> None:
-        for who, op in control.requests(sock):
+    def _serve_control(self, sock: control.ControlServer, ready: dict[int, int]) -> None:
+        for who, op in sock.requests(ready, time.monotonic()):
             if op == "status":
                 reply: dict[str, Any] = {"ok": True, "status": self.snapshot()}
             elif op == "reload" and not self._shutting_down:
@@ -608,4 +617,4 @@ class Supervisor:
                     "ok": False,
                     "error": f"unknown control request {op!r} (known: status, reload)",
                 }
-            control.answer(sock, who, reply)
+            sock.answer(who, reply)
