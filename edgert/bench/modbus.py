@@ -327,7 +327,7 @@ def simulated_hosts(
     for i in range(sims):
         n = min(per, devices - i * per)
         if n > 0:
-            groups.append([f"127.1.{i}.{k + 1}" for k in range(n)])
+            groups.append([f"127.{i + 1}.{k // 250}.{k % 250 + 1}" for k in range(n)])
     with tempfile.TemporaryDirectory(prefix="bench-") as d, contextlib.ExitStack() as stack:
         out: list[tuple[str, int]] = []
         pids = []
