@@ -349,11 +349,14 @@ class Line:
             dev.set_online(True)
             t_mono = time.monotonic()
             filters = dev.filters
+            name = dev.name
             for reg, value in block.values(items):
                 f = filters[reg.name]
-                if f.wants(value, t_mono):
+                if f.always:
+                    out.append(_point(name, reg.name, value, t_ns))
+                elif f.wants(value, t_mono):
                     f.sent(value, t_mono)
-                    out.append(_point(dev.name, reg.name, value, t_ns))
+                    out.append(_point(name, reg.name, value, t_ns))
         out += dev.status_points(t_ns)
         if out:
             self.poller.ctx.publish(out)
@@ -533,12 +536,15 @@ class Poller:
     def count_poll(self, block: Block, now: float) -> None:
         """A poll of `block`'s grid starts at `now`: counted, and counted late when its
         request goes out more than `LATE` of its interval after its slot."""
-        self.stats["polls"] += 1
-        slot, period = block.due, block.period
-        if now - slot >= period:  # slots were missed (they count as skipped): the newest
-            slot += math.floor((now - slot) / period) * period
-        if now - slot > LATE * period:
-            self.stats["late"] += 1
+        stats = self.stats
+        stats["polls"] += 1
+        period = block.period
+        behind = now - block.due
+        if behind > LATE * period:
+            if behind >= period:  # slots were missed (counted as skipped): from the newest
+                behind %= period
+            if behind > LATE * period:
+                stats["late"] += 1
 
     def _queue(self, line: Line) -> None:
         heapq.heappush(self._heap, (line.queued, next(self._seq), line))
