@@ -36,8 +36,10 @@ up, of the reads due the one done longest ago goes first, so every device
 loses poll slots alike.
 
 On a network the connections' polls are spread over the first interval (at
-most `SPREAD` seconds): 500 devices polled every second are asked 2 ms apart,
-not all at once. A poll is counted `late` when its request goes out more than
+most `SPREAD` seconds) in `PHASES` steps: 500 devices polled every second are
+asked 10 at a time every 20 ms, not all 500 at once (the last of such a burst
+would start late by its length), nor each alone (the answers that come
+together are taken in one loop turn and their points leave in one batch). A poll is counted `late` when its request goes out more than
 `LATE` of its interval after its slot (100 ms at 1 s); slots passed over are
 counted in `skipped`; `polls` counts the polls of the grid (not probes of
 offline devices, retries or read-backs), so `late / polls` is the share late.
@@ -77,6 +79,7 @@ __all__ = ["Poller", "Line", "Request"]
 REPORT_EVERY = 0.5  # seconds between updates of the driver's figures in `edgert status`
 NEVER = math.inf
 SPREAD = 1.0  # seconds over which the first polls of a network's connections are spread
+PHASES = 50  # ... in this many steps: polls due together share a loop turn and a batch
 LATE = 0.1  # a poll sent more than this share of its interval after its slot is late
 
 
@@ -500,10 +503,11 @@ class Poller:
         self.line_of: dict[int, Line] = {}
         n = len(self.lines)
         for i, line in enumerate(self.lines):
+            phase = (i * PHASES // n) / PHASES
             for dev in line.devices:
                 self.line_of[dev.index] = line
                 line.blocks += plan_device(
-                    dev.index, dev.cfg, cfg.poll_interval, now, phase=i / n, spread=SPREAD
+                    dev.index, dev.cfg, cfg.poll_interval, now, phase=phase, spread=SPREAD
                 )
             line.rewake()
         self._report_at = 0.0

@@ -9,7 +9,9 @@ port, each device at its own loopback address 127.x.y.z, answering after
 poll is a point) into a real nats-server; a subscriber in its own process
 counts the points that arrive. Over a window after a warm-up it reports:
 
-- polls/s and points/s delivered to NATS, against the 500 and 15,000 wanted;
+- polls/s and points/s delivered to NATS, against the 500 and 15,000 wanted
+  (within 2 %: the driver reports its counts twice a second, so they are up to
+  0.5 s old when sampled, and the subscriber lags a little);
 - late polls: the driver counts a poll `late` when its request goes out more
   than 10 % of the interval (100 ms at 1 s) after its slot on the device's
   grid, and slots passed over as `skipped`; the share late is
@@ -196,7 +198,9 @@ def bench_gateway(
     if out["gateway_cpu_pct"] is not None:
         out["cpu_vs_neuron"] = rnd(out["gateway_cpu_pct"] / NEURON["cpu_pct"])
     out["on_time"] = bool(out["late_pct"] is not None and out["late_pct"] < 1.0)
-    out["all_delivered"] = bool(out["delivered_ratio"] and out["delivered_ratio"] >= 0.99)
+    # the driver's figures are up to 0.5 s old when sampled (it reports twice a second)
+    # and the subscriber lags a little: within 2 % over the window is all
+    out["all_delivered"] = bool(out["delivered_ratio"] and out["delivered_ratio"] >= 0.98)
     out["cpu_target_met"] = bool(out["gateway_cpu_pct"] and out["gateway_cpu_pct"] < 50.0)
     if per_device:
         nodes = b.heard["nodes"]
