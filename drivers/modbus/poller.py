@@ -366,13 +366,15 @@ class Line:
         if dev.cfg.close_connection_after_poll and self.transport is not None:
             now = time.monotonic()
             if not any(b.device == dev.index and b.next_at <= now for b in self.blocks):
-                self._hang_up(now)
+                # open again when the next read is due, not at once: in between, the
+                # device's one connection is free for another client
+                self._hang_up(max(now, min(b.next_at for b in self.blocks)))
 
-    def _hang_up(self, now: float) -> None:
+    def _hang_up(self, reopen_at: float) -> None:
         """Close the connection on purpose (a device that serves one client at a time):
-        it is opened again when next needed, with no backoff."""
+        it is opened again at `reopen_at` (when next needed), with no backoff."""
         self.close()
-        self.reopen_at = now
+        self.reopen_at = reopen_at
         self._hung_up = True
 
     def _not_answering(self, dev: DeviceState, e: ModbusError) -> None:
