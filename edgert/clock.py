@@ -14,10 +14,12 @@ off by the step's size.
 - `ClockWatch` is what the bridge keeps (sans-IO): fed a reading every second,
   it reports the state and records a step that comes while the clock was not
   synchronized: the wall time at the step (on the old clock), its size, and
-  the last spool row written before it. `fix` moves the time of a point from
-  such a row that was stamped before the step by the step's size, which is the
-  monotonic offset the point had to the step: the time it was read, on the
-  synchronized clock.
+  the wall time of the boot on the old clock. `fix` moves the time of a point
+  read before the sync (the forwarder says which messages hold such points:
+  `Publish.presync`) that was stamped before the step and since the boot by
+  the step's size, which is the monotonic offset the point had to the step:
+  the time it was read, on the synchronized clock. Points of an earlier boot
+  are left alone (their clock was another one).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ __all__ = ["Clock", "ClockReading", "ClockWatch", "Step", "clock_source", "kerne
 
 TIME_ERROR = 5  # adjtimex's return value while the clock is not synchronized
 STEP_NS = 500_000_000  # an offset change this large between two readings is a step
-MAX_STEPS = 8  # steps remembered (each with the spool rows written before it)
+MAX_STEPS = 8  # steps remembered
 
 
 class ClockReading(NamedTuple):
@@ -106,7 +108,7 @@ def clock_source(spec: str) -> Clock:
 class Step:
     old_wall_ns: int  # the wall clock at the step, before it
     delta_ns: int  # how far it moved
-    row_mark: int  # the last spool row written before it
+    boot_wall_ns: int  # the wall clock at boot, on the clock before the step
 
 
 class ClockWatch:
@@ -118,12 +120,13 @@ class ClockWatch:
         self.steps: list[Step] = []
         self.corrected = 0  # points whose time was corrected
 
-    def update(self, r: ClockReading, mono_ns: int, row_mark: int) -> Step | None:
-        """Take a reading; the step it shows, when one came while not synchronized."""
+    def update(self, r: ClockReading, mono_ns: int) -> Step | None:
+        """Take a reading (`mono_ns`: the monotonic clock, which starts at boot); the
+        step it shows, when one came while not synchronized."""
         delta = r.offset_ns - self.offset_ns
         step = None
         if abs(delta) >= STEP_NS and not self.synced:
-            step = Step(self.offset_ns + mono_ns, delta, row_mark)
+            step = Step(self.offset_ns + mono_ns, delta, self.offset_ns)
             self.steps = [*self.steps, step][-MAX_STEPS:]
         self.offset_ns = r.offset_ns
         self.synced = r.synced
@@ -133,21 +136,15 @@ class ClockWatch:
     def state(self) -> str:
         return "synchronized" if self.synced else "unsynchronized"
 
-    def needs_fix(self, row: int) -> bool:
-        """Whether points of spool row `row` may have been stamped before a step."""
-        return row > 0 and any(row <= s.row_mark for s in self.steps)
-
-    def fix(self, maps: list[dict[str, Any]], row: int) -> int:
-        """Correct, in place, the times of points of spool row `row` stamped before a
-        step; returns how many were moved."""
-        n = 0
-        for s in self.steps:
-            if row > s.row_mark:
-                continue
-            for m in maps:
+    def fix(self, maps: list[dict[str, Any]]) -> int:
+        """Correct, in place, the times of points read before the sync that were
+        stamped before a step (and since the boot); returns how many were moved."""
+        moved = set()
+        for s in self.steps:  # oldest first: a point moved by one may be moved by the next
+            for i, m in enumerate(maps):
                 t = m.get("time")
-                if isinstance(t, int) and t < s.old_wall_ns:
+                if isinstance(t, int) and s.boot_wall_ns <= t < s.old_wall_ns:
                     m["time"] = t + s.delta_ns
-                    n += 1
-        self.corrected += n
-        return n
+                    moved.add(i)
+        self.corrected += len(moved)
+        return len(moved)

@@ -2,7 +2,9 @@
 
 `load(path)` reads one gateway file (docs/design.md, section 3) and returns a
 `GatewayConfig`; anything wrong raises `ConfigError` whose message names the
-file, the table and the key. Drivers describe their own keys as dataclasses
+file, the table and the key. `overlay(local, desired, where)` is what a
+fleet-managed gateway runs: that config with the sections of a desired TOML
+text in place of its own. Drivers describe their own keys as dataclasses
 (`Actor.Config`); `decode()` fills them from TOML tables by their type hints, so
 no driver parses its config by hand. Field metadata adds bounds and a
 description: `field(default=1.0, metadata={"gt": 0, "doc": "seconds between
@@ -316,10 +318,37 @@ class GatewaySection:
     # whether the wall clock is synchronized: "kernel" (adjtimex), "none" (never
     # checked), or "file:PATH" (a JSON file; tests and simulations)
     clock: str = "kernel"
+    # points read before the clock's first sync wait in the spool for it at most this
+    # long after the first connection to NATS: seconds, or "90s", "10m", "1h"; 0 (the
+    # default): no hold, they go out at once with Edgert-Clock: unsynced
+    clock_hold: float | str = 0.0
 
     def check(self) -> None:
         if self.clock not in ("kernel", "none") and not self.clock.startswith("file:"):
             raise Invalid("clock", f"expected 'kernel', 'none' or 'file:PATH', got {self.clock!r}")
+        self.clock_hold = duration("clock_hold", self.clock_hold)
+
+
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration(key: str, v: float | str) -> float:
+    """Seconds from a number or a string such as "90s", "10m", "1.5h"; Invalid if not."""
+    import math
+    import re
+
+    seconds: float | None = None
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        seconds = float(v)
+    elif isinstance(v, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([smh]?)\s*", v)
+        if m:
+            seconds = float(m[1]) * _UNITS[m[2]]
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        raise Invalid(
+            key, f'expected seconds >= 0 or a duration such as "90s", "10m", "1h"; got {v!r}'
+        )
+    return seconds
 
 
 @dataclass
@@ -598,69 +627,103 @@ def loads(text: str, path: str = "<config>") -> GatewayConfig:
     return from_doc(_parse(text, path), path)
 
 
-def overlay(local: str, desired: str, path: str, desired_path: str) -> GatewayConfig:
-    """The config a fleet-managed gateway runs: the local file's text `local` with every
-    section the `desired` TOML sets (from the KV bucket) in place of the local one.
+def overlay(local: GatewayConfig, desired: str, desired_path: str) -> GatewayConfig:
+    """The config a fleet-managed gateway runs: `local` (the local file, as `load` read
+    it) with every section the `desired` TOML sets (from the KV bucket) in place of the
+    local one. The local file is not read again, and its sections are not checked again.
 
     `[gateway]` and `[fleet]` always come from the local file (the desired text's are
     ignored); a section the desired text leaves out keeps the local file's, so a fleet
     can push `[[driver]]` alone and leave each gateway its own `[nats]` credentials.
-    `driver = []` removes every driver. Errors name `desired_path` or `path`.
+    `driver = []` removes every driver. Errors in the desired text name `desired_path`;
+    those across sections name both.
     """
-    doc = _parse(local, path)
     want = _parse(desired, desired_path)
-    for k in want:
-        if k not in _TOP:
-            raise ConfigError(
-                f"{desired_path}: unknown table or key {k!r}{did_you_mean(k, _TOP)} "
-                f"(known: {', '.join(_TOP)})"
-            )
-    doc.update({k: v for k, v in want.items() if k not in LOCAL_ONLY})
-    return from_doc(doc, f"{path} + {desired_path}")
+    problems = _unknown(want, desired_path)
+    parts = {
+        "gateway": local.gateway,
+        "supervisor": local.supervisor,
+        "nats": local.nats,
+        "fleet": local.fleet,
+        "driver": local.drivers,
+    }
+    mine = {k: v for k, v in want.items() if k not in LOCAL_ONLY}
+    parts.update(_sections(mine, desired_path, problems))
+    return _assemble(parts, f"{local.path} + {desired_path}", problems)
+
+
+_SECTIONS: dict[str, type] = {
+    "gateway": GatewaySection,
+    "supervisor": SupervisorSection,
+    "nats": NatsSection,
+    "fleet": FleetSection,
+}
+
+
+def _unknown(doc: dict[str, Any], path: str) -> list[str]:
+    """A problem for each top-level key of `doc` that is no table of a gateway config."""
+    return [
+        f"{path}: unknown table or key {k!r}{did_you_mean(k, _TOP)} (known: {', '.join(_TOP)})"
+        for k in doc
+        if k not in _TOP
+    ]
+
+
+def _sections(doc: dict[str, Any], path: str, problems: list[str]) -> dict[str, Any]:
+    """Decode each table `doc` has: section name (or "driver") -> its value, None when
+    broken; every problem is appended to `problems`."""
+    out: dict[str, Any] = {}
+    for key, cls in _SECTIONS.items():
+        if key not in doc:
+            continue
+        v = doc[key]
+        if not isinstance(v, dict):
+            problems.append(f"{path}: [{key}] must be a table")
+            out[key] = None
+            continue
+        try:
+            out[key] = decode(cls, v, f"{path}: [{key}]")
+        except ConfigError as e:
+            problems.extend(e.problems)
+            out[key] = None
+    if "driver" in doc:
+        raw_drivers = doc["driver"]
+        drivers: list[DriverSpec] = []
+        if not isinstance(raw_drivers, list):
+            problems.append(f"{path}: 'driver' must be an array of tables ([[driver]])")
+            raw_drivers = []
+        for i, t in enumerate(raw_drivers):
+            try:
+                drivers.append(_driver(path, i, t))
+            except ConfigError as e:
+                problems.extend(e.problems)
+        out["driver"] = drivers
+    return out
 
 
 def from_doc(doc: dict[str, Any], path: str) -> GatewayConfig:
     """Validate a parsed TOML document as a gateway config; `path` names it in errors.
     Every problem is found before ConfigError is raised (`problems` lists them)."""
-    problems: list[str] = []
-    for k in doc:
-        if k not in _TOP:
-            problems.append(
-                f"{path}: unknown table or key {k!r}{did_you_mean(k, _TOP)} "
-                f"(known: {', '.join(_TOP)})"
-            )
+    problems = _unknown(doc, path)
     if "gateway" not in doc:
         problems.append(f'{path}: missing table [gateway] (with id = "...")')
+    parts = _sections(doc, path, problems)
+    for key, cls in _SECTIONS.items():
+        if key != "gateway" and key not in parts:
+            parts[key] = decode(cls, {}, f"{path}: [{key}]")  # the defaults
+    parts.setdefault("gateway", None)
+    parts.setdefault("driver", [])
+    return _assemble(parts, path, problems)
 
-    def section(key: str, cls: type) -> Any:
-        v = doc.get(key, {})
-        if not isinstance(v, dict):
-            problems.append(f"{path}: [{key}] must be a table")
-            return None
-        try:
-            return decode(cls, v, f"{path}: [{key}]")
-        except ConfigError as e:
-            problems.extend(e.problems)
-            return None
 
-    gateway = section("gateway", GatewaySection) if "gateway" in doc else None
-    supervisor = section("supervisor", SupervisorSection)
-    nats = section("nats", NatsSection)
-    fleet = section("fleet", FleetSection)
+def _assemble(parts: dict[str, Any], path: str, problems: list[str]) -> GatewayConfig:
+    """The checks across sections, then the config; raise ConfigError with every
+    problem (those already in `problems` first)."""
+    fleet, nats, drivers = parts["fleet"], parts["nats"], parts["driver"]
     if fleet is not None and nats is not None and fleet.enabled and not nats.enabled:
         problems.append(
             f"{path}: [fleet] key 'enabled': a managed gateway needs NATS ([nats] enabled = true)"
         )
-    raw_drivers = doc.get("driver", [])
-    drivers: list[DriverSpec] = []
-    if not isinstance(raw_drivers, list):
-        problems.append(f"{path}: 'driver' must be an array of tables ([[driver]])")
-        raw_drivers = []
-    for i, t in enumerate(raw_drivers):
-        try:
-            drivers.append(_driver(path, i, t))
-        except ConfigError as e:
-            problems.extend(e.problems)
     for check in (
         lambda: unique(f"{path}: [[driver]]", "driver", drivers),
         lambda: _unique_nodes(path, drivers),
@@ -678,7 +741,7 @@ def from_doc(doc: dict[str, Any], path: str) -> GatewayConfig:
                 )
     if problems:
         raise ConfigError(problems)
-    return GatewayConfig(path, gateway, supervisor, nats, drivers, fleet)
+    return GatewayConfig(path, parts["gateway"], parts["supervisor"], nats, drivers, fleet)
 
 
 def _unique_nodes(path: str, drivers: list[DriverSpec]) -> None:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Context", "settle_future", "ACK_LAG"]
 
+HB_EARLY = 0.25  # a heartbeat due within this share of its interval goes with a wake-up
 ACK_LAG = 0.02  # seconds: an actor due back within this long is not woken for bus frames alone
 
 
@@ -234,7 +235,9 @@ class Context(Generic[C]):
             if d is not None:
                 waits.append(max(0.0, d - now))
         if self._link is not None:
-            if now >= self._next_hb:
+            # awake anyway and the heartbeat due soon: send it now rather than wake
+            # for it alone (a driver polling once a second wakes once, not twice)
+            if now >= self._next_hb - self._heartbeat_interval * HB_EARLY:
                 self._send_link("hb", self._stats())
                 self._next_hb = now + self._heartbeat_interval
             waits.append(max(0.0, self._next_hb - now))

@@ -48,11 +48,8 @@ def preflight(cfg: GatewayConfig) -> list[Finding]:
 
 def spool_room(cfg: GatewayConfig) -> str | None:
     """A warning when `spool_max_bytes` is more than `data_dir`'s disk can hold."""
-    p = Path(cfg.data_dir)
-    while not p.exists() and p.parent != p:
-        p = p.parent
     try:
-        st = os.statvfs(p)
+        st = os.statvfs(_nearest_existing(Path(cfg.data_dir)))
     except OSError:
         return None
     free = st.f_bavail * st.f_frsize
@@ -72,13 +69,17 @@ def spool_room(cfg: GatewayConfig) -> str | None:
     )
 
 
+def _nearest_existing(path: Path) -> Path:
+    """`path` if it exists, else its nearest parent that does (what it would be made in)."""
+    p = path
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    return p
+
+
 def _writable(what: str, path: Path) -> list[Finding]:
     """`path` exists as a writable directory, or can be made by this user."""
-    p = path
-    while not p.exists():
-        if p.parent == p:
-            break
-        p = p.parent
+    p = _nearest_existing(path)
     if p.exists() and not p.is_dir():
         return [Finding("error", f"{what}: {p} is not a directory")]
     if not os.access(p, os.W_OK | os.X_OK):

@@ -186,12 +186,8 @@ class Runtime:
         d = Store(local.data_dir).current()
         if d is None:
             return local, None
-        try:
-            text = Path(local.path).read_text()
-        except OSError as e:
-            raise ConfigError(f"{local.path}: cannot read: {e.strerror or e}") from None
         where = d.where(local.fleet.bucket, local.gateway.id)
-        return overlay(text, d.toml, local.path, where), d.revision
+        return overlay(local, d.toml, where), d.revision
 
     def _boot_fleet(self) -> None:
         """At start: roll back a revision left pending, then run the last applied one
@@ -257,6 +253,7 @@ class Runtime:
                 {
                     "gateway_id": cfg.gateway.id,
                     "clock": cfg.gateway.clock,
+                    "clock_hold": float(cfg.gateway.clock_hold),
                     "runtime_dir": rdir,
                     "data_dir": str(cfg.data_dir),
                     "nats": cfg.nats,

@@ -1,5 +1,7 @@
 """Tables for the person at the terminal: `edgert status`, `values`, `fleet status`.
 
+`age` writes a time span the way those tables show it.
+
 `render` lays rows out with rich: aligned columns fitted to the terminal's
 width (long text columns wrap inside their column instead of being cut), and
 states in colour when the output is a terminal; piped, the same columns
@@ -16,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["render", "is_tty", "STATE_STYLES"]
+__all__ = ["render", "is_tty", "age", "STATE_STYLES"]
 
 STATE_STYLES = {
     "running": "green",
@@ -31,6 +33,23 @@ PIPED_WIDTH = 100_000  # no limit: a row is one line
 
 def is_tty() -> bool:
     return sys.stdout.isatty()
+
+
+def age(seconds: float) -> str:
+    """How long, for people: 0.4s, 12s, 3m05s, 2h10m, 3d4h; a negative time (a point
+    from the future: a clock set back since) is shown with a minus."""
+    if seconds < 0:
+        return "-" + age(-seconds)
+    s = int(seconds)
+    if s < 10:
+        return f"{seconds:.1f}s"
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 172800:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600}h"
 
 
 def render(

@@ -128,17 +128,21 @@ def test_bench_cli_help_and_bad_suite() -> None:
 
 def test_footprint_measures_memory_cpu_and_start_of_a_gateway(no_leftovers) -> None:
     from edgert.bench import footprint
-    from edgert.bench.gateway import GatewayProcess, config_text, sim_counter
+    from edgert.bench.gateway import GatewayProcess
     from edgert.bench.workdir import workdir
 
-    with workdir() as (d, srv):
-        text = config_text(d, srv.url, sim_counter("g0", 1.0) + sim_counter("g1", 1.0))
-        r = footprint.measure(GatewayProcess(text, d), settle=0.2, window=1.0)
+    with workdir() as (d, srv):  # the managed gateway: its fleet actor is measured too
+        r = footprint.measure(GatewayProcess(footprint._managed(d, srv.url), d), 0.2, 1.0)
     assert r["cold_start_s"] > 0 and r["idle_cpu_pct"] >= 0 and r["idle_writes_kb"] >= 0
-    assert {"supervisor", "bridge", "g0", "g1"} <= set(r["pss_by_process_mb"])
-    assert r["processes"] >= 5  # supervisor, zygote, bridge, two drivers
+    assert {"supervisor", "bridge", "fleet", "gen"} <= set(r["pss_by_process_mb"])
+    assert r["processes"] >= 5  # supervisor, zygote, bridge, fleet, the driver
     assert r["pss_mb"] == pytest.approx(sum(r["pss_by_process_mb"].values()), abs=0.5)
+    wakes = r["idle_wakeups_per_s_by_process"]
+    assert wakes["gen"] > 0 and wakes["bridge"] > 0  # each polls or forwards once a second
+    assert r["idle_wakeups_per_s"] == pytest.approx(sum(wakes.values()), abs=0.5)
     disk = footprint.installed_size()
     assert {"edgert", "pyzmq", "msgpack", "rich"} <= set(disk["by_dist_mb"])
-    table = footprint.format_table({"ten_drivers": r, "disk": disk | {"nats_server_mb": 1.0}})
-    assert table.splitlines()[1].split()[:2] == ["ten_drivers", str(r["processes"])]
+    table = footprint.format_table({"managed": r, "disk": disk | {"nats_server_mb": 1.0}})
+    assert table.splitlines()[1].split()[:2] == ["managed", str(r["processes"])]
+    assert f"fleet {r['pss_by_process_mb']['fleet']}" in table
+    assert "managed idle wake-ups/s by process: " in table

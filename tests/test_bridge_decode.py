@@ -63,11 +63,21 @@ def test_a_bus_batch_decodes_as_the_codec_decodes_it(batch: list) -> None:
         assert isinstance(want, str)
     else:
         assert not isinstance(want, str)
-        assert sum(n for _, n, _ in parts) == len(batch)
-        by_node = {node: msgpack.unpackb(data, raw=False) for node, _, data in parts}
+        assert sum(n for _, n, _, _ in parts) == len(batch)
+        by_node = {node: msgpack.unpackb(data, raw=False) for node, _, data, _ in parts}
+        for _, _, data, latest in parts:  # the table of latest values sees the same
+            assert latest_of(latest) == latest_of(data)
         order = list(by_node)
         want_maps = sorted(batch, key=lambda m: order.index(m["node"]))
         assert repr([m for node in order for m in by_node[node]]) == repr(want_maps)
+
+
+def latest_of(packed: bytes) -> str:
+    """The latest map of each (node, type, key) in a packed array (repr: NaN equals NaN)."""
+    table = {}
+    for m in msgpack.unpackb(packed, raw=False):
+        table[(m["node"], m["type"], m["key"])] = m
+    return repr(table)
 
 
 def test_the_name_cache_holds_valid_short_names_only_and_stays_bounded() -> None:
@@ -117,9 +127,14 @@ def codec_view(data: bytes) -> tuple[set[str], int] | None:
 @given(st.lists(usual, min_size=1, max_size=40))
 def test_the_usual_batches_take_the_shortcut(batch: list) -> None:
     data = msgpack.packb(batch, use_bin_type=True)
-    assert shape.one_node(data) == ("gen-1", len(batch))
+    node, n, last = shape.one_node(data)
+    assert (node, n) == ("gen-1", len(batch))
+    same = len({(m["type"], m["key"]) for m in batch}) == 1
+    assert last == (len(data) - len(msgpack.packb(batch[-1])) if same else -1)
     frame = msgpack.packb(["P", "e.1.x", 3, 1, batch], use_bin_type=True)
-    assert decode_points(frame)[5] == [("gen-1", len(batch), data)]  # forwarded as packed
+    ((node, n, packed, latest),) = decode_points(frame)[5]
+    assert (node, n, packed) == ("gen-1", len(batch), data)  # forwarded as packed
+    assert latest_of(latest) == latest_of(data)
 
 
 @given(
@@ -140,11 +155,15 @@ def test_the_shortcut_accepts_only_what_the_codec_accepts(
     got = shape.one_node(data)
     if got is not None:
         assert codec_view(data) == ({got[0]}, got[1])
+        if got[2] >= 0:  # the offset of the last map, when all are one (node, type, key)
+            maps = msgpack.unpackb(data, raw=False)
+            assert repr(msgpack.unpackb(data[got[2] :], raw=False)) == repr(maps[-1])
+            assert len({(m["node"], m["type"], m["key"]) for m in maps}) == 1
 
 
 def test_the_shortcut_counts_the_maps_against_the_header() -> None:
     one = msgpack.packb([Point("gen", "n", "0", 1.5).to_map()] * 3)
-    assert shape.one_node(one) == ("gen", 3)
+    assert shape.one_node(one) == ("gen", 3, len(one) - (len(one) - 1) // 3)
     assert shape.one_node(b"\x92" + one[1:]) is None  # more maps than announced
     assert shape.one_node(b"\x94" + one[1:]) is None  # fewer
     assert shape.one_node(one[:-1]) is None  # cut short

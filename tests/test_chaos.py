@@ -19,16 +19,25 @@ could hand its points over: the driver and `edgert run` SIGKILLs, and a
 restart while the bridge is down (its restarts wait for the bridge to run).
 What a driver's outbox held is lost with its process unless the outbox
 survives it; at a stop it is at least counted (`lost_at_stop`).
+
+On a 3-node nats-server cluster (a stream of 3 replicas), the node the gateway
+is connected to, then the stream's leader, then the gateway's node again are
+SIGKILLed under load, each restarted once the gateway delivers again: every counter value is stored once,
+in order, and no message id twice (a point re-sent after the session's loss
+must be re-sent under the id it had, for JetStream's dedupe to drop it).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +46,7 @@ import pytest
 from edgert.config import GatewayConfig, loads
 from edgert.testing import status, wait_for
 from edgert.testing.chaos import check_counter, counter_state
-from edgert.testing.nats import NatsProcess, decode, stream_messages
+from edgert.testing.nats import NatsCluster, NatsProcess, decode, stream_messages
 
 SECONDS = float(os.environ.get("EDGERT_CHAOS_SECONDS") or 60)
 VARIANTS = (os.environ.get("EDGERT_CHAOS_VARIANT") or "full").split(",")
@@ -59,7 +68,7 @@ heartbeat_timeout = 30
 failed_retry = 1
 
 [nats]
-url = "{url}"
+url = {url}
 jetstream = true
 """
 
@@ -82,11 +91,12 @@ FAULTS = {
 class Chaos:
     """The gateway under `edgert run`, its nats-server, and the faults done to them."""
 
-    def __init__(self, d: Path, rng: random.Random) -> None:
+    def __init__(self, d: Path, rng: random.Random, cluster: NatsCluster | None = None) -> None:
         self.d = d
         self.rng = rng
-        self.srv = NatsProcess(d / "nats")
-        text = GATEWAY.format(d=d, url=self.srv.url) + "".join(
+        self.srv = NatsProcess(d / "nats")  # on a cluster: not started, its faults not used
+        urls: str | list[str] = cluster.urls if cluster is not None else self.srv.url
+        text = GATEWAY.format(d=d, url=json.dumps(urls)) + "".join(
             DRIVER.format(d=d, name=n) for n in DRIVERS
         )
         self.path = d / "gw.toml"
@@ -249,3 +259,106 @@ def test_chaos(short_dir: Path, variant: str) -> None:
             f"{reported} reported dropped; {why}"
         )
     assert reported == lost, why
+
+
+async def _js(urls: list[str], what: str) -> Any:
+    """One JetStream look at the cluster: "create" the gateway's R3 stream, "info" of it."""
+    import nats
+
+    nc = await nats.connect(urls, connect_timeout=1, max_reconnect_attempts=1)
+    try:
+        js = nc.jetstream(timeout=5)
+        if what == "create":
+            subjects = ["edgert.gw.p.>", "edgert.gw.status"]
+            return await js.add_stream(name="EDGERT_gw", subjects=subjects, num_replicas=3)
+        return await js.stream_info("EDGERT_gw")
+    finally:
+        await nc.close()
+
+
+async def _status_server(urls: list[str]) -> str:
+    """The URL of the node the gateway is connected to, from its next status message."""
+    import nats
+
+    nc = await nats.connect(urls, connect_timeout=1, max_reconnect_attempts=1)
+    try:
+        sub = await nc.subscribe("edgert.gw.status")
+        msg = await sub.next_msg(timeout=10)
+        return decode(msg)["nats"]["server"]
+    finally:
+        await nc.close()
+
+
+def _whole(urls: list[str]) -> bool:
+    """The stream has a leader and both other replicas, current (a node may die again)."""
+    c = asyncio.run(_js(urls, "info")).cluster
+    return bool(
+        c.leader
+        and len(c.replicas or []) == 2
+        and all(r.current and not r.offline for r in c.replicas)
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(360)
+def test_cluster_node_kills_store_every_point_once(short_dir: Path) -> None:
+    with NatsCluster(short_dir / "nats", 3) as cluster:
+        urls = cluster.urls
+        asyncio.run(_js(urls, "create"))
+        chaos = Chaos(short_dir, random.Random(0), cluster)
+        try:
+            chaos.start_run()
+            wait_for(lambda: chaos.drained(), 60, "the gateway running and delivering")
+            for target in ("the gateway's node", "the stream's leader", "the gateway's node"):
+                if target == "the gateway's node":
+                    url = asyncio.run(_status_server(urls))
+                    victim = next(n for n in cluster.nodes if n.url == url)
+                else:
+                    leader = asyncio.run(_js(urls, "info")).cluster.leader
+                    victim = next(n for n in cluster.nodes if n.name == leader)
+                live = [u for u in urls if u != victim.url]
+                attempts = _attempts(chaos)
+                before = asyncio.run(_js(live, "info")).state.last_seq
+                victim.kill()
+                chaos.done.append(f"SIGKILL {target} ({victim.name})")
+                # under load through the loss: delivering again, by itself
+                wait_for(
+                    lambda b=before, live=live: (
+                        asyncio.run(_js(live, "info")).state.last_seq > b + 50
+                    ),
+                    90,
+                    f"points stored again after {chaos.done[-1]}",
+                    interval=0.5,
+                )
+                chaos.hold(1.0)
+                if target == "the gateway's node":
+                    assert _attempts(chaos) > attempts, "the gateway kept its session"
+                victim.start()
+                wait_for(lambda: _whole(urls), 90, "every replica current", interval=0.5)
+            wait_for(lambda: chaos.drained(), 90, f"drained after {chaos.done}")
+            assert chaos.stop_run() == 0
+            chaos.start_run()  # hands over what the outboxes held at the stop
+            wait_for(lambda: chaos.drained(), 60, "the gateway back after the stop")
+            assert chaos.stop_run() == 0
+            msgs = stream_messages(urls[0], "EDGERT_gw")
+        finally:
+            chaos.close()
+    why = f"faults {chaos.done}"
+    points = [m for m in msgs if ".p." in m.subject]
+    ids = Counter(m.headers.get("Nats-Msg-Id") for m in points)
+    twice = sorted(i for i, n in ids.items() if n > 1)
+    assert not twice, f"message ids stored twice: {twice[:10]}; {why}"
+    for name in DRIVERS:
+        values = [
+            p["value"] for m in points if m.subject == f"edgert.gw.p.{name}" for p in decode(m)
+        ]
+        verdict = check_counter(values, counter_state(short_dir / f"{name}.state"))
+        assert not verdict.duplicates, f"{name}: twice {verdict.duplicates[:20]}; {why}"
+        assert not verdict.out_of_order, f"{name}: backwards {verdict.out_of_order[:20]}; {why}"
+        assert not verdict.lost, f"{name}: lost {verdict.lost[:20]}; {why}"
+        assert not verdict.unknown, f"{name}: never published {verdict.unknown[:20]}; {why}"
+        assert len(values) > 1000, name
+
+
+def _attempts(chaos: Chaos) -> int:
+    return status(chaos.cfg, timeout=2.0)["by_name"]["bridge"]["stats"]["nats_connect_attempts"]

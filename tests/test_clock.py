@@ -1,4 +1,5 @@
-"""A gateway without a real-time clock: the clock's state in status, `Edgert-Clock`
+"""A gateway without a real-time clock: the clock's state in status, points read
+before the sync held in the spool for it (`[gateway] clock_hold`), `Edgert-Clock`
 headers while it is not synchronized, and times corrected when it steps into sync.
 
 The gateway reads the clock's state through `[gateway] clock = "file:PATH"`, the
@@ -33,11 +34,12 @@ def bridge(cfg) -> dict:
     return status(cfg)["by_name"]["bridge"]["stats"]
 
 
-def config(make_config, short_dir: Path, url: str):
+def config(make_config, short_dir: Path, url: str, hold: str = "2m"):
     clock = short_dir / "clock.json"
     set_clock(clock, synced=False)
     cfg = make_config(f'[nats]\nurl = "{url}"\nencoding = "json"\n' + GEN)
-    text = Path(cfg.path).read_text().replace('id = "gw"', f'id = "gw"\nclock = "file:{clock}"')
+    gateway = f'id = "gw"\nclock = "file:{clock}"\nclock_hold = "{hold}"'
+    text = Path(cfg.path).read_text().replace('id = "gw"', gateway)
     Path(cfg.path).write_text(text)
     from edgert.config import load
 
@@ -45,28 +47,34 @@ def config(make_config, short_dir: Path, url: str):
 
 
 def test_a_step_while_unsynchronized_corrects_only_what_was_stamped_before_it() -> None:
-    watch = ClockWatch(ClockReading(False, 1_000))
+    boot = 1_000 * 10**9  # the wall clock at boot (monotonic 0), before the sync
+    watch = ClockWatch(ClockReading(False, boot))
     mono = 5 * 10**9
-    old_wall = 1_000 + mono
-    assert watch.update(ClockReading(False, 1_000), mono - 10**9, row_mark=3) is None
-    step = watch.update(ClockReading(True, 1_000 + HOUR), mono, row_mark=7)
+    old_wall = boot + mono
+    assert watch.update(ClockReading(False, boot), mono - 10**9) is None
+    step = watch.update(ClockReading(True, boot + HOUR), mono)
     assert step is not None and step.delta_ns == HOUR and step.old_wall_ns == old_wall
     assert watch.synced and watch.state == "synchronized"
-    before = [{"time": old_wall - 10**9}, {"time": old_wall - 1}]
-    assert watch.needs_fix(7) and watch.fix(before, 7) == 2
-    assert [m["time"] for m in before] == [old_wall - 10**9 + HOUR, old_wall - 1 + HOUR]
+    before = [{"time": old_wall - 10**9}, {"time": old_wall - 1}, {"time": boot}]
+    assert watch.fix(before) == 3 and watch.corrected == 3
+    assert [m["time"] for m in before] == [
+        old_wall - 10**9 + HOUR,
+        old_wall - 1 + HOUR,
+        boot + HOUR,
+    ]
     after = [{"time": old_wall + HOUR + 5}]  # stamped after the step: left alone
-    assert watch.fix(after, 7) == 0 and after[0]["time"] == old_wall + HOUR + 5
-    assert not watch.needs_fix(8) and not watch.needs_fix(0)  # later rows, memory
+    assert watch.fix(after) == 0 and after[0]["time"] == old_wall + HOUR + 5
+    earlier_boot = [{"time": boot - 1}]  # stamped before this boot, on another clock
+    assert watch.fix(earlier_boot) == 0 and earlier_boot[0]["time"] == boot - 1
     # a step of a clock already synchronized (someone set the date) is not "the sync"
-    assert watch.update(ClockReading(True, 1_000 + 2 * HOUR), mono, row_mark=9) is None
+    assert watch.update(ClockReading(True, boot + 2 * HOUR), mono) is None
     assert watch.steps == [step]
 
 
 def test_unsynchronized_points_carry_the_header_and_status_says_so(
     make_config, short_dir: Path, nats_server: NatsProcess
 ) -> None:
-    cfg, clock = config(make_config, short_dir, nats_server.url)
+    cfg, clock = config(make_config, short_dir, nats_server.url, hold="0")  # no hold
     with Subscriber(nats_server.url, "edgert.gw.p.gen") as sub, running_gateway(cfg):
         wait_for(lambda: bridge(cfg).get("clock_unsynced_out", 0) > 0, 20, "unsynced sent")
         assert bridge(cfg)["clock"] == "unsynchronized"
@@ -111,3 +119,66 @@ def test_points_spooled_before_the_sync_leave_with_corrected_times(
                     assert all(p["time"] < t_sync + HOUR // 2 for p in decode(m))
             moved = sum(len(decode(m)) for m in corrected)
             wait_for(lambda: bridge(cfg)["clock_corrected"] >= moved, 10, "counted")
+
+
+def values(messages) -> list[int]:
+    return [p["value"] for m in messages for p in decode(m)]
+
+
+def test_points_read_before_the_sync_wait_in_the_spool_with_nats_up_then_leave_corrected(
+    make_config, short_dir: Path, nats_server: NatsProcess
+) -> None:
+    with Subscriber(nats_server.url, "edgert.gw.p.gen") as sub:
+        cfg, clock = config(make_config, short_dir, nats_server.url, hold="10m")
+        t0 = time.time_ns()
+        with running_gateway(cfg):
+            wait_for(
+                lambda: (b := bridge(cfg))["nats"] == "connected" and b["clock_held"] > 20,
+                20,
+                "points held with NATS up",
+            )
+            b = bridge(cfg)
+            assert b["clock_holding"] and b["buffered"] > 0
+            assert sub.messages == []  # NATS is up, yet nothing left
+            # NTP arrives: the true time is an hour later than the clock said
+            set_clock(clock, synced=True, shift_ns=HOUR)
+            wait_for(lambda: bridge(cfg)["clock"] == "synchronized", 10, "synchronized")
+            t_sync = time.time_ns()
+            wait_for(
+                lambda: any("Edgert-Clock" not in m.headers for m in sub.messages),
+                20,
+                "the held points out, then new ones",
+            )
+            held = bridge(cfg)["clock_held"]
+            corrected = [m for m in sub.messages if m.headers.get("Edgert-Clock") == "corrected"]
+            assert sum(len(decode(m)) for m in corrected) == held
+            for m in corrected:
+                for p in decode(m):
+                    assert t0 + HOUR <= p["time"] <= t_sync + HOUR, p  # moved by the step
+            assert all(m.headers.get("Edgert-Clock") != "unsynced" for m in sub.messages)
+            got = values(sub.messages)
+            assert got == list(range(len(got)))  # nothing lost, in order, none twice
+            assert bridge(cfg)["clock_corrected"] == held and not bridge(cfg)["clock_holding"]
+
+
+def test_held_points_leave_unsynced_when_the_hold_expires(
+    make_config, short_dir: Path, nats_server: NatsProcess
+) -> None:
+    with Subscriber(nats_server.url, "edgert.gw.p.gen") as sub:
+        cfg, clock = config(make_config, short_dir, nats_server.url, hold="10s")
+
+        def held_and_nothing_out() -> bool:
+            quiet = not sub.messages  # looked at first: nothing had come by then
+            b = bridge(cfg)
+            return b["nats"] == "connected" and b["clock_holding"] and b["clock_held"] > 0 and quiet
+
+        with running_gateway(cfg):
+            wait_for(held_and_nothing_out, 20, "points held with NATS up")
+            wait_for(lambda: not bridge(cfg)["clock_holding"], 30, "the hold's end")
+            wait_for(lambda: len(values(sub.messages)) > bridge(cfg)["clock_held"], 20, "out")
+            b = bridge(cfg)
+            assert b["clock"] == "unsynchronized" and b["clock_corrected"] == 0
+            assert all(m.headers.get("Edgert-Clock") == "unsynced" for m in sub.messages)
+            got = values(sub.messages)
+            assert got == list(range(len(got)))  # nothing lost, in order, none twice
+            wait_for(lambda: bridge(cfg)["clock_unsynced_out"] >= len(got), 10, "counted")

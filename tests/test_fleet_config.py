@@ -111,18 +111,27 @@ def managed(short_dir: Path) -> Iterator[tuple[NatsProcess, Path]]:
 def test_overlay_takes_every_section_but_gateway_and_fleet_from_the_desired_config(
     tmp_path: Path,
 ) -> None:
-    local = LOCAL.format(dir=tmp_path, url="nats://127.0.0.1:4222", health=10.0)
+    path = tmp_path / "gw.toml"
+    path.write_text(LOCAL.format(dir=tmp_path, url="nats://127.0.0.1:4222", health=10.0))
+    local = load(path)
+    path.unlink()  # the overlay reads the local file no more: `load` did
     desired = '[gateway]\nid = "other"\n[fleet]\nenabled = false\n[nats]\nurl = "nats://h:1"\n'
-    cfg = overlay(local, desired + GEN + GEN2, "gw.toml", "KV rev 3")
+    cfg = overlay(local, desired + GEN + GEN2, "KV rev 3")
     assert cfg.gateway.id == "gw1" and cfg.fleet.enabled  # the local file's, always
     assert cfg.nats.url == "nats://h:1"
     assert [d.name for d in cfg.drivers] == ["gen", "gen2"]
     assert cfg.supervisor.backoff_max == 0.5  # a section left out stays the local file's
-    assert overlay(local, "driver = []\n", "gw.toml", "KV").drivers == []
+    assert cfg.path == f"{path} + KV rev 3"
+    assert overlay(local, "driver = []\n", "KV").drivers == []
+    assert local.nats.url == "nats://127.0.0.1:4222" and len(local.drivers) == 1  # untouched
     with pytest.raises(ConfigError, match=r"KV rev 3: unknown table or key 'drivers'"):
-        overlay(local, "[[drivers]]\n", "gw.toml", "KV rev 3")
-    with pytest.raises(ConfigError, match=r"driver type 'nope'"):
-        overlay(local, '[[driver]]\nname = "x"\ntype = "nope"\n', "gw.toml", "KV")
+        overlay(local, "[[drivers]]\n", "KV rev 3")
+    with pytest.raises(
+        ConfigError, match=r"^KV: \[\[driver\]\] 'x': key 'type'.*driver type 'nope'"
+    ):
+        overlay(local, '[[driver]]\nname = "x"\ntype = "nope"\n', "KV")
+    with pytest.raises(ConfigError, match=r"gw.toml \+ KV: \[fleet\] key 'enabled': .* needs NATS"):
+        overlay(local, "[nats]\nenabled = false\n", "KV")  # checks across sections: both named
 
 
 def test_fleet_section_is_validated() -> None:
@@ -368,3 +377,47 @@ def test_a_driver_given_up_on_before_the_push_and_left_alone_does_not_roll_it_ba
             # the push that changes it is judged on it: still crashing, rolled back
             out = push(srv, short_dir / "want.toml", GEN + GEN2 + bad + "rate = 5.0\n")
             assert out.returncode == 1 and "rolled_back" in out.stdout and "bad " in out.stdout
+
+
+def test_a_key_watch_sees_each_revision_and_knows_when_its_consumer_is_gone(
+    nats_server: NatsProcess,
+) -> None:
+    import nats
+
+    from edgert.fleet.kv import KeyWatch, WatchLost, bucket, watch_name
+
+    async def go() -> list:
+        nc = await nats.connect(nats_server.url)
+        seen: list = []
+        try:
+            kv = await bucket(nc.jetstream(), "edgert-config")
+            await kv.put("gw1", b"one")
+            await kv.put("gw2", b"not mine")
+            w = KeyWatch(nc, "edgert-config", "gw1", heartbeat=0.5)
+            try:
+                await w.start()
+                first = await w.next(5.0)
+                await kv.put("gw2", b"still not mine")
+                await kv.put("gw1", b"two")
+                second = await w.next(5.0)
+                seen += [(first.revision, first.value), (second.revision, second.value)]
+                assert await w.next(1.0) is None  # quiet: nothing, heartbeats only
+                await nc.jetstream().delete_consumer("KV_edgert-config", watch_name("gw1"))
+                with pytest.raises(WatchLost):
+                    await w.next(30.0)
+            finally:
+                await w.stop()
+            again = KeyWatch(nc, "edgert-config", "gw1", heartbeat=0.5)
+            try:
+                await again.start()  # a new watch: the last revision first
+                last = await again.next(5.0)
+                seen.append((last.revision, last.value))
+            finally:
+                await again.stop()
+            info = await nc.jetstream().stream_info("KV_edgert-config")
+            assert info.config.allow_direct
+        finally:
+            await nc.close()
+        return seen
+
+    assert asyncio.run(go()) == [(1, b"one"), (4, b"two"), (4, b"two")]

@@ -5,10 +5,15 @@ messages with JetStream's duplicate detection (by Nats-Msg-Id); a real spool on
 disk, with a small cap, runs the forwarder's commits and reads in order. The
 machine interleaves batches, resends, drops at the source, NATS acks, lost
 sessions (some messages reached NATS unacknowledged), spool work, time, and
-bridge restarts (the forwarder rebuilt from the spool). After every step:
+bridge restarts (the forwarder rebuilt from the spool), and reboots with a
+wall clock not yet synchronized (the forwarder holds points for the sync) and
+that sync. After every step:
 nothing acknowledged to a driver is lost (it is in NATS, in the spool, or
 counted as dropped by the cap), each node's values reach NATS in order and
-once, and the forwarder's per-node counters match the spool. At the end,
+once, and the forwarder's per-node counters match the spool; nothing is
+published while the forwarder holds for the clock, and a message is marked
+presync exactly when its points (those its forwarder took first-hand) were read
+before the clock's sync. At the end,
 everything is drained and every point produced is in NATS unless counted as
 dropped.
 """
@@ -77,6 +82,10 @@ def _jobs_waiting(m: ForwarderMachine) -> bool:
     return bool(m.jobs)
 
 
+def _clock_unsynced(m: ForwarderMachine) -> bool:
+    return not m.clock_synced
+
+
 class ForwarderMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -86,6 +95,11 @@ class ForwarderMachine(RuleBasedStateMachine):
         self.drivers = [Driver("d0", ["a", "b"]), Driver("d1", ["c"])]
         self.next_value: Counter[str] = Counter()
         self.now = 100.0
+        self.instance = 0  # which forwarder (bridge process) runs
+        self.clock_synced = True
+        self.hold = 0.0
+        # (node, value) -> (the forwarder that took it, whether the clock was synced then)
+        self.tags: dict[tuple[str, int], tuple[int, bool]] = {}
         self.fwd = self._new_forwarder()
         self.wire: list[Publish] = []  # published in the session, not acked by NATS yet
         self.jobs: deque[Commit | Read] = deque()
@@ -110,9 +124,13 @@ class ForwarderMachine(RuleBasedStateMachine):
             outage_after=3.0,
             row_points=5,
             row_bytes=4000,
+            last_row=self.spool._next_id - 1,
         )
         f.inbox.last_seq = lambda e, seqs=dict(self.spool._seqs): seqs.get(e, 0)
         f.down_since = self.now
+        if not self.clock_synced:
+            f.unsynced(self.now, self.hold)
+        self.instance += 1
         return f
 
     # -- carrying out actions -------------------------------------------------------
@@ -120,6 +138,11 @@ class ForwarderMachine(RuleBasedStateMachine):
         for a in actions:
             if isinstance(a, Publish):
                 assert a.session == self.fwd.session
+                assert not self.fwd.holding, "published while holding for the clock"
+                for m in msgpack.unpackb(a.data):
+                    instance, synced = self.tags[(m["node"], m["value"])]
+                    if instance == self.instance:
+                        assert a.presync == (not synced), (a, m)
                 self.wire.append(a)
             elif isinstance(a, Ack):
                 d = next(d for d in self.drivers if d.epoch == a.epoch)
@@ -139,7 +162,12 @@ class ForwarderMachine(RuleBasedStateMachine):
     def _send(self, d: Driver, seq: int, packed: bytes) -> None:
         frame = decode_points(d.frame(seq, packed))
         _, epoch, s, first, resent, parts = frame
-        self._do(self.fwd.batch(d.name.encode(), epoch, s, first, resent, parts, self.now))
+        taken = self.fwd.stats["batches_in"]
+        actions = self.fwd.batch(d.name.encode(), epoch, s, first, resent, parts, self.now)
+        if self.fwd.stats["batches_in"] > taken:  # taken first-hand by this forwarder
+            for m in msgpack.unpackb(packed):
+                self.tags[(m["node"], m["value"])] = (self.instance, self.clock_synced)
+        self._do(actions)
 
     # -- rules ----------------------------------------------------------------------
     @rule(d=st.integers(0, 1), nodes=st.lists(st.integers(0, 1), min_size=1, max_size=4))
@@ -239,6 +267,18 @@ class ForwarderMachine(RuleBasedStateMachine):
         self.spool = Spool(self.dir / "spool.db", CAP).open()
         self.fwd = self._new_forwarder()
 
+    @rule(hold=st.sampled_from([0.0, 2.0, 60.0]), reached=st.integers(0, 2))
+    def reboot_unsynced(self, hold: float, reached: int) -> None:
+        """A reboot: the bridge starts again on a clock not synchronized yet."""
+        self.clock_synced, self.hold = False, hold
+        self.bridge_restart(reached, 0)
+
+    @precondition(_clock_unsynced)
+    @rule()
+    def clock_syncs(self) -> None:
+        self.clock_synced = True
+        self._do(self.fwd.synced(self.now))
+
     # -- invariants -----------------------------------------------------------------
     def _spooled(self) -> tuple[set[tuple[str, int]], list]:
         rows = self.spool.read(0, 1_000_000)
@@ -272,6 +312,8 @@ class ForwarderMachine(RuleBasedStateMachine):
 
     # -- the end: drain everything ------------------------------------------------------
     def _drain(self) -> None:
+        if not self.clock_synced:
+            self.clock_syncs()
         for _ in range(300):
             if not self.fwd.up:
                 self.connect()
@@ -476,5 +518,64 @@ def test_drop_at_source_and_restarts_around_the_first_connect_lose_nothing() -> 
         for name, *args in steps:
             getattr(m, name)(*args)
             checked(m)
+    finally:
+        m.teardown()
+
+
+def test_held_for_the_clock_parts_wait_in_the_spool_then_go_first_at_the_sync() -> None:
+    m = machine()
+    try:
+        m.reboot_unsynced(hold=60.0, reached=0)
+        m.connect()  # NATS is up, the clock is not synchronized
+        m.produce(0, [0, 1])
+        m.tick(0.5)
+        m.spool_work()
+        assert not m.wire and m.spool.batches == 2  # spooled, not published...
+        assert m.drivers[0].acked_values  # ...and safe, so acked
+        assert m.fwd.stats["clock_held"] == 2
+        m.clock_syncs()
+        m.produce(0, [0])  # read after the sync: waits behind the held row of its node
+        m.spool_work()
+        assert [p.presync for p in m.wire] == [True, True, False]
+        m.nats_acks(99)
+        checked(m)
+    finally:
+        m.teardown()
+    assert m.stream["a"] == [0, 1] and m.stream["b"] == [0]
+
+
+def test_the_hold_ends_after_its_time_from_the_first_connect() -> None:
+    m = machine()
+    try:
+        m.reboot_unsynced(hold=2.0, reached=0)
+        m.produce(1, [0])
+        m.tick(4.0)  # NATS unreachable: the hold has not started counting
+        m.spool_work()
+        m.connect()
+        assert m.fwd.holding and not m.jobs and not m.wire
+        assert m.fwd.next_deadline() == m.now + 2.0
+        m.tick(4.0)  # expired, the clock still not synchronized
+        assert not m.fwd.holding
+        m.spool_work()
+        assert [p.presync for p in m.wire] == [True]
+        checked(m)
+    finally:
+        m.teardown()
+
+
+def test_a_part_taken_after_the_sync_never_shares_a_spool_row_with_one_taken_before() -> None:
+    m = machine()
+    try:
+        m.reboot_unsynced(hold=0.0, reached=0)
+        m.produce(1, [0])  # NATS down: both wait in memory for one commit
+        m.clock_syncs()
+        m.produce(1, [0])
+        m.tick(0.5)
+        m.spool_work()
+        assert m.spool.batches == 2  # not coalesced: one row each
+        m.connect()
+        m.spool_work()
+        assert [p.presync for p in m.wire] == [True, False]
+        checked(m)
     finally:
         m.teardown()

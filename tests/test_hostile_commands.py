@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -17,11 +18,13 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from edgert.bridge.commands import LOG_REFUSED, LOG_WINDOW, LogThrottle
+from edgert.bridge.commands import LOG_REFUSED, LOG_WINDOW, Commands, LogThrottle
 from edgert.testing import running_gateway, status, wait_for
 from edgert.testing.nats import NatsProcess, decode, request
 
 REQUEST_TIMEOUT = 10.0  # seconds a caller waits for a reply (generous: a loaded machine)
+FLOOD_TIMEOUT = 2.0  # seconds a flooding requester waits (README: every reply comes within it)
+MEMORY_SLACK_KB = 10 * 1024  # after a flood the bridge's RSS is back within this of before
 
 GATEWAY = """
 [supervisor]
@@ -132,6 +135,22 @@ def test_refusals_are_logged_at_most_ten_per_window() -> None:
     assert [t.allow(3.0), t.allow(9.9)] == [None, None]  # left out, counted
     assert t.allow(10.0) == 2  # the next line logged says how many were left out
     assert t.allow(10.5) == 0 and t.left_out_total == 2
+
+
+def test_behind_a_flood_every_request_is_busy_but_a_slow_round_trip_alone_refuses_none() -> None:
+    c = Commands("edgert.gw", {}, 5.0, lambda parts: None, "msgpack", max_queued=10)
+    now = time.monotonic()
+    c.probe_out(now)
+    assert all(c.admit() for _ in range(5))  # few requests: a slow probe is no flood
+    c.probe_back(now + 2.0)
+    assert not c.flooded and c.admit()
+    c.probe_out(time.monotonic() - 1.0)  # out for a second, and a flood came meanwhile
+    assert sum(c.admit() for _ in range(50)) == 10  # admitted until past max_queued
+    c.probe_back(time.monotonic())
+    assert c.flooded and not c.admit()
+    c.probe_out(now)
+    c.probe_back(now + 0.01)  # caught up: the next probe comes back at once
+    assert not c.flooded and c.admit()
 
 
 def test_a_burst_of_bad_requests_is_counted_not_all_logged(gateway) -> None:
@@ -266,37 +285,63 @@ def test_a_request_flood_is_answered_busy_and_memory_stays_bounded(gateway) -> N
     assert b["pid"] == pid and b["restarts"] == 0 and b["stats"]["nats"] == "connected"
     after = rss_kb(pid)
     print(f"flood {counts}; slowest reply {max(waits):.1f} s; bridge RSS {before} kB -> {after} kB")
-    assert after - before < 20 * 1024, (before, after)
+    assert after - before < MEMORY_SLACK_KB, (before, after)
 
 
 @pytest.mark.slow
 def test_two_clients_flooding_for_ten_seconds_are_all_answered(gateway) -> None:
     """The contract's flood: 10,000 requests/s for 10 s from two clients.
 
-    On a 2-core machine the clients, nats-server and the bridge share the cores:
-    every request is answered and the bridge keeps its session, but the slowest
-    reply came ~10 s late and the bridge's RSS grew ~20 MB (the client's queue).
-    Asserted here: nothing unanswered, nothing stopped, memory bounded.
+    Every request is answered (ok or busy) within the requester's 2 s, the bridge
+    keeps its NATS session (no new connect) and keeps forwarding points meanwhile,
+    and its memory is back within 10 MB of before.
     """
     srv, cfg = gateway
-    pid = bridge(cfg)["pid"]
+    b = bridge(cfg)
+    pid, attempts = b["pid"], b["stats"]["nats_connect_attempts"]
     before = rss_kb(pid)
     waits: list[float] = []
+    points: list[float] = []  # when each point of the sim driver arrived
 
-    async def both() -> list[dict[str, int]]:
-        return list(
-            await asyncio.gather(*(flood(srv.url, 50_000, waits, seconds=10.0) for _ in "ab"))
-        )
+    async def both() -> tuple[list[dict[str, int]], float, float]:
+        import nats
 
-    results = asyncio.run(both())
+        nc = await nats.connect(srv.url)
+
+        async def on_points(m: object) -> None:
+            points.extend([time.monotonic()] * len(msgpack.unpackb(m.data)))
+
+        await nc.subscribe("edgert.gw.p.boiler", cb=on_points)
+        try:
+            start = time.monotonic()
+            results = await asyncio.gather(
+                *(flood(srv.url, 50_000, waits, seconds=10.0) for _ in "ab")
+            )
+            return list(results), start, time.monotonic()
+        finally:
+            await nc.close()
+
+    results, start, end = asyncio.run(both())
     for counts in results:
         assert counts["missing"] == 0, results
         assert set(counts) <= {"missing", "ok", "busy"}, results
-    assert max(waits) < 60, (max(waits), results)
+    slowest = max(waits)
     b = bridge(cfg)
     assert b["pid"] == pid and b["restarts"] == 0 and b["stats"]["nats"] == "connected"
-    after = rss_kb(pid)
-    print(
-        f"two-client flood {results}; slowest reply {max(waits):.1f} s; RSS {before} -> {after} kB"
+    assert b["stats"]["nats_connect_attempts"] == attempts, b["stats"]  # the session held
+    during = sum(start <= t <= end for t in points)
+    # wait for the queues to empty: memory is back near where it was
+    after = wait_for(
+        lambda: (r := rss_kb(pid)) - before < MEMORY_SLACK_KB and r, 10, "bridge RSS back"
     )
-    assert after - before < 64 * 1024, (before, after)
+    print(
+        f"two-client flood {results}; slowest reply {slowest:.2f} s; {during} points "
+        f"forwarded in {end - start:.1f} s; RSS {before} -> {after} kB"
+    )
+    assert during >= 25, (during, end - start)  # the sim publishes 5 a second
+    # The 2 s hold while the bridge gets about a third of a core; on a machine
+    # loaded past twice its cores it gets less, and the backlog waits in its socket.
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if slowest >= FLOOD_TIMEOUT and load > 2 * cores:
+        pytest.skip(f"slowest reply {slowest:.1f} s at load {load:.1f} on {cores} cores")
+    assert slowest < FLOOD_TIMEOUT, (slowest, results)

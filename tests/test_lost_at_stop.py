@@ -3,13 +3,15 @@
 The bridge is frozen (SIGSTOP), so nothing the driver publishes is
 acknowledged; the driver is then stopped (SIGTERM): what its outbox still held
 shows as `lost_at_stop` for that actor in the status and in `edgert status`,
-and stays counted after its restart and after a restart of the gateway.
+and stays counted after its restart, after a restart of the gateway and after
+a reload that restarts it with a new config.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 from edgert.supervisor.control import format_status
 from edgert.testing import running_gateway, status, wait_for
@@ -59,7 +61,18 @@ def test_points_unacknowledged_at_a_stop_are_counted(make_config) -> None:
         assert g["lost_at_stop"] > 100, g
         assert g["restarts"] >= 1
     lost = g["lost_at_stop"]
-    with running_gateway(cfg):  # a new run of the gateway: the count is still there
+    with running_gateway(cfg) as rt:  # a new run of the gateway: the count is still there
         snap = wait_for(lambda: status(cfg), 15, "status")
         assert snap["by_name"]["gen"]["lost_at_stop"] == lost
         assert f"lost at stop {lost}" in format_status(snap)
+        # a reload that restarts gen with a new config: the count is the actor's
+        pid = wait_for(lambda: status(cfg)["by_name"]["gen"]["pid"], 15, "gen running")
+        path = Path(cfg.path)
+        path.write_text(path.read_text().replace("rate = 500.0", "rate = 400.0"))
+        rt.reload()
+        g = wait_for(
+            lambda: (g := status(cfg)["by_name"]["gen"])["pid"] not in (None, pid) and g,
+            30,
+            "gen restarted by the reload",
+        )
+        assert g["lost_at_stop"] >= lost, g

@@ -1,19 +1,29 @@
-"""The outbox's flow control: at most `window` points in flight to the bridge.
+"""The outbox's flow control: at most `window` points in flight to the bridge,
+and the linger that coalesces points published one at a time.
 
-Without it a driver faster than the bridge fills the ZeroMQ pipes with batches
-whose acks come later than `resend_after`, and the resends it then makes
+Without the window a driver faster than the bridge fills the ZeroMQ pipes with
+batches whose acks come later than `resend_after`, and the resends it then makes
 multiply the load (measured: 355k points/s delivered with it, near 0 without).
+
+The linger (README, "The point path"): a point published while nothing is in
+flight leaves at the end of the turn; while a batch is in flight, new points wait
+for its ack at most `linger` (5 ms) while acks are quick, at most `max_linger`
+(0.25 s) while they are slow, and go as one batch. The outbox's clock is set by
+the test, so each bound is checked as which batches a socket received by when,
+never by timing a run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import zmq
 
 from edgert.bus import Outbox, decode_frame, encode_frame
+from edgert.bus import outbox as outbox_module
 from edgert.point import Point
 
 
@@ -66,3 +76,83 @@ def test_points_dropped_by_a_full_outbox_do_not_open_the_window(pair) -> None:
         box.publish(batch(1000))
     assert box.dropped == 6000
     assert received(router) == [1, 2]  # batches 1 and 2 are still in the pipe
+
+
+class Clock:
+    """The outbox's monotonic clock, moved by the test."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    c = Clock()
+    monkeypatch.setattr(outbox_module, "time", SimpleNamespace(monotonic=c.monotonic))
+    return c
+
+
+def sizes(router: zmq.Socket) -> list[int]:
+    """The number of points in each batch the bridge's socket has received."""
+    out = []
+    while router.poll(200):
+        _, data = router.recv_multipart()
+        out.append(len(decode_frame(data)[4]))
+    return out
+
+
+def test_a_lone_point_leaves_within_the_linger_while_acks_are_quick(pair, clock) -> None:
+    router, dealer = pair
+    box = Outbox(dealer, "drv.1.a")
+    assert (box.linger, box.max_linger) == (0.005, 0.25)  # the defaults README states
+    box.publish(batch(1))  # nothing in flight: goes at the end of the turn
+    box.tick(clock.now)
+    assert sizes(router) == [1]
+
+    clock.now += 0.001  # batch 1 is in flight (1 ms old): the next point waits
+    box.publish(batch(1))
+    deadline = box.next_deadline()
+    assert deadline is not None and deadline - clock.now == pytest.approx(0.005)
+    clock.now += 0.003
+    box.publish(batch(3))  # more points in the same wait join it
+    box.tick(deadline - 0.0001)
+    assert sizes(router) == []  # still lingering
+    box.tick(deadline)
+    assert sizes(router) == [4]  # at the bound: one batch, every waiting point
+
+    clock.now = deadline + 0.001
+    box.publish(batch(2))
+    router.send_multipart([b"drv", encode_frame("A", "drv.1.a", 2)])
+    assert dealer.poll(1000)
+    box.on_readable()  # the ack came before the linger ended: they go at once
+    assert sizes(router) == [2]
+
+
+def test_while_acks_are_slow_the_linger_grows_to_at_most_max_linger(pair, clock) -> None:
+    router, dealer = pair
+    box = Outbox(dealer, "drv.1.a")
+    box.publish(batch(1))
+    box.tick(clock.now)
+    assert sizes(router) == [1]
+    sent = clock.now
+
+    clock.now = sent + 0.1  # no ack for 100 ms: wait as long for company
+    box.publish(batch(1))
+    assert box.next_deadline() == pytest.approx(clock.now + 0.1)
+    box.tick(box.next_deadline())
+    assert sizes(router) == [1]
+
+    clock.now = sent + 1.0  # an outage: acks a second apart
+    box.publish(batch(1))
+    deadline = box.next_deadline()
+    assert deadline == pytest.approx(clock.now + 0.25)  # capped at max_linger
+    for _ in range(99):  # what a 400 points/s driver publishes meanwhile
+        clock.now += 0.0025
+        box.publish(batch(1))
+    box.tick(deadline - 0.0001)
+    assert sizes(router) == []
+    box.tick(deadline)
+    assert sizes(router) == [100]  # one batch for the 0.25 s, not a hundred

@@ -80,3 +80,15 @@ def test_a_duplicate_id_and_an_unsynchronized_clock_are_said_under_the_table() -
         {"gateway": "gw1", "actors": [actor("bridge", stats={"clock": "synchronized"})]}
     )
     assert len(quiet.splitlines()) == 3
+
+
+def test_times_are_written_one_way_in_every_table() -> None:
+    from edgert.table import age
+
+    shown = [age(s) for s in (0.42, 12.0, 185.0, 7800.0, 3 * 86400 + 4 * 3600 + 5, -3.0)]
+    assert shown == ["0.4s", "12s", "3m05s", "2h10m", "3d4h", "-3.0s"]
+    snap = {"gateway": "gw1", "actors": [actor("gen", uptime=3 * 86400.0)]}
+    snap["actors"].append(actor("drv", state="failed", pid=None, retry_in=185.0))
+    table = format_status(snap)
+    assert re.search(r"^gen .* 3d0h ", table, re.M), table  # status's uptime
+    assert "retry in 3m05s" in table

@@ -16,6 +16,8 @@ points: such a signal makes only as many points as the outbox has credit for
 (`ctx.room()`) and passes over the slots it could not send (counted as
 `skipped` in the driver's figures), so a saturated path costs the driver a
 wake-up every `WAKE_MIN`, not a core spent making points that would be dropped.
+It publishes the points of a wake-up in one `ctx.publish(points)`, as a driver
+reading a block of samples does: the outbox then packs and stores them as one.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -93,6 +96,22 @@ class _Gen:
         self.counter = 0
         self.held: float | int | None = None
 
+    def points(self, node: str, n: int, wall_ns: int) -> list[Point]:
+        """The points of the last `n` slots taken, oldest first (`wall_ns`: the wall
+        clock's nanoseconds at monotonic 0)."""
+        slots, typ = self.slots, self.sig.name
+        start, step = slots.start, slots.interval
+        times = [start + k * step for k in range(slots.taken - n, slots.taken)]  # slots.at(k)
+        if self.sig.shape == "counter":
+            values: Iterable[float | int] = range(self.counter, self.counter + n)
+            self.counter += n
+        else:
+            values = [self.value(t) for t in times]
+        return [
+            Point(node, typ, "0", v, wall_ns + int(t * 1e9))
+            for t, v in zip(times, values, strict=True)
+        ]
+
     def value(self, t: float) -> float | int:
         s = self.sig
         if s.shape == "counter":
@@ -143,8 +162,10 @@ class SimDriver(Actor[SimConfig]):
                 if came > n:
                     self.skipped += came - n
                     ctx.report(skipped=self.skipped)
-            else:
-                n = g.slots.take(MAX_PER_WAKE)
+                if n:
+                    ctx.publish(g.points(ctx.name, n, wall_ns))
+                continue
+            n = g.slots.take(MAX_PER_WAKE)
             for k in range(g.slots.taken - n, g.slots.taken):
                 t = g.slots.at(k)
                 ctx.publish(Point(ctx.name, g.sig.name, "0", g.value(t), wall_ns + int(t * 1e9)))

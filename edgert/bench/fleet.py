@@ -16,17 +16,20 @@ with the micro service on and no embedded server. Measured:
   and their summed memory (PSS, /proc/PID/smaps_rollup, so pages shared
   between a gateway's processes count once), in all and per gateway, beside
   the cluster's own CPU and RSS;
-- one cluster node SIGKILLed (what is checked is what the streams stored from
-  just before the kill on): seconds until every gateway
+- one cluster node SIGKILLed: seconds until every gateway
   is connected and its stream has taken a point published after the kill
   (each reconnects by itself) and until every gateway's service answers
   `fleet ls` again; `after_kill` seconds later the node is restarted and every
-  stream's counter values are read back: lost values (a gap between the lowest
-  and the highest value stored, must be 0) and duplicates, apart.
+  stream is read whole, from its first message (`tally`): per counter (each
+  node's subject counts from 0 on its own) the values lost (a gap between its
+  lowest and highest value, must be 0) and stored twice (must be 0), and the
+  message ids stored twice (JetStream's dedupe must drop every repeat).
 
-When the runtime has `edgert fleet push` and the `[fleet]` section, each
-gateway also gets a config pushed (`push_all`): seconds until all report
-`applied` (target < 60 s) and how many did; otherwise that part is "not built".
+When the runtime has `edgert fleet push` and the `[fleet]` section, every
+gateway also gets a config pushed, by one `edgert fleet push` naming them all
+(`push_all`): seconds until all report `applied` (target < 60 s), how many
+did, and the seconds from each gateway's put to its report (median, slowest);
+otherwise that part is "not built".
 A stage that fails leaves the figures of the stages before it, and an "error".
 """
 
@@ -39,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +54,7 @@ from edgert.config import ConfigError, loads
 from edgert.testing import wait_for
 from edgert.testing.nats import NatsCluster
 
-__all__ = ["fleet", "run_all", "push_all", "GATEWAYS"]
+__all__ = ["fleet", "run_all", "push_all", "tally", "GATEWAYS"]
 
 GATEWAYS = 50
 RATE = 10.0  # points/s per gateway
@@ -272,8 +276,6 @@ def _node_kill(
     victim = cluster.nodes[0]
     attempts = [_attempts(g) for g in gws]
     live = [u for u in urls if u != victim.url]
-    # what is checked after: the values stored from here on
-    start = wait_for(lambda: asyncio.run(_last_seqs(urls, ids)), 120, "the streams' ends")
     before = asyncio.run(_last_values(live, ids))
     t0 = time.monotonic()
     victim.kill()
@@ -298,7 +300,7 @@ def _node_kill(
     reconnected = sum(_attempts(g) > a for g, a in zip(gws, attempts, strict=True))
     victim.start()  # the check reads with the cluster whole again
     counts = wait_for(
-        lambda: asyncio.run(_check_streams(urls, ids, start)),
+        lambda: asyncio.run(_check_streams(urls, ids)),
         120,
         "the streams read back",
         interval=1,
@@ -311,6 +313,8 @@ def _node_kill(
         "values_checked": counts["values"],
         "lost": counts["lost"],
         "duplicates": counts["duplicates"],
+        "ids_twice": counts["ids_twice"],
+        "duplicated": counts["duplicated"],  # the first few, with their copies' ids
     }
 
 
@@ -321,18 +325,6 @@ def _attempts(g: GatewayProcess) -> int:
         return (int(g.status()["by_name"]["bridge"]["stats"].get("nats_connect_attempts", 0)),)
 
     return wait_for(ask, 60, "the gateway's status", interval=0.5)[0]
-
-
-async def _last_seqs(urls: list[str], ids: list[str]) -> dict[str, int]:
-    """Each stream's last sequence number now."""
-    import nats
-
-    nc = await nats.connect(urls)
-    try:
-        js = nc.jetstream(timeout=20)
-        return {gw: (await js.stream_info(f"EDGERT_{gw}")).state.last_seq for gw in ids}
-    finally:
-        await nc.close()
 
 
 async def _last_values(urls: list[str], ids: list[str]) -> dict[str, int]:
@@ -355,14 +347,46 @@ async def _last_values(urls: list[str], ids: list[str]) -> dict[str, int]:
         await nc.close()
 
 
-async def _check_streams(urls: list[str], ids: list[str], start: dict[str, int]) -> dict[str, int]:
-    """Every stream's counter values: how many, the gaps between the lowest and highest, repeats."""
+def tally(messages: list[tuple[str, str, list[int]]]) -> dict[str, Any]:
+    """A stream's messages, (subject, message id, counter values), read from its first:
+    per counter (each node has its own subject and counts from 0) the values, those
+    missing between its lowest and highest (`lost`) and those stored more than once
+    (`duplicates`); message ids stored more than once (`ids_twice`: JetStream's dedupe
+    should drop any repeat); and each duplicated value's copies (`duplicated`)."""
+    where: dict[str, dict[int, list[tuple[int, str]]]] = {}
+    ids: Counter[str] = Counter()
+    total = 0
+    for i, (subject, msg_id, values) in enumerate(messages):
+        if msg_id:
+            ids[msg_id] += 1
+        seen = where.setdefault(subject, {})
+        for v in values:
+            seen.setdefault(v, []).append((i, msg_id))
+            total += 1
+    lost = sum(max(w) - min(w) + 1 - len(w) for w in where.values() if w)
+    return {
+        "values": total,
+        "lost": lost,
+        "duplicates": total - sum(len(w) for w in where.values()),
+        "ids_twice": sum(n - 1 for n in ids.values() if n > 1),
+        "duplicated": [
+            {"subject": subject, "value": v, "copies": c}
+            for subject, w in where.items()
+            for v, c in w.items()
+            if len(c) > 1
+        ],
+    }
+
+
+async def _check_streams(urls: list[str], ids: list[str]) -> dict[str, Any]:
+    """Every gateway's stream read whole, from its first message, and `tally`'d."""
     import msgpack
     import nats
     from nats.js.api import ConsumerConfig, DeliverPolicy
 
     nc = await nats.connect(urls)
-    total = lost = dups = 0
+    out: dict[str, Any] = {"values": 0, "lost": 0, "duplicates": 0, "ids_twice": 0}
+    duplicated: list[dict[str, Any]] = []
     try:
         js = nc.jetstream(timeout=10)
         for gw in ids:
@@ -371,47 +395,84 @@ async def _check_streams(urls: list[str], ids: list[str], start: dict[str, int])
                 f"{PREFIX}.{gw}.p.>",
                 stream=f"EDGERT_{gw}",
                 ordered_consumer=True,
-                config=ConsumerConfig(
-                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                    opt_start_seq=start[gw] + 1,
-                ),
+                config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
             )
-            values: list[int] = []
+            msgs: list[tuple[str, str, list[int]]] = []
             seq = 0
             try:
                 while seq < info.state.last_seq:
                     m = await sub.next_msg(timeout=10)
                     seq = m.metadata.sequence.stream
-                    values += [p["value"] for p in msgpack.unpackb(m.data)]
+                    msg_id = (m.headers or {}).get("Nats-Msg-Id", "")
+                    msgs.append((m.subject, msg_id, [p["value"] for p in msgpack.unpackb(m.data)]))
                     if m.metadata.num_pending == 0:
                         break
             finally:
                 await sub.unsubscribe()
-            seen = set(values)
-            total += len(values)
-            dups += len(values) - len(seen)
-            lost += (max(values) - min(values) + 1 - len(seen)) if values else 0
+            t = tally(msgs)
+            for k in out:
+                out[k] += t[k]
+            duplicated += [{"gateway": gw, **d} for d in t["duplicated"]]
     finally:
         await nc.close()
-    return {"values": total, "lost": lost, "duplicates": dups}
+    return {**out, "duplicated": duplicated[:20]}
 
 
 def push_all(ids: list[str], urls: list[str], d: Path, rate: float) -> dict[str, Any]:
-    """`edgert fleet push` of a changed config to every gateway: seconds until all applied."""
+    """One `edgert fleet push` naming every gateway, of a changed config (one more driver;
+    `[nats]` and `[supervisor]` stay each gateway's own): seconds until all reported
+    `applied` (the command's wall time, its interpreter's start included), how many
+    did, and per gateway the seconds from its put (the KV message's time) to its
+    `applied` report (median, slowest)."""
     drivers = sim_counter("gen", rate) + sim_counter("extra", 1.0)  # one more driver
-    for gw in ids:
-        (d / gw / "pushed.toml").write_text(desired_text(gw, urls, drivers))
+    path = d / "pushed.toml"
+    path.write_text(drivers)
     t0 = time.monotonic()
-    applied = 0
-    for i in range(0, len(ids), 10):  # ten at a time
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "edgert", "fleet", "push", gw, str(d / gw / "pushed.toml")]
-                + ["--nats", urls[0]],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for gw in ids[i : i + 10]
-        ]
-        applied += sum(p.wait(120) == 0 for p in procs)
-    return {"all_applied_s": rnd(time.monotonic() - t0), "applied": applied, "of": len(ids)}
+    out = subprocess.run(
+        [sys.executable, "-m", "edgert", "fleet", "push", *ids, str(path), "--json"]
+        + ["--nats", urls[0], "--timeout", str(60 + 2 * len(ids))],
+        capture_output=True,
+        text=True,
+        timeout=180 + 2 * len(ids),
+    )
+    wall = time.monotonic() - t0
+    try:
+        reports = json.loads(out.stdout)
+    except ValueError:
+        reports = []
+    applied = [r for r in reports if r.get("state") == "applied"]
+    res: dict[str, Any] = {"all_applied_s": rnd(wall), "applied": len(applied), "of": len(ids)}
+    if applied:
+        put = asyncio.run(_put_times(urls, {r["gateway"]: r["revision"] for r in applied}))
+        after = sorted(_utc(r["time"]) - put[r["gateway"]] for r in applied)
+        res["median_applied_s"] = rnd(after[len(after) // 2])
+        res["slowest_applied_s"] = rnd(after[-1])
+    if len(applied) < len(ids):
+        res["not_applied"] = [r for r in reports if r.get("state") != "applied"][:5] or (
+            out.stderr.strip()[-300:]
+        )
+    return res
+
+
+async def _put_times(urls: list[str], revisions: dict[str, int]) -> dict[str, float]:
+    """When each gateway's revision was put into the desired-config bucket (epoch s)."""
+    import nats
+
+    nc = await nats.connect(urls)
+    try:
+        js = nc.jetstream(timeout=10)
+        out = {}
+        for gw, rev in revisions.items():
+            m = await js.get_msg("KV_edgert-config", seq=rev)
+            out[gw] = m.time.timestamp()
+        return out
+    finally:
+        await nc.close()
+
+
+def _utc(rfc3339: str) -> float:
+    """A report's time (RFC 3339, UTC, as the gateways write it) in epoch seconds."""
+    import datetime as dt
+
+    when = dt.datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%S.%fZ")
+    return when.replace(tzinfo=dt.UTC).timestamp()

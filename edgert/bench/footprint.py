@@ -7,12 +7,16 @@ Measured the way a small device is judged, on three gateways each run as
 - `ten_drivers`: 10 sim drivers, each polling one value once a second, into
   an external nats-server;
 - `modbus`: one Modbus RTU driver polling 10 registers of a simulated device
-  (`edgert sim modbus` on a pseudo-terminal) once a second.
+  (`edgert sim modbus` on a pseudo-terminal) once a second;
+- `managed`: one sim driver with `[fleet] enabled = true`, so the gateway has
+  its fleet actor (the micro service and the KV watch): its row of PSS by
+  process shows what the fleet actor costs beside the bridge.
 
 For each: cold start (the `edgert run` process spawned to every actor running,
 interpreter start-up and imports included), then after a settling pause over
 an idle window: CPU of every gateway process summed from /proc (as % of one
-core), bytes they wrote to disk (/proc/PID/io `write_bytes`; nats-server's
+core), its wake-ups per second by process (context switches over all its
+threads: what idle CPU is made of on a small device), bytes they wrote to disk (/proc/PID/io `write_bytes`; nats-server's
 JetStream store is counted apart: it holds the points themselves), and PSS
 summed over every gateway process (shared pages split between the processes
 that share them, so the sum is what the gateway costs the machine), with the
@@ -33,13 +37,14 @@ from typing import Any
 
 from edgert.bench.core import DEMO, _comm, _free_port, smaps
 from edgert.bench.gateway import GatewayProcess, config_text
-from edgert.bench.procfs import cpu_seconds, cpu_used, io_counters
+from edgert.bench.procfs import cpu_seconds, cpu_used, io_counters, wakeups
 from edgert.bench.workdir import workdir
 
 __all__ = ["footprint", "run_all", "format_table", "installed_size"]
 
 SETTLE = 5.0  # seconds after READY before the idle window
 WINDOW = 20.0  # seconds of idle measured
+ROWS = ("demo", "ten_drivers", "modbus", "managed")
 
 
 def installed_size(dist: str = "edgert") -> dict[str, Any]:
@@ -104,21 +109,26 @@ def measure(gw: GatewayProcess, settle: float = SETTLE, window: float = WINDOW) 
         by_pid = {a["pid"]: a["name"] for a in snap["actors"] if a["pid"]}
         pids = gw.pids()
         cpu0 = cpu_seconds(pids)
+        wake0 = {p: wakeups(p) for p in pids}
         io0 = {p: io_counters(p).get("write_bytes", 0) for p in pids}
         t1 = time.monotonic()
         time.sleep(window)
         pids = gw.pids()
         took = time.monotonic() - t1
         cpu1 = cpu_seconds(pids)
+        wake1 = {p: wakeups(p) for p in pids}
         roles = {p: _role(p, by_pid, root) for p in pids}
         server = {p for p, r in roles.items() if r == "nats-server"}
         ours = [p for p in pids if p not in server]
         cpu = cpu_used({p: cpu0.get(p, 0.0) for p in ours}, {p: cpu1[p] for p in ours if p in cpu1})
         cpu_by: dict[str, float] = {}
+        wakes_by: dict[str, float] = {}
         for p in ours:
             if p in cpu1:
                 used = 100 * (cpu1[p] - cpu0.get(p, 0.0)) / took
                 cpu_by[roles[p]] = round(cpu_by.get(roles[p], 0.0) + used, 2)
+                woke = max(0, wake1.get(p, 0) - wake0.get(p, 0)) / took
+                wakes_by[roles[p]] = round(wakes_by.get(roles[p], 0.0) + woke, 1)
         writes = sum(io_counters(p).get("write_bytes", 0) - io0.get(p, 0) for p in ours)
         server_writes = sum(io_counters(p).get("write_bytes", 0) - io0.get(p, 0) for p in server)
         pss: dict[str, float] = {}
@@ -140,6 +150,8 @@ def measure(gw: GatewayProcess, settle: float = SETTLE, window: float = WINDOW) 
         "processes": len(ours),
         "pss_by_process_mb": {k: round(v, 1) for k, v in sorted(pss.items())},
         "idle_cpu_pct_by_process": dict(sorted(cpu_by.items())),
+        "idle_wakeups_per_s": round(sum(wakes_by.values()), 1),
+        "idle_wakeups_per_s_by_process": dict(sorted(wakes_by.items())),
     }
 
 
@@ -178,6 +190,15 @@ def _modbus(d: str, url: str, port: str) -> str:
     return config_text(d, url, driver, gateway_id="footmb", spool_max_bytes=64 << 20)
 
 
+def _managed(d: str, url: str) -> str:
+    driver = (
+        '[[driver]]\nname = "gen"\ntype = "sim"\n'
+        '[[driver.signal]]\nname = "v"\nshape = "sine"\nrate = 1.0\n'
+    )
+    text = config_text(d, url, driver, gateway_id="footfleet", spool_max_bytes=64 << 20)
+    return text + "[fleet]\nenabled = true\n"
+
+
 def footprint(settle: float = SETTLE, window: float = WINDOW) -> dict[str, Any]:
     from edgert.bench.modbus import simulated_line
 
@@ -186,6 +207,9 @@ def footprint(settle: float = SETTLE, window: float = WINDOW) -> dict[str, Any]:
         out["demo"] = measure(GatewayProcess(_demo_text(f"{d}/demo"), f"{d}/demo"), settle, window)
         out["ten_drivers"] = measure(
             GatewayProcess(_ten(f"{d}/ten", srv.url), f"{d}/ten"), settle, window
+        )
+        out["managed"] = measure(
+            GatewayProcess(_managed(f"{d}/fleet", srv.url), f"{d}/fleet"), settle, window
         )
         port = stack.enter_context(simulated_line())
         out["modbus"] = measure(
@@ -203,7 +227,7 @@ def format_table(res: dict[str, Any]) -> str:
     from edgert.table import render
 
     rows = []
-    for name in ("demo", "ten_drivers", "modbus"):
+    for name in ROWS:
         r = res.get(name)
         if not r:
             continue
@@ -226,9 +250,14 @@ def format_table(res: dict[str, Any]) -> str:
         text += f"\ninstalled: edgert and its dependencies {disk['total_mb']:.1f} MB" + (
             f", nats-server {ns:.1f} MB" if ns else ""
         )
-    per = {n: res[n]["pss_by_process_mb"] for n in ("demo", "ten_drivers", "modbus") if n in res}
+    per = {n: res[n]["pss_by_process_mb"] for n in ROWS if n in res}
     for n, p in per.items():
         text += f"\n{n} PSS by process (MB): " + ", ".join(f"{k} {v}" for k, v in p.items())
         cpu = res[n].get("idle_cpu_pct_by_process", {})
         text += f"\n{n} idle CPU % by process: " + ", ".join(f"{k} {v}" for k, v in cpu.items())
+        wakes = res[n].get("idle_wakeups_per_s_by_process", {})
+        if wakes:
+            text += f"\n{n} idle wake-ups/s by process: " + ", ".join(
+                f"{k} {v}" for k, v in wakes.items()
+            )
     return text + f"\n(idle window {res.get('window_s', WINDOW):g} s)"

@@ -41,6 +41,23 @@ def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(t - before.get(pid, 0.0) for pid, t in after.items())
 
 
+def wakeups(pid: int) -> int:
+    """Context switches so far over every thread of `pid` (voluntary and not): each is
+    a wake-up of one of them, or a preemption (0 when the process is gone)."""
+    n = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/status") as f:
+                n += sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
+        except (OSError, ValueError, IndexError):
+            continue
+    return n
+
+
 def io_counters(pid: int) -> dict[str, int]:
     """/proc/PID/io (rchar, wchar, read_bytes, write_bytes, ...); empty when unreadable."""
     try:

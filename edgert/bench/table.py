@@ -357,11 +357,14 @@ def _fleet(res: dict[str, Any]) -> list[Row]:
         Row("node killed: all in fleet ls again", "node_kill.services_back_s", unit="s"),
         Row("node killed: gateways reconnected", "node_kill.gateways_reconnected"),
         Row("node killed: points lost", "node_kill.lost", target="= 0"),
-        Row("node killed: duplicates stored", "node_kill.duplicates"),
+        Row("node killed: duplicates stored", "node_kill.duplicates", target="= 0"),
+        Row("node killed: message ids stored twice", "node_kill.ids_twice", target="= 0"),
     ]
     if isinstance(res.get("push"), dict):
         out += [
             Row("push to all, all applied", "push.all_applied_s", unit="s", target="< 60"),
+            Row("push: put to applied, median gateway", "push.median_applied_s", unit="s"),
+            Row("push: put to applied, slowest gateway", "push.slowest_applied_s", unit="s"),
             Row("gateways that applied", "push.applied", target=f"= {n}"),
         ]
     return out

@@ -17,10 +17,13 @@ carries out what it returns:
 - the uplink (`edgert.bridge.uplink`): the NATS sessions, publishing,
   commands (`edgert.bridge.commands`) and the status subject
   (`edgert.bridge.status`);
-- the clock (`edgert.clock`): read every second; while it is not synchronized
-  the messages published carry `Edgert-Clock: unsynced`, and when it steps into
-  sync the points still in the spool from before get their times corrected
-  (`Edgert-Clock: corrected`).
+- the clock (`edgert.clock`): read every second. When it is not synchronized
+  at start, the points read until it is wait in the spool for the sync
+  (`clock_hold` seconds at most after the first connection to NATS: the
+  forwarder holds them); at the sync they leave with their times corrected by
+  the step (`Edgert-Clock: corrected`), after the hold with
+  `Edgert-Clock: unsynced`, as does any message published while the clock is
+  not synchronized.
 
 On Stop the bridge finishes the spool work in progress, writes everything not
 yet safe to the spool in one last commit, acks it, and closes what it opened.
@@ -66,6 +69,7 @@ MAX_BURST_BYTES = 1024 * 1024  # and at most this much
 LOG_FIRST_BAD = 10  # malformed frames logged one by one, then every 1000th
 REPORT_EVERY = 0.2  # seconds between heartbeat figures updates while busy
 DISK_RETRY = 1.0  # seconds between tries of a commit the disk refused
+SYNCED_EVERY = 10  # clock readings are this many clock_intervals apart once it is synced
 BUS_MAX_BYTES = MAX_BATCH_BYTES + 64 * 1024  # the largest frame a batch makes, and room
 
 
@@ -78,6 +82,7 @@ class BridgeConfig:
     routes: dict[str, str] = field(default_factory=dict)  # node -> driver actor name
     clock: str = "kernel"  # edgert.clock.clock_source
     clock_interval: float = 1.0  # seconds between readings of the clock
+    clock_hold: float = 0.0  # see [gateway] clock_hold (0: no hold)
     status_interval: float = 5.0  # seconds between status messages (and on change)
     command_timeout: float = 5.0  # seconds a driver has to answer a command
     commit_interval: float = 0.05  # NATS down: parts wait this long for one spool commit
@@ -134,8 +139,7 @@ class _Run:
         self.uplink = Uplink(self)
         self.clock = clock_source(self.cfg.clock)
         self.clock_watch = ClockWatch(self.clock.read())
-        self.clock_unsynced_out = 0  # messages published while the clock was not synchronized
-        self.last_row = 0  # the newest spool row written
+        self.clock_unsynced_out = 0  # points published with Edgert-Clock: unsynced
         self.twins = Twins(self.cfg.gateway_id, self.base, self.log, lambda: self.changed())
         self.commands = Commands(
             self.base, self.cfg.routes, self.cfg.command_timeout, self._send_router, self.enc
@@ -161,7 +165,7 @@ class _Run:
                         cfg.nats.spool_max_bytes,
                         cfg.nats.spool_sync,
                     )
-                    rows = await self._in_worker(_open_spool, spool)
+                    rows, last_row = await self._in_worker(_open_spool, spool)
                     self.spool = spool
                     stack.callback(lambda: self.worker.submit(spool.close).result())
                     self.seqs = dict(spool._seqs)
@@ -173,8 +177,11 @@ class _Run:
                         commit_interval=cfg.commit_interval,
                         outage_interval=cfg.outage_interval,
                         outage_after=cfg.outage_after,
+                        last_row=last_row,
                     )
                     self.fwd.starting(time.monotonic(), cfg.connect_grace)
+                    if not self.clock_watch.synced:
+                        self.fwd.unsynced(time.monotonic(), cfg.clock_hold)
                 self.router = stack.enter_context(_socket(zctx, zmq.ROUTER))
                 self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
                 self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
@@ -199,6 +206,7 @@ class _Run:
                     if self.spool is not None:
                         spooler = tg.create_task(self.spooler())
                         tasks.append(tg.create_task(self.uplink.run_forever()))
+                        tasks.append(tg.create_task(self.uplink.commands_forever()))
                         if cfg.service:
                             svc = FleetService(self, cfg.gateway_id, self.base, cfg.runtime_dir)
                             run_svc = svc.run_forever(cfg.nats, cfg.backoff_min, cfg.backoff_max)
@@ -282,16 +290,16 @@ class _Run:
 
     def clock_check(self, a: Publish) -> tuple[bytes, str]:
         """The payload to publish for `a` and its Edgert-Clock header ("" for none):
-        "corrected" when points from before a step had their times moved, "unsynced"
-        while the clock is not synchronized."""
+        "corrected" when points read before the sync had their times moved by the
+        step, "unsynced" while the clock is not synchronized."""
         watch = self.clock_watch
-        if watch.needs_fix(a.row):
-            maps = msgpack.unpackb(a.data, raw=False)
-            if watch.fix(maps, a.row):
-                return msgpack.packb(maps, use_bin_type=True), "corrected"
         if not watch.synced:
-            self.clock_unsynced_out += 1
+            self.clock_unsynced_out += a.points
             return a.data, "unsynced"
+        if a.presync and watch.steps:
+            maps = msgpack.unpackb(a.data, raw=False)
+            if watch.fix(maps):
+                return msgpack.packb(maps, use_bin_type=True), "corrected"
         return a.data, ""
 
     def _send_router(self, parts: list[bytes]) -> None:
@@ -331,7 +339,6 @@ class _Run:
                     self.disk_error = ""
                     self.changed()
                 self.seqs.update(job.seqs)
-                self.last_row = max([self.last_row, *(i for i in ids if i is not None)])
                 self.feed(self.fwd.committed(ids, removed, time.monotonic()))
                 if spool.dropped_batches:
                     self.changed()
@@ -391,10 +398,10 @@ class _Run:
             if kind == "P":
                 _, epoch, seq, first, resent, nodes = frame
                 if tail is not None:
-                    for node, _n, packed in nodes:
+                    for node, _n, packed, latest in nodes:
                         with contextlib.suppress(zmq.ZMQError):
                             tail.send_multipart([node.encode() + b"\0", packed], zmq.NOBLOCK)
-                        self.latest.add(packed)
+                        self.latest.add(latest)
                 self.feed(self.fwd.batch(ident, epoch, seq, first, resent, nodes, now), False)
             elif kind == "R":
                 _, cmd_id, ok, error = frame
@@ -422,25 +429,39 @@ class _Run:
                         sock.send_multipart([*parts[:-1], reply], zmq.NOBLOCK)
 
     async def watch_clock(self) -> None:
-        """Read the clock every `clock_interval`; say when its state changes or it steps."""
-        watch = self.clock_watch
+        """Read the clock every `clock_interval`; say when its state changes or it steps;
+        tell the forwarder of the sync (which ends its hold)."""
+        watch, fwd = self.clock_watch, self.fwd
         if not watch.synced:
+            hold = self.cfg.clock_hold if fwd.holding else 0.0
             self.log.warning(
-                "the wall clock is not synchronized (no NTP yet?): points are published "
-                "with the header Edgert-Clock: unsynced until it is"
+                "the wall clock is not synchronized (no NTP yet?): %s",
+                f"points wait in the spool for it, at most {hold:g}s after NATS is reached"
+                if hold
+                else "points are published with the header Edgert-Clock: unsynced until it is",
             )
         while True:
-            await asyncio.sleep(self.cfg.clock_interval)
-            was = watch.synced
-            step = watch.update(self.clock.read(), time.monotonic_ns(), self.last_row)
+            # once synchronized, a change is rare and nothing waits on it: look less often
+            await asyncio.sleep(self.cfg.clock_interval * (1 if not watch.synced else SYNCED_EVERY))
+            was, holding = watch.synced, fwd.holding
+            step = watch.update(self.clock.read(), time.monotonic_ns())
             if step is not None:
                 self.log.warning(
-                    "the wall clock stepped by %+.3fs while not synchronized: points still in "
-                    "the spool from before the step leave with their times corrected",
+                    "the wall clock stepped by %+.3fs while not synchronized: points read "
+                    "before it and not yet published leave with their times corrected",
                     step.delta_ns / 1e9,
                 )
             if watch.synced != was:
                 self.log.warning("the wall clock is now %s", watch.state)
+                if watch.synced:
+                    self.feed(fwd.synced(time.monotonic()))
+                self.changed()
+            elif holding and not fwd.holding:
+                self.log.warning(
+                    "the wall clock did not synchronize within clock_hold (%gs): the points "
+                    "held for it are published with the header Edgert-Clock: unsynced",
+                    self.cfg.clock_hold,
+                )
                 self.changed()
 
     def _disk_fault(self, error: str) -> None:
@@ -485,10 +506,14 @@ class _Run:
             s["buffered"] = self.spool.points
             s["dropped"] = self.spool.dropped_points
         up = self.uplink
-        s["nats"] = "connected" if up.connected else f"down: {up.error or 'connecting'}"
+        if up.connected and up.commands_connected:
+            s["nats"] = "connected"
+        else:
+            s["nats"] = f"down: {up.error or 'connecting'}"
         s["nats_connect_attempts"] = up.attempts
         s["duplicate_id"] = self.twins.note()  # "" unless another gateway has this id
         s["clock"] = self.clock_watch.state
+        s["clock_holding"] = self.fwd.holding  # points wait in the spool for the sync
         s["clock_unsynced_out"] = self.clock_unsynced_out
         s["clock_corrected"] = self.clock_watch.corrected
         self.ctx.report(**s)
@@ -500,7 +525,7 @@ class _Run:
             self.snapshot,
             self.spool.dropped_points if self.spool is not None else 0,
             self.uplink.connected,
-        ) + (self.twins.note(), self.clock_watch.synced)
+        ) + (self.twins.note(), self.clock_watch.synced, self.fwd.holding)
         if key != self.status_key:
             self.status_key = key
             self.status_changed.set()
@@ -532,6 +557,8 @@ class _Run:
             duplicate_id=self.twins.note(),
             clock={
                 "state": self.clock_watch.state,
+                "holding": self.fwd.holding,
+                "held": self.fwd.stats["clock_held"],
                 "unsynced_out": self.clock_unsynced_out,
                 "corrected": self.clock_watch.corrected,
             },
@@ -543,9 +570,10 @@ class _Run:
 # --- helpers ------------------------------------------------------------------------
 
 
-def _open_spool(spool: Spool) -> dict[str, int]:
+def _open_spool(spool: Spool) -> tuple[dict[str, int], int]:
+    """Open it: its rows per node, and its newest row's id."""
     spool.open()
-    return spool.rows_per_node()
+    return spool.rows_per_node(), spool._next_id - 1
 
 
 @contextlib.contextmanager

@@ -8,9 +8,10 @@ a malformed payload or no answer within `timeout` gets an error reply naming
 the problem. Commands come from programs nobody here wrote: a point may leave
 out `node`, `key`, `time` and `origin`; anything deep, huge, non-finite or out
 of range is refused, any exception while handling a request becomes an error
-reply, and past `max_in_flight` requests waiting for drivers, or past
-`max_queued` requests queued behind them, the reply is "busy" at once (a
-flood is answered quickly rather than late). Refusals are logged at most `LOG_REFUSED` a `LOG_WINDOW`
+reply, and past `max_in_flight` requests waiting for drivers, past
+`max_queued` requests queued behind them, or while a flood keeps the reading
+of requests `MAX_LAG` behind, the reply is "busy" at once (a flood is answered quickly rather than
+late). Refusals are logged at most `LOG_REFUSED` a `LOG_WINDOW`
 (a flood of bad requests does not flood the log or the SD card); the others
 are counted (`refused_unlogged`) and the next line logged says how many were
 left out. `Commands` belongs to the bridge's one loop.
@@ -33,10 +34,11 @@ from ..bus import encode_frame
 from ..point import MAX_BATCH_BYTES, BadBatch, Point, points_from_maps, unpack_limited
 from .payload import CONTENT_TYPES, request_encoding
 
-__all__ = ["Commands", "LogThrottle", "decode_command", "MAX_IN_FLIGHT", "MAX_QUEUED"]
+__all__ = ["Commands", "LogThrottle", "decode_command", "MAX_IN_FLIGHT", "MAX_QUEUED", "MAX_LAG"]
 
 MAX_IN_FLIGHT = 256  # requests waiting for a driver's answer; past it: "busy"
-MAX_QUEUED = 1024  # requests received but not yet looked at; past it: "busy"
+MAX_QUEUED = 128  # requests received but not yet looked at; past it: "busy"
+MAX_LAG = 0.25  # seconds the command connection's reading is behind; past it: "busy"
 INT_MIN, UINT_MAX = -(2**63), 2**64 - 1  # what msgpack can carry to the driver
 TIME_MAX = 2**63 - 1
 LOG_REFUSED, LOG_WINDOW = 10, 10.0  # refusals logged per window of seconds, at most
@@ -129,6 +131,13 @@ class Commands:
         self.max_in_flight = max_in_flight
         self.max_queued = max_queued
         self.in_flight = 0  # requests being handled (decoding, or waiting for a driver)
+        self.seen = 0  # requests looked at (admitted or not)
+        # Behind a flood: a round trip to the server (a probe), whose answer queues
+        # behind every request not read yet, took over MAX_LAG while more than
+        # `max_queued` requests came. `probe`: when the one out now left, else None.
+        self.probe: float | None = None
+        self.probe_seen = 0
+        self.flooded = False  # what the last probe back found
         self.count = 0
         self.errors = 0
         self.busy = 0  # requests refused at once because too many were in flight
@@ -138,12 +147,33 @@ class Commands:
     def admit(self, queued: int = 0) -> bool:
         """True when one more request may be handled now (then `handle` must follow).
 
-        `queued` is how many more requests wait behind this one.
+        `queued` is how many more requests wait behind this one. While a flood
+        keeps the reading behind (`probe_back`), every request is answered busy, the
+        cheapest way: a flood then costs no decoding, no driver's time, and drains
+        soonest. A lone request on a slow or busy machine is never refused for it.
         """
         if self.in_flight >= self.max_in_flight or queued > self.max_queued:
             return False
+        self.seen += 1
+        if self.flooded or (
+            self.probe is not None
+            and self.seen - self.probe_seen > self.max_queued
+            and time.monotonic() - self.probe > MAX_LAG
+        ):
+            return False
         self.in_flight += 1
         return True
+
+    def probe_out(self, now: float) -> None:
+        """A probe left now (see `flooded`)."""
+        self.probe, self.probe_seen = now, self.seen
+
+    def probe_back(self, now: float) -> None:
+        """The probe's answer came back now: were we behind a flood?"""
+        if self.probe is not None:
+            lag = now - self.probe
+            self.flooded = lag > MAX_LAG and self.seen - self.probe_seen > self.max_queued
+        self.probe = None
 
     def answer(self, cmd_id: int, ok: bool, error: str) -> None:
         """A driver's ["R", id, ok, error]."""
@@ -171,8 +201,8 @@ class Commands:
 
     def _busy_reply(self, enc: str) -> tuple[bytes, dict[str, str]]:
         error = (
-            f"busy: {self.max_in_flight} commands in flight or {self.max_queued} queued;"
-            " try again later"
+            f"busy: {self.max_in_flight} commands in flight, {self.max_queued} queued or"
+            f" {MAX_LAG:g}s behind; try again later"
         )
         reply = {"ok": False, "error": error}
         data = (

@@ -15,6 +15,9 @@ Events (methods):              Actions (returned):
   committed(..) the spool wrote
   rows(..)      rows were read
   tick(now)     time passed
+  unsynced(..)  the wall clock is not
+                synchronized (at start)
+  synced(now)   now it is
 
 Rules:
 
@@ -49,6 +52,16 @@ Rules:
   delete resends the same rows with the same ids).
 - Drops are counted: the spool cap drops the oldest rows and counts their
   points persistently; a driver's outbox counts what it drops.
+- The wall clock (`edgert.clock`): when it is not synchronized at start
+  (`unsynced`), every part taken until `synced`, and every row the spool held
+  at start, is *presync*: its points were stamped on a clock that may still
+  step. A presync part never shares a spool row with a later one, and each
+  `Publish` says whether it is presync, so the bridge can correct its times
+  after the step (or mark it unsynced before). With a `hold`, presync parts
+  wait in the spool, unpublished, until `synced` or until `hold` seconds after
+  the first connection to NATS (while NATS is unreachable they wait anyway):
+  the hold only keeps parts from NATS, so every rule above still holds, and on
+  release the spool goes first, in order, as after an outage.
 
 A restart is a new `Forwarder` seeded from the spool: the senders' last seqs
 (`last_seq`) and the rows per node (`rows`).
@@ -56,6 +69,7 @@ A restart is a new `Forwarder` seeded from the spool: the senders' last seqs
 
 from __future__ import annotations
 
+import math
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,6 +103,7 @@ class Part:
     slot: Slot
     came: float
     tainted: bool  # may be in NATS already (published before): keeps its own id
+    presync: bool = False  # taken before the wall clock synchronized
 
     @property
     def msg_id(self) -> str:
@@ -103,6 +118,7 @@ class Publish:
     data: bytes
     points: int
     row: int  # its spool id (0: from memory)
+    presync: bool = False  # its points were read before the wall clock synchronized
 
 
 @dataclass(slots=True)
@@ -135,6 +151,7 @@ class _Committing:
     rows: list[Batch]
     seqs: dict[str, int]
     done: list[int]
+    presync: list[bool]  # per row
     nodes: Counter[str] = field(default_factory=Counter)
 
 
@@ -152,6 +169,7 @@ class Forwarder:
         outage_after: float = 3.0,
         row_points: int = 10_000,
         row_bytes: int = 256 * 1024,
+        last_row: int = 0,
     ) -> None:
         self.spooling = spooling  # False: no NATS configured, parts are safe as they come
         self.inbox = Inbox(last_seq)
@@ -179,6 +197,14 @@ class Forwarder:
         self.backlog: Counter[str] = Counter()  # rows per node after the cursor (session)
         self.backlog_rows = 0
         self.reading = False
+        self.last_row = last_row  # the newest spool row id known
+        self.clock_synced = True  # False from `unsynced` until `synced`
+        self.clock_hold = 0.0  # seconds presync parts may wait for the sync (0: no hold)
+        # holding presync parts until then (inf: until `hold` after the first connect);
+        # 0: not holding
+        self.clock_hold_until = 0.0
+        self.presync_mark = 0  # spool rows up to this id are presync...
+        self.presync_rows: set[int] = set()  # ...and these, written after the sync
         self.stats = {
             "points_in": 0,
             "batches_in": 0,  # bus batches accepted (not duplicates)
@@ -187,6 +213,7 @@ class Forwarder:
             "fast_batches": 0,
             "duplicates": 0,
             "out_of_order": 0,
+            "clock_held": 0,  # points taken while holding for the clock's sync
         }
 
     # -- events ----------------------------------------------------------------
@@ -197,29 +224,55 @@ class Forwarder:
         seq: int,
         first: int,
         resent: bool,
-        parts: list[tuple[str, int, bytes]],
+        parts: list[tuple[str, int, bytes, bytes]],
         now: float,
     ) -> list[Action]:
-        """A P frame from a driver (already checked and split by node)."""
+        """A P frame from a driver (already checked and split by node: `bus.Part`s)."""
         inbox = self.inbox
         slot = inbox.take(ident, epoch, seq, first, len(parts))
         self.stats["duplicates"] = inbox.duplicates
         self.stats["out_of_order"] = inbox.out_of_order
         if slot is not None:
             self.stats["batches_in"] += 1
-            for node, n, data in parts:
+            for node, n, data, _ in parts:
                 self.stats["points_in"] += n
                 if not self.spooling:
                     inbox.safe(epoch, slot)
                     continue
-                self.mem.append(Part(node, epoch, seq, n, data, slot, now, resent))
+                presync = not self.clock_synced
+                self.mem.append(Part(node, epoch, seq, n, data, slot, now, resent, presync))
                 self.mem_bytes += len(data)
+                if self.clock_hold_until:
+                    self.stats["clock_held"] += n
         return self._step(now)
 
     def starting(self, now: float, grace: float) -> None:
         """The first connection attempt began: hold parts for it up to `grace` seconds."""
         self.hold_until = now + grace
         self.down_since = now
+
+    def unsynced(self, now: float, hold: float) -> None:
+        """At start: the wall clock is not synchronized. Parts from now on, and the rows
+        in the spool, are presync until `synced`; with `hold` > 0 they wait in the spool
+        until then, or `hold` seconds after the first connection at most."""
+        self.clock_synced = False
+        self.presync_mark = self.last_row
+        if hold > 0 and self.spooling:
+            self.clock_hold = hold
+            self.clock_hold_until = now + hold if self.up else math.inf
+
+    def synced(self, now: float) -> list[Action]:
+        """The wall clock is synchronized: later parts are not presync; the hold ends."""
+        if self.clock_synced:
+            return []
+        self.clock_synced = True
+        self.clock_hold_until = 0.0
+        return self._step(now)
+
+    @property
+    def holding(self) -> bool:
+        """Parts wait in the spool for the clock's sync."""
+        return self.clock_hold_until > 0
 
     def unreachable(self, now: float) -> list[Action]:
         """A connection attempt failed: NATS is down, the spool takes what waits."""
@@ -229,6 +282,8 @@ class Forwarder:
     def connected(self, now: float) -> list[Action]:
         """A new NATS session: the spool goes first, oldest row first."""
         self.hold_until = 0.0
+        if self.clock_hold_until == math.inf:
+            self.clock_hold_until = now + self.clock_hold  # the hold counts from here
         self.up = True
         self.session += 1
         self.cursor = 0
@@ -269,6 +324,7 @@ class Forwarder:
                 self.inbox.safe(m.epoch, m.slot)
                 continue
             self.flight_rows.discard(m.id)
+            self.presync_rows.discard(m.id)
             if m.id in self.gone:
                 self.gone.discard(m.id)  # the cap dropped it meanwhile: already uncounted
                 continue
@@ -293,7 +349,8 @@ class Forwarder:
             self._backlog_down(r.node)
             self.flight.append(r)
             self.flight_rows.add(r.id)
-            out.append(Publish(session, r.node, r.msg_id, r.data, r.points, r.id))
+            pre = self._presync_row(r.id)
+            out.append(Publish(session, r.node, r.msg_id, r.data, r.points, r.id, pre))
         if len(rows) < limit:
             self.backlog.clear()  # the spool has nothing more after the cursor
             self.backlog_rows = 0
@@ -309,13 +366,19 @@ class Forwarder:
         self.committing = None
         self.last_commit = now
         self.inbox.recorded(c.seqs)
-        for b, rid in zip(c.rows, ids, strict=True):
+        for b, rid, pre in zip(c.rows, ids, c.presync, strict=True):
             if rid is not None:
+                self.last_row = max(self.last_row, rid)
+                if pre and self.clock_synced:
+                    self.presync_rows.add(rid)  # a part taken before the sync, spooled after
+                elif pre:
+                    self.presync_mark = max(self.presync_mark, rid)
                 self.spool_rows[b.node] += 1
                 if self.up:
                     self.backlog[b.node] += 1
                     self.backlog_rows += 1
         for rid, node in removed:
+            self.presync_rows.discard(rid)
             if rid in self.retired:
                 self.retired.discard(rid)
                 continue
@@ -348,14 +411,26 @@ class Forwarder:
 
     # -- rules -------------------------------------------------------------------
     def next_deadline(self) -> float | None:
-        """When `tick` may have work (a commit coming due), or None."""
-        if not self.spooling or self.committing is not None:
+        """When `tick` may have work (a commit coming due, the hold's end), or None."""
+        if not self.spooling:
             return None
-        if self.mem and not self.up:
-            return max(self.hold_until, self.mem[0].came + self._interval(self.mem[0].came))
-        if self.done:
-            return self.last_commit + self.commit_interval
-        return None
+        hold = self.clock_hold_until if self.up and self.holding else math.inf
+        due = math.inf
+        if self.committing is None:
+            if self.mem and not self._sending:
+                due = max(self.hold_until, self.mem[0].came + self._interval(self.mem[0].came))
+            elif self.done:
+                due = self.last_commit + self.commit_interval
+        t = min(hold, due)
+        return None if t == math.inf else t
+
+    @property
+    def _sending(self) -> bool:
+        """Parts and spool rows go to NATS (a session is on, no hold for the clock)."""
+        return self.up and not self.clock_hold_until
+
+    def _presync_row(self, rid: int) -> bool:
+        return not self.clock_synced or rid <= self.presync_mark or rid in self.presync_rows
 
     def _interval(self, now: float) -> float:
         if now - self.down_since > self.outage_after:
@@ -364,7 +439,9 @@ class Forwarder:
 
     def _step(self, now: float) -> list[Action]:
         out: list[Action] = []
-        if self.up:
+        if self.clock_hold_until and now >= self.clock_hold_until:
+            self.clock_hold_until = 0.0  # no sync in time: presync parts go out as they are
+        if self._sending:
             self._publish_memory(out)
             self._read(out)
         self._maybe_commit(now, out)
@@ -399,7 +476,7 @@ class Forwarder:
                 blocked.add(node)  # nothing newer of this node may pass it
                 keep.append(p)
                 continue
-            out.append(Publish(self.session, node, p.msg_id, p.data, p.points, 0))
+            out.append(Publish(self.session, node, p.msg_id, p.data, p.points, 0, p.presync))
             self.flight.append(p)
             self.mem_bytes -= len(p.data)
             p.tainted = True
@@ -420,7 +497,7 @@ class Forwarder:
         if not self.spooling or self.committing is not None:
             return
         parts: list[Part] = []
-        if self.mem and not self.up:
+        if self.mem and not self._sending:
             oldest = self.mem[0].came
             held = now < self.hold_until
             if (not held and now - oldest >= self._interval(oldest)) or self.mem_bytes >= (
@@ -433,17 +510,18 @@ class Forwarder:
             out.append(self._commit(parts))
 
     def _commit(self, parts: list[Part]) -> Commit:
-        rows = self._coalesce(parts)
+        rows, presync = self._coalesce(parts)
         seqs = self.inbox.dirty_seqs(Counter(p.slot for p in parts))
-        c = _Committing(parts, rows, seqs, self.done)
+        c = _Committing(parts, rows, seqs, self.done, presync)
         c.nodes.update(p.node for p in parts)
         self.committing = c
         self.done = []
         return Commit(rows, c.seqs, c.done)
 
-    def _coalesce(self, parts: list[Part]) -> list[Batch]:
-        """Rows for `parts`: per node and sender, consecutive parts never published
-        join one row (up to `row_points`/`row_bytes`); order per node is kept."""
+    def _coalesce(self, parts: list[Part]) -> tuple[list[Batch], list[bool]]:
+        """Rows for `parts`, and whether each is presync: per node and sender,
+        consecutive parts never published, all presync or none, join one row (up to
+        `row_points`/`row_bytes`); order per node is kept."""
         groups: dict[str, list[list[Part]]] = {}
         sizes: dict[str, list[int]] = {}  # points and bytes of each node's last group
         for p in parts:
@@ -456,6 +534,7 @@ class Forwarder:
                 or p.tainted
                 or g[0].tainted
                 or g[-1].epoch != p.epoch
+                or g[0].presync != p.presync
                 or size[0] + p.points > self.row_points
                 or size[1] + len(p.data) > self.row_bytes
             ):
@@ -466,8 +545,10 @@ class Forwarder:
                 size[0] += p.points
                 size[1] += len(p.data)
         rows = []
+        presync = []
         for node, gs in groups.items():
             for g in gs:
+                presync.append(g[0].presync)
                 if len(g) == 1:
                     p = g[0]
                     rows.append(Batch(node, p.msg_id, p.points, p.data))
@@ -476,7 +557,7 @@ class Forwarder:
                 rows.append(
                     Batch(node, msg_id, sum(p.points for p in g), join_arrays([p.data for p in g]))
                 )
-        return rows
+        return rows, presync
 
 
 def _array_body(data: bytes) -> tuple[int, bytes]:

@@ -6,8 +6,10 @@ latest point of every (node, type, key) and answers for them on a ROUTER socket
 at `ipc://<runtime_dir>/values.sock`: a request is a msgpack map `{"node": NODE
 or nil}`, the reply `{"points": [point maps], "now": ns, "full": bool}`.
 
-Kept light on the point path: `add` only appends the node's part as the bus
-delivered it (packed msgpack, already checked); parts are unpacked and folded
+Kept light on the point path: `add` only appends what the bus decode kept of
+a node's part for this table (packed msgpack, already checked: the last map
+alone when every point of the part is one (node, type, key), as a signal at
+full speed sends them, else the whole part); parts are unpacked and folded
 into the table when someone asks, or once `FOLD_BYTES` of them wait. The table
 holds at most `MAX_POINTS` entries; points of new (node, type, key)s past that
 are not kept (`full` says so). It lives in the bridge's memory: it starts empty
@@ -43,7 +45,7 @@ class Latest:
         self.full = False
 
     def add(self, packed: bytes) -> None:
-        """A node's part as accepted from the bus: a msgpack array of point maps."""
+        """A msgpack array of point maps accepted from the bus (oldest first)."""
         self.pending.append(packed)
         self.pending_bytes += len(packed)
         if self.pending_bytes >= FOLD_BYTES:

@@ -6,7 +6,7 @@ it makes sure the JetStream stream exists and takes the gateway's subjects
 (when `jetstream = true`, `edgert.bridge.stream`; a stream that does not is
 said once, in the log and on the status subject, and looked at again every
 `STREAM_RETRY` seconds while points wait in the spool),
-subscribes to commands, publishes what the forwarder asks in order, and tells
+publishes what the forwarder asks in order, and tells
 the forwarder when NATS took each message: the JetStream ack, or on core NATS
 a marker the bridge publishes to its own inbox behind each round of messages
 (when the server delivers it back, it has processed everything before it). A publish error, an ack missing for `ack_timeout` or a lost
@@ -15,6 +15,9 @@ While NATS is down or refuses the credentials the uplink logs why and retries
 with a short, jittered backoff (`backoff_min` doubling up to `backoff_max`), so
 the first point leaves within about a second of NATS coming back. It never
 fails for it. nats-py's own reconnection is off: every outage is seen here.
+
+Commands (`Uplink.commands_forever`) have a connection of their own, so a
+flood of requests never delays the point session's acks.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
 __all__ = ["nats_options", "Uplink", "Session"]
 
 STREAM_RETRY = 10.0  # seconds between looks at a JetStream stream that was refused
+LAG_EVERY = 0.2  # seconds between measures of how far behind the reading of commands is
+LAG_TIMEOUT = 30.0  # a measure given up on (the connection's own pings end a dead one)
 
 
 def nats_options(section: NatsSection, name: str = "edgert") -> dict[str, Any]:
@@ -108,7 +113,8 @@ class Uplink:
         self.run = run
         self.cfg = run.cfg
         self.session: Session | None = None
-        self.connected = False
+        self.connected = False  # the point session
+        self.commands_connected = False  # the command subscription (its own connection)
         self.server = ""
         self.error = ""
         self.attempts = 0
@@ -176,6 +182,87 @@ class Uplink:
                 self.run.changed()
             await asyncio.sleep(pause * random.uniform(0.8, 1.2))
 
+    async def commands_forever(self) -> None:
+        """Commands, on a NATS connection of their own: a flood of requests queues in
+        that connection's socket, never in front of the point session's acks and
+        pings, so the points keep flowing and their session holds. Reconnects with
+        the same backoff; says nothing of outages (the point session does)."""
+        import nats as nats_py
+
+        cfg = self.cfg
+        backoff = cfg.backoff_min
+        opts = nats_options(cfg.nats, name=f"edgert-{cfg.gateway_id}-commands")
+        while True:
+            closed = asyncio.Event()
+
+            async def on_error(e: Exception) -> None:
+                pass  # the connection's end is what counts, and `closed` says it
+
+            async def on_closed(closed: asyncio.Event = closed) -> None:
+                closed.set()
+
+            try:
+                nc = await nats_py.connect(**opts, error_cb=on_error, closed_cb=on_closed)
+            except Exception:  # noqa: BLE001 - NATS down or refusing: retry, never fail
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                backoff = min(cfg.backoff_max, backoff * 2)
+                continue
+            backoff = cfg.backoff_min
+            try:
+                await self._serve_commands(nc, closed)
+            except (OSError, TimeoutError, nats_py.errors.Error):
+                pass  # connection lost: connect again
+            finally:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+
+    async def _serve_commands(self, nc: Any, closed: asyncio.Event) -> None:
+        run = self.run
+        commands = run.commands
+        handling: set[asyncio.Task] = set()  # admitted requests, until they are answered
+
+        async def command(msg: Any) -> None:  # the subscription's own task calls it
+            # Called for each queued request in turn without a pause, so the queue
+            # drains as fast as it fills. Bounded: requests being handled, requests
+            # queued behind them, and how far behind a flood the reading is (a flood
+            # answered late is as good as unanswered): past any, "busy" undecoded.
+            if commands.admit(queued=sub.pending_msgs):
+                t = asyncio.create_task(commands.handle(nc, msg, run.log))
+                handling.add(t)
+                t.add_done_callback(handling.discard)
+            else:
+                await commands.refuse_busy(nc, msg)
+
+        async def measure_lag() -> None:
+            # a round trip to the server, every LAG_EVERY: its answer comes back behind
+            # every request the server has sent and this connection has not read yet
+            while True:
+                commands.probe_out(time.monotonic())
+                try:
+                    await nc.flush(timeout=LAG_TIMEOUT)
+                except TimeoutError:
+                    pass
+                except Exception:  # noqa: BLE001 - the connection is ending: `closed` says it
+                    return
+                commands.probe_back(time.monotonic())
+                await asyncio.sleep(LAG_EVERY)
+
+        sub = await nc.subscribe(f"{run.base}.cmd.>", cb=command)
+        lag = None
+        try:
+            await nc.flush(timeout=self.cfg.ack_timeout)  # the server has the subscription
+            lag = asyncio.create_task(measure_lag())
+            self.commands_connected = True
+            run.changed()
+            await closed.wait()
+        finally:
+            self.commands_connected = False
+            commands.probe, commands.flooded = None, False
+            run.changed()
+            for t in [*handling, *([lag] if lag else [])]:
+                t.cancel()
+
     def _down(self, reason: str, first: bool) -> None:
         changed = reason != self.error
         self.connected, self.error = False, reason
@@ -198,7 +285,6 @@ class Uplink:
             if done != self.stream_note or self.stream_error:
                 self.stream_note, self.stream_error = done, ""
                 run.log.info("%s", done)
-        sub = await nc.subscribe(f"{run.base}.cmd.>")
         sess = Session(nc, js, run.fwd.session + 1, nc.new_inbox())
         if js is None:
 
@@ -218,19 +304,8 @@ class Uplink:
                 tg.create_task(self._core_acks(sess))
             tg.create_task(run.statuses(nc))
             tg.create_task(run.twins.watch(nc))
-            tg.create_task(self._commands(nc, sub, tg))
             await closed.wait()
             raise Down(nc.last_error and repr(nc.last_error) or "connection closed")
-
-    async def _commands(self, nc: Any, sub: Any, tg: asyncio.TaskGroup) -> None:
-        commands = self.run.commands
-        async for msg in sub.messages:
-            # Bounded twice: requests being handled, and requests queued behind them
-            # in the client (a flood answered late is as good as unanswered).
-            if commands.admit(queued=sub.pending_msgs):
-                tg.create_task(commands.handle(nc, msg, self.run.log))
-            else:
-                await commands.refuse_busy(nc, msg, queued=sub.pending_msgs)
 
     async def _sender(self, sess: Session) -> None:
         """Publish in order; on core NATS a flush round trip says NATS took them."""

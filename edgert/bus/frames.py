@@ -23,7 +23,9 @@ forwards points, uses `decode_points`: it checks the same rules on the raw maps
 (names through a bounded cache of valid names) and splits the batch by node
 without building `Point` objects (a one-node batch of the usual shape is
 checked on its packed bytes, `edgert.bus.shape`); a malformed frame is
-refused whole.
+refused whole. Each part also carries what the bridge's table of latest
+values needs of it: one map when every point of the part is the same
+(node, type, key), else the part itself.
 `p_header` reads only the header, so that a resent batch the bridge already
 has is acknowledged without unpacking its points again.
 """
@@ -181,14 +183,17 @@ def _p_head(data: bytes) -> tuple[str, int, int, bool, int] | None:
     return epoch, seq, first, resent, u.tell()
 
 
-Part = tuple[str, int, bytes]  # (node, points, packed array of that node's point maps)
+# (node, points, packed array of that node's point maps, a packed array holding at least
+# the latest map of each (node, type, key) in them: the last map alone when they all
+# share one, else the same array)
+Part = tuple[str, int, bytes, bytes]
 
 
 def decode_points(data: bytes) -> tuple[Any, ...]:
     """`decode_frame` for the bridge: P frames come back split by node, as raw bytes.
 
-    Returns ("P", epoch, seq, first, resent, [(node, points, packed maps)]) or
-    what `decode_frame` returns for the other kinds. The maps are checked as
+    Returns ("P", epoch, seq, first, resent, [Part]) or what `decode_frame`
+    returns for the other kinds. The maps are checked as
     strictly as `points_from_maps` checks them (it names the problem when they
     are not well-formed); no `Point` is built. A one-node batch of the usual
     shape is checked on its bytes (`edgert.bus.shape`) and forwarded as is.
@@ -198,7 +203,10 @@ def decode_points(data: bytes) -> tuple[Any, ...]:
         epoch, seq, first, resent, at = head
         fast = one_node(data, at)
         if fast is not None:
-            return ("P", epoch, seq, first, resent, [(fast[0], fast[1], data[at:])])
+            node, n, last = fast
+            packed = data[at:]
+            latest = b"\x91" + data[last:] if last >= 0 else packed
+            return ("P", epoch, seq, first, resent, [(node, n, packed, latest)])
     obj = _unpack(data)
     kind = obj[0]
     try:
@@ -207,15 +215,13 @@ def decode_points(data: bytes) -> tuple[Any, ...]:
             nodes = _split_nodes(maps)
             if len(nodes) == 1:
                 ((node, ms),) = nodes.items()
-                return ("P", epoch, seq, first, resent, [(node, len(ms), _maps_part(data, obj))])
-            return (
-                "P",
-                epoch,
-                seq,
-                first,
-                resent,
-                [(node, len(ms), _PACK(ms)) for node, ms in nodes.items()],
-            )
+                packed = _maps_part(data, obj)
+                return ("P", epoch, seq, first, resent, [(node, len(ms), packed, packed)])
+            parts = []
+            for node, ms in nodes.items():
+                packed = _PACK(ms)
+                parts.append((node, len(ms), packed, packed))
+            return ("P", epoch, seq, first, resent, parts)
         return _other(kind, obj)
     except BadBatch as e:
         raise BadFrame(f"frame {kind!r}: {e}") from None

@@ -77,8 +77,10 @@ class Inbox:
         return accepts(last, seq, first)
 
     def take(self, ident: bytes, epoch: str, seq: int, first: int, parts: int) -> Slot | None:
-        """A P frame came: its slot when it is next from its sender (else None, counted).
-        Either way the sender is owed an ack."""
+        """A P frame came: its slot when it is next from its sender (else None, counted,
+        and the sender is acked again: it may have lost an ack). A batch taken is acked
+        once it is safe (`safe`), not before: an ack that moves nothing costs the
+        sender a wake-up."""
         sender = self.senders.get(epoch)
         if sender is None:
             last = self.last_seq(epoch)
@@ -86,8 +88,8 @@ class Inbox:
             if len(self.senders) > KEEP_SENDERS:
                 self._forget()
         sender.ident = ident
-        self.acks_due.add(epoch)
         if not accepts(sender.accepted, seq, first):
+            self.acks_due.add(epoch)
             if seq <= sender.accepted:
                 self.duplicates += 1
             else:
@@ -97,8 +99,8 @@ class Inbox:
         sender.dirty = True
         slot = Slot(seq, parts)
         sender.open.append(slot)
-        if parts == 0:
-            sender.advance()
+        if parts == 0 and sender.advance():
+            self.acks_due.add(epoch)
         return slot
 
     def safe(self, epoch: str, slot: Slot) -> None:

@@ -61,6 +61,45 @@ __all__ = ["Outbox", "Command"]
 log = logging.getLogger("edgert.bus")
 
 _PACK = msgpack.Packer(use_bin_type=True).pack
+HEADS_MAX = 4096  # packed (node, type, key) prefixes kept per outbox; then it starts over
+_U64_LO, _U64_END = 1 << 32, 1 << 64  # msgpack packs these times as uint64; done by hand
+_NO_ORIGIN = b"\xa6origin\xa0"
+
+
+def pack_points(points: list[Point], heads: dict[tuple[str, str, str], bytes]) -> list[bytes]:
+    """Each point as a packed map, the bytes msgpack makes of `p.to_map()`, made faster:
+    the part up to the value is packed once per (node, type, key) and kept in `heads`,
+    the time (nanoseconds: a uint64) is packed by hand."""
+    out = []
+    append, get, pack, lo, end = out.append, heads.get, _PACK, _U64_LO, _U64_END
+    for p in points:
+        head = get((p.node, p.type, p.key))
+        if head is None:
+            head = _head(p, heads)
+        t = p.time
+        o = p.origin
+        append(
+            head
+            + pack(p.value)
+            + (
+                b"\xa4time\xcf" + t.to_bytes(8, "big")
+                if type(t) is int and lo <= t < end
+                else b"\xa4time" + pack(t)
+            )
+            + (_NO_ORIGIN if o == "" else b"\xa6origin" + pack(o))
+        )
+    return out
+
+
+def _head(p: Point, heads: dict[tuple[str, str, str], bytes]) -> bytes:
+    if len(heads) >= HEADS_MAX:
+        heads.clear()
+    head = heads[(p.node, p.type, p.key)] = (
+        (b"\x86\xa4node" + _PACK(p.node) + b"\xa4type" + _PACK(p.type) + b"\xa3key")
+        + _PACK(p.key)
+        + b"\xa5value"
+    )
+    return head
 
 
 @dataclass(slots=True)
@@ -95,6 +134,7 @@ class Outbox:
         self.linger = linger  # seconds a lone point waits for company before it is sent
         self.max_linger = max(linger, max_linger)  # ... at most, when acks are slow
         self._pending: list[bytes] = []  # packed point maps, not sealed into a batch yet
+        self._heads: dict[tuple[str, str, str], bytes] = {}  # for pack_points
         self._seal_at: float | None = None  # when the pending points are sealed into a batch
         self._unacked: deque[tuple[int, bytes, int]] = deque()
         self._flight: deque[tuple[int, int, float]] = deque()  # (seq, points, sent at), unacked
@@ -131,8 +171,9 @@ class Outbox:
     def publish(self, points: list[Point]) -> None:
         pending = self._pending
         ring = self._ring
+        heads = self._heads
         if len(points) == 1:  # the common case, kept short
-            b = _PACK(points[0].to_map())
+            (b,) = pack_points(points, heads)
             if ring is not None:
                 try:
                     stored = ring.append(b, 1)
@@ -143,7 +184,7 @@ class Outbox:
                     self._store([b])  # no room: drop the oldest first
             pending.append(b)
         else:
-            packed = [_PACK(p.to_map()) for p in points]
+            packed = pack_points(points, heads)
             if ring is not None:
                 self._store(packed)
             pending.extend(packed)

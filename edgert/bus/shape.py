@@ -4,10 +4,12 @@ Nearly every batch on the bus is what `Outbox` packs from `Point`s: one node,
 the six keys in their order, short names, numeric (or short ASCII) values,
 no or short ASCII origins. `one_node(data, start)` recognises that shape on
 the packed bytes at `data[start:]` with one compiled regular expression, and
-returns `(node, points)`; then the bridge forwards those bytes as they are.
-When every map has the same node, type and key (a driver's one signal), the
-bytes before each value are matched as the first map's, a literal, faster
-still (a pattern compiled per such prefix, `SAME_MAX` of them at most).
+returns `(node, points, last)`; then the bridge forwards those bytes as they
+are. When every map has the same node, type and key (a driver's one signal),
+the bytes before each value are matched as the first map's, a literal, faster
+still (a pattern compiled per such prefix, `SAME_MAX` of them at most), and
+`last` is the offset of the last map (the signal's latest value, all the
+bridge's table of latest values needs); otherwise `last` is -1.
 
 It is a shortcut, never a second codec: anything it does not recognise
 (strings that are not short ASCII, long names, other key orders, several
@@ -82,8 +84,10 @@ def _same(head: bytes) -> re.Pattern[bytes] | None:
     return pattern
 
 
-def one_node(data: bytes, start: int = 0) -> tuple[str, int] | None:
-    """(node, points) when `data[start:]` is a one-node batch of the common shape, else None."""
+def one_node(data: bytes, start: int = 0) -> tuple[str, int, int] | None:
+    """(node, points, last) when `data[start:]` is a one-node batch of the common shape,
+    else None; `last` is the offset in `data` of the last map when every map has the
+    same node, type and key, else -1."""
     head = data[start] if start < len(data) else 0
     if 0x91 <= head <= 0x9F:
         count, body = head & 0x0F, start + 1
@@ -100,17 +104,20 @@ def one_node(data: bytes, start: int = 0) -> tuple[str, int] | None:
         return None
     head = first.group()
     same = _same(head)
-    if same is None or same.fullmatch(data, body) is None:
-        if _BATCH.fullmatch(data, body) is None:
-            return None
+    uniform = same is not None and same.fullmatch(data, body) is not None
+    if not uniform and _BATCH.fullmatch(data, body) is None:
+        return None
     u = msgpack.Unpacker(max_buffer_size=len(data))  # the default buffer is a megabyte
     u.feed(memoryview(data)[body:])
     skip = u.skip
     try:
-        for _ in range(count):
+        for _ in range(count - 1):
             skip()
+        last = u.tell()
+        skip()
     except msgpack.OutOfData:
         return None  # fewer maps than the header says
     if u.tell() != len(data) - body:
         return None  # more maps than the header says
-    return head[7 : 7 + (head[6] - 0xA0)].decode("ascii"), count
+    node = head[7 : 7 + (head[6] - 0xA0)].decode("ascii")
+    return node, count, body + last if uniform else -1

@@ -19,64 +19,93 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import click
 
-from edgert.config import NatsSection, load
+from edgert.config import GatewayConfig, NatsSection, load
 
 __all__ = ["fleet"]
 
 
-def _nats(
-    config: str | None,
-    url: str | None,
-    user: str | None,
-    password: str | None,
-    token: str | None,
-    creds: str | None,
-) -> NatsSection:
-    if url is None:
-        from edgert.cli.locate import config_path
+@dataclass(frozen=True)
+class _Where:
+    """Where the NATS system is: `--nats URL` and the credentials options, or else the
+    `[nats]` section of the local config (`--config`)."""
 
-        section = load(config_path(config)).nats
-    else:
-        section = NatsSection(url=url)
-    over = {"user": user, "password": password, "token": token, "creds": creds}
-    section = replace(section, **{k: v for k, v in over.items() if v is not None})
-    section.check()
-    return section
+    config: str | None
+    url: str | None
+    user: str | None
+    password: str | None
+    token: str | None
+    creds: str | None
+
+    def resolve(self) -> tuple[NatsSection, GatewayConfig | None]:
+        """The `[nats]` to connect with, and the local config when it came from there
+        (read once, for whatever else the command takes from it)."""
+        local = None
+        if self.url is None:
+            from edgert.cli.locate import config_path
+
+            local = load(config_path(self.config))
+            section = local.nats
+        else:
+            section = NatsSection(url=self.url)
+        over = {
+            "user": self.user,
+            "password": self.password,
+            "token": self.token,
+            "creds": self.creds,
+        }
+        section = replace(section, **{k: v for k, v in over.items() if v is not None})
+        section.check()
+        return section, local
 
 
 def _nats_options(timeout: float = 2.0, what: str = "Seconds to wait.") -> Any:
+    """The options of every `fleet` command; the command gets them as one `_Where`
+    (its first argument), then `timeout`, `as_json` and its own."""
+
     def decorate(f: Any) -> Any:
-        return _with_options(f, timeout, what)
+        @functools.wraps(f)
+        def command(
+            *,
+            url: str | None,
+            user: str | None,
+            password: str | None,
+            token: str | None,
+            creds: str | None,
+            config: str | None,
+            **rest: Any,
+        ) -> Any:
+            return f(_Where(config, url, user, password, token, creds), **rest)
+
+        for opt in reversed(_options(timeout, what)):
+            command = opt(command)
+        return command
 
     return decorate
 
 
-def _with_options(f: Any, timeout: float, what: str) -> Any:
-    for opt in reversed(
-        [
-            click.option("--nats", "url", metavar="URL", help="A NATS server (default: [nats])."),
-            click.option("--user", help="NATS user (with --password)."),
-            click.option("--password", help="NATS password."),
-            click.option("--token", help="NATS token."),
-            click.option("--creds", type=click.Path(dir_okay=False), help="NATS credentials file."),
-            click.option(
-                "--config",
-                "config",
-                type=click.Path(dir_okay=False),
-                help="The config whose [nats] to use (default /etc/edgert/gateway.toml).",
-            ),
-            click.option("--timeout", default=timeout, show_default=True, help=what),
-            click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table."),
-        ]
-    ):
-        f = opt(f)
-    return f
+def _options(timeout: float, what: str) -> list[Any]:
+    return [
+        click.option("--nats", "url", metavar="URL", help="A NATS server (default: [nats])."),
+        click.option("--user", help="NATS user (with --password)."),
+        click.option("--password", help="NATS password."),
+        click.option("--token", help="NATS token."),
+        click.option("--creds", type=click.Path(dir_okay=False), help="NATS credentials file."),
+        click.option(
+            "--config",
+            "config",
+            type=click.Path(dir_okay=False),
+            help="The config whose [nats] to use (default /etc/edgert/gateway.toml).",
+        ),
+        click.option("--timeout", default=timeout, show_default=True, help=what),
+        click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table."),
+    ]
 
 
 async def _connect(section: NatsSection, timeout: float) -> Any:
@@ -105,12 +134,22 @@ async def collect(section: NatsSection, timeout: float) -> list[dict[str, Any]]:
 
     nc = await _connect(section, timeout)
     try:
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox)
-        await nc.publish(f"$SRV.STATS.{SERVICE_NAME}", b"", reply=inbox)
-        out: list[dict[str, Any]] = []
-        deadline = asyncio.get_running_loop().time() + timeout
-        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        return await _answers(nc, f"$SRV.STATS.{SERVICE_NAME}", timeout)
+    finally:
+        await nc.close()
+
+
+async def _answers(nc: Any, subject: str, timeout: float) -> list[Any]:
+    """The answers to one request on `subject` from every responder, as JSON, until
+    `timeout`; an answer that is not JSON is left out."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    try:
+        await nc.publish(subject, b"", reply=inbox)
+        out: list[Any] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (left := deadline - loop.time()) > 0:
             try:
                 msg = await sub.next_msg(timeout=left)
             except Exception:  # noqa: BLE001 - nats-py's TimeoutError: the time is up
@@ -121,7 +160,7 @@ async def collect(section: NatsSection, timeout: float) -> list[dict[str, Any]]:
                 continue
         return out
     finally:
-        await nc.close()
+        await sub.unsubscribe()
 
 
 def gateway_line(stats: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
@@ -147,7 +186,7 @@ def gateway_line(stats: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
 
 
 def _table(lines: list[dict[str, Any]]) -> str:
-    from edgert.supervisor.control import _age
+    from edgert.table import age
 
     rows = [("GATEWAY", "VERSION", "UPTIME", "ACTORS", "BUFFERED", "DROPPED", "REVISION")]
     for g in lines:
@@ -155,7 +194,7 @@ def _table(lines: list[dict[str, Any]]) -> str:
             (
                 str(g["gateway"]),
                 str(g["version"]),
-                "-" if g["uptime"] is None else _age(g["uptime"]),
+                "-" if g["uptime"] is None else age(g["uptime"]),
                 ", ".join(f"{n} {s}" for s, n in g["actors"].items()) or "-",
                 str(g["buffered"] if g["buffered"] is not None else "-"),
                 str(g["dropped"] if g["dropped"] is not None else "-"),
@@ -183,17 +222,12 @@ def fleet() -> None:
 @fleet.command("ls")
 @_nats_options()
 def ls(
-    url: str | None,
-    user: str | None,
-    password: str | None,
-    token: str | None,
-    creds: str | None,
-    config: str | None,
+    where: _Where,
     timeout: float,
     as_json: bool,
 ) -> None:
     """List every gateway that answers within --timeout (one request to all)."""
-    section = _nats(config, url, user, password, token, creds)
+    section, _ = where.resolve()
     answers = asyncio.run(collect(section, timeout))
     now = dt.datetime.now(dt.UTC)
     lines = sorted((gateway_line(a, now) for a in answers), key=lambda g: str(g["gateway"]))
@@ -208,12 +242,7 @@ def ls(
 @click.option("--prefix", help="The gateways' subject prefix (default: [nats] prefix, edgert).")
 @click.argument("gateway")
 def status(
-    url: str | None,
-    user: str | None,
-    password: str | None,
-    token: str | None,
-    creds: str | None,
-    config: str | None,
+    where: _Where,
     timeout: float,
     as_json: bool,
     prefix: str | None,
@@ -222,7 +251,7 @@ def status(
     """Show GATEWAY's status table, asked through NATS."""
     from edgert.control import format_status
 
-    section = _nats(config, url, user, password, token, creds)
+    section, _ = where.resolve()
     subject = f"{prefix or section.prefix}.{gateway}.svc.status"
 
     async def ask() -> Any:
@@ -263,12 +292,7 @@ def status(
 @click.argument("gateways", nargs=-1)
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
 def push(
-    url: str | None,
-    user: str | None,
-    password: str | None,
-    token: str | None,
-    creds: str | None,
-    config: str | None,
+    where: _Where,
     timeout: float,
     as_json: bool,
     to_all: bool,
@@ -304,9 +328,9 @@ def push(
     text = Path(file).read_text()
     if not no_check:
         check_desired(text, file, gateways[0] if gateways else "gw")
-    section = _nats(config, url, user, password, token, creds)
+    section, local = where.resolve()
     if bucket is None:
-        bucket = _local_bucket(config) if url is None else "edgert-config"
+        bucket = local.fleet.bucket if local is not None else "edgert-config"
     results = asyncio.run(push_and_wait(section, bucket, list(gateways), text, timeout))
     if as_json:
         click.echo(json.dumps(results, indent=2))
@@ -324,15 +348,9 @@ def push(
 
 def check_desired(text: str, file: str, gateway: str) -> None:
     """Validate a desired config as a gateway with no other local sections would."""
-    from edgert.config import overlay
+    from edgert.config import loads, overlay
 
-    overlay(f'[gateway]\nid = "{gateway}"\n', text, "(push)", file)
-
-
-def _local_bucket(config: str | None) -> str:
-    from edgert.cli.locate import config_path
-
-    return load(config_path(config)).fleet.bucket
+    overlay(loads(f'[gateway]\nid = "{gateway}"\n', "(push)"), text, file)
 
 
 async def push_and_wait(
@@ -352,7 +370,7 @@ async def push_and_wait(
         if not gateways:
             gateways = sorted(await _answering(nc, f"$SRV.PING.{SERVICE_NAME}", min(timeout, 2.0)))
         js = nc.jetstream()
-        desired = await bucket(js, bucket_name)
+        desired = await bucket(js, bucket_name, allow_direct=True)  # gateways read by direct get
         applied = await bucket(js, APPLIED_BUCKET)
         watcher = await applied.watch(">")  # before the puts: no report is missed
         try:
@@ -386,22 +404,10 @@ async def push_and_wait(
 async def _answering(nc: Any, subject: str, timeout: float) -> set[str]:
     """The managed gateways (`[fleet] enabled`) answering one request on `subject`
     within `timeout`: their ids."""
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
-    await nc.publish(subject, b"", reply=inbox)
     out: set[str] = set()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (left := deadline - loop.time()) > 0:
-        try:
-            msg = await sub.next_msg(timeout=left)
-        except Exception:  # noqa: BLE001 - nats-py's TimeoutError: the time is up
-            break
-        try:
-            meta = json.loads(msg.data).get("metadata") or {}
-        except (ValueError, AttributeError):
-            continue
-        if isinstance(meta.get("gateway"), str) and meta.get("managed") == "true":
-            out.add(meta["gateway"])
-    await sub.unsubscribe()
+    for a in await _answers(nc, subject, timeout):
+        meta = (a.get("metadata") if isinstance(a, dict) else None) or {}
+        if isinstance(meta, dict) and isinstance(meta.get("gateway"), str):
+            if meta.get("managed") == "true":
+                out.add(meta["gateway"])
     return out

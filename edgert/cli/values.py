@@ -60,23 +60,6 @@ def latest_points(
         raise click.ClickException(f"a malformed answer from the bridge: {e}") from None
 
 
-def age(seconds: float) -> str:
-    """How long ago, for people: 0.4s, 12s, 3m05s, 2h10m, 3d4h; a point from the
-    future (a clock set back since) is shown with a minus."""
-    if seconds < 0:
-        return "-" + age(-seconds)
-    s = int(seconds)
-    if s < 10:
-        return f"{seconds:.1f}s"
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 172800:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600}h"
-
-
 @click.command()
 @click.argument("node", required=False)
 @click.option("--config", type=click.Path(dir_okay=False), help="The gateway's config file.")
@@ -108,7 +91,7 @@ def values(node: str | None, config: str | None, runtime_dir: str | None, as_jso
         what = f"node {node!r}" if node else "any node"
         click.echo(f"no values yet for {what} (none published since the bridge started)")
         return
-    from edgert.table import is_tty, render
+    from edgert.table import age, is_tty, render
 
     rows = [
         (

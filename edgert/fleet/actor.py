@@ -5,7 +5,9 @@ config never cuts the gateway off from the fleet that manages it), on one NATS
 connection of its own:
 
 - the micro service (`service.py`: discovery, `svc.status`, `svc.reload`);
-- the watch on key `<id>` of the desired-config bucket. Each new revision is
+- the watch on key `<id>` of the desired-config bucket (a consumer filtered to
+  that key, `kv.KeyWatch`, and direct gets: nothing a gateway's own NATS user
+  may not do). Each new revision is
   validated as `edgert check` does (the local file overlaid with it, then the
   preflight) and refused if broken; else it is kept as pending in the data
   directory (`store.py`) and the supervisor reloads (the control socket, as
@@ -32,13 +34,12 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from ..actor import Actor, Status, Stop
-from ..config import ConfigError, FleetSection, NatsSection, overlay
+from ..config import ConfigError, FleetSection, NatsSection, load, overlay
 from ..context import Context
-from .kv import APPLIED_BUCKET, bucket
+from .kv import APPLIED_BUCKET, KeyWatch, Revision, bucket
 from .local import control_request
 from .service import RELOAD_TIMEOUT, FleetService, connections
 from .store import Desired, Outcome, Store, now_text
@@ -175,31 +176,29 @@ class _Run:
 
     async def watch(self, nc: Any) -> None:
         """Offer every new revision of key `<id>`; retry (never fail) while the bucket or
-        JetStream is not there."""
-        import nats.errors
+        JetStream is not there. Only the key's own subject is used (`KeyWatch`, and a
+        direct get after `BACKSTOP` quiet seconds), so a gateway's NATS user needs no
+        rights on the other keys."""
         from nats.js.errors import KeyNotFoundError
 
         js = nc.jetstream()
         backoff = self.cfg.backoff_min
         while True:
+            watcher: KeyWatch | None = None
             try:
                 kv = await bucket(js, self.cfg.fleet.bucket)
-                watcher = await kv.watch(self.gw)
-                try:
-                    self._watch_ok()
-                    while True:
-                        entry = None
-                        try:
-                            entry = await watcher.updates(timeout=BACKSTOP)
-                        except nats.errors.TimeoutError:
-                            with contextlib.suppress(KeyNotFoundError):  # deleted, or never put
-                                entry = await kv.get(self.gw)
-                        if entry is not None:
-                            self.offer(entry.revision, entry.value, entry.operation)
-                        backoff = self.cfg.backoff_min
-                finally:
-                    with contextlib.suppress(Exception):
-                        await watcher.stop()
+                watcher = KeyWatch(nc, self.cfg.fleet.bucket, self.gw)
+                await watcher.start()
+                self._watch_ok()
+                while True:
+                    entry = await watcher.next(BACKSTOP)
+                    if entry is None:  # a quiet while: read the key itself
+                        with contextlib.suppress(KeyNotFoundError):  # deleted, or never put
+                            e = await kv.get(self.gw)
+                            entry = Revision(e.revision, e.value or b"", e.operation)
+                    if entry is not None:
+                        self.offer(entry.revision, entry.value, entry.operation)
+                    backoff = self.cfg.backoff_min
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - no JetStream, no bucket, no rights: retry
@@ -208,8 +207,11 @@ class _Run:
                     self.log.warning("cannot watch KV %s: %s", self.cfg.fleet.bucket, why)
                     self.watch_error = why
                     self._report()
-                await asyncio.sleep(backoff)
-                backoff = min(5.0, backoff * 2)
+            finally:
+                if watcher is not None:
+                    await watcher.stop()
+            await asyncio.sleep(backoff)
+            backoff = min(5.0, backoff * 2)
 
     def _watch_ok(self) -> None:
         if self.watch_error:
@@ -305,12 +307,8 @@ class _Run:
         `run` would fail on here; raise ConfigError."""
         from ..preflight import preflight
 
-        path = self.cfg.config_path
-        try:
-            local = Path(path).read_text()
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
-        cfg = overlay(local, d.toml, path, d.where(self.cfg.fleet.bucket, self.gw))
+        local = load(self.cfg.config_path)
+        cfg = overlay(local, d.toml, d.where(self.cfg.fleet.bucket, self.gw))
         errors = [f.message for f in preflight(cfg) if f.level == "error"]
         if errors:
             raise ConfigError("; ".join(errors))

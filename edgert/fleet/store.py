@@ -1,8 +1,8 @@
 """The desired config a fleet-managed gateway runs, kept in its data directory.
 
-Three small JSON files under `<data_dir>/fleet/`, each written whole (a
-temporary file, fsync, rename) with mode 0600, since a config may carry
-credentials:
+Three small JSON files under `<data_dir>/fleet/`, each written whole
+(`edgert.files.write_private_atomic`: a temporary file, fsync, rename) with
+mode 0600, since a config may carry credentials:
 
 - `applied.json`: the last config from the KV bucket that was applied and
   healthy: `{"revision", "toml", "time"}`. A gateway that boots without NATS
@@ -28,6 +28,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from ..files import write_private_atomic
 
 __all__ = ["Desired", "Outcome", "Store", "now_text"]
 
@@ -152,20 +154,7 @@ class Store:
 
     def _write(self, name: str, data: dict[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = self.dir / f"{name}.json"
-        tmp = path.with_name(f".{name}.json.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(fd, 0o600)  # an older file left with a looser mode
-            f.write(json.dumps(data).encode())
-            f.flush()
-            os.fsync(fd)
-        os.replace(tmp, path)
-        dfd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_private_atomic(self.dir / f"{name}.json", json.dumps(data).encode())
 
     def _remove(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):

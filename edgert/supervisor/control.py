@@ -80,33 +80,27 @@ def answer(sock: zmq.Socket, who: bytes, reply: dict[str, Any]) -> None:
         pass
 
 
-def _age(seconds: float) -> str:
-    s = int(seconds)
-    if s < 120:
-        return f"{seconds:.1f}s" if seconds < 10 else f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-
-
 def now_note(actor: dict[str, Any]) -> str:
     """What an actor says of its present state, from the figures it reports: its own
     note (`ctx.report(now=...)`), the NATS link (bridge), what it waits for, a closed
     port (Modbus), drops."""
+    from ..table import age
+
     s = actor.get("stats") or {}
     notes = [f"DUPLICATE ID: also {s['duplicate_id']}"] if s.get("duplicate_id") else []
     notes += [str(s["now"])] if s.get("now") else []
     if s.get("nats"):
         notes.append(f"nats {s['nats']}")
     if s.get("clock") == "unsynchronized":
-        notes.append("clock unsynchronized")
+        held = f", holding {s.get('clock_held', 0)} points" if s.get("clock_holding") else ""
+        notes.append(f"clock unsynchronized{held}")
     if s.get("waiting"):
         notes.append(f"waiting: {s['waiting']}")
     if s.get("port") not in (None, "open"):
         notes.append(f"port {s['port']}: {s.get('port_error') or '?'}")
     if actor.get("state") == "failed":
         retry = actor.get("retry_in")
-        notes.append("given up" if retry is None else f"retry in {_age(retry)}")
+        notes.append("given up" if retry is None else f"retry in {age(retry)}")
     if actor.get("dropped"):
         notes.append(f"dropped {actor['dropped']}")
     if actor.get("lost_at_stop"):
@@ -119,7 +113,7 @@ def format_status(status: dict[str, Any], tty: bool = False, width: int | None =
     terminal fitted to its width, the NOW and LAST_ERROR columns wrapping, states in
     colour, and under the table a warning for a duplicate gateway id or an
     unsynchronized clock; otherwise one line per actor, nothing cut."""
-    from ..table import STATE_STYLES, render
+    from ..table import STATE_STYLES, age, render
 
     headers = (
         "NAME",
@@ -143,7 +137,7 @@ def format_status(status: dict[str, Any], tty: bool = False, width: int | None =
                 str(a["pid"] or "-"),
                 a["state"],
                 str(a["restarts"]),
-                _age(a["uptime"]) if a["uptime"] else "-",
+                age(a["uptime"]) if a["uptime"] else "-",
                 str(a["points_out"]),
                 str(a["buffered"]),
                 now_note(a),

@@ -98,7 +98,6 @@ class Child:
     kill_at: float | None = None
     hung: bool = False
     points_base: int = 0  # points published by earlier runs of this child
-    lost_at_stop: int = 0  # points its runs could not hand over when they stopped
     retiring: bool = False  # stopped by a reload: replaced by `successor`, or removed
     successor: ChildSpec | None = None
 
@@ -129,7 +128,7 @@ class Supervisor:
         config_revision: int | None = None,
         fork_zygote: bool = False,
     ) -> None:
-        self._losses_path = losses_path  # lost_at_stop per actor, kept across restarts
+        self._losses_path = losses_path  # lost_at_stop per actor name, kept across restarts
         self._notifier = notifier or Notifier({})
         self.section = policy
         self.policy = Policy.of(policy)
@@ -165,15 +164,10 @@ class Supervisor:
         if waker is not None:
             waker.wake()
 
-    def _child(self, cs: ChildSpec) -> Child:
-        c = Child(cs)
-        c.lost_at_stop = self._losses.get(c.name, 0)
-        return c
-
     def run(self) -> None:
         """Run and supervise the children until stopped; raise GroupFailed on a teardown."""
         self._losses = load_losses(self._losses_path)
-        self._children = [self._child(cs) for cs in self._specs]
+        self._children = [Child(cs) for cs in self._specs]
         self._failure: GroupFailed | None = None
         self._shutting_down = False
         self._next_status = 0.0
@@ -400,9 +394,8 @@ class Supervisor:
         proc = c.proc
         c.points_base += int(c.stats.get("points_out", 0) or 0)
         if proc.lost_at_stop:
-            c.lost_at_stop += proc.lost_at_stop
             log.warning("%s: %d points lost at stop (not acknowledged)", c.name, proc.lost_at_stop)
-            self._losses[c.name] = c.lost_at_stop
+            self._losses[c.name] = self._losses.get(c.name, 0) + proc.lost_at_stop
             save_losses(self._losses_path, self._losses)
         c.stats = {k: v for k, v in c.stats.items() if k != "points_out"}
         c.proc = None
@@ -530,7 +523,7 @@ class Supervisor:
             elif c.name in changes.changed:
                 self._retire_later(c, changes.changed[c.name], now)
         for cs in changes.added:
-            c = self._child(cs)
+            c = Child(cs)
             self._children.append(c)
             self._start(c, now)
         names = changes.names()
@@ -557,8 +550,7 @@ class Supervisor:
             log.info("%s: removed", c.name)
             _discard_outbox(c)
             return
-        fresh = Child(c.successor)
-        fresh.lost_at_stop = c.lost_at_stop  # the count is the actor's, not its config's
+        fresh = Child(c.successor)  # its lost_at_stop is the actor's: kept by name
         self._children[i] = fresh
         self._start(fresh, now)
 
@@ -579,7 +571,7 @@ class Supervisor:
                 "points_out": c.points_base + int(s.get("points_out", 0) or 0),
                 "buffered": int(s.get("buffered", 0) or 0),
                 "dropped": int(s.get("dropped", 0) or 0),
-                "lost_at_stop": c.lost_at_stop,
+                "lost_at_stop": self._losses.get(c.name, 0),
                 "critical": c.cs.critical,
                 "stats": s,
             }

@@ -2,18 +2,20 @@
 
 The supervisor counts, per actor, the points a driver could not hand over when
 it stopped (`lost_at_stop`). Those counts are kept in a small JSON file in the
-data directory, rewritten whole (a new file renamed over the old one, mode
-0600) each time one grows, which is rare, and read back when the gateway
-starts, so a restart does not make a loss disappear from status. A file that
-cannot be read or written is logged, never fatal: counting goes on in memory.
+data directory, rewritten whole (`edgert.files.write_private_atomic`: a new
+file renamed over the old one, mode 0600) each time one grows, which is rare,
+and read back when the gateway starts, so a restart does not make a loss
+disappear from status. A file that cannot be read or written is logged, never
+fatal: counting goes on in memory.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
+
+from ..files import write_private_atomic
 
 __all__ = ["load_losses", "save_losses"]
 
@@ -35,17 +37,10 @@ def load_losses(path: str | Path | None) -> dict[str, int]:
 
 
 def save_losses(path: str | Path | None, lost_at_stop: dict[str, int]) -> None:
-    """Write the counts: to a new file, then renamed over the old one."""
+    """Write the counts, whole (`write_private_atomic`); an error is logged, not raised."""
     if path is None:
         return
-    p = Path(path)
-    tmp = p.with_name(p.name + ".new")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"lost_at_stop": lost_at_stop}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
+        write_private_atomic(path, json.dumps({"lost_at_stop": lost_at_stop}).encode())
     except OSError as e:
-        log.warning("cannot save loss counts to %s: %s", p, e)
+        log.warning("cannot save loss counts to %s: %s", path, e)
