@@ -152,9 +152,15 @@ def _reader(reg: RegisterConfig, index: int) -> _Reader:
 
 
 def plan_device(
-    index: int, dev: DeviceConfig, default_interval: float, first: float
+    index: int,
+    dev: DeviceConfig,
+    default_interval: float,
+    first: float,
+    phase: float = 0.0,
+    spread: float = math.inf,
 ) -> list[Block]:
-    """The blocks that poll device number `index`, all first due at `first`."""
+    """The blocks that poll device number `index`, first due at `first`, or `phase`
+    (0 to 1) of the way into their first interval (of at most `spread` seconds)."""
     groups: dict[tuple[str, float], list[RegisterConfig]] = {}
     for r in dev.register:
         interval = r.poll_interval or dev.poll_interval or default_interval
@@ -168,7 +174,8 @@ def plan_device(
         )
         gap = -1 if dev.one_request_per_register else dev.max_gap  # -1: only the same address
         for start, count, members in merge(regs, limit, gap):
+            at = first + phase * min(interval, spread)
             blocks.append(
-                Block(index, table, start, count, members, interval, first, base=dev.base(table))
+                Block(index, table, start, count, members, interval, at, base=dev.base(table))
             )
     return blocks

@@ -9,7 +9,9 @@ TCP connection) never overlap, while a slow device delays only its own line.
 There is no thread: every line's socket or port is registered in one epoll
 set whose descriptor (`fd`) the driver watches beside its inbox.
 
-`next_wake()` says when there is work again; `step()` does what is due
+`next_wake()` says when there is work again (the lines' wake times are kept
+in a heap, so a loop turn costs the same with 5 connections or 500);
+`step()` does what is due
 (opens a line, sends a request, gives up on an answer past its deadline);
 `readable()` takes the answers that came; `write(points)` checks a whole
 command, then writes it, waiting (only) for the lines it writes to; `close()`
@@ -32,10 +34,21 @@ Exception 6 (busy) is asked again after `busy_retry_wait`, up to
 when its exception changes, and counted every time. When a line cannot keep
 up, of the reads due the one done longest ago goes first, so every device
 loses poll slots alike.
+
+On a network the connections' polls are spread over the first interval (at
+most `SPREAD` seconds) in `PHASES` steps: 500 devices polled every second are
+asked 10 at a time every 20 ms, not all 500 at once (the last of such a burst
+would start late by its length), nor each alone (the answers that come
+together are taken in one loop turn and their points leave in one batch). A poll is counted `late` when its request goes out more than
+`LATE` of its interval after its slot (100 ms at 1 s); slots passed over are
+counted in `skipped`; `polls` counts the polls of the grid (not probes of
+offline devices, retries or read-backs), so `late / polls` is the share late.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import math
 import random
@@ -65,6 +78,9 @@ __all__ = ["Poller", "Line", "Request"]
 
 REPORT_EVERY = 0.5  # seconds between updates of the driver's figures in `edgert status`
 NEVER = math.inf
+SPREAD = 1.0  # seconds over which the first polls of a network's connections are spread
+PHASES = 50  # ... in this many steps: polls due together share a loop turn and a batch
+LATE = 0.1  # a poll sent more than this share of its interval after its slot is late
 
 
 class Request:
@@ -111,6 +127,7 @@ class Line:
         self.reopen_at = now
         self.connect_by = now  # a connection being made fails at this time
         self.wake = now
+        self.queued = NEVER  # the wake time last put on the poller's heap
         self._backoff = self.cfg.reopen_min
         self._healthy = False  # an exchange succeeded since the port was opened
         self.port_error = ""
@@ -132,6 +149,10 @@ class Line:
         else:
             block, when = self._next_block()
             self.wake = when if block is not None else NEVER
+        if self.wake != self.queued:
+            self.queued = self.wake
+            if self.wake != NEVER:
+                self.poller._queue(self)
         return self.wake
 
     def step(self, now: float) -> None:
@@ -157,6 +178,8 @@ class Line:
         if block is not None and when <= now:
             block.read_at = now
             dev = self.poller.devices[block.device]
+            if dev.online is not False and block.extra is None:  # a poll of the grid
+                self.poller.count_poll(block, now)
             attempts = 1 if dev.online is False else 1 + self.cfg.retries  # a probe: once
             self.req = req = Request(dev, block.request, attempts, now, block)
             if req.send_at <= now:
@@ -329,24 +352,29 @@ class Line:
             dev.set_online(True)
             t_mono = time.monotonic()
             filters = dev.filters
+            name = dev.name
             for reg, value in block.values(items):
                 f = filters[reg.name]
-                if f.wants(value, t_mono):
+                if f.always:
+                    out.append(_point(name, reg.name, value, t_ns))
+                elif f.wants(value, t_mono):
                     f.sent(value, t_mono)
-                    out.append(_point(dev.name, reg.name, value, t_ns))
+                    out.append(_point(name, reg.name, value, t_ns))
         out += dev.status_points(t_ns)
         if out:
             self.poller.ctx.publish(out)
         if dev.cfg.close_connection_after_poll and self.transport is not None:
             now = time.monotonic()
             if not any(b.device == dev.index and b.next_at <= now for b in self.blocks):
-                self._hang_up(now)
+                # open again when the next read is due, not at once: in between, the
+                # device's one connection is free for another client
+                self._hang_up(max(now, min(b.next_at for b in self.blocks)))
 
-    def _hang_up(self, now: float) -> None:
+    def _hang_up(self, reopen_at: float) -> None:
         """Close the connection on purpose (a device that serves one client at a time):
-        it is opened again when next needed, with no backoff."""
+        it is opened again at `reopen_at` (when next needed), with no backoff."""
         self.close()
-        self.reopen_at = now
+        self.reopen_at = reopen_at
         self._hung_up = True
 
     def _not_answering(self, dev: DeviceState, e: ModbusError) -> None:
@@ -460,7 +488,11 @@ class Poller:
         now = time.monotonic()
         self.devices = [DeviceState(i, d) for i, d in enumerate(cfg.device)]
         self.by_name = {d.name: d for d in self.devices}
-        self.stats = {"requests": 0, "opens": 0, "open_failures": 0, "port_errors": 0}
+        self.stats = {
+            "requests": 0, "polls": 0, "late": 0, "opens": 0, "open_failures": 0, "port_errors": 0,
+        }  # fmt: skip
+        self._heap: list[tuple[float, int, Line]] = []
+        self._seq = itertools.count()
         self._epoll = select.epoll()
         self.fd = self._epoll.fileno()
         self._by_fd: dict[int, Line] = {}
@@ -471,27 +503,57 @@ class Poller:
             groups[None if cfg.serial else (cfg.host or "", cfg.tcp_port)] = []
         self.lines = [Line(self, address, devs) for address, devs in groups.items()]
         self.line_of: dict[int, Line] = {}
-        for line in self.lines:
+        n = len(self.lines)
+        for i, line in enumerate(self.lines):
+            phase = (i * PHASES // n) / PHASES
             for dev in line.devices:
                 self.line_of[dev.index] = line
-                line.blocks += plan_device(dev.index, dev.cfg, cfg.poll_interval, now)
+                line.blocks += plan_device(
+                    dev.index, dev.cfg, cfg.poll_interval, now, phase=phase, spread=SPREAD
+                )
+            line.rewake()
         self._report_at = 0.0
 
     # -- the loop's questions ---------------------------------------------------------
     def next_wake(self) -> float:
         """Monotonic time when `step` has work next."""
-        wake = min(line.wake for line in self.lines)
+        heap = self._heap
+        while heap and heap[0][2].queued != heap[0][0]:
+            heapq.heappop(heap)  # that line's wake moved since
+        wake = heap[0][0] if heap else NEVER
         return min(wake, self._report_at)  # figures stay fresh when nothing is due
 
     def step(self) -> None:
         """Whatever is due on each line; the figures when it is time."""
         now = time.monotonic()
-        for line in self.lines:
-            if line.wake <= now:
-                line.step(now)
-                line.rewake()
+        heap = self._heap
+        due = []
+        while heap and heap[0][0] <= now:
+            t, _n, line = heapq.heappop(heap)
+            if line.queued == t:  # else stale: the line is on the heap at its newer time
+                line.queued = NEVER
+                due.append(line)
+        for line in due:  # each once, as its step may make it due again at once
+            line.step(now)
+            line.rewake()
         if now >= self._report_at:
             self._report(now)
+
+    def count_poll(self, block: Block, now: float) -> None:
+        """A poll of `block`'s grid starts at `now`: counted, and counted late when its
+        request goes out more than `LATE` of its interval after its slot."""
+        stats = self.stats
+        stats["polls"] += 1
+        period = block.period
+        behind = now - block.due
+        if behind > LATE * period:
+            if behind >= period:  # slots were missed (counted as skipped): from the newest
+                behind %= period
+            if behind > LATE * period:
+                stats["late"] += 1
+
+    def _queue(self, line: Line) -> None:
+        heapq.heappush(self._heap, (line.queued, next(self._seq), line))
 
     def readable(self) -> None:
         """Take the answers (and stray bytes) that came on any line."""

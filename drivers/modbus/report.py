@@ -25,10 +25,11 @@ _UNSENT = object()
 class ValueFilter:
     """Remembers the last value sent for one register."""
 
-    __slots__ = ("reg", "last", "sent_at")
+    __slots__ = ("reg", "always", "last", "sent_at")
 
     def __init__(self, reg: RegisterConfig) -> None:
         self.reg = reg
+        self.always = reg.report == "always"  # every value goes: nothing to remember
         self.last: object = _UNSENT
         self.sent_at = 0.0
 

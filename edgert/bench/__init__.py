@@ -89,12 +89,41 @@ def _format(name: str, res: dict[str, Any]) -> str:
     show_default=True,
     help="How many gateways the fleet suite runs.",
 )
+@click.option(
+    "--modbus-devices",
+    type=click.IntRange(min=1, max=60000),
+    default=500,
+    show_default=True,
+    help="How many Modbus TCP devices (30 registers each, every second) the modbus suite polls.",
+)
+@click.option(
+    "--modbus-latency",
+    default="0,20",
+    show_default=True,
+    help="The simulated devices' answer delays in ms, comma separated: one run each.",
+)
+@click.option(
+    "--modbus-seconds",
+    type=click.FloatRange(min=1),
+    default=20.0,
+    show_default=True,
+    help="The measuring window of each modbus scale run.",
+)
+@click.option(
+    "--modbus-scale-only",
+    is_flag=True,
+    help="In the modbus suite, run only the many-devices runs (no serial line, no profile).",
+)
 @click.argument("named", nargs=-1, type=click.Choice(list(SUITES)))
 def bench(
     as_json: bool,
     suites: tuple[str, ...],
     outage_seconds: float,
     gateways: int,
+    modbus_devices: int,
+    modbus_latency: str,
+    modbus_seconds: float,
+    modbus_scale_only: bool,
     named: tuple[str, ...],
 ) -> None:
     """Measure the point path, restarts and memory on this machine.
@@ -112,9 +141,23 @@ def bench(
       edgert bench --suite outage --outage-seconds 10
       edgert bench --json > bench.json
       edgert bench fleet --gateways 20
+      edgert bench modbus --modbus-scale-only --modbus-devices 100 --modbus-latency 20
     """
     logging.getLogger("edgert").setLevel(logging.CRITICAL)  # restarts are the point here
-    options = {"down": outage_seconds, "gateways": gateways}
+    try:
+        latency = tuple(float(x) for x in modbus_latency.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(
+            "ms, comma separated: 0,20", param_hint="--modbus-latency"
+        ) from None
+    options = {
+        "down": outage_seconds,
+        "gateways": gateways,
+        "modbus_devices": modbus_devices,
+        "modbus_latency": latency,
+        "modbus_seconds": modbus_seconds,
+        "modbus_scale_only": modbus_scale_only,
+    }
     results: dict[str, Any] = {}
     chosen = list(dict.fromkeys(suites + named)) or [s for s in SUITES if s not in OPT_IN]
     for name in chosen:

@@ -42,8 +42,10 @@ How children are owned (no PID reuse races, no orphans):
 
 The protocol on the zygote's `SOCK_SEQPACKET` socket is msgpack: the zygote
 says `["ready", {module: error}]` once preloaded; the supervisor sends
-`["spawn", pickled ActorSpec]` with the child's end of its link attached
-(SCM_RIGHTS) and gets `["started", pid]` or `["error", text]`.
+`["spawn", size]` with the child's end of its link and a memfd holding the
+pickled ActorSpec attached (SCM_RIGHTS: a datagram holds ~200 kB, and a
+driver's config can be megabytes, e.g. 500 Modbus devices of 30 registers)
+and gets `["started", pid]` or `["error", text]`.
 """
 
 from __future__ import annotations
@@ -208,11 +210,17 @@ class Zygote:
         """Fork an actor process that runs `spec_bytes` with `link_fd` as its link; its pid."""
         if self._sock is None:
             raise ZygoteError("the zygote is not running")
+        spec_fd = os.memfd_create("edgert-spec", os.MFD_CLOEXEC)
         try:
-            socket.send_fds(self._sock, [msgpack.packb(["spawn", spec_bytes])], [link_fd])
+            with open(spec_fd, "wb", closefd=False) as f:
+                f.write(spec_bytes)
+            msg = msgpack.packb(["spawn", len(spec_bytes)])
+            socket.send_fds(self._sock, [msg], [link_fd, spec_fd])
         except OSError as e:
             self.close()
             raise ZygoteError(f"the zygote is gone: {e}") from e
+        finally:
+            os.close(spec_fd)
         kind, data = self._recv(self.spawn_timeout)
         if kind != "started":
             raise ZygoteError(f"the zygote could not fork: {data}")
@@ -329,15 +337,18 @@ def serve(args: dict[str, Any]) -> None:
     sock.sendall(msgpack.packb(["ready", failed]))
     while True:
         try:
-            data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1)
+            data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 2)
         except InterruptedError:
             continue
         if not data:
             os._exit(0)
         try:
-            kind, spec_bytes = msgpack.unpackb(data, raw=False)
-            if kind != "spawn" or len(fds) != 1:
+            kind, size = msgpack.unpackb(data, raw=False)
+            if kind != "spawn" or len(fds) != 2:
                 raise ValueError(f"bad request {kind!r} with {len(fds)} fds")
+            spec_bytes = os.pread(fds[1], size, 0)  # the offset is the writer's: read at 0
+            if len(spec_bytes) != size:
+                raise ValueError(f"the spec has {len(spec_bytes)} of its {size} bytes")
             reply = ["started", _fork(sock, spec_bytes, fds[0], supervisor)]
         except Exception as e:  # noqa: BLE001 - the supervisor gets the reason
             reply = ["error", f"{type(e).__name__}: {e}"]
