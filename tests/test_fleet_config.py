@@ -38,6 +38,9 @@ from edgert.testing.nats import NatsProcess, Subscriber, free_port, request
 
 GEN = sim_driver("gen", "n", rate=20.0)
 GEN2 = sim_driver("gen2", "level", "sine", rate=5.0)
+# A push that is rolled back waits out the whole health_timeout: where the test expects
+# rollbacks, a shorter one (still ample for a good config: running 1 s after a reload).
+ROLLBACK_HEALTH = 8.0
 
 
 def local(url: str, health: float = 20.0, **supervisor_keys: object) -> str:
@@ -202,10 +205,10 @@ def test_a_valid_push_is_applied_with_unchanged_drivers_kept_and_reported_everyw
 
 
 def test_broken_pushes_are_refused_or_rolled_back_while_points_keep_flowing(
-    managed, short_dir: Path
+    nats_server: NatsProcess, make_config, short_dir: Path
 ) -> None:
-    srv, path = managed
-    cfg = load(path)
+    srv = nats_server
+    cfg = make_config(local(srv.url, health=ROLLBACK_HEALTH), gateway_id="gw1")
     want = short_dir / "want.toml"
     with Subscriber(srv.url, "edgert.gw1.p.gen") as sub, running_gateway(cfg):
         gen = wait_for(lambda: healthy(cfg, "gen"), 30, "gateway up")["by_name"]["gen"]["pid"]
@@ -322,7 +325,7 @@ def test_a_driver_given_up_on_before_the_push_and_left_alone_does_not_roll_it_ba
     """A dead meter must not block every later push (the fix for it included)."""
     bad = fault_driver("bad", mode="crash")
     with NatsProcess(short_dir / "nats") as srv:
-        cfg = make_config(local(srv.url, intensity=1) + bad, gateway_id="gw1")
+        cfg = make_config(local(srv.url, ROLLBACK_HEALTH, intensity=1) + bad, gateway_id="gw1")
         with running_gateway(cfg):
             wait_for(lambda: healthy(cfg, "gen"), 30, "gateway up")
             wait_for(lambda: status(cfg)["by_name"]["bad"]["state"] == "failed", 30, "bad failed")

@@ -6,10 +6,11 @@
 `with` block and stops it after; `status(config)` asks it over its control
 socket; `descendants(pid)` lists a process tree from /proc.
 
-`FaultActor` publishes a counter and then, after `after` seconds, does what
-`mode` says: `crash` (raises), `exit` (returns cleanly), `hang` (stops coming
-back to `receive`, so its heartbeats stop), `segfault` (kills itself with
-SIGSEGV), `group` (raises inside an asyncio task group) or `run` (nothing: runs until stopped). Use it as
+`FaultActor` publishes a counter (`batch` values `rate` times a second) and
+then, after `after` seconds, does what `mode` says: `crash` (raises), `exit`
+(returns cleanly), `hang` (stops coming back to `receive`, so its heartbeats
+stop), `segfault` (kills itself with SIGSEGV), `group` (raises inside an
+asyncio task group) or `run` (nothing: runs until stopped). Use it as
 `type = "edgert.testing:FaultActor"`.
 """
 
@@ -173,6 +174,7 @@ class FaultConfig:
     mode: Literal["run", "crash", "exit", "hang", "segfault", "group"] = "run"
     after: float = field(default=0.0, metadata={"min": 0})
     rate: float = field(default=20.0, metadata={"gt": 0})
+    batch: int = field(default=1, metadata={"min": 1})  # counter values published a tick
     ignore_stop: bool = False  # keep running after stop (tests the SIGKILL path)
     spawn_child: bool = False  # start a `sleep` subprocess (tests process-group kills)
     start_delay: float = field(default=0.0, metadata={"min": 0})  # a slow start (imports)
@@ -220,8 +222,8 @@ class FaultActor(Actor):
             if fault_at is not None and now >= fault_at:
                 self._fault(cfg.mode)
             if now >= next_pub:
-                ctx.publish(Point(ctx.name, "count", "0", n))
-                n += 1
+                ctx.publish([Point(ctx.name, "count", "0", n + i) for i in range(cfg.batch)])
+                n += cfg.batch
                 next_pub += 1.0 / cfg.rate
 
     @staticmethod
