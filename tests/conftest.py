@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from edgert.config import GatewayConfig, loads
+from edgert.config import GatewayConfig
+from edgert.testing.configs import gateway_config
 from edgert.testing.nats import NatsProcess
 
 pytest_plugins = ["edgert.testing.fixtures"]
@@ -60,16 +61,15 @@ def short_dir() -> Iterator[Path]:
 
 @pytest.fixture
 def make_config(short_dir: Path) -> Callable[..., GatewayConfig]:
-    """Build a GatewayConfig from TOML for everything but [gateway], in a fresh directory."""
+    """Build a GatewayConfig from TOML for everything but [gateway], in a fresh directory.
 
-    def make(body: str, gateway_id: str = "gw", write: bool = False) -> GatewayConfig:
-        text = (
-            f'[gateway]\nid = "{gateway_id}"\nruntime_dir = "{short_dir}/run"\n'
-            f'data_dir = "{short_dir}/data"\n\n{body}'
-        )
-        path = short_dir / "gw.toml"
-        path.write_text(text)
-        return loads(text, str(path))
+    `make_config(body, gateway_id="gw1", subdir="gw1")` puts that gateway's file,
+    run and data directories in `short_dir/subdir`, so one test can run several.
+    The pieces of `body` most tests repeat are in `edgert.testing.configs`.
+    """
+
+    def make(body: str, gateway_id: str = "gw", subdir: str | None = None) -> GatewayConfig:
+        return gateway_config(short_dir / subdir if subdir else short_dir, body, gateway_id)
 
     return make
 

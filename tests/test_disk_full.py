@@ -24,6 +24,7 @@ GATEWAY = """
 [supervisor]
 backoff_min = 0.1
 backoff_max = 0.5
+shutdown_timeout = 1.0  # nothing is acked: a stopping driver's drain waits it out
 [nats]
 url = "nats://127.0.0.1:{port}"
 spool_max_bytes = 100000000
@@ -32,7 +33,8 @@ spool_max_bytes = 100000000
 name = "gen"
 type = "edgert.testing:FaultActor"
 mode = "run"
-rate = 5000.0
+rate = 500.0
+batch = 100  # 50,000 points/s: the outbox (100,000 points) fills, and drops, in seconds
 """
 
 
@@ -64,7 +66,7 @@ def read_only(short_dir: Path) -> Iterator[Path]:
 def test_a_full_disk_is_reported_and_held_without_a_crash_loop(make_config, small_disk) -> None:
     # Most of the room taken first: the compressed spool would take minutes
     # to fill 2 MB on a loaded machine.
-    fill(small_disk, 256 * 1024)
+    fill(small_disk, 128 * 1024)
     cfg = make_config(GATEWAY.format(port=free_port()))
     with running_gateway(cfg):
         b = wait_for(
@@ -97,7 +99,7 @@ def fill(disk: Path, leave: int) -> Path:
 
 
 def test_room_on_the_disk_again_clears_the_fault(make_config, small_disk) -> None:
-    ballast = fill(small_disk, 256 * 1024)
+    ballast = fill(small_disk, 128 * 1024)
     cfg = make_config(GATEWAY.format(port=free_port()))
     with running_gateway(cfg):
         b = wait_for(

@@ -20,46 +20,17 @@ from pathlib import Path
 import pytest
 
 from edgert import __version__
-from edgert.config import GatewayConfig, load
+from edgert.config import GatewayConfig
 from edgert.testing import running_gateway, status, wait_for
+from edgert.testing.configs import nats_section, sim_driver, supervisor
 from edgert.testing.nats import NatsProcess, request
 
-GATEWAY = """
-[gateway]
-id = "{id}"
-runtime_dir = "{dir}/run"
-data_dir = "{dir}/data"
-
-[supervisor]
-backoff_min = 0.1
-backoff_max = 0.5
-
-[nats]
-url = "{url}"
-
-[[driver]]
-name = "gen"
-type = "sim"
-[[driver.signal]]
-name = "temp"
-shape = "sine"
-rate = 5.0
-"""
-
-EXTRA = """
-[[driver]]
-name = "gen2"
-type = "sim"
-[[driver.signal]]
-name = "level"
-shape = "sine"
-rate = 5.0
-"""
+EXTRA = sim_driver("gen2", "level", "sine", rate=5.0)
 
 
-def write(path: Path, gw: str, url: str, extra: str = "") -> GatewayConfig:
-    path.write_text(GATEWAY.format(id=gw, dir=path.parent, url=url) + extra)
-    return load(str(path))
+def gateway(make_config, gw: str, url: str) -> GatewayConfig:
+    body = supervisor() + nats_section(url) + sim_driver("gen", "temp", "sine", rate=5.0)
+    return make_config(body, gateway_id=gw, subdir=gw)
 
 
 def up(cfg: GatewayConfig, *names: str) -> bool:
@@ -70,16 +41,15 @@ def up(cfg: GatewayConfig, *names: str) -> bool:
 
 
 @pytest.fixture
-def fleet(short_dir: Path) -> Iterator[tuple[NatsProcess, list[GatewayConfig]]]:
-    with NatsProcess(short_dir / "nats") as srv:
-        cfgs = []
-        for gw in ("gw1", "gw2"):
-            (short_dir / gw).mkdir()
-            cfgs.append(write(short_dir / gw / "gw.toml", gw, srv.url))
-        with running_gateway(cfgs[0]), running_gateway(cfgs[1]):
-            for cfg in cfgs:
-                wait_for(lambda cfg=cfg: up(cfg, "gen"), 20, f"{cfg.gateway.id} up")
-            yield srv, cfgs
+def fleet(
+    nats_server: NatsProcess, make_config
+) -> Iterator[tuple[NatsProcess, list[GatewayConfig]]]:
+    srv = nats_server
+    cfgs = [gateway(make_config, gw, srv.url) for gw in ("gw1", "gw2")]
+    with running_gateway(cfgs[0]), running_gateway(cfgs[1]):
+        for cfg in cfgs:
+            wait_for(lambda cfg=cfg: up(cfg, "gen"), 20, f"{cfg.gateway.id} up")
+        yield srv, cfgs
 
 
 def gather(url: str, subject: str, timeout: float = 1.0) -> list[dict]:
@@ -149,7 +119,7 @@ def test_reload_over_nats_keeps_unchanged_drivers_and_refuses_a_broken_file(flee
     srv, cfgs = fleet
     cfg = cfgs[0]
     gen_pid = status(cfg)["by_name"]["gen"]["pid"]
-    write(Path(cfg.path), "gw1", srv.url, EXTRA)
+    Path(cfg.path).write_text(Path(cfg.path).read_text() + EXTRA)
     reply = json.loads(request(srv.url, "edgert.gw1.svc.reload", b"", timeout=30).data)
     assert reply["ok"] is True and reply["error"] is None
     # gen2's node is a new route: the bridge restarts with it, and still answers
@@ -202,12 +172,9 @@ def test_fleet_ls_and_status_from_the_command_line(fleet) -> None:
     assert bad.returncode == 1 and "'nosuch' did not answer" in bad.stderr
 
 
-def test_a_stopped_gateway_is_absent_from_ls_not_an_error(short_dir: Path) -> None:
+def test_a_stopped_gateway_is_absent_from_ls_not_an_error(short_dir: Path, make_config) -> None:
     with NatsProcess(short_dir / "nats") as srv:
-        cfgs = []
-        for gw in ("gw1", "gw2"):
-            (short_dir / gw).mkdir()
-            cfgs.append(write(short_dir / gw / "gw.toml", gw, srv.url))
+        cfgs = [gateway(make_config, gw, srv.url) for gw in ("gw1", "gw2")]
         with running_gateway(cfgs[0]):
             wait_for(lambda: up(cfgs[0], "gen"), 20, "gw1 up")
             with running_gateway(cfgs[1]):
@@ -222,11 +189,10 @@ def test_a_stopped_gateway_is_absent_from_ls_not_an_error(short_dir: Path) -> No
 
 
 def test_the_service_appears_when_nats_comes_up_and_again_after_a_restart(
-    short_dir: Path,
+    short_dir: Path, make_config
 ) -> None:
     srv = NatsProcess(short_dir / "nats")
-    (short_dir / "gw1").mkdir()
-    cfg = write(short_dir / "gw1" / "gw.toml", "gw1", srv.url)
+    cfg = gateway(make_config, "gw1", srv.url)
     try:
         with running_gateway(cfg):
             wait_for(lambda: status(cfg)["by_name"]["gen"]["state"] == "running", 20, "gen up")

@@ -18,7 +18,6 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,53 +26,27 @@ from edgert.config import ConfigError, load, loads, overlay
 from edgert.fleet.actor import judge
 from edgert.fleet.store import Desired, Store
 from edgert.testing import running_gateway, status, wait_for
+from edgert.testing.configs import (
+    fault_driver,
+    gateway_toml,
+    keys,
+    nats_section,
+    sim_driver,
+    supervisor,
+)
 from edgert.testing.nats import NatsProcess, Subscriber, free_port, request
 
-LOCAL = """
-[gateway]
-id = "gw1"
-runtime_dir = "{dir}/run"
-data_dir = "{dir}/data"
+GEN = sim_driver("gen", "n", rate=20.0)
+GEN2 = sim_driver("gen2", "level", "sine", rate=5.0)
+# A push that is rolled back waits out the whole health_timeout: where the test expects
+# rollbacks, a shorter one (still ample for a good config: running 1 s after a reload).
+ROLLBACK_HEALTH = 8.0
 
-[supervisor]
-backoff_min = 0.1
-backoff_max = 0.5
 
-[nats]
-url = "{url}"
-
-[fleet]
-enabled = true
-health_timeout = {health}
-
-[[driver]]
-name = "gen"
-type = "sim"
-[[driver.signal]]
-name = "n"
-shape = "counter"
-rate = 20.0
-"""
-
-GEN = """
-[[driver]]
-name = "gen"
-type = "sim"
-[[driver.signal]]
-name = "n"
-shape = "counter"
-rate = 20.0
-"""
-
-GEN2 = """
-[[driver]]
-name = "gen2"
-type = "sim"
-[[driver.signal]]
-name = "level"
-shape = "sine"
-rate = 5.0
-"""
+def local(url: str, health: float = 20.0, **supervisor_keys: object) -> str:
+    """The local file of gateway gw1, managed, but for its [gateway] table."""
+    fleet = "\n[fleet]\n" + keys(enabled=True, health_timeout=health)
+    return supervisor(**supervisor_keys) + nats_section(url) + fleet + GEN
 
 
 def cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
@@ -97,12 +70,9 @@ def healthy(cfg, *names: str) -> dict | None:
 
 
 @pytest.fixture
-def managed(short_dir: Path) -> Iterator[tuple[NatsProcess, Path]]:
+def managed(nats_server: NatsProcess, make_config) -> tuple[NatsProcess, Path]:
     """A nats-server, and the local file of gateway gw1 (managed) using it."""
-    with NatsProcess(short_dir / "nats") as srv:
-        path = short_dir / "gw.toml"
-        path.write_text(LOCAL.format(dir=short_dir, url=srv.url, health=20.0))
-        yield srv, path
+    return nats_server, Path(make_config(local(nats_server.url), gateway_id="gw1").path)
 
 
 # -- the pieces, without processes -----------------------------------------------------
@@ -112,26 +82,26 @@ def test_overlay_takes_every_section_but_gateway_and_fleet_from_the_desired_conf
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "gw.toml"
-    path.write_text(LOCAL.format(dir=tmp_path, url="nats://127.0.0.1:4222", health=10.0))
-    local = load(path)
+    path.write_text(gateway_toml(tmp_path, local("nats://127.0.0.1:4222", 10.0), "gw1"))
+    mine = load(path)
     path.unlink()  # the overlay reads the local file no more: `load` did
     desired = '[gateway]\nid = "other"\n[fleet]\nenabled = false\n[nats]\nurl = "nats://h:1"\n'
-    cfg = overlay(local, desired + GEN + GEN2, "KV rev 3")
+    cfg = overlay(mine, desired + GEN + GEN2, "KV rev 3")
     assert cfg.gateway.id == "gw1" and cfg.fleet.enabled  # the local file's, always
     assert cfg.nats.url == "nats://h:1"
     assert [d.name for d in cfg.drivers] == ["gen", "gen2"]
     assert cfg.supervisor.backoff_max == 0.5  # a section left out stays the local file's
     assert cfg.path == f"{path} + KV rev 3"
-    assert overlay(local, "driver = []\n", "KV").drivers == []
-    assert local.nats.url == "nats://127.0.0.1:4222" and len(local.drivers) == 1  # untouched
+    assert overlay(mine, "driver = []\n", "KV").drivers == []
+    assert mine.nats.url == "nats://127.0.0.1:4222" and len(mine.drivers) == 1  # untouched
     with pytest.raises(ConfigError, match=r"KV rev 3: unknown table or key 'drivers'"):
-        overlay(local, "[[drivers]]\n", "KV rev 3")
+        overlay(mine, "[[drivers]]\n", "KV rev 3")
     with pytest.raises(
         ConfigError, match=r"^KV: \[\[driver\]\] 'x': key 'type'.*driver type 'nope'"
     ):
-        overlay(local, '[[driver]]\nname = "x"\ntype = "nope"\n', "KV")
+        overlay(mine, '[[driver]]\nname = "x"\ntype = "nope"\n', "KV")
     with pytest.raises(ConfigError, match=r"gw.toml \+ KV: \[fleet\] key 'enabled': .* needs NATS"):
-        overlay(local, "[nats]\nenabled = false\n", "KV")  # checks across sections: both named
+        overlay(mine, "[nats]\nenabled = false\n", "KV")  # checks across sections: both named
 
 
 def test_fleet_section_is_validated() -> None:
@@ -244,10 +214,10 @@ def test_a_valid_push_is_applied_with_unchanged_drivers_kept_and_reported_everyw
 
 
 def test_broken_pushes_are_refused_or_rolled_back_while_points_keep_flowing(
-    managed, short_dir: Path
+    nats_server: NatsProcess, make_config, short_dir: Path
 ) -> None:
-    srv, path = managed
-    cfg = load(path)
+    srv = nats_server
+    cfg = make_config(local(srv.url, health=ROLLBACK_HEALTH), gateway_id="gw1")
     want = short_dir / "want.toml"
     with Subscriber(srv.url, "edgert.gw1.p.gen") as sub, running_gateway(cfg):
         gen = wait_for(lambda: healthy(cfg, "gen"), 30, "gateway up")["by_name"]["gen"]["pid"]
@@ -359,15 +329,12 @@ def test_a_push_after_a_nats_restart_is_still_applied(managed, short_dir: Path) 
 
 
 def test_a_driver_given_up_on_before_the_push_and_left_alone_does_not_roll_it_back(
-    short_dir: Path,
+    short_dir: Path, make_config
 ) -> None:
     """A dead meter must not block every later push (the fix for it included)."""
-    bad = '[[driver]]\nname = "bad"\ntype = "edgert.testing:FaultActor"\nmode = "crash"\n'
+    bad = fault_driver("bad", mode="crash")
     with NatsProcess(short_dir / "nats") as srv:
-        path = short_dir / "gw.toml"
-        local = LOCAL.format(dir=short_dir, url=srv.url, health=20.0) + bad
-        path.write_text(local.replace("backoff_max = 0.5", "backoff_max = 0.5\nintensity = 1"))
-        cfg = load(path)
+        cfg = make_config(local(srv.url, ROLLBACK_HEALTH, intensity=1) + bad, gateway_id="gw1")
         with running_gateway(cfg):
             wait_for(lambda: healthy(cfg, "gen"), 30, "gateway up")
             wait_for(lambda: status(cfg)["by_name"]["bad"]["state"] == "failed", 30, "bad failed")

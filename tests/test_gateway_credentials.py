@@ -25,39 +25,14 @@ from typing import Any
 
 import pytest
 
-from edgert.config import GatewayConfig, load
+from edgert.config import GatewayConfig
 from edgert.fleet.kv import KeyWatch, watch_name
-from edgert.testing import running_gateway, status, wait_for
+from edgert.testing import await_for, running_gateway, status, wait_for
+from edgert.testing.configs import nats_section, sim_driver, supervisor
 from edgert.testing.nats import NatsProcess, decode, request, stream_messages
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "nats-gateway-user.conf.in"
 ADMIN = {"user": "fleet", "password": "fleet-secret"}
-
-GATEWAY = """
-[gateway]
-id = "gw1"
-runtime_dir = "{dir}/run"
-data_dir = "{dir}/data"
-
-[supervisor]
-backoff_min = 0.1
-backoff_max = 0.5
-
-[nats]
-url = "{url}"
-user = "gw1"
-password = "gw1-secret"
-jetstream = true
-stream = "EDGERT_gw1"
-
-[[driver]]
-name = "gen"
-type = "sim"
-[[driver.signal]]
-name = "n"
-shape = "counter"
-rate = 10.0
-"""
 
 
 def user_entry(gateway: str, password: str) -> str:
@@ -111,11 +86,9 @@ async def buckets(url: str) -> None:
         await nc.close()
 
 
-def gateway(short_dir: Path, url: str, extra: str = "") -> GatewayConfig:
-    (short_dir / "gw1").mkdir()
-    path = short_dir / "gw1" / "gw.toml"
-    path.write_text(GATEWAY.format(dir=path.parent, url=url) + extra)
-    return load(str(path))
+def gateway(make_config, url: str, extra: str = "") -> GatewayConfig:
+    nats = nats_section(url, user="gw1", password="gw1-secret", jetstream=True, stream="EDGERT_gw1")
+    return make_config(supervisor() + nats + sim_driver(rate=10.0) + extra, "gw1", subdir="gw1")
 
 
 async def as_gw1(url: str, *attempts: tuple[str, str]) -> list[str]:
@@ -139,18 +112,12 @@ async def as_gw1(url: str, *attempts: tuple[str, str]) -> list[str]:
                 with pytest.raises(nats.errors.TimeoutError):
                     await nc.request(subject, b"{}", timeout=0.5)
             await nc.flush()
-            await wait_until(lambda before=before: len(refusals) > before)
+            await await_for(
+                lambda before=before: len(refusals) > before, 5, f"a refusal of {subject}"
+            )
     finally:
         await nc.close()
     return refusals
-
-
-async def wait_until(cond: Any, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("the server did not refuse")
-        await asyncio.sleep(0.02)
 
 
 async def own_config(url: str) -> tuple[bytes, bytes]:
@@ -176,8 +143,8 @@ async def own_config(url: str) -> tuple[bytes, bytes]:
         await nc.close()
 
 
-def test_a_gateway_works_fully_with_its_own_user(server: NatsProcess, short_dir: Path) -> None:
-    cfg = gateway(short_dir, server.url)
+def test_a_gateway_works_fully_with_its_own_user(server: NatsProcess, make_config) -> None:
+    cfg = gateway(make_config, server.url)
     with running_gateway(cfg):
         wait_for(
             lambda: status(cfg)["by_name"]["bridge"]["stats"].get("nats") == "connected",
@@ -273,10 +240,10 @@ rate = 5.0
 
 
 def test_a_push_reaches_a_gateway_that_has_only_its_own_user(
-    bare_server: NatsProcess, short_dir: Path
+    bare_server: NatsProcess, short_dir: Path, make_config
 ) -> None:
     url = bare_server.url
-    cfg = gateway(short_dir, url, "\n[fleet]\nenabled = true\nhealth_timeout = 20.0\n")
+    cfg = gateway(make_config, url, "\n[fleet]\nenabled = true\nhealth_timeout = 20.0\n")
     with running_gateway(cfg):
         wait_for(
             lambda: status(cfg)["by_name"]["fleet"]["state"] == "running", 20, "the fleet actor"

@@ -20,35 +20,15 @@ import nats
 import pytest
 
 from edgert.bridge.stream import covers, default_stream
-from edgert.config import GatewayConfig, loads
+from edgert.config import GatewayConfig
 from edgert.testing import running_gateway, status, wait_for
+from edgert.testing.configs import sim_driver, supervisor
 from edgert.testing.nats import NatsProcess, Subscriber, decode, stream_messages
 
-SUPERVISOR = """
-[supervisor]
-backoff_min = 0.1
-backoff_max = 0.5
-"""
 
-DRIVER = """
-[[driver]]
-name = "gen"
-type = "sim"
-[[driver.signal]]
-name = "n"
-shape = "counter"
-rate = 100.0
-"""
-
-
-def gateway(root: Path, gw: str, nats_keys: str) -> GatewayConfig:
-    text = (
-        f'[gateway]\nid = "{gw}"\nruntime_dir = "{root}/{gw}/run"\n'
-        f'data_dir = "{root}/{gw}/data"\n{SUPERVISOR}\n[nats]\n{nats_keys}\n{DRIVER}'
-    )
-    path = root / f"{gw}.toml"
-    path.write_text(text)
-    return loads(text, str(path))
+def gateway(make_config, gw: str, nats_keys: str) -> GatewayConfig:
+    body = supervisor() + f"\n[nats]\n{nats_keys}\n" + sim_driver(rate=100.0)
+    return make_config(body, gateway_id=gw, subdir=gw)
 
 
 def counters(url: str, stream: str, gw: str, domain: str | None = None) -> list[int]:
@@ -100,11 +80,11 @@ def test_subject_coverage() -> None:
 
 
 def test_two_gateways_share_one_server_each_in_its_own_stream(
-    nats_server: NatsProcess, short_dir: Path
+    nats_server: NatsProcess, make_config
 ) -> None:
     keys = f'url = "{nats_server.url}"\njetstream = true\n'
-    one = gateway(short_dir, "gw1", keys + "stream_max_bytes = 1048576\nstream_max_age = 3600\n")
-    two = gateway(short_dir, "gw2", keys)
+    one = gateway(make_config, "gw1", keys + "stream_max_bytes = 1048576\nstream_max_age = 3600\n")
+    two = gateway(make_config, "gw2", keys)
     with running_gateway(one), running_gateway(two):
         for gw in ("gw1", "gw2"):
             wait_for(
@@ -124,10 +104,12 @@ def test_two_gateways_share_one_server_each_in_its_own_stream(
 
 
 def test_a_stream_without_the_gateways_subjects_is_one_clear_error(
-    nats_server: NatsProcess, short_dir: Path, capfd: pytest.CaptureFixture[str]
+    nats_server: NatsProcess, make_config, capfd: pytest.CaptureFixture[str]
 ) -> None:
     add_stream(nats_server.url, "PLANT", ["plant.>"])
-    cfg = gateway(short_dir, "gw", f'url = "{nats_server.url}"\njetstream = true\nstream = "PLANT"')
+    cfg = gateway(
+        make_config, "gw", f'url = "{nats_server.url}"\njetstream = true\nstream = "PLANT"'
+    )
     with Subscriber(nats_server.url, "edgert.gw.status") as sub, running_gateway(cfg):
         b = wait_for(
             lambda: (
@@ -162,12 +144,12 @@ def test_a_stream_without_the_gateways_subjects_is_one_clear_error(
 
 
 def test_a_named_stream_is_kept_and_an_old_default_stream_is_used(
-    nats_server: NatsProcess, short_dir: Path
+    nats_server: NatsProcess, make_config
 ) -> None:
     url = nats_server.url
-    named = gateway(short_dir, "gw1", f'url = "{url}"\njetstream = true\nstream = "EDGERT"')
+    named = gateway(make_config, "gw1", f'url = "{url}"\njetstream = true\nstream = "EDGERT"')
     add_stream(url, "OLD", ["edgert.gw2.p.>", "edgert.gw2.status"])  # an earlier version's
-    old = gateway(short_dir, "gw2", f'url = "{url}"\njetstream = true')
+    old = gateway(make_config, "gw2", f'url = "{url}"\njetstream = true')
     with running_gateway(named), running_gateway(old):
         wait_for(lambda: len(counters(url, "EDGERT", "gw1")) >= 50, 30, "gw1 in EDGERT")
         wait_for(lambda: len(counters(url, "OLD", "gw2")) >= 50, 30, "gw2 in its old stream")
@@ -176,10 +158,10 @@ def test_a_named_stream_is_kept_and_an_old_default_stream_is_used(
         stream_config(url, "EDGERT_gw2")
 
 
-def test_a_jetstream_domain_is_used(short_dir: Path) -> None:
+def test_a_jetstream_domain_is_used(short_dir: Path, make_config) -> None:
     with NatsProcess(short_dir / "leaf", jetstream_domain="leaf") as srv:
         cfg = gateway(
-            short_dir, "gw", f'url = "{srv.url}"\njetstream = true\njetstream_domain = "leaf"'
+            make_config, "gw", f'url = "{srv.url}"\njetstream = true\njetstream_domain = "leaf"'
         )
         with running_gateway(cfg):
             wait_for(
@@ -190,7 +172,7 @@ def test_a_jetstream_domain_is_used(short_dir: Path) -> None:
         got = counters(srv.url, "EDGERT_gw", "gw", domain="leaf")
         assert got == list(range(len(got)))
         wrong = gateway(
-            short_dir, "gw2", f'url = "{srv.url}"\njetstream = true\njetstream_domain = "hub"'
+            make_config, "gw2", f'url = "{srv.url}"\njetstream = true\njetstream_domain = "hub"'
         )
         with running_gateway(wrong):
             said = wait_for(

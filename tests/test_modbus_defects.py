@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import socket
 import struct
-import time
 
 import pytest
 
@@ -295,8 +294,8 @@ def test_an_overloaded_bus_skips_slots_fairly(modbus_peer) -> None:
     with run_driver(ModbusDriver, rtu(peer.port, poll_interval=0.1, device=devices)) as run:
         wait_for(lambda: all(run.latest(f"d{u}", "online") for u in units), 10, "all online")
         peer.reset_requests()
-        t0 = time.monotonic()
-        wait_for(lambda: time.monotonic() - t0 > 3.0, 5, "three seconds")
+        # ~75 exchanges in 3 s on an idle machine; counted by exchanges, not seconds, so
+        # a loaded machine makes it slower, not wrong (its pace is the benchmark's matter)
+        wait_for(lambda: sum(peer.requests(unit=u) for u in units) >= 60, 20, "60 exchanges")
         counts = [peer.requests(unit=u) for u in units]
-    assert sum(counts) >= 40, counts
     assert min(counts) >= 0.8 * max(counts), counts  # served first, last: not 2 to 1

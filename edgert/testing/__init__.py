@@ -1,14 +1,16 @@
 """Helpers for testing gateways and drivers, and actors that misbehave on purpose.
 
 `wait_for(condition, timeout)` polls until a condition holds, with a deadline
-(never a fixed sleep); `running_gateway(config)` runs a `Runtime` in a thread
-for the length of a `with` block and stops it after; `status(config)` asks it
-over its control socket; `descendants(pid)` lists a process tree from /proc.
+(never a fixed sleep), and `await_for` does the same inside an event loop;
+`running_gateway(config)` runs a `Runtime` in a thread for the length of a
+`with` block and stops it after; `status(config)` asks it over its control
+socket; `descendants(pid)` lists a process tree from /proc.
 
-`FaultActor` publishes a counter and then, after `after` seconds, does what
-`mode` says: `crash` (raises), `exit` (returns cleanly), `hang` (stops coming
-back to `receive`, so its heartbeats stop), `segfault` (kills itself with
-SIGSEGV), `group` (raises inside an asyncio task group) or `run` (nothing: runs until stopped). Use it as
+`FaultActor` publishes a counter (`batch` values `rate` times a second) and
+then, after `after` seconds, does what `mode` says: `crash` (raises), `exit`
+(returns cleanly), `hang` (stops coming back to `receive`, so its heartbeats
+stop), `segfault` (kills itself with SIGSEGV), `group` (raises inside an
+asyncio task group) or `run` (nothing: runs until stopped). Use it as
 `type = "edgert.testing:FaultActor"`.
 """
 
@@ -21,7 +23,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -35,13 +37,9 @@ from edgert.point import Point
 T = TypeVar("T")
 
 
-def wait_for(
-    condition: Callable[[], T],
-    timeout: float = 10.0,
-    what: str = "condition",
-    interval: float = 0.02,
-) -> T:
-    """Call `condition` until it returns something truthy; return that, or fail at the deadline."""
+def _tries(condition: Callable[[], T], timeout: float, what: str) -> Generator[None, None, T]:
+    """Call `condition` once a step until it returns something truthy (the generator's
+    value), or raise TimeoutError at the deadline; the caller waits between steps."""
     deadline = time.monotonic() + timeout
     last_exc: BaseException | None = None
     while True:
@@ -54,7 +52,39 @@ def wait_for(
         if time.monotonic() >= deadline:
             extra = f" (last error: {last_exc!r})" if last_exc else ""
             raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}{extra}")
+        yield
+
+
+def wait_for(
+    condition: Callable[[], T],
+    timeout: float = 10.0,
+    what: str = "condition",
+    interval: float = 0.02,
+) -> T:
+    """Call `condition` until it returns something truthy; return that, or fail at the deadline."""
+    tries = _tries(condition, timeout, what)
+    while True:
+        try:
+            next(tries)
+        except StopIteration as done:
+            return done.value
         time.sleep(interval)
+
+
+async def await_for(
+    condition: Callable[[], T],
+    timeout: float = 10.0,
+    what: str = "condition",
+    interval: float = 0.02,
+) -> T:
+    """`wait_for` inside an event loop: the loop runs on between tries."""
+    tries = _tries(condition, timeout, what)
+    while True:
+        try:
+            next(tries)
+        except StopIteration as done:
+            return done.value
+        await asyncio.sleep(interval)
 
 
 @contextlib.contextmanager
@@ -144,6 +174,7 @@ class FaultConfig:
     mode: Literal["run", "crash", "exit", "hang", "segfault", "group"] = "run"
     after: float = field(default=0.0, metadata={"min": 0})
     rate: float = field(default=20.0, metadata={"gt": 0})
+    batch: int = field(default=1, metadata={"min": 1})  # counter values published a tick
     ignore_stop: bool = False  # keep running after stop (tests the SIGKILL path)
     spawn_child: bool = False  # start a `sleep` subprocess (tests process-group kills)
     start_delay: float = field(default=0.0, metadata={"min": 0})  # a slow start (imports)
@@ -191,8 +222,8 @@ class FaultActor(Actor):
             if fault_at is not None and now >= fault_at:
                 self._fault(cfg.mode)
             if now >= next_pub:
-                ctx.publish(Point(ctx.name, "count", "0", n))
-                n += 1
+                ctx.publish([Point(ctx.name, "count", "0", n + i) for i in range(cfg.batch)])
+                n += cfg.batch
                 next_pub += 1.0 / cfg.rate
 
     @staticmethod
