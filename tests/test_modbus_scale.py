@@ -101,3 +101,8 @@ def test_a_driver_config_larger_than_a_datagram_starts(no_leftovers) -> None:
             bus = gw.status()["by_name"]["bus"]
             assert bus["state"] == "running"
             assert bus.get("stats", {}).get("connections", 100) == 100
+            # the spec's memfd was read and closed before the fork: no process keeps it
+            for a in gw.status()["actors"]:
+                fds = Path(f"/proc/{a['pid']}/fd")
+                links = [os.readlink(f) for f in fds.iterdir()] if fds.exists() else []
+                assert not [x for x in links if "edgert-spec" in x], (a["name"], links)

@@ -347,6 +347,7 @@ def serve(args: dict[str, Any]) -> None:
             if kind != "spawn" or len(fds) != 2:
                 raise ValueError(f"bad request {kind!r} with {len(fds)} fds")
             spec_bytes = os.pread(fds[1], size, 0)  # the offset is the writer's: read at 0
+            os.close(fds.pop())  # before the fork: no actor keeps the spec's memfd open
             if len(spec_bytes) != size:
                 raise ValueError(f"the spec has {len(spec_bytes)} of its {size} bytes")
             reply = ["started", _fork(sock, spec_bytes, fds[0], supervisor)]
