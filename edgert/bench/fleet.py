@@ -154,8 +154,8 @@ def _measure(
         "every gateway answering the fleet",
         interval=0.5,
     )
-    res["ls"] = _ls(urls, n)
     res["idle"] = _idle(gws, cluster, window)
+    res["ls"] = _ls(urls, n)  # after the idle window: start-up's load has passed
     res["push"] = push_all(ids, urls, d, rate) if pushing else "not built"
     res["node_kill"] = _node_kill(gws, ids, cluster, after_kill)
 

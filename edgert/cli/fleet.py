@@ -1,7 +1,8 @@
 """`edgert fleet`: the gateways on a NATS system, found and asked through NATS.
 
 `ls` sends one `$SRV.STATS.edgert` request (the standard micro protocol) and
-collects the answers until `--timeout`: every gateway answers with its
+collects the answers until none has come for `QUIET` seconds after the last
+one, or `--timeout` passes (with no answer at all): every gateway answers with its
 identity, its start time and, in the status endpoint's `data`, its actor
 states, buffered and dropped counts and applied config revision. A gateway
 that does not answer in time is absent from the list, not an error.
@@ -128,20 +129,24 @@ async def _connect(section: NatsSection, timeout: float) -> Any:
         raise click.ClickException(f"cannot reach NATS at {urls} ({cause})") from None
 
 
+QUIET = 0.5  # seconds with no new answer that end `ls`: the fleet has answered
+
+
 async def collect(section: NatsSection, timeout: float) -> list[dict[str, Any]]:
     """Every `$SRV.STATS.edgert` answer that arrives within `timeout`."""
     from edgert.fleet.service import SERVICE_NAME
 
     nc = await _connect(section, timeout)
     try:
-        return await _answers(nc, f"$SRV.STATS.{SERVICE_NAME}", timeout)
+        return await _answers(nc, f"$SRV.STATS.{SERVICE_NAME}", timeout, quiet=QUIET)
     finally:
         await nc.close()
 
 
-async def _answers(nc: Any, subject: str, timeout: float) -> list[Any]:
+async def _answers(nc: Any, subject: str, timeout: float, quiet: float | None = None) -> list[Any]:
     """The answers to one request on `subject` from every responder, as JSON, until
-    `timeout`; an answer that is not JSON is left out."""
+    `timeout`, or until `quiet` seconds pass with no new answer after one came; an
+    answer that is not JSON is left out."""
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
     try:
@@ -150,6 +155,8 @@ async def _answers(nc: Any, subject: str, timeout: float) -> list[Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (left := deadline - loop.time()) > 0:
+            if quiet is not None and out:
+                left = min(left, quiet)  # the responders have spoken: wait only for stragglers
             try:
                 msg = await sub.next_msg(timeout=left)
             except Exception:  # noqa: BLE001 - nats-py's TimeoutError: the time is up
