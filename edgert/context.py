@@ -17,6 +17,7 @@ The runtime creates one Context per run of an actor and closes it after.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import select
 import time
@@ -237,9 +238,12 @@ class Context(Generic[C]):
         if self._link is not None:
             # awake anyway and the heartbeat due soon: send it now rather than wake
             # for it alone (a driver polling once a second wakes once, not twice)
-            if now >= self._next_hb - self._heartbeat_interval * HB_EARLY:
+            iv = self._heartbeat_interval
+            if now >= self._next_hb - iv * HB_EARLY:
                 self._send_link("hb", self._stats())
-                self._next_hb = now + self._heartbeat_interval
+                # the next on the host's grid of the interval (as `every`'s slots): the
+                # actors' heartbeats reach the supervisor together, in one wake-up
+                self._next_hb = (math.floor((now + iv * HB_EARLY) / iv) + 1) * iv
             waits.append(max(0.0, self._next_hb - now))
         return min(waits) if waits else None
 

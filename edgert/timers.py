@@ -17,6 +17,13 @@ taken; give it to `ctx.until()` as the receive timeout. Then either:
         if tick.due():
             ctx.publish(read())
 
+Slots sit on a grid shared by every process of the host: by default the
+first slot is the newest multiple of `interval` on the monotonic clock (which
+is system-wide), so it has already come and fires at once, and the next ones
+fall on the multiples after it. Actors polling at the same interval therefore
+wake at the same instants, and the bridge takes their batches in one turn
+instead of one turn each. `start=` gives a schedule of its own instead.
+
 The clock is `time.monotonic` (the one `ctx.now()` reads) unless another is
 given; a test passes its own.
 """
@@ -46,7 +53,7 @@ class Every:
             raise ValueError(f"every(): the interval must be a positive number, got {interval!r}")
         self.interval = float(interval)
         self._clock = clock
-        self.start = clock() if start is None else float(start)
+        self.start = _grid(self.interval, clock) if start is None else float(start)
         self.taken = 0  # slots passed so far, fired or skipped
         self.skipped = 0  # slots `due()` passed over because the loop was late
 
@@ -91,12 +98,23 @@ class Every:
         return n
 
 
+def _grid(interval: float, clock: Callable[[], float]) -> float:
+    """The newest multiple of `interval` at or before now on `clock`."""
+    if clock is time.monotonic:  # in integer nanoseconds: no rounding past now
+        step = max(1, round(interval * 1e9))
+        return time.monotonic_ns() // step * step / 1e9
+    now = clock()
+    at = math.floor(now / interval) * interval
+    return at if at <= now else at - interval
+
+
 def every(
     interval: float, *, start: float | None = None, clock: Callable[[], float] = time.monotonic
 ) -> Every:
-    """A timer with a slot every `interval` seconds from `start` (default: now).
+    """A timer with a slot every `interval` seconds from `start` (default: the
+    newest multiple of `interval` on the clock, so the first slot has come).
 
     The first slot is `start` itself: pass `start=ctx.now() + interval` for the
-    first one an interval from now.
+    first one an interval from now (off the shared grid).
     """
     return Every(interval, start=start, clock=clock)

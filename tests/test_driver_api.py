@@ -270,6 +270,32 @@ def test_every_fires_on_a_slot_that_division_would_round_down() -> None:
     assert tick.due() and tick.skipped == 0
 
 
+def test_every_puts_its_slots_on_the_grid_of_its_interval() -> None:
+    """Made at any moment, a timer's slots are the multiples of its interval: the
+    newest one has come (the first poll is now), the next is the following multiple."""
+    clock = FakeClock(100.3)
+    tick = every(0.5, clock=clock)
+    assert tick.start == 100.0 and tick.due() and tick.skipped == 0
+    assert not tick.due() and tick.next == 100.5
+    clock.t = 7.0  # exactly on a multiple: that slot is the first
+    tick = every(0.25, clock=clock)
+    assert tick.start == 7.0 and tick.take() == 1 and tick.next == 7.25
+
+
+def test_every_shares_its_grid_with_the_timers_of_other_processes() -> None:
+    """Timers of one interval made in two processes at different moments fall on the
+    same instants (the monotonic clock is the host's), so their actors wake together."""
+    code = "from edgert import every; print(repr(every(0.25).next))"
+    theirs = float(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    ours = every(0.25)
+    k = round((ours.next - theirs) / 0.25)
+    assert k >= 0 and abs(ours.next - (theirs + k * 0.25)) < 1e-6
+
+
 def test_every_refuses_an_interval_that_is_not_positive() -> None:
     for bad in (0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="interval must be a positive number"):

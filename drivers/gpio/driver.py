@@ -125,8 +125,9 @@ class _Lines:
         self.polled = [ln for ln in cfg.line if ln.is_input and ln.edges == "none"]
         self.values: dict[str, bool] = {}
         self.poll: Every | None = None
-        if self.polled:  # the first poll one interval after the values published at start
-            self.poll = every(cfg.poll_interval, start=ctx.now() + cfg.poll_interval)
+        if self.polled:  # the first poll on the shared grid after the values published at start
+            self.poll = every(cfg.poll_interval)
+            self.poll.taken = 1  # the slot that has come is the start's publish
         self.counts = {"edges": 0, "polls": 0, "polls_skipped": 0, "writes": 0, "refused": 0}
 
     def start(self) -> None:

@@ -2,8 +2,9 @@
 
 Each `[[driver.signal]]` becomes points with node = the driver's name and
 type = the signal's name, `rate` per second. A signal's points fall on a
-schedule from the start time (`every(1 / rate)`), so the rate never drifts and
-each point carries its own slot's time. The driver does not wake once per
+schedule (`every(1 / rate)`, on the grid every actor of the host shares, so
+drivers of one rate wake together), so the rate never drifts and each point
+carries its own slot's time. The driver does not wake once per
 point: it wakes when the next point is due but at most every `WAKE_MIN`
 seconds, and then publishes each point that came due with its own
 `ctx.publish(point)`, as a polling driver does. A late wake-up catches up, so a
@@ -90,9 +91,9 @@ class SimConfig:
 class _Gen:
     """The state of one signal: its schedule and its current value."""
 
-    def __init__(self, sig: Signal, start: float) -> None:
+    def __init__(self, sig: Signal) -> None:
         self.sig = sig
-        self.slots = every(1.0 / sig.rate, start=start)
+        self.slots = every(1.0 / sig.rate)  # on the host's shared grid
         self.counter = 0
         self.held: float | int | None = None
 
@@ -138,7 +139,7 @@ class SimDriver(Actor[SimConfig]):
         self.skipped = 0
         start = ctx.now()
         wall_ns = time.time_ns() - int(start * 1e9)  # monotonic -> wall clock, for point times
-        gens = {s.name: _Gen(s, start) for s in ctx.config.signal}
+        gens = {s.name: _Gen(s) for s in ctx.config.signal}
         woke = -math.inf
         while True:
             wake = min((g.slots.next for g in gens.values()), default=None)

@@ -222,7 +222,10 @@ class Uplink:
         commands = run.commands
         handling: set[asyncio.Task] = set()  # admitted requests, until they are answered
 
+        arrived = asyncio.Event()  # a request came: the lag is worth measuring
+
         async def command(msg: Any) -> None:  # the subscription's own task calls it
+            arrived.set()
             # Called for each queued request in turn without a pause, so the queue
             # drains as fast as it fills. Bounded: requests being handled, requests
             # queued behind them, and how far behind a flood the reading is (a flood
@@ -235,9 +238,12 @@ class Uplink:
                 await commands.refuse_busy(nc, msg)
 
         async def measure_lag() -> None:
-            # a round trip to the server, every LAG_EVERY: its answer comes back behind
-            # every request the server has sent and this connection has not read yet
+            # a round trip to the server, every LAG_EVERY while requests come: its answer
+            # comes back behind every request the server has sent and this connection
+            # has not read yet (none at idle: a quiet gateway does not wake for it)
             while True:
+                await arrived.wait()
+                arrived.clear()
                 commands.probe_out(time.monotonic())
                 try:
                     await nc.flush(timeout=LAG_TIMEOUT)

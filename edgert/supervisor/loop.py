@@ -54,7 +54,10 @@ __all__ = ["Supervisor", "ChildSpec", "GroupFailed"]
 
 log = logging.getLogger("edgert.supervisor")
 
-STATUS_EVERY = 2.0
+STATUS_EVERY = 5.0  # seconds between snapshots pushed to the actors that want them
+# (the bridge's status messages); a change of state is pushed at once
+STATUS_EARLY = 0.25  # awake anyway within this fraction of STATUS_EVERY: push now
+IDLE_TICK = 5.0  # the longest the loop sleeps with nothing due (every deadline is exact)
 
 
 class GroupFailed(Exception):
@@ -306,7 +309,9 @@ class Supervisor:
                 elif c.next_start is not None and now >= c.next_start and not self._shutting_down:
                     self._start(c, now)
             self._graveyard = {g for g in self._graveyard if not reap_group(g)}
-            if now >= self._next_status or self._status_dirty:
+            # awake anyway (the drivers' heartbeats) and the push due soon: push it now
+            # rather than wake for it alone
+            if now >= self._next_status - STATUS_EVERY * STATUS_EARLY or self._status_dirty:
                 self._push_status()
 
     def _notify(self, now: float) -> None:
@@ -333,7 +338,7 @@ class Supervisor:
 
     def _next_timer(self) -> float:
         now = time.monotonic()
-        t = min(now + 1.0, self._next_status)
+        t = min(now + IDLE_TICK, self._next_status)
         wd = self._notifier.next_due
         if wd is not None:
             t = min(t, wd)
