@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import NatsSection
 from .forwarder import Publish
 from .payload import CONTENT_TYPES, messages
+from .status import nats_state
 from .stream import StreamError, ensure_stream
 
 if TYPE_CHECKING:
@@ -115,6 +116,8 @@ class Uplink:
         self.session: Session | None = None
         self.connected = False  # the point session
         self.commands_connected = False  # the command subscription (its own connection)
+        self.commands_error = ""  # why it is down ("" while connecting the first time)
+        self.commands_logged = ""  # the last reason logged for it
         self.server = ""
         self.error = ""
         self.attempts = 0
@@ -186,38 +189,68 @@ class Uplink:
         """Commands, on a NATS connection of their own: a flood of requests queues in
         that connection's socket, never in front of the point session's acks and
         pings, so the points keep flowing and their session holds. Reconnects with
-        the same backoff; says nothing of outages (the point session does)."""
+        the same backoff. Why it is down is kept in `commands_error` (status shows
+        it) and logged once per change, unless the point session already said the
+        same (one outage is one line)."""
         import nats as nats_py
 
         cfg = self.cfg
         backoff = cfg.backoff_min
         opts = nats_options(cfg.nats, name=f"edgert-{cfg.gateway_id}-commands")
         while True:
+            errors: list[BaseException] = []
             closed = asyncio.Event()
 
-            async def on_error(e: Exception) -> None:
-                pass  # the connection's end is what counts, and `closed` says it
+            async def on_error(
+                e: Exception, errors: list[BaseException] = errors, closed: asyncio.Event = closed
+            ) -> None:
+                errors.append(e)
+                if "permissions violation" in str(e).lower():
+                    closed.set()  # the connection stays open, but may not do its one job
 
             async def on_closed(closed: asyncio.Event = closed) -> None:
                 closed.set()
 
             try:
                 nc = await nats_py.connect(**opts, error_cb=on_error, closed_cb=on_closed)
-            except Exception:  # noqa: BLE001 - NATS down or refusing: retry, never fail
+            except Exception as e:  # noqa: BLE001 - NATS down or refusing: retry, never fail
+                self._commands_down(why(e, errors))
                 await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
                 backoff = min(cfg.backoff_max, backoff * 2)
                 continue
-            backoff = cfg.backoff_min
+            pause = backoff
             try:
-                await self._serve_commands(nc, closed)
-            except (OSError, TimeoutError, nats_py.errors.Error):
-                pass  # connection lost: connect again
+                await self._serve_commands(nc, closed, errors)
+                reason = why(errors[-1], []) if errors else "the connection closed"
+            except Refused as e:  # the server took the connection, not the subscription
+                reason = str(e)
+                pause = backoff = min(cfg.backoff_max, backoff * 2)
+            except (OSError, TimeoutError, nats_py.errors.Error) as e:
+                reason = why(e, errors)
+            else:
+                backoff = cfg.backoff_min
             finally:
                 with contextlib.suppress(Exception):
                     await nc.close()
-            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+            self._commands_down(reason)
+            await asyncio.sleep(pause * random.uniform(0.8, 1.2))
 
-    async def _serve_commands(self, nc: Any, closed: asyncio.Event) -> None:
+    def _commands_down(self, reason: str) -> None:
+        """The command connection is down for `reason`: keep it, say it once."""
+        if self.connected and reason != self.commands_logged:  # else the points say it
+            self.run.log.error("NATS commands: %s; retrying with backoff", reason)
+            self.commands_logged = reason
+        if reason != self.commands_error:
+            self.commands_error = reason
+            self.run.changed()
+
+    def state(self) -> str:
+        """The NATS link as `edgert status` and the status subject say it."""
+        return nats_state(self.connected, self.error, self.commands_connected, self.commands_error)
+
+    async def _serve_commands(
+        self, nc: Any, closed: asyncio.Event, errors: list[BaseException]
+    ) -> None:
         run = self.run
         commands = run.commands
         handling: set[asyncio.Task] = set()  # admitted requests, until they are answered
@@ -248,14 +281,20 @@ class Uplink:
                 commands.probe_back(time.monotonic())
                 await asyncio.sleep(LAG_EVERY)
 
-        sub = await nc.subscribe(f"{run.base}.cmd.>", cb=command)
+        subject = f"{run.base}.cmd.>"
+        sub = await nc.subscribe(subject, cb=command)
         lag = None
         try:
             await nc.flush(timeout=self.cfg.ack_timeout)  # the server has the subscription
+            refused(errors, subject)  # ... or said no before the flush came back
             lag = asyncio.create_task(measure_lag())
-            self.commands_connected = True
+            self.commands_connected, self.commands_error = True, ""
+            if self.commands_logged:
+                run.log.info("NATS commands: connected again to %s", nc.connected_url.netloc)
+                self.commands_logged = ""
             run.changed()
-            await closed.wait()
+            await closed.wait()  # closed, or refused the subscription (`on_error`)
+            refused(errors, subject)
         finally:
             self.commands_connected = False
             commands.probe, commands.flooded = None, False
@@ -395,6 +434,21 @@ class Uplink:
                 n += 1
             if self.session is sess:
                 run.feed(run.fwd.published(sess.number, time.monotonic(), n))
+
+
+class Refused(Exception):
+    """The server refused the command subscription (permissions)."""
+
+
+def refused(errors: list[BaseException], subject: str) -> None:
+    """Raise `Refused` if the server reported a permissions violation for `subject`."""
+    for e in errors:
+        text = str(e)
+        if "permissions violation" in text.lower() and subject.lower() in text.lower():
+            raise Refused(
+                f"the server refused the subscription to {subject} ({text.strip()}):"
+                " check the NATS user's permissions"
+            )
 
 
 def why(e: BaseException, errors: list[BaseException]) -> str:
