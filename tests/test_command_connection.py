@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from edgert.testing import running_gateway, status, wait_for
 from edgert.testing.configs import nats_section, sim_driver, supervisor
 from edgert.testing.nats import NatsProcess, Subscriber, decode
@@ -25,7 +27,7 @@ WATCHER = {"user": "watcher", "password": "watcher-secret"}
 
 
 def test_a_refused_command_connection_is_reported_while_points_flow(
-    make_config, short_dir: Path
+    make_config, short_dir: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     with NatsProcess(short_dir / "nats", config=USERS) as srv:
         body = supervisor() + nats_section(srv.url, user="gw", password="gw-secret")
@@ -58,3 +60,10 @@ def test_a_refused_command_connection_is_reported_while_points_flow(
             assert view["connected"] is True and view["commands_connected"] is False
             assert view["state"] == nats  # both views say the same
             assert "edgert.gw.cmd.>" in view["commands_error"]
+            wait_for(  # it keeps trying (backoff <= 0.5 s), refused each time
+                lambda: status(cfg)["by_name"]["bridge"]["stats"]["nats_commands_attempts"] >= 4,
+                20,
+                "more attempts of the command connection",
+            )
+    said = [ln for ln in capfd.readouterr().err.splitlines() if "NATS commands:" in ln]
+    assert len(said) == 1 and "edgert.gw.cmd.>" in said[0], said  # once per change

@@ -508,6 +508,7 @@ class _Run:
         up = self.uplink
         s["nats"] = up.state()  # the same line as the status subject's nats.state
         s["nats_connect_attempts"] = up.attempts
+        s["nats_commands_attempts"] = up.commands_attempts
         s["duplicate_id"] = self.twins.note()  # "" unless another gateway has this id
         s["clock"] = self.clock_watch.state
         s["clock_holding"] = self.fwd.holding  # points wait in the spool for the sync

@@ -118,6 +118,7 @@ class Uplink:
         self.commands_connected = False  # the command subscription (its own connection)
         self.commands_error = ""  # why it is down ("" while connecting the first time)
         self.commands_logged = ""  # the last reason logged for it
+        self.commands_attempts = 0
         self.server = ""
         self.error = ""
         self.attempts = 0
@@ -211,6 +212,7 @@ class Uplink:
             async def on_closed(closed: asyncio.Event = closed) -> None:
                 closed.set()
 
+            self.commands_attempts += 1
             try:
                 nc = await nats_py.connect(**opts, error_cb=on_error, closed_cb=on_closed)
             except Exception as e:  # noqa: BLE001 - NATS down or refusing: retry, never fail
