@@ -66,4 +66,4 @@ def test_a_refused_command_connection_is_reported_while_points_flow(
                 "more attempts of the command connection",
             )
     said = [ln for ln in capfd.readouterr().err.splitlines() if "NATS commands:" in ln]
-    assert len(said) == 1 and "edgert.gw.cmd.>" in said[0], said  # once per change
+    assert len(said) == 1 and "edgert.gw.cmd.>" in said[0], "\n".join(said)  # once per change

@@ -17,7 +17,8 @@ the first point leaves within about a second of NATS coming back. It never
 fails for it. nats-py's own reconnection is off: every outage is seen here.
 
 Commands (`Uplink.commands_forever`) have a connection of their own, so a
-flood of requests never delays the point session's acks.
+flood of requests never delays the point session's acks; when it alone is
+down, status says so with its reason (`state`: "connected; commands down: ...").
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = ["nats_options", "Uplink", "Session"]
 
 STREAM_RETRY = 10.0  # seconds between looks at a JetStream stream that was refused
 LAG_EVERY = 0.2  # seconds between measures of how far behind the reading of commands is
+COMMANDS_STABLE = 10.0  # seconds up after which the command connection's next loss is logged
 LAG_TIMEOUT = 30.0  # a measure given up on (the connection's own pings end a dead one)
 
 
@@ -191,13 +193,16 @@ class Uplink:
         that connection's socket, never in front of the point session's acks and
         pings, so the points keep flowing and their session holds. Reconnects with
         the same backoff. Why it is down is kept in `commands_error` (status shows
-        it) and logged once per change, unless the point session already said the
-        same (one outage is one line)."""
+        it) and logged once per reason while the point session is up (a whole
+        outage the point session says); once more only after the connection held
+        `COMMANDS_STABLE` seconds. A permissions error on its subscription closes
+        it: an open connection that takes no commands is down."""
         import nats as nats_py
 
         cfg = self.cfg
         backoff = cfg.backoff_min
         opts = nats_options(cfg.nats, name=f"edgert-{cfg.gateway_id}-commands")
+        subject = f"{self.run.base}.cmd.>"
         while True:
             errors: list[BaseException] = []
             closed = asyncio.Event()
@@ -205,9 +210,12 @@ class Uplink:
             async def on_error(
                 e: Exception, errors: list[BaseException] = errors, closed: asyncio.Event = closed
             ) -> None:
-                errors.append(e)
-                if "permissions violation" in str(e).lower():
+                if refusal(e, subject):
                     closed.set()  # the connection stays open, but may not do its one job
+                elif "permissions violation" in str(e).lower():
+                    return  # a reply refused, say: that request's loss, not the connection's
+                errors.append(e)
+                del errors[:-4]  # the latest say why; a flood of errors keeps no more
 
             async def on_closed(closed: asyncio.Event = closed) -> None:
                 closed.set()
@@ -221,8 +229,9 @@ class Uplink:
                 backoff = min(cfg.backoff_max, backoff * 2)
                 continue
             pause = backoff
+            since = time.monotonic()
             try:
-                await self._serve_commands(nc, closed, errors)
+                await self._serve_commands(nc, closed, errors, subject)
                 reason = why(errors[-1], []) if errors else "the connection closed"
             except Refused as e:  # the server took the connection, not the subscription
                 reason = str(e)
@@ -234,6 +243,8 @@ class Uplink:
             finally:
                 with contextlib.suppress(Exception):
                     await nc.close()
+            if time.monotonic() - since > COMMANDS_STABLE:
+                self.commands_logged = ""  # it worked a while: a new failure is news
             self._commands_down(reason)
             await asyncio.sleep(pause * random.uniform(0.8, 1.2))
 
@@ -251,7 +262,7 @@ class Uplink:
         return nats_state(self.connected, self.error, self.commands_connected, self.commands_error)
 
     async def _serve_commands(
-        self, nc: Any, closed: asyncio.Event, errors: list[BaseException]
+        self, nc: Any, closed: asyncio.Event, errors: list[BaseException], subject: str
     ) -> None:
         run = self.run
         commands = run.commands
@@ -283,17 +294,14 @@ class Uplink:
                 commands.probe_back(time.monotonic())
                 await asyncio.sleep(LAG_EVERY)
 
-        subject = f"{run.base}.cmd.>"
         sub = await nc.subscribe(subject, cb=command)
         lag = None
         try:
             await nc.flush(timeout=self.cfg.ack_timeout)  # the server has the subscription
-            refused(errors, subject)  # ... or said no before the flush came back
+            await nc.flush(timeout=self.cfg.ack_timeout)  # (a refusal may come behind one)
+            refused(errors, subject)  # ... or said no
             lag = asyncio.create_task(measure_lag())
             self.commands_connected, self.commands_error = True, ""
-            if self.commands_logged:
-                run.log.info("NATS commands: connected again to %s", nc.connected_url.netloc)
-                self.commands_logged = ""
             run.changed()
             await closed.wait()  # closed, or refused the subscription (`on_error`)
             refused(errors, subject)
@@ -442,13 +450,18 @@ class Refused(Exception):
     """The server refused the command subscription (permissions)."""
 
 
+def refusal(e: BaseException, subject: str) -> bool:
+    """Is `e` the server refusing our subscription to `subject` (permissions)?"""
+    text = str(e).lower()
+    return "permissions violation" in text and "subscription" in text and subject.lower() in text
+
+
 def refused(errors: list[BaseException], subject: str) -> None:
-    """Raise `Refused` if the server reported a permissions violation for `subject`."""
+    """Raise `Refused` if the server refused the subscription to `subject`."""
     for e in errors:
-        text = str(e)
-        if "permissions violation" in text.lower() and subject.lower() in text.lower():
+        if refusal(e, subject):
             raise Refused(
-                f"the server refused the subscription to {subject} ({text.strip()}):"
+                f"the server refused the subscription to {subject} ({str(e).strip()}):"
                 " check the NATS user's permissions"
             )
 
