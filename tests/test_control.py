@@ -13,6 +13,7 @@ import msgpack
 import pytest
 
 from edgert.supervisor.control import MAX_REQUEST, ControlError, ControlServer, request
+from edgert.testing import wait_for
 
 
 def serve(server: ControlServer, until: threading.Event, seen: list) -> None:
@@ -74,3 +75,49 @@ def test_an_oversized_or_malformed_request_is_dropped_or_refused(server):
         assert s.recv(4)  # an answer: the refusal
     assert seen == [None]
     assert request(rdir, "status")["ok"]  # and the server goes on
+
+
+def test_oversized_requests_are_counted_and_a_full_server_says_busy(tmp_path: Path) -> None:
+    from edgert.supervisor.control import MAX_CONNECTIONS
+
+    srv = ControlServer(str(tmp_path / "control.sock"))
+    stop, seen = threading.Event(), []
+    held = []
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(tmp_path / "control.sock"))
+            s.sendall(struct.pack(">I", MAX_REQUEST + 1) + b"x" * 100)
+            srv_ready = {fd: select.POLLIN for fd, _ in srv.events()}
+            while srv.counts()["dropped"] == 0:  # accept, then read the oversized header
+                srv.requests(srv_ready, time.monotonic())
+                srv_ready = {fd: select.POLLIN for fd, _ in srv.events()}
+        for _ in range(MAX_CONNECTIONS):  # fill it with clients that say nothing
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            held.append(c)
+            c.connect(str(tmp_path / "control.sock"))
+            n = len(held)
+            while len(srv.events()) < 1 + n:  # accepted (the backlog is shorter)
+                srv.requests({srv.events()[0][0]: select.POLLIN}, time.monotonic())
+        t = threading.Thread(target=serve, args=(srv, stop, seen))
+        t.start()
+        with pytest.raises(ControlError, match="busy: too many control connections"):
+            request(tmp_path, "status")
+        assert srv.counts() == {"dropped": 1, "busy": 1}
+        for c in held:
+            c.close()
+
+        def answered() -> bool:  # once the server has seen them go: room again
+            try:
+                return request(tmp_path, "status")["ok"]
+            except ControlError as e:
+                assert "busy" in str(e)
+                return False
+
+        wait_for(answered, 10, "an answer once the idle clients left")
+    finally:
+        stop.set()
+        if "t" in locals():
+            t.join(5)
+        for c in held:
+            c.close()
+        srv.close()

@@ -153,6 +153,19 @@ def test_behind_a_flood_every_request_is_busy_but_a_slow_round_trip_alone_refuse
     assert not c.flooded and c.admit()
 
 
+def test_requests_refused_for_the_in_flight_or_queued_bound_count_as_seen() -> None:
+    # they were read behind the probe too: a flood of them is a flood
+    c = Commands("edgert.gw", {}, 5.0, lambda parts: None, "msgpack", max_in_flight=1)
+    c.probe_out(time.monotonic() - 1.0)
+    assert c.admit() and not c.admit()  # the second: one already in flight
+    assert not c.admit(queued=c.max_queued + 1)  # too many queued behind it
+    assert c.seen == 3
+    c.in_flight = 0
+    assert sum(c.admit(queued=c.max_queued + 1) for _ in range(c.max_queued)) == 0
+    c.probe_back(time.monotonic())
+    assert c.flooded and not c.admit()  # the refused ones made the flood
+
+
 def test_a_burst_of_bad_requests_is_counted_not_all_logged(gateway) -> None:
     srv, cfg = gateway
     n = 3 * LOG_REFUSED

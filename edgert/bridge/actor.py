@@ -506,11 +506,9 @@ class _Run:
             s["buffered"] = self.spool.points
             s["dropped"] = self.spool.dropped_points
         up = self.uplink
-        if up.connected and up.commands_connected:
-            s["nats"] = "connected"
-        else:
-            s["nats"] = f"down: {up.error or 'connecting'}"
+        s["nats"] = up.state()  # the same line as the status subject's nats.state
         s["nats_connect_attempts"] = up.attempts
+        s["nats_commands_attempts"] = up.commands_attempts
         s["duplicate_id"] = self.twins.note()  # "" unless another gateway has this id
         s["clock"] = self.clock_watch.state
         s["clock_holding"] = self.fwd.holding  # points wait in the spool for the sync
@@ -524,7 +522,7 @@ class _Run:
         key = change_key(
             self.snapshot,
             self.spool.dropped_points if self.spool is not None else 0,
-            self.uplink.connected,
+            self.uplink.state(),
         ) + (self.twins.note(), self.clock_watch.synced, self.fwd.holding)
         if key != self.status_key:
             self.status_key = key
@@ -554,6 +552,8 @@ class _Run:
             self.spool.stats() if self.spool is not None else {},
             self.stats() | {"duplicates": self.fwd.stats["duplicates"]},
             error=error,
+            commands_connected=self.uplink.commands_connected,
+            commands_error=self.uplink.commands_error,
             duplicate_id=self.twins.note(),
             clock={
                 "state": self.clock_watch.state,

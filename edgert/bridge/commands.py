@@ -131,7 +131,7 @@ class Commands:
         self.max_in_flight = max_in_flight
         self.max_queued = max_queued
         self.in_flight = 0  # requests being handled (decoding, or waiting for a driver)
-        self.seen = 0  # requests looked at (admitted or not)
+        self.seen = 0  # requests looked at by `admit` (admitted or not)
         # Behind a flood: a round trip to the server (a probe), whose answer queues
         # behind every request not read yet, took over MAX_LAG while more than
         # `max_queued` requests came. `probe`: when the one out now left, else None.
@@ -152,9 +152,9 @@ class Commands:
         cheapest way: a flood then costs no decoding, no driver's time, and drains
         soonest. A lone request on a slow or busy machine is never refused for it.
         """
+        self.seen += 1  # read, so behind the probe out now if any, whatever the answer
         if self.in_flight >= self.max_in_flight or queued > self.max_queued:
             return False
-        self.seen += 1
         if self.flooded or (
             self.probe is not None
             and self.seen - self.probe_seen > self.max_queued
@@ -185,7 +185,7 @@ class Commands:
         for fut in self.pending.values():
             fut.cancel()
 
-    async def refuse_busy(self, nc: Any, msg: Any, queued: int = 0) -> None:
+    async def refuse_busy(self, nc: Any, msg: Any) -> None:
         """The answer to a request `admit` refused, without decoding it.
 
         This is the path a flood takes, so it is cheap: one reply per encoding,

@@ -11,7 +11,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
-__all__ = ["status_message", "change_key"]
+__all__ = ["status_message", "change_key", "nats_state"]
+
+
+def nats_state(connected: bool, error: str, commands_connected: bool, commands_error: str) -> str:
+    """The NATS link in one line, the same in `edgert status` and on the status subject:
+    "connected", "down: <why>", or "connected; commands down: <why>" when only the
+    command connection (the gateway's second one) is missing."""
+    if not connected:
+        return f"down: {error or 'connecting'}"
+    if not commands_connected:
+        return f"connected; commands down: {commands_error or 'connecting'}"
+    return "connected"
 
 
 def status_message(
@@ -24,6 +35,8 @@ def status_message(
     error: str = "",
     duplicate_id: str = "",
     clock: dict[str, Any] | None = None,
+    commands_connected: bool = True,
+    commands_error: str = "",
 ) -> dict[str, Any]:
     actors = []
     for a in snapshot.get("actors", []):
@@ -46,7 +59,16 @@ def status_message(
     return {
         "gateway": gateway,
         "time": time.time_ns(),
-        "nats": {"connected": connected, "server": server, "error": error},
+        # `connected`: the point session; `commands_*`: the command connection;
+        # `state`: both in one line, as `edgert status` shows it
+        "nats": {
+            "connected": connected,
+            "server": server,
+            "error": error,
+            "commands_connected": commands_connected,
+            "commands_error": "" if commands_connected else commands_error,
+            "state": nats_state(connected, error, commands_connected, commands_error),
+        },
         "spool": {
             "points": spool.get("spool_points", 0),
             "batches": spool.get("spool_batches", 0),
@@ -65,8 +87,9 @@ def status_message(
     }
 
 
-def change_key(snapshot: dict[str, Any], spool_dropped: int, connected: bool) -> Any:
-    """What, when it changes, is sent at once (actor states, new drops, NATS up/down)."""
+def change_key(snapshot: dict[str, Any], spool_dropped: int, connected: Any) -> Any:
+    """What, when it changes, is sent at once (actor states, new drops, the NATS link:
+    `connected` may be the state line, so a change of reason counts too)."""
     return (
         tuple(
             (a.get("name"), a.get("state"), a.get("pid"), a.get("restarts"))

@@ -17,7 +17,8 @@ the first point leaves within about a second of NATS coming back. It never
 fails for it. nats-py's own reconnection is off: every outage is seen here.
 
 Commands (`Uplink.commands_forever`) have a connection of their own, so a
-flood of requests never delays the point session's acks.
+flood of requests never delays the point session's acks; when it alone is
+down, status says so with its reason (`state`: "connected; commands down: ...").
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import NatsSection
 from .forwarder import Publish
 from .payload import CONTENT_TYPES, messages
+from .status import nats_state
 from .stream import StreamError, ensure_stream
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ __all__ = ["nats_options", "Uplink", "Session"]
 
 STREAM_RETRY = 10.0  # seconds between looks at a JetStream stream that was refused
 LAG_EVERY = 0.2  # seconds between measures of how far behind the reading of commands is
+COMMANDS_STABLE = 10.0  # seconds up after which the command connection's next loss is logged
 LAG_TIMEOUT = 30.0  # a measure given up on (the connection's own pings end a dead one)
 
 
@@ -115,6 +118,9 @@ class Uplink:
         self.session: Session | None = None
         self.connected = False  # the point session
         self.commands_connected = False  # the command subscription (its own connection)
+        self.commands_error = ""  # why it is down ("" while connecting the first time)
+        self.commands_logged = ""  # the last reason logged for it
+        self.commands_attempts = 0
         self.server = ""
         self.error = ""
         self.attempts = 0
@@ -186,38 +192,78 @@ class Uplink:
         """Commands, on a NATS connection of their own: a flood of requests queues in
         that connection's socket, never in front of the point session's acks and
         pings, so the points keep flowing and their session holds. Reconnects with
-        the same backoff; says nothing of outages (the point session does)."""
+        the same backoff. Why it is down is kept in `commands_error` (status shows
+        it) and logged once per reason while the point session is up (a whole
+        outage the point session says); once more only after the connection held
+        `COMMANDS_STABLE` seconds. A permissions error on its subscription closes
+        it: an open connection that takes no commands is down."""
         import nats as nats_py
 
         cfg = self.cfg
         backoff = cfg.backoff_min
         opts = nats_options(cfg.nats, name=f"edgert-{cfg.gateway_id}-commands")
+        subject = f"{self.run.base}.cmd.>"
         while True:
+            errors: list[BaseException] = []
             closed = asyncio.Event()
 
-            async def on_error(e: Exception) -> None:
-                pass  # the connection's end is what counts, and `closed` says it
+            async def on_error(
+                e: Exception, errors: list[BaseException] = errors, closed: asyncio.Event = closed
+            ) -> None:
+                if refusal(e, subject):
+                    closed.set()  # the connection stays open, but may not do its one job
+                elif "permissions violation" in str(e).lower():
+                    return  # a reply refused, say: that request's loss, not the connection's
+                errors.append(e)
+                del errors[:-4]  # the latest say why; a flood of errors keeps no more
 
             async def on_closed(closed: asyncio.Event = closed) -> None:
                 closed.set()
 
+            self.commands_attempts += 1
             try:
                 nc = await nats_py.connect(**opts, error_cb=on_error, closed_cb=on_closed)
-            except Exception:  # noqa: BLE001 - NATS down or refusing: retry, never fail
+            except Exception as e:  # noqa: BLE001 - NATS down or refusing: retry, never fail
+                self._commands_down(why(e, errors))
                 await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
                 backoff = min(cfg.backoff_max, backoff * 2)
                 continue
-            backoff = cfg.backoff_min
+            pause = backoff
+            since = time.monotonic()
             try:
-                await self._serve_commands(nc, closed)
-            except (OSError, TimeoutError, nats_py.errors.Error):
-                pass  # connection lost: connect again
+                await self._serve_commands(nc, closed, errors, subject)
+                reason = why(errors[-1], []) if errors else "the connection closed"
+            except Refused as e:  # the server took the connection, not the subscription
+                reason = str(e)
+                pause = backoff = min(cfg.backoff_max, backoff * 2)
+            except (OSError, TimeoutError, nats_py.errors.Error) as e:
+                reason = why(e, errors)
+            else:
+                backoff = cfg.backoff_min
             finally:
                 with contextlib.suppress(Exception):
                     await nc.close()
-            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+            if time.monotonic() - since > COMMANDS_STABLE:
+                self.commands_logged = ""  # it worked a while: a new failure is news
+            self._commands_down(reason)
+            await asyncio.sleep(pause * random.uniform(0.8, 1.2))
 
-    async def _serve_commands(self, nc: Any, closed: asyncio.Event) -> None:
+    def _commands_down(self, reason: str) -> None:
+        """The command connection is down for `reason`: keep it, say it once."""
+        if self.connected and reason != self.commands_logged:  # else the points say it
+            self.run.log.error("NATS commands: %s; retrying with backoff", reason)
+            self.commands_logged = reason
+        if reason != self.commands_error:
+            self.commands_error = reason
+            self.run.changed()
+
+    def state(self) -> str:
+        """The NATS link as `edgert status` and the status subject say it."""
+        return nats_state(self.connected, self.error, self.commands_connected, self.commands_error)
+
+    async def _serve_commands(
+        self, nc: Any, closed: asyncio.Event, errors: list[BaseException], subject: str
+    ) -> None:
         run = self.run
         commands = run.commands
         handling: set[asyncio.Task] = set()  # admitted requests, until they are answered
@@ -254,14 +300,17 @@ class Uplink:
                 commands.probe_back(time.monotonic())
                 await asyncio.sleep(LAG_EVERY)
 
-        sub = await nc.subscribe(f"{run.base}.cmd.>", cb=command)
+        sub = await nc.subscribe(subject, cb=command)
         lag = None
         try:
             await nc.flush(timeout=self.cfg.ack_timeout)  # the server has the subscription
+            await nc.flush(timeout=self.cfg.ack_timeout)  # (a refusal may come behind one)
+            refused(errors, subject)  # ... or said no
             lag = asyncio.create_task(measure_lag())
-            self.commands_connected = True
+            self.commands_connected, self.commands_error = True, ""
             run.changed()
-            await closed.wait()
+            await closed.wait()  # closed, or refused the subscription (`on_error`)
+            refused(errors, subject)
         finally:
             self.commands_connected = False
             commands.probe, commands.flooded = None, False
@@ -401,6 +450,26 @@ class Uplink:
                 n += 1
             if self.session is sess:
                 run.feed(run.fwd.published(sess.number, time.monotonic(), n))
+
+
+class Refused(Exception):
+    """The server refused the command subscription (permissions)."""
+
+
+def refusal(e: BaseException, subject: str) -> bool:
+    """Is `e` the server refusing our subscription to `subject` (permissions)?"""
+    text = str(e).lower()
+    return "permissions violation" in text and "subscription" in text and subject.lower() in text
+
+
+def refused(errors: list[BaseException], subject: str) -> None:
+    """Raise `Refused` if the server refused the subscription to `subject`."""
+    for e in errors:
+        if refusal(e, subject):
+            raise Refused(
+                f"the server refused the subscription to {subject} ({str(e).strip()}):"
+                " check the NATS user's permissions"
+            )
 
 
 def why(e: BaseException, errors: list[BaseException]) -> str:

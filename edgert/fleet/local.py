@@ -8,6 +8,7 @@ keeps running while the supervisor reloads. A connection per request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,12 @@ async def control_request(runtime_dir: str, op: str, timeout: float) -> dict[str
         return {"ok": False, "error": f"no control socket at {path}"}
     try:
         data = await asyncio.wait_for(_ask(str(path), op), timeout)
+        reply = msgpack.unpackb(data, raw=False)
     except TimeoutError:
         return {"ok": False, "error": f"the supervisor did not answer within {timeout:g}s"}
     except (OSError, asyncio.IncompleteReadError, ValueError) as e:
+        # ValueError covers a garbled reply too (msgpack's errors are ValueErrors)
         return {"ok": False, "error": f"the supervisor's control socket: {e}"}
-    reply = msgpack.unpackb(data, raw=False)
     return reply if isinstance(reply, dict) else {"ok": False, "error": "malformed reply"}
 
 
@@ -44,3 +46,5 @@ async def _ask(path: str, op: str) -> bytes:
         return await reader.readexactly(n)
     finally:
         writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()

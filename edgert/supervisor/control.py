@@ -7,14 +7,17 @@ no ZeroMQ context (nor its I/O thread) for it. Each message either way is a
 `{"ok": false, "error": "..."}`. `ControlServer` is opened in the supervisor's
 `run` and driven by its loop: it never blocks (partial reads and writes wait
 in per-connection buffers), drops a connection that announces a request over
-`MAX_REQUEST` bytes or idles past `IDLE`, and holds at most `MAX_CONNECTIONS`.
-`request()` is the client: it connects, asks, reads the answer and closes; it
-raises `ControlError` with a clear message when no gateway answers.
+`MAX_REQUEST` bytes (counted: `dropped`) or idles past `IDLE`, and holds at
+most `MAX_CONNECTIONS`: one more is answered "busy: too many control
+connections" (counted: `busy`) and closed. `request()` is the client: it
+connects, asks, reads the answer and closes; it raises `ControlError` with a
+clear message when no gateway answers or the gateway refused.
 `format_status` prints a snapshot as the status table.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
@@ -44,6 +47,14 @@ def frame(obj: Any) -> bytes:
     return _LEN.pack(len(body)) + body
 
 
+BUSY = frame(
+    {
+        "ok": False,
+        "error": f"busy: too many control connections ({MAX_CONNECTIONS}); try again",
+    }
+)
+
+
 def request(runtime_dir: str | os.PathLike[str], op: str, timeout: float = 3.0, **args: Any) -> Any:
     path = Path(runtime_dir) / "control.sock"
     if not path.exists():
@@ -55,7 +66,9 @@ def request(runtime_dir: str | os.PathLike[str], op: str, timeout: float = 3.0, 
         try:
             sock.settimeout(timeout)
             sock.connect(str(path))
-            sock.sendall(frame({"op": op, **args}))
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                # refused at once ("busy"): its answer is waiting to be read
+                sock.sendall(frame({"op": op, **args}))
             (n,) = _LEN.unpack(_read(sock, _LEN.size, deadline))
             if n > MAX_REPLY:
                 raise ControlError(f"the gateway at {runtime_dir} sent a {n}-byte answer")
@@ -112,6 +125,12 @@ class ControlServer:
             self._listener.close()
             raise
         self._conns: dict[int, _Conn] = {}
+        self.dropped = 0  # connections dropped for an oversized or a second request
+        self.busy = 0  # connections refused at MAX_CONNECTIONS
+
+    def counts(self) -> dict[str, int]:
+        """What the server refused, for the supervisor's status."""
+        return {"dropped": self.dropped, "busy": self.busy}
 
     def events(self) -> list[tuple[int, int]]:
         """(fd, poll events) to wait on: the listener, and each connection for its request
@@ -152,7 +171,8 @@ class ControlServer:
                 continue
             (n,) = _LEN.unpack_from(c.inbuf)
             if n > MAX_REQUEST or len(c.inbuf) > _LEN.size + n:
-                self._drop(fd)  # too big, or more than one request: not a client of ours
+                self.dropped += 1  # too big, or more than one request: not a client of ours
+                self._drop(fd)
                 continue
             if len(c.inbuf) < _LEN.size + n:
                 continue
@@ -189,6 +209,10 @@ class ControlServer:
             except OSError:  # out of descriptors, say: the client retries
                 return
             if len(self._conns) >= MAX_CONNECTIONS:
+                self.busy += 1
+                with contextlib.suppress(OSError):  # a fresh socket takes a small frame
+                    sock.setblocking(False)
+                    sock.send(BUSY)
                 sock.close()
                 continue
             sock.setblocking(False)
@@ -299,4 +323,10 @@ def format_status(status: dict[str, Any], tty: bool = False, width: int | None =
         )
     rev = status.get("config_revision")
     head = f"gateway {status['gateway']}" + (f", config revision {rev}" if rev is not None else "")
+    ctl = status.get("control") or {}
+    if ctl.get("dropped") or ctl.get("busy"):
+        head += (
+            f"; control socket: {ctl.get('dropped', 0)} oversized requests dropped,"
+            f" {ctl.get('busy', 0)} connections refused busy"
+        )
     return "\n".join([head, table, *notes])

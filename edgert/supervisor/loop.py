@@ -152,6 +152,7 @@ class Supervisor:
         self._preload = list(preload)
         self._fork_zygote = fork_zygote  # the first zygote may be a fork of this process
         self._waker: Waker | None = None
+        self._control: control.ControlServer | None = None  # its counts go in the status
         self._stop_requested = False
         self._reload_requested = False
 
@@ -195,7 +196,7 @@ class Supervisor:
                 return
             self._ensure_zygote()  # first: a forked zygote shares the fewest pages dirtied
             if self.control_path:
-                sock = control.ControlServer(self.control_path)
+                sock = self._control = control.ControlServer(self.control_path)
             for c in self._children:
                 self._start(c, time.monotonic())
             self._loop(waker, sock)
@@ -210,6 +211,7 @@ class Supervisor:
                     c.proc = None
             self._zygote.close()
             if sock is not None:
+                self._control = None
                 sock.close()
             for pgid in self._graveyard:
                 reap_group(pgid)
@@ -598,6 +600,8 @@ class Supervisor:
             "gateway": self.gateway_id,
             "config_revision": self.config_revision,
             "actors": actors,
+            # control connections refused: oversized requests dropped, busy at the limit
+            "control": self._control.counts() if self._control else {"dropped": 0, "busy": 0},
         }
 
     def _push_status(self) -> None:
