@@ -117,7 +117,8 @@ class ClockWatch:
     def __init__(self, first: ClockReading) -> None:
         self.synced = first.synced
         self.offset_ns = first.offset_ns
-        self.steps: list[Step] = []
+        self.steps: list[Step] = []  # the last MAX_STEPS
+        self.step_count = 0  # steps seen since start
         self.corrected = 0  # points whose time was corrected
 
     def update(self, r: ClockReading, mono_ns: int) -> Step | None:
@@ -128,6 +129,7 @@ class ClockWatch:
         if abs(delta) >= STEP_NS and not self.synced:
             step = Step(self.offset_ns + mono_ns, delta, self.offset_ns)
             self.steps = [*self.steps, step][-MAX_STEPS:]
+            self.step_count += 1
         self.offset_ns = r.offset_ns
         self.synced = r.synced
         return step
@@ -136,14 +138,23 @@ class ClockWatch:
     def state(self) -> str:
         return "synchronized" if self.synced else "unsynchronized"
 
-    def fix(self, maps: list[dict[str, Any]]) -> int:
+    def fix(self, maps: list[dict[str, Any]], seen: int = 0) -> int:
         """Correct, in place, the times of points read before the sync that were
-        stamped before a step (and since the boot); returns how many were moved."""
+        stamped before a step (and since the boot); returns how many were moved.
+
+        `seen`: how many steps had been seen when the points were taken in (the
+        forwarder's `Publish.steps`). A step taken before gets the full correction.
+        A step seen already may still have points stamped before it (read just
+        before it, taken in after), but a backward step of D makes the D seconds
+        before it ambiguous (later points carry those times too): only times
+        below that range are moved."""
         moved = set()
-        for s in self.steps:  # oldest first: a point moved by one may be moved by the next
+        first = self.step_count - len(self.steps)  # the index of self.steps[0]
+        for k, s in enumerate(self.steps, first):  # oldest first: one may move it again
+            end = s.old_wall_ns if k >= seen else s.old_wall_ns + min(0, s.delta_ns)
             for i, m in enumerate(maps):
                 t = m.get("time")
-                if isinstance(t, int) and s.boot_wall_ns <= t < s.old_wall_ns:
+                if isinstance(t, int) and s.boot_wall_ns <= t < end:
                     m["time"] = t + s.delta_ns
                     moved.add(i)
         self.corrected += len(moved)

@@ -13,6 +13,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from edgert.cli import cli
@@ -69,6 +70,33 @@ def test_a_step_while_unsynchronized_corrects_only_what_was_stamped_before_it() 
     # a step of a clock already synchronized (someone set the date) is not "the sync"
     assert watch.update(ClockReading(True, boot + 2 * HOUR), mono) is None
     assert watch.steps == [step]
+
+
+def test_a_backward_step_moves_no_point_stamped_after_it() -> None:
+    boot = 10**12  # the wall clock at boot, 10 s fast
+    watch = ClockWatch(ClockReading(False, boot))
+    mono = 1_000 * 10**9
+    step = watch.update(ClockReading(True, boot - 10 * 10**9), mono)
+    assert step is not None and step.delta_ns == -10 * 10**9
+    old_wall = boot + mono
+    before = [{"time": old_wall - 2 * 10**9}]  # read at uptime 998 s, taken before the step
+    assert watch.fix(before, 0) == 1 and before[0]["time"] == old_wall - 12 * 10**9
+    # read at uptime 1005 s, on the corrected clock (995 s): in the step's range, but
+    # taken after the step, so it is left alone
+    after = [{"time": boot + 995 * 10**9}]
+    assert watch.fix(after, 1) == 0 and after[0]["time"] == boot + 995 * 10**9
+    # taken after the step but read before it, well before: still corrected
+    early = [{"time": boot + 500 * 10**9}]
+    assert watch.fix(early, 1) == 1 and early[0]["time"] == boot + 490 * 10**9
+    assert watch.corrected == 2
+
+
+def test_a_forward_step_still_corrects_points_taken_in_just_after_it() -> None:
+    boot = 10**12
+    watch = ClockWatch(ClockReading(False, boot))
+    watch.update(ClockReading(True, boot + HOUR), 10 * 10**9)
+    late = [{"time": boot + 9 * 10**9}]  # read before the step, taken in after it
+    assert watch.fix(late, 1) == 1 and late[0]["time"] == boot + 9 * 10**9 + HOUR
 
 
 def test_unsynchronized_points_carry_the_header_and_status_says_so(
@@ -162,7 +190,7 @@ def test_points_read_before_the_sync_wait_in_the_spool_with_nats_up_then_leave_c
 
 
 def test_held_points_leave_unsynced_when_the_hold_expires(
-    make_config, short_dir: Path, nats_server: NatsProcess
+    make_config, short_dir: Path, nats_server: NatsProcess, capfd: pytest.CaptureFixture[str]
 ) -> None:
     with Subscriber(nats_server.url, "edgert.gw.p.gen") as sub:
         cfg, clock = config(make_config, short_dir, nats_server.url, hold="10s")
@@ -182,3 +210,5 @@ def test_held_points_leave_unsynced_when_the_hold_expires(
             got = values(sub.messages)
             assert got == list(range(len(got)))  # nothing lost, in order, none twice
             wait_for(lambda: bridge(cfg)["clock_unsynced_out"] >= len(got), 10, "counted")
+    said = [ln for ln in capfd.readouterr().err.splitlines() if "within clock_hold" in ln]
+    assert len(said) == 1, said  # once, when the hold ran out

@@ -579,3 +579,24 @@ def test_a_part_taken_after_the_sync_never_shares_a_spool_row_with_one_taken_bef
         checked(m)
     finally:
         m.teardown()
+
+
+def test_parts_taken_after_a_clock_step_say_so_in_memory_and_in_the_spool() -> None:
+    m = machine()
+    try:
+        m.reboot_unsynced(hold=0.0, reached=0)
+        m.produce(1, [0])  # before the step
+        m.fwd.stepped()  # the clock stepped, still not synchronized
+        m.produce(1, [0])  # after it: its own row, with the step count
+        m.tick(0.5)
+        m.spool_work()
+        assert m.spool.batches == 2
+        m.connect()
+        m.spool_work()
+        assert [(p.presync, p.steps) for p in m.wire] == [(True, 0), (True, 1)]
+        m.produce(1, [0])  # from memory too
+        m.spool_work()
+        assert [(p.presync, p.steps) for p in m.wire][2:] == [(True, 1)]
+        checked(m)
+    finally:
+        m.teardown()

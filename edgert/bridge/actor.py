@@ -298,7 +298,7 @@ class _Run:
             return a.data, "unsynced"
         if a.presync and watch.steps:
             maps = msgpack.unpackb(a.data, raw=False)
-            if watch.fix(maps):
+            if watch.fix(maps, a.steps):
                 return msgpack.packb(maps, use_bin_type=True), "corrected"
         return a.data, ""
 
@@ -440,12 +440,14 @@ class _Run:
                 if hold
                 else "points are published with the header Edgert-Clock: unsynced until it is",
             )
+        holding = fwd.holding  # as of the last turn: the hold may run out in between
         while True:
             # once synchronized, a change is rare and nothing waits on it: look less often
             await asyncio.sleep(self.cfg.clock_interval * (1 if not watch.synced else SYNCED_EVERY))
-            was, holding = watch.synced, fwd.holding
+            was = watch.synced
             step = watch.update(self.clock.read(), time.monotonic_ns())
             if step is not None:
+                fwd.stepped()
                 self.log.warning(
                     "the wall clock stepped by %+.3fs while not synchronized: points read "
                     "before it and not yet published leave with their times corrected",
@@ -456,13 +458,14 @@ class _Run:
                 if watch.synced:
                     self.feed(fwd.synced(time.monotonic()))
                 self.changed()
-            elif holding and not fwd.holding:
+            elif holding and not fwd.holding:  # the hold ran out since the last turn
                 self.log.warning(
                     "the wall clock did not synchronize within clock_hold (%gs): the points "
                     "held for it are published with the header Edgert-Clock: unsynced",
                     self.cfg.clock_hold,
                 )
                 self.changed()
+            holding = fwd.holding
 
     def _disk_fault(self, error: str) -> None:
         """A commit failed: say so once (status, status subject, log) and retry later."""

@@ -104,6 +104,7 @@ class Part:
     came: float
     tainted: bool  # may be in NATS already (published before): keeps its own id
     presync: bool = False  # taken before the wall clock synchronized
+    steps: int = 0  # clock steps seen when it was taken
 
     @property
     def msg_id(self) -> str:
@@ -119,6 +120,7 @@ class Publish:
     points: int
     row: int  # its spool id (0: from memory)
     presync: bool = False  # its points were read before the wall clock synchronized
+    steps: int = 0  # clock steps seen when it was taken (see `Forwarder.stepped`)
 
 
 @dataclass(slots=True)
@@ -152,6 +154,7 @@ class _Committing:
     seqs: dict[str, int]
     done: list[int]
     presync: list[bool]  # per row
+    steps: list[int]  # per row
     nodes: Counter[str] = field(default_factory=Counter)
 
 
@@ -205,6 +208,8 @@ class Forwarder:
         self.clock_hold_until = 0.0
         self.presync_mark = 0  # spool rows up to this id are presync...
         self.presync_rows: set[int] = set()  # ...and these, written after the sync
+        self.clock_steps = 0  # steps of the wall clock seen (`stepped`)
+        self.row_steps: dict[int, int] = {}  # spool rows taken after a step: steps seen
         self.stats = {
             "points_in": 0,
             "batches_in": 0,  # bus batches accepted (not duplicates)
@@ -240,7 +245,8 @@ class Forwarder:
                     inbox.safe(epoch, slot)
                     continue
                 presync = not self.clock_synced
-                self.mem.append(Part(node, epoch, seq, n, data, slot, now, resent, presync))
+                steps = self.clock_steps
+                self.mem.append(Part(node, epoch, seq, n, data, slot, now, resent, presync, steps))
                 self.mem_bytes += len(data)
                 if self.clock_hold_until:
                     self.stats["clock_held"] += n
@@ -268,6 +274,11 @@ class Forwarder:
         self.clock_synced = True
         self.clock_hold_until = 0.0
         return self._step(now)
+
+    def stepped(self) -> None:
+        """The wall clock stepped: parts taken from now on say so (`Publish.steps`), as
+        their points may carry times of the new clock."""
+        self.clock_steps += 1
 
     @property
     def holding(self) -> bool:
@@ -350,7 +361,8 @@ class Forwarder:
             self.flight.append(r)
             self.flight_rows.add(r.id)
             pre = self._presync_row(r.id)
-            out.append(Publish(session, r.node, r.msg_id, r.data, r.points, r.id, pre))
+            steps = self.row_steps.get(r.id, 0)
+            out.append(Publish(session, r.node, r.msg_id, r.data, r.points, r.id, pre, steps))
         if len(rows) < limit:
             self.backlog.clear()  # the spool has nothing more after the cursor
             self.backlog_rows = 0
@@ -366,8 +378,10 @@ class Forwarder:
         self.committing = None
         self.last_commit = now
         self.inbox.recorded(c.seqs)
-        for b, rid, pre in zip(c.rows, ids, c.presync, strict=True):
+        for b, rid, pre, steps in zip(c.rows, ids, c.presync, c.steps, strict=True):
             if rid is not None:
+                if pre and steps:
+                    self.row_steps[rid] = steps
                 self.last_row = max(self.last_row, rid)
                 if pre and self.clock_synced:
                     self.presync_rows.add(rid)  # a part taken before the sync, spooled after
@@ -379,6 +393,7 @@ class Forwarder:
                     self.backlog_rows += 1
         for rid, node in removed:
             self.presync_rows.discard(rid)
+            self.row_steps.pop(rid, None)
             if rid in self.retired:
                 self.retired.discard(rid)
                 continue
@@ -476,7 +491,9 @@ class Forwarder:
                 blocked.add(node)  # nothing newer of this node may pass it
                 keep.append(p)
                 continue
-            out.append(Publish(self.session, node, p.msg_id, p.data, p.points, 0, p.presync))
+            out.append(
+                Publish(self.session, node, p.msg_id, p.data, p.points, 0, p.presync, p.steps)
+            )
             self.flight.append(p)
             self.mem_bytes -= len(p.data)
             p.tainted = True
@@ -510,17 +527,18 @@ class Forwarder:
             out.append(self._commit(parts))
 
     def _commit(self, parts: list[Part]) -> Commit:
-        rows, presync = self._coalesce(parts)
+        rows, presync, steps = self._coalesce(parts)
         seqs = self.inbox.dirty_seqs(Counter(p.slot for p in parts))
-        c = _Committing(parts, rows, seqs, self.done, presync)
+        c = _Committing(parts, rows, seqs, self.done, presync, steps)
         c.nodes.update(p.node for p in parts)
         self.committing = c
         self.done = []
         return Commit(rows, c.seqs, c.done)
 
-    def _coalesce(self, parts: list[Part]) -> tuple[list[Batch], list[bool]]:
-        """Rows for `parts`, and whether each is presync: per node and sender,
-        consecutive parts never published, all presync or none, join one row (up to
+    def _coalesce(self, parts: list[Part]) -> tuple[list[Batch], list[bool], list[int]]:
+        """Rows for `parts`, whether each is presync and the clock steps seen: per node
+        and sender, consecutive parts never published, all presync or none, taken
+        between the same clock steps, join one row (up to
         `row_points`/`row_bytes`); order per node is kept."""
         groups: dict[str, list[list[Part]]] = {}
         sizes: dict[str, list[int]] = {}  # points and bytes of each node's last group
@@ -535,6 +553,7 @@ class Forwarder:
                 or g[0].tainted
                 or g[-1].epoch != p.epoch
                 or g[0].presync != p.presync
+                or g[0].steps != p.steps
                 or size[0] + p.points > self.row_points
                 or size[1] + len(p.data) > self.row_bytes
             ):
@@ -546,9 +565,11 @@ class Forwarder:
                 size[1] += len(p.data)
         rows = []
         presync = []
+        steps = []
         for node, gs in groups.items():
             for g in gs:
                 presync.append(g[0].presync)
+                steps.append(g[0].steps)
                 if len(g) == 1:
                     p = g[0]
                     rows.append(Batch(node, p.msg_id, p.points, p.data))
@@ -557,7 +578,7 @@ class Forwarder:
                 rows.append(
                     Batch(node, msg_id, sum(p.points for p in g), join_arrays([p.data for p in g]))
                 )
-        return rows, presync
+        return rows, presync, steps
 
 
 def _array_body(data: bytes) -> tuple[int, bytes]:
