@@ -10,7 +10,10 @@ off by the step's size.
   clock, which only a step changes. `clock_source("kernel")` is the real one,
   `"none"` never checks (always synchronized), `"file:PATH"` reads a JSON file
   `{"synced": bool, "shift_ns": int}` that a test or a simulation rewrites: the
-  same interface, so the code that reacts is the code that runs.
+  same interface, so the code that reacts is the code that runs. A clock also
+  says which boot this is (`boot_id`: the kernel's
+  /proc/sys/kernel/random/boot_id, or the file's `boot_id`): the spool records
+  it, so rows written in an earlier boot are never taken for this boot's.
 - `ClockWatch` is what the bridge keeps (sans-IO): fed a reading every second,
   it reports the state and records a step that comes while the clock was not
   synchronized: the wall time at the step (on the old clock), its size, and
@@ -31,7 +34,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-__all__ = ["Clock", "ClockReading", "ClockWatch", "Step", "clock_source", "kernel_synced"]
+__all__ = [
+    "Clock",
+    "ClockReading",
+    "ClockWatch",
+    "Step",
+    "clock_source",
+    "kernel_boot_id",
+    "kernel_synced",
+]
 
 TIME_ERROR = 5  # adjtimex's return value while the clock is not synchronized
 STEP_NS = 500_000_000  # an offset change this large between two readings is a step
@@ -45,6 +56,20 @@ class ClockReading(NamedTuple):
 
 class Clock(Protocol):
     def read(self) -> ClockReading: ...
+
+    def boot_id(self) -> str:
+        """Which boot this is ("": unknown): points of another boot ran on another clock."""
+        ...
+
+
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def kernel_boot_id() -> str:
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
 
 
 def _offset() -> int:
@@ -73,14 +98,21 @@ class KernelClock:
         synced = kernel_synced(self.libc) if self.libc is not None else True
         return ClockReading(synced, _offset())
 
+    def boot_id(self) -> str:
+        return kernel_boot_id()
+
 
 class AlwaysSynced:
     def read(self) -> ClockReading:
         return ClockReading(True, _offset())
 
+    def boot_id(self) -> str:
+        return kernel_boot_id()
+
 
 class FileClock:
-    """The clock's state from a JSON file: `synced` and `shift_ns` (a step is a new shift)."""
+    """The clock's state from a JSON file: `synced` and `shift_ns` (a step is a new shift),
+    and `boot_id` (a new one is a reboot; the kernel's when absent)."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
@@ -91,6 +123,12 @@ class FileClock:
             return ClockReading(bool(d.get("synced", True)), _offset() + int(d.get("shift_ns", 0)))
         except (OSError, ValueError, TypeError, AttributeError):
             return ClockReading(True, _offset())
+
+    def boot_id(self) -> str:
+        try:
+            return str(json.loads(self.path.read_text())["boot_id"])
+        except (OSError, ValueError, TypeError, KeyError):
+            return kernel_boot_id()
 
 
 def clock_source(spec: str) -> Clock:

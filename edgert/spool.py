@@ -58,6 +58,10 @@ CREATE TABLE IF NOT EXISTS counter (
     name    TEXT PRIMARY KEY,
     value   INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    name    TEXT PRIMARY KEY,
+    value   TEXT NOT NULL
+);
 """
 
 
@@ -141,6 +145,28 @@ class Spool:
             raise
         self._db = db
         return self
+
+    def boot(self, boot_id: str) -> int:
+        """Record that this boot (the kernel's boot id; "": unknown, taken as the same
+        one) writes from now on; the id of the first row it wrote (rows before it
+        were written in an earlier boot, on another clock)."""
+        db = self._need_db()
+        meta = dict(db.execute("SELECT name, value FROM meta"))
+        first = int(meta.get("boot_first_row", "1"))
+        if boot_id and meta.get("boot_id") != boot_id:
+            first = self._next_id
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(
+                    "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)",
+                    [("boot_id", boot_id), ("boot_first_row", str(first))],
+                )
+                db.execute("COMMIT")
+            except sqlite3.Error as e:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise SpoolError(f"cannot write the spool {self.path}: {e}") from None
+        return first
 
     def close(self) -> None:
         if self._db is not None:

@@ -25,9 +25,12 @@ HOUR = 3600 * 10**9
 GEN = '[[driver]]\nname = "gen"\ntype = "sim"\n[[driver.signal]]\nname = "n"\nshape = "counter"\nrate = 20.0\n'
 
 
-def set_clock(path: Path, synced: bool, shift_ns: int = 0) -> None:
+def set_clock(path: Path, synced: bool, shift_ns: int = 0, boot_id: str | None = None) -> None:
+    d: dict = {"synced": synced, "shift_ns": shift_ns}
+    if boot_id is not None:
+        d["boot_id"] = boot_id
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"synced": synced, "shift_ns": shift_ns}))
+    tmp.write_text(json.dumps(d))
     tmp.replace(path)
 
 
@@ -147,6 +150,39 @@ def test_points_spooled_before_the_sync_leave_with_corrected_times(
                     assert all(p["time"] < t_sync + HOUR // 2 for p in decode(m))
             moved = sum(len(decode(m)) for m in corrected)
             wait_for(lambda: bridge(cfg)["clock_corrected"] >= moved, 10, "counted")
+
+
+def test_points_spooled_in_an_earlier_boot_keep_their_times(
+    make_config, short_dir: Path, nats_server: NatsProcess
+) -> None:
+    with LinkProxy(nats_server.port) as link, Subscriber(nats_server.url, "edgert.gw.p.gen") as sub:
+        link.cut()  # no uplink in either boot: everything waits in the spool
+        cfg, clock = config(make_config, short_dir, f"nats://127.0.0.1:{link.port}", hold="0")
+        set_clock(clock, synced=False, boot_id="boot-1")
+        with running_gateway(cfg):
+            wait_for(lambda: status(cfg)["by_name"]["bridge"]["buffered"] > 10, 20, "spooled")
+        t_reboot = time.time_ns()
+        set_clock(clock, synced=False, boot_id="boot-2")  # a reboot, not synchronized yet
+        with running_gateway(cfg):
+            wait_for(lambda: bridge(cfg)["points_in"] > 10, 20, "points of this boot")
+            set_clock(clock, synced=True, shift_ns=HOUR, boot_id="boot-2")
+            wait_for(lambda: bridge(cfg)["clock"] == "synchronized", 10, "synchronized")
+            link.restore()
+            wait_for(
+                lambda: (
+                    any("Edgert-Clock" not in m.headers for m in sub.messages)
+                    and any(m.headers.get("Edgert-Clock") == "corrected" for m in sub.messages)
+                ),
+                20,
+                "both boots' points out",
+            )
+            earlier = [m for m in sub.messages if all(p["time"] < t_reboot for p in decode(m))]
+            assert earlier  # the earlier boot's points, with the times they had...
+            assert all("Edgert-Clock" not in m.headers for m in earlier)  # ...not "corrected"
+            for m in sub.messages:  # and none moved by this boot's step
+                assert all(
+                    not t_reboot - HOUR // 2 < p["time"] - HOUR < t_reboot for p in decode(m)
+                )
 
 
 def values(messages) -> list[int]:

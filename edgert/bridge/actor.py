@@ -165,7 +165,8 @@ class _Run:
                         cfg.nats.spool_max_bytes,
                         cfg.nats.spool_sync,
                     )
-                    rows, last_row = await self._in_worker(_open_spool, spool)
+                    boot = self.clock.boot_id()
+                    rows, last_row, first_row = await self._in_worker(_open_spool, spool, boot)
                     self.spool = spool
                     stack.callback(lambda: self.worker.submit(spool.close).result())
                     self.seqs = dict(spool._seqs)
@@ -181,7 +182,7 @@ class _Run:
                     )
                     self.fwd.starting(time.monotonic(), cfg.connect_grace)
                     if not self.clock_watch.synced:
-                        self.fwd.unsynced(time.monotonic(), cfg.clock_hold)
+                        self.fwd.unsynced(time.monotonic(), cfg.clock_hold, first_row)
                 self.router = stack.enter_context(_socket(zctx, zmq.ROUTER))
                 self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
                 self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
@@ -573,10 +574,15 @@ class _Run:
 # --- helpers ------------------------------------------------------------------------
 
 
-def _open_spool(spool: Spool) -> tuple[dict[str, int], int]:
-    """Open it: its rows per node, and its newest row's id."""
+def _open_spool(spool: Spool, boot_id: str) -> tuple[dict[str, int], int, int]:
+    """Open it: its rows per node, its newest row's id, and the first row of this boot."""
     spool.open()
-    return spool.rows_per_node(), spool._next_id - 1
+    try:
+        first = spool.boot(boot_id)
+    except BaseException:
+        spool.close()
+        raise
+    return spool.rows_per_node(), spool._next_id - 1, first
 
 
 @contextlib.contextmanager

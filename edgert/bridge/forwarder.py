@@ -206,7 +206,8 @@ class Forwarder:
         # holding presync parts until then (inf: until `hold` after the first connect);
         # 0: not holding
         self.clock_hold_until = 0.0
-        self.presync_mark = 0  # spool rows up to this id are presync...
+        self.presync_first = 1  # spool rows from this id (written in this boot)...
+        self.presync_mark = 0  # ...up to this id are presync...
         self.presync_rows: set[int] = set()  # ...and these, written after the sync
         self.clock_steps = 0  # steps of the wall clock seen (`stepped`)
         self.row_steps: dict[int, int] = {}  # spool rows taken after a step: steps seen
@@ -257,11 +258,13 @@ class Forwarder:
         self.hold_until = now + grace
         self.down_since = now
 
-    def unsynced(self, now: float, hold: float) -> None:
+    def unsynced(self, now: float, hold: float, first_row: int = 1) -> None:
         """At start: the wall clock is not synchronized. Parts from now on, and the rows
-        in the spool, are presync until `synced`; with `hold` > 0 they wait in the spool
-        until then, or `hold` seconds after the first connection at most."""
+        in the spool from `first_row` on (those written in this boot), are presync until
+        `synced`; with `hold` > 0 they wait in the spool until then, or `hold` seconds
+        after the first connection at most."""
         self.clock_synced = False
+        self.presync_first = first_row
         self.presync_mark = self.last_row
         if hold > 0 and self.spooling:
             self.clock_hold = hold
@@ -445,7 +448,11 @@ class Forwarder:
         return self.up and not self.clock_hold_until
 
     def _presync_row(self, rid: int) -> bool:
-        return not self.clock_synced or rid <= self.presync_mark or rid in self.presync_rows
+        return (
+            not self.clock_synced
+            or self.presync_first <= rid <= self.presync_mark
+            or rid in self.presync_rows
+        )
 
     def _interval(self, now: float) -> float:
         if now - self.down_since > self.outage_after:
