@@ -54,9 +54,11 @@ Rules:
   points persistently; a driver's outbox counts what it drops.
 - The wall clock (`edgert.clock`): when it is not synchronized at start
   (`unsynced`), every part taken until `synced`, and every row the spool held
-  at start, is *presync*: its points were stamped on a clock that may still
-  step. A presync part never shares a spool row with a later one, and each
-  `Publish` says whether it is presync, so the bridge can correct its times
+  at start that was written in this boot, is *presync*: its points were
+  stamped on a clock that may still step. A presync part never shares a spool
+  row with a later one, nor with one taken after another clock step
+  (`stepped`), and each `Publish` says whether it is presync and how many
+  steps had been seen when it was taken, so the bridge can correct its times
   after the step (or mark it unsynced before). With a `hold`, presync parts
   wait in the spool, unpublished, until `synced` or until `hold` seconds after
   the first connection to NATS (while NATS is unreachable they wait anyway):
