@@ -222,7 +222,11 @@ def test_points_read_before_the_sync_wait_in_the_spool_with_nats_up_then_leave_c
             assert all(m.headers.get("Edgert-Clock") != "unsynced" for m in sub.messages)
             got = values(sub.messages)
             assert got == list(range(len(got)))  # nothing lost, in order, none twice
-            assert bridge(cfg)["clock_corrected"] == held and not bridge(cfg)["clock_holding"]
+            wait_for(  # the bridge's figures reach status with its next report
+                lambda: (b := bridge(cfg))["clock_corrected"] == held and not b["clock_holding"],
+                15,
+                "the corrected points counted in status",
+            )
 
 
 def test_held_points_leave_unsynced_when_the_hold_expires(
