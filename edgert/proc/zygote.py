@@ -71,7 +71,15 @@ from .child import set_name, set_pdeathsig
 
 __all__ = ["Zygote", "ZygoteError", "PRELOAD", "clean_path", "fingerprint"]
 
-PRELOAD = ["edgert", "edgert.actor", "edgert.bus", "edgert.proc.child", "zmq", "msgpack"]
+PRELOAD = [
+    "edgert",
+    "edgert.actor",
+    "edgert.bus",
+    "edgert.logs",  # the child sets up its logging with it: not imported after each fork
+    "edgert.proc.child",
+    "zmq",
+    "msgpack",
+]
 PR_SET_CHILD_SUBREAPER = 36
 MAX_MESSAGE = 1 << 20
 BOOT = (
