@@ -131,6 +131,27 @@ def test_a_lone_point_leaves_within_the_linger_while_acks_are_quick(pair, clock)
     assert sizes(router) == [2]
 
 
+def test_an_ack_some_tens_of_ms_late_keeps_the_linger(pair, clock) -> None:
+    router, dealer = pair
+    box = Outbox(dealer, "drv.1.a", window=100)
+    box.publish(batch(1))
+    box.tick(clock.now)
+    assert sizes(router) == [1]
+
+    clock.now += 0.05  # a busy machine: this ack is 50 ms late, the path is not slow
+    box.publish(batch(1))
+    assert box.next_deadline() == pytest.approx(clock.now + 0.005)
+    box.tick(box.next_deadline())
+    assert sizes(router) == [1]
+
+    clock.now += 0.001  # but a half-full window is slow: wait for company
+    box.publish(batch(60))
+    box.flush()
+    assert sizes(router) == [60]
+    box.publish(batch(1))  # the oldest in flight is 51 ms old: as long
+    assert box.next_deadline() == pytest.approx(clock.now + 0.051)
+
+
 def test_while_acks_are_slow_the_linger_grows_to_at_most_max_linger(pair, clock) -> None:
     router, dealer = pair
     box = Outbox(dealer, "drv.1.a")

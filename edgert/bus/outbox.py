@@ -9,9 +9,10 @@ a polling driver's points of one poll make one batch; otherwise it waits for the
 first. So when the bridge or NATS is busy, every per-batch cost (frame, ack,
 publish) is shared by many points, and the latency this adds stays bounded.
 When acks are slow (NATS down: the bridge acks once a spool commit is in, about
-once a second) the linger grows with the age of the oldest batch in flight, up
-to `max_linger` (0.25 s): a slow path gets a few large batches, not hundreds of
-small ones a second; a healthy path (acks within milliseconds) keeps `linger`.
+once a second; or the window half full) the linger grows with the age of the
+oldest batch in flight, up to `max_linger` (0.25 s): a slow path gets a few large
+batches, not hundreds of small ones a second; a healthy path keeps `linger`, even
+when one ack is some tens of milliseconds late (under `slow_ack`, 0.1 s).
 The owner's loop calls `tick()` when `next_deadline()` comes.
 
 Every sealed batch gets the next `seq` and stays here until the bridge acks it
@@ -123,6 +124,7 @@ class Outbox:
         window: int = 5_000,
         linger: float = 0.005,
         max_linger: float = 0.25,
+        slow_ack: float = 0.1,
         ring: Ring | None = None,
     ) -> None:
         self.sock = sock
@@ -133,6 +135,7 @@ class Outbox:
         self.window = window  # points sent and not yet acknowledged, at most (the credit)
         self.linger = linger  # seconds a lone point waits for company before it is sent
         self.max_linger = max(linger, max_linger)  # ... at most, when acks are slow
+        self.slow_ack = slow_ack  # an ack this late (or a half-full window) means "slow"
         self._pending: list[bytes] = []  # packed point maps, not sealed into a batch yet
         self._heads: dict[tuple[str, str, str], bytes] = {}  # for pack_points
         self._seal_at: float | None = None  # when the pending points are sealed into a batch
@@ -199,9 +202,16 @@ class Outbox:
             self._seal_at = now + self._linger(now)
 
     def _linger(self, now: float) -> float:
-        """`linger`, or the age of the oldest batch in flight when that is longer (acks
-        are slow: wait as long for company), at most `max_linger`."""
-        age = now - self._flight[0][2] if self._flight else 0.0
+        """`linger`, or, once the path is slow, the age of the oldest batch in flight
+        (wait as long for company), at most `max_linger`. Slow means that batch is
+        `slow_ack` old or the window is half full: an ack a few tens of milliseconds
+        late on a busy machine keeps `linger`, else every point published meanwhile
+        waits as long as that ack (the p99 tail at ordinary rates)."""
+        if not self._flight:
+            return self.linger
+        age = now - self._flight[0][2]
+        if age < self.slow_ack and self._flight_points * 2 < self.window:
+            return self.linger
         return min(self.max_linger, max(self.linger, age))
 
     @property
