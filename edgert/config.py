@@ -555,7 +555,16 @@ def resolve_driver(type_name: str) -> type:
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as e:
-        raise LookupError(f"driver type {type_name!r}: cannot import {mod_name!r}: {e}") from None
+        hint = ""
+        top = mod_name.split(".")[0]
+        if isinstance(e, ModuleNotFoundError) and e.name == top:
+            hint = (
+                " (the working directory is not on the import path: install the"
+                " package, e.g. `pip install -e .`, or set PYTHONPATH)"
+            )
+        raise LookupError(
+            f"driver type {type_name!r}: cannot import {mod_name!r}: {e}{hint}"
+        ) from None
     except TypeError as e:  # a mistake in the driver's config class (check_fields)
         raise LookupError(f"driver type {type_name!r}: {mod_name!r} is broken: {e}") from None
     cls = getattr(mod, attr, None)

@@ -353,3 +353,36 @@ def test_the_cli_starts_without_loading_the_runtime(args: list[str]) -> None:
     assert not HEAVY & loaded, sorted(HEAVY & loaded)
     if args == ["--help"]:
         assert not {"zmq", "msgpack"} & loaded
+
+
+def test_new_driver_names_the_running_interpreter(tmp_path: Path) -> None:
+    r = invoke("new-driver", "thermo", "--dir", str(tmp_path))
+    assert r.exit_code == 0, r.output
+    nxt = [line for line in r.stdout.splitlines() if line.startswith("next:")]
+    assert nxt and f"{sys.executable} -m pip install -e" in nxt[0], r.stdout
+    assert f"{sys.executable} -m pytest -q" in nxt[0], r.stdout
+
+
+def test_driver_type_in_an_uninstalled_package_says_how_to_fix_it() -> None:
+    from edgert.config import resolve_driver
+
+    with pytest.raises(LookupError) as e:
+        resolve_driver("nosuchpkg_xyz.hello:Hello")
+    assert "No module named 'nosuchpkg_xyz'" in str(e.value)
+    assert "not on the import path" in str(e.value) and "PYTHONPATH" in str(e.value)
+    with pytest.raises(LookupError) as e:  # the package exists, a submodule does not
+        resolve_driver("edgert.nosuchmod_xyz:Hello")
+    assert "PYTHONPATH" not in str(e.value)
+
+
+def test_a_closed_pipe_on_stdout_ends_quietly() -> None:
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first line (`edgert ... | head -0`)
+    try:
+        p = subprocess.run(
+            [*EDGERT, "drivers"], stdout=w, stderr=subprocess.PIPE, text=True, timeout=20
+        )
+    finally:
+        os.close(w)
+    assert p.returncode == 0, p.stderr
+    assert "Broken pipe" not in p.stderr and "Traceback" not in p.stderr, p.stderr

@@ -13,6 +13,7 @@ loads click and little else.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from importlib import import_module
@@ -97,6 +98,11 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except BrokenPipeError:  # the reader went away (`edgert tail | head`): stop quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so the exit's flush cannot fail again
+            os.close(devnull)
+            ctx.exit(0)
         except Exception as e:  # noqa: BLE001 - the last line of defence
             config = sys.modules.get("edgert.config")  # never loaded: not a ConfigError
             bad_config = config is not None and isinstance(e, config.ConfigError)

@@ -10,6 +10,8 @@ runs it as a real process under a real gateway.
 from __future__ import annotations
 
 import re
+import shlex
+import sys
 from pathlib import Path
 
 import click
@@ -250,4 +252,5 @@ def new_driver(name: str, parent: Path) -> None:
     """
     root = write_skeleton(name, parent)
     click.echo(f"wrote {root}")
-    click.echo(f"next: cd {root} && pip install -e '.[test]' && pytest -q")
+    py = shlex.quote(sys.executable)
+    click.echo(f"next: cd {root} && {py} -m pip install -e '.[test]' && {py} -m pytest -q")
