@@ -17,9 +17,10 @@ once, so the child is re-parented to the supervisor (a child subreaper, see
   and `exit` with the traceback of an error. EOF on the link means the
   supervisor is gone, and the actor is stopped.
 - after a clean stop it waits for the bridge to acknowledge what it holds
-  (`drain_timeout`), reports what it could not hand over as lost and deletes
-  its ring file; after an exception it keeps the file, so the next process of
-  the actor sends those points (as after a SIGKILL, when nothing runs at all).
+  (`drain_timeout`) and deletes its ring file when all was; what the bridge
+  did not acknowledge stays in the file, as after an exception or a SIGKILL,
+  so the next process of the actor sends it (without a ring, it is reported
+  as lost).
 
 A child asked to run a program (`ProgramSpec`) does the first three steps, then
 points its stdio at /dev/null, restores default signal handlers and `exec`s
@@ -213,10 +214,15 @@ def _run_actor(spec: Any, link: Link) -> None:
         clean = True
         if outbox is not None and spec.drain_timeout > 0 and not outbox.drain(spec.drain_timeout):
             ctx.log.warning(
-                "stopped with %d points not acknowledged by the bridge", outbox.stats()["buffered"]
+                "stopped with %d points not acknowledged by the bridge%s",
+                outbox.stats()["buffered"],
+                " (kept in the outbox file for the next run)" if outbox.crash_safe else "",
             )
     finally:
-        kept = not clean and outbox is not None and outbox.crash_safe  # the next run sends them
+        # With the ring, what the bridge has not acknowledged stays for the next run to
+        # send, after a crash or a stop alike (a stop while the bridge cannot take points
+        # loses nothing); without it, it is lost and counted.
+        kept = outbox is not None and outbox.crash_safe and (not clean or outbox.buffered > 0)
         if outbox is not None and outbox.buffered > 0 and not kept:
             _send(link, "lost", outbox.buffered)  # counted by the supervisor
         if ring is not None:
