@@ -83,28 +83,7 @@ def test_with_the_ring_a_stop_the_bridge_cannot_acknowledge_loses_nothing(make_c
 def test_points_unacknowledged_at_a_stop_are_counted(make_config) -> None:
     cfg = without_ring(make_config(GATEWAY.format(port=free_port())))
     with running_gateway(cfg):
-        a = wait_for(
-            lambda: (
-                (a := status(cfg)["by_name"])["gen"]["state"] == "running"
-                and a["bridge"]["state"] == "running"
-                and a
-            ),
-            15,
-            "gen and bridge running",
-        )
-        assert a["gen"]["lost_at_stop"] == 0
-        bridge, gen = a["bridge"]["pid"], a["gen"]["pid"]
-        os.kill(bridge, signal.SIGSTOP)
-        try:
-            wait_for(lambda: status(cfg)["by_name"]["gen"]["buffered"] > 100, 15, "unacked")
-            os.kill(gen, signal.SIGTERM)
-            g = wait_for(
-                lambda: (g := status(cfg)["by_name"]["gen"])["pid"] not in (None, gen) and g,
-                30,
-                "gen restarted",
-            )
-        finally:
-            os.kill(bridge, signal.SIGCONT)
+        g = stop_gen_while_the_bridge_is_frozen(cfg)
         assert g["lost_at_stop"] > 100, g
         assert g["restarts"] >= 1
     lost = g["lost_at_stop"]
