@@ -265,12 +265,7 @@ def _cold_start(cfg: GatewayConfig, n: int, zygote: str) -> tuple[float, list[di
         elapsed = time.monotonic() - t0
         mem = [smaps(a["pid"]) for a in s["actors"]]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _end(proc)
     return elapsed, mem
 
 
@@ -388,12 +383,7 @@ def demo_memory(extra: int = 5, settle: float = 3.0, demo: Path = DEMO) -> dict[
             new = [a["pid"] for a in s["actors"] if a["name"].startswith("extra")]
             uss = [per2[p]["uss_mb"] for p in new if p in per2]
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _end(proc)
     return {
         "demo_pss_mb": total,
         "demo_processes": len(per),
@@ -418,3 +408,13 @@ def run_all() -> dict[str, Any]:
     st = startup()
     mem = st.pop("memory") | memory() | demo_memory()
     return {"startup": st, "restart": restart_latency(), "memory": mem}
+
+
+def _end(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM a gateway started for a measure; SIGKILL it if it has not gone in 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -14,11 +14,9 @@ the functions taking the most of it. The whole gateway, to NATS, is
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from edgert.bench.modbus_scale import REGISTERS, simulated_hosts
@@ -104,24 +102,12 @@ def _decoded(table: dict[str, Any]) -> Any:
     return cfg
 
 
-@contextlib.contextmanager
-def _running(cfg: Any) -> Iterator[Any]:
+def _running(cfg: Any) -> Any:
     """`run_driver` for a config already decoded."""
-    import threading
-
-    from edgert.testing.harness import CapturedContext, DriverRun
+    from edgert.testing.harness import run_actor
     from edgert_drivers.modbus import ModbusDriver
 
-    actor = ModbusDriver(cfg, "bus")
-    ctx = CapturedContext(actor, name="bus", config=cfg)
-    thread = threading.Thread(target=actor.run, args=(ctx,), name="driver-bus")
-    thread.start()
-    try:
-        yield DriverRun(actor, ctx, thread)
-    finally:
-        actor.stop()
-        thread.join(30)
-        ctx._close()
+    return run_actor(ModbusDriver(cfg, "bus"), cfg)
 
 
 def _scale_driver_child(cfg: dict[str, Any], seconds: float, conn: Any) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from edgert import Actor, Command, Context, Point
 from edgert.config import decode
 
-__all__ = ["CapturedContext", "DriverRun", "run_driver"]
+__all__ = ["CapturedContext", "DriverRun", "run_driver", "run_actor"]
 
 
 class CapturedContext(Context):
@@ -85,7 +85,14 @@ class DriverRun:
 def run_driver(cls: type[Actor], table: dict[str, Any], name: str = "bus") -> Iterator[DriverRun]:
     """Run driver `cls` configured by `table` in a thread for the block."""
     config = decode(cls.Config, table, f"[[driver]] {name!r}") if cls.Config else None
-    actor = cls(config, name)
+    with run_actor(cls(config, name), config, name) as run:
+        yield run
+
+
+@contextlib.contextmanager
+def run_actor(actor: Actor, config: Any, name: str = "bus") -> Iterator[DriverRun]:
+    """Run an actor made from a config already decoded in a thread for the block; an
+    exception of its `run` is raised here at the end, and one that does not stop is an error."""
     ctx = CapturedContext(actor, name=name, config=config)
     errors: list[BaseException] = []
 
