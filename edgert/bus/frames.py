@@ -174,8 +174,9 @@ def p_head(data: bytes) -> Head | None:
         return None
     try:
         u = msgpack.Unpacker(
-            raw=False, max_str_len=256, max_bin_len=0, max_array_len=0, max_buffer_size=320
-        )  # a small buffer: the default one is a megabyte, allocated for each Unpacker
+            raw=False, max_str_len=256, max_bin_len=0, max_array_len=6, max_buffer_size=320
+        )  # a small buffer: the default one is a megabyte, allocated for each Unpacker;
+        # max_array_len bounds the header too in msgpack's pure-Python unpacker (1.0.3)
         u.feed(data[:320])
         n = u.read_array_header()
         kind, epoch, seq, first = u.unpack(), u.unpack(), u.unpack(), u.unpack()
