@@ -7,8 +7,9 @@ multiply the load (measured: 355k points/s delivered with it, near 0 without).
 
 The linger (README, "The point path"): a point published while nothing is in
 flight leaves at the end of the turn; while a batch is in flight, new points wait
-for its ack at most `linger` (5 ms) while acks are quick, at most `max_linger`
-(0.25 s) while they are slow, and go as one batch. The outbox's clock is set by
+for its ack until `linger` (5 ms) after the last batch was sent while acks are
+quick, `max_linger` (0.25 s) at most while they are slow, and go as one batch; a
+driver that polls less often than the linger never waits for an ack. The outbox's clock is set by
 the test, so each bound is checked as which batches a socket received by when,
 never by timing a run.
 """
@@ -114,8 +115,8 @@ def test_a_lone_point_leaves_within_the_linger_while_acks_are_quick(pair, clock)
 
     clock.now += 0.001  # batch 1 is in flight (1 ms old): the next point waits
     box.publish(batch(1))
-    deadline = box.next_deadline()
-    assert deadline is not None and deadline - clock.now == pytest.approx(0.005)
+    deadline = box.next_deadline()  # until the linger after batch 1 was sent
+    assert deadline is not None and deadline - clock.now == pytest.approx(0.004)
     clock.now += 0.003
     box.publish(batch(3))  # more points in the same wait join it
     box.tick(deadline - 0.0001)
@@ -131,6 +132,17 @@ def test_a_lone_point_leaves_within_the_linger_while_acks_are_quick(pair, clock)
     assert sizes(router) == [2]
 
 
+def test_a_driver_polling_slower_than_the_linger_never_waits_for_an_ack(pair, clock) -> None:
+    router, dealer = pair
+    box = Outbox(dealer, "drv.1.a")
+    for _ in range(5):  # a poll every 10 ms; no ack comes back at all
+        box.publish(batch(10))
+        assert box.next_deadline() == 0.0  # at the end of this turn
+        box.tick(clock.now)
+        assert sizes(router) == [10]
+        clock.now += 0.01
+
+
 def test_an_ack_some_tens_of_ms_late_keeps_the_linger(pair, clock) -> None:
     router, dealer = pair
     box = Outbox(dealer, "drv.1.a", window=100)
@@ -140,16 +152,22 @@ def test_an_ack_some_tens_of_ms_late_keeps_the_linger(pair, clock) -> None:
 
     clock.now += 0.05  # a busy machine: this ack is 50 ms late, the path is not slow
     box.publish(batch(1))
-    assert box.next_deadline() == pytest.approx(clock.now + 0.005)
-    box.tick(box.next_deadline())
+    assert box.next_deadline() == 0.0  # the linger since batch 1 is over: this turn
+    box.tick(clock.now)
+    assert sizes(router) == [1]
+    clock.now += 0.001
+    box.publish(batch(1))  # but the next one waits the linger after that batch
+    assert box.next_deadline() == pytest.approx(clock.now + 0.004)
+    clock.now = box.next_deadline()
+    box.tick(clock.now)
     assert sizes(router) == [1]
 
     clock.now += 0.001  # but a half-full window is slow: wait for company
     box.publish(batch(60))
     box.flush()
     assert sizes(router) == [60]
-    box.publish(batch(1))  # the oldest in flight is 51 ms old: as long
-    assert box.next_deadline() == pytest.approx(clock.now + 0.051)
+    box.publish(batch(1))  # the oldest in flight is 56 ms old: as long
+    assert box.next_deadline() == pytest.approx(clock.now + 0.056)
 
 
 def test_while_acks_are_slow_the_linger_grows_to_at_most_max_linger(pair, clock) -> None:
@@ -160,16 +178,23 @@ def test_while_acks_are_slow_the_linger_grows_to_at_most_max_linger(pair, clock)
     assert sizes(router) == [1]
     sent = clock.now
 
+    clock.now = sent + 0.05
+    box.publish(batch(1))
+    box.tick(clock.now)
+    assert sizes(router) == [1]
     clock.now = sent + 0.1  # no ack for 100 ms: wait as long for company
     box.publish(batch(1))
-    assert box.next_deadline() == pytest.approx(clock.now + 0.1)
+    assert box.next_deadline() == pytest.approx(sent + 0.15)
     box.tick(box.next_deadline())
     assert sizes(router) == [1]
 
     clock.now = sent + 1.0  # an outage: acks a second apart
-    box.publish(batch(1))
+    box.publish(batch(1))  # the last batch left long ago: this one goes now...
+    box.tick(clock.now)
+    assert sizes(router) == [1]
+    box.publish(batch(1))  # ...and the next waits, capped at max_linger
     deadline = box.next_deadline()
-    assert deadline == pytest.approx(clock.now + 0.25)  # capped at max_linger
+    assert deadline == pytest.approx(clock.now + 0.25)
     for _ in range(99):  # what a 400 points/s driver publishes meanwhile
         clock.now += 0.0025
         box.publish(batch(1))

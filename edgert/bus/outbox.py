@@ -4,15 +4,19 @@ Points published one at a time are coalesced in time, Nagle-style: a point
 published while nothing is in flight goes at the end of the owner's turn (the
 next `tick`, which the Context runs before its loop waits), together with every
 point published in that same turn: no added latency when the path is idle, and
-a polling driver's points of one poll make one batch; otherwise it waits for the ack of what is in flight, for at most
-`linger` (5 ms by default), or until `max_batch` points wait, whichever comes
-first. So when the bridge or NATS is busy, every per-batch cost (frame, ack,
-publish) is shared by many points, and the latency this adds stays bounded.
-When acks are slow (NATS down: the bridge acks once a spool commit is in, about
-once a second; or the window half full) the linger grows with the age of the
-oldest batch in flight, up to `max_linger` (0.25 s): a slow path gets a few large
-batches, not hundreds of small ones a second; a healthy path keeps `linger`, even
-when one ack is some tens of milliseconds late (under `slow_ack`, 0.1 s).
+a polling driver's points of one poll make one batch. While a batch is in
+flight, new points wait for its ack, for at most `linger` (5 ms by default)
+after the last batch was sent, or until `max_batch` points wait, whichever
+comes first: a driver sends at most one batch per `linger` while the bridge or
+NATS is busy, so every per-batch cost (frame, ack, publish) is shared by many
+points, and a driver that polls less often than that (every 10 ms, say) never
+waits for an ack at all: its points leave at the end of its turn, however late
+the ack of its previous batch is. When acks are slow (NATS down: the bridge
+acks once a spool commit is in, about once a second; or the window half full)
+the linger grows with the age of the oldest batch in flight, up to
+`max_linger` (0.25 s): a slow path gets a few large batches, not hundreds of
+small ones a second; a healthy path keeps `linger`, even when one ack is some
+tens of milliseconds late (under `slow_ack`, 0.1 s).
 The owner's loop calls `tick()` when `next_deadline()` comes.
 
 Every sealed batch gets the next `seq` and stays here until the bridge acks it
@@ -147,6 +151,7 @@ class Outbox:
         self._sent_max = 0  # the highest seq ever sent: anything <= it goes out as resent
         self._acked = 0
         self._last_progress = time.monotonic()
+        self._last_sent = 0.0  # when the last batch was sent (monotonic)
         self.points_out = 0  # points published by the actor
         self.points_acked = 0
         self.buffered = 0  # points held, not yet acknowledged
@@ -197,9 +202,10 @@ class Outbox:
             self.flush()  # full: no reason to wait
         elif not self._flight:
             self._seal_at = 0.0  # nothing in flight: at the end of this turn (next tick)
-        elif self._seal_at is None:
+        elif self._seal_at is None:  # at most one batch per linger while one is in flight
             now = time.monotonic()
-            self._seal_at = now + self._linger(now)
+            at = self._last_sent + self._linger(now)
+            self._seal_at = at if at > now else 0.0  # 0.0: the end of this turn
 
     def _linger(self, now: float) -> float:
         """`linger`, or, once the path is slow, the age of the oldest batch in flight
@@ -319,6 +325,8 @@ class Outbox:
             now = now or time.monotonic()
             self._flight.append((seq, n, now))
             self._flight_points += n
+        if now:
+            self._last_sent = now
 
     def tick(self, now: float | None = None) -> None:
         """Seal a batch whose linger is over; resend from the oldest unacknowledged
