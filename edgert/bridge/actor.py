@@ -359,6 +359,7 @@ class _Run:
                 _drain(router, frames)
                 self.receive(frames)
                 self.feed(self.fwd.tick(time.monotonic()))
+                await self.uplink.send()  # this turn's batches leave in this turn
                 if frames:
                     self._report()
                 await asyncio.sleep(0)  # a busy bus must not starve the other tasks

@@ -6,7 +6,8 @@ it makes sure the JetStream stream exists and takes the gateway's subjects
 (when `jetstream = true`, `edgert.bridge.stream`; a stream that does not is
 said once, in the log and on the status subject, and looked at again every
 `STREAM_RETRY` seconds while points wait in the spool),
-publishes what the forwarder asks in order, and tells
+publishes what the forwarder asks in order (the bus task calls `send` at the
+end of its turn, so a batch leaves in the turn it came in), and tells
 the forwarder when NATS took each message: the JetStream ack, or on core NATS
 a marker the bridge publishes to its own inbox behind each round of messages
 (when the server delivers it back, it has processed everything before it). A publish error, an ack missing for `ack_timeout` or a lost
@@ -105,6 +106,8 @@ class Session:
         self.mark_progress = 0.0  # when a marker last came back (or the first went out)
         self.outgoing: deque[Publish] = deque()
         self.more = asyncio.Event()
+        self.sending = False  # a task is publishing `outgoing` (`Uplink._send`)
+        self.failed: Exception | None = None  # why a publish by the bus task failed
         self.acks: deque[list[asyncio.Future]] = deque()  # JetStream: per message, in order
         self.acked = asyncio.Event()
 
@@ -363,43 +366,72 @@ class Uplink:
             raise Down(nc.last_error and repr(nc.last_error) or "connection closed")
 
     async def _sender(self, sess: Session) -> None:
-        """Publish in order; on core NATS a flush round trip says NATS took them."""
+        """Publish what other tasks than the bus's asked for (acks, spool reads)."""
+        while True:
+            if sess.failed is not None:
+                raise sess.failed  # a publish in the bus task failed: end the session
+            sess.more.clear()
+            await self._send(sess)
+            await sess.more.wait()
+
+    async def send(self) -> None:
+        """Publish what the forwarder asked for, now: the bus task calls this at the end
+        of each turn, so a batch leaves in the turn it came in, without waiting for
+        another task's turn of the loop."""
+        s = self.session
+        if s is None or not s.outgoing:
+            return
+        try:
+            await self._send(s)
+        except Exception as e:  # noqa: BLE001 - the session's own task ends it with this
+            s.failed = e
+            s.more.set()
+
+    async def _send(self, sess: Session) -> None:
+        """Publish everything queued, in order, as rounds; on core NATS a marker behind
+        each round says when NATS took it. One caller at a time (`sess.sending`): a
+        second returns at once, as the first keeps going until nothing is queued."""
+        if sess.sending:
+            return
+        sess.sending = True
+        try:
+            while sess.outgoing:
+                await self._round(sess)
+        finally:
+            sess.sending = False
+
+    async def _round(self, sess: Session) -> None:
         run = self.run
         enc = run.enc
         ctype = CONTENT_TYPES[enc]
         nc, js = sess.nc, sess.js
-        while True:
-            if not sess.outgoing:
-                sess.more.clear()
-                await sess.more.wait()
-                continue
-            n = 0
-            while sess.outgoing:
-                a = sess.outgoing.popleft()
-                subject = f"{run.base}.p.{a.node}"
-                futs = []
-                data, clock = run.clock_check(a)
-                for msg_id, payload in messages(a.msg_id, data, enc, nc.max_payload):
-                    headers = {"Content-Type": ctype, "Nats-Msg-Id": msg_id}
-                    if clock:
-                        headers["Edgert-Clock"] = clock
-                    if js is not None:
-                        futs.append(await js.publish_async(subject, payload, headers=headers))
-                    else:
-                        await nc.publish(subject, payload, headers=headers)
-                n += 1
+        n = 0
+        while sess.outgoing:
+            a = sess.outgoing.popleft()
+            subject = f"{run.base}.p.{a.node}"
+            futs = []
+            data, clock = run.clock_check(a)
+            for msg_id, payload in messages(a.msg_id, data, enc, nc.max_payload):
+                headers = {"Content-Type": ctype, "Nats-Msg-Id": msg_id}
+                if clock:
+                    headers["Edgert-Clock"] = clock
                 if js is not None:
-                    sess.acks.append(futs)
-                    sess.acked.set()
-            if js is None:
-                # a marker to ourselves, behind the messages on the same connection: when
-                # it comes back, the server has taken them (rounds are pipelined)
-                sess.mark += 1
-                if not sess.marks:
-                    sess.mark_progress = time.monotonic()
-                sess.marks.append((sess.mark, n))
-                await nc.publish(sess.inbox, b"%d" % sess.mark)
+                    futs.append(await js.publish_async(subject, payload, headers=headers))
+                else:
+                    await nc.publish(subject, payload, headers=headers)
+            n += 1
+            if js is not None:
+                sess.acks.append(futs)
                 sess.acked.set()
+        if js is None and n:
+            # a marker to ourselves, behind the messages on the same connection: when
+            # it comes back, the server has taken them (rounds are pipelined)
+            sess.mark += 1
+            if not sess.marks:
+                sess.mark_progress = time.monotonic()
+            sess.marks.append((sess.mark, n))
+            await nc.publish(sess.inbox, b"%d" % sess.mark)
+            sess.acked.set()
 
     def _marked(self, sess: Session, msg: Any) -> None:
         """Core NATS: a marker came back, so the server took the messages before it."""
