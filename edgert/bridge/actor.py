@@ -10,7 +10,11 @@ carries out what it returns:
   frames, checks them (`edgert.bus.decode_points`: split by node on the raw
   maps, a malformed frame refused whole, counted and logged), shows accepted
   parts on the tail socket (`ipc://<runtime_dir>/tail.sock`, for
-  `edgert tail`), feeds the forwarder and sends the acks it owes;
+  `edgert tail`), feeds the forwarder, publishes what it asks for in the same
+  turn, and sends the acks it owes, gathered for up to `ACK_DELAY` (or until
+  `ACK_POINTS` points are owed): a driver does not wait for an ack to send
+  its next batch (`edgert.bus.outbox`), so an ack only returns credit, and one
+  ack every few batches costs the bridge and the drivers fewer wake-ups;
 - the spool: `<data_dir>/spool.db`, opened, used and closed by ONE worker
   thread (sqlite never runs on the loop); commits and reads are queued to it
   in order and their results fed back in that order;
@@ -71,6 +75,8 @@ REPORT_EVERY = 0.2  # seconds between heartbeat figures updates while busy
 DISK_RETRY = 1.0  # seconds between tries of a commit the disk refused
 SYNCED_EVERY = 10  # clock readings are this many clock_intervals apart once it is synced
 BUS_MAX_BYTES = MAX_BATCH_BYTES + 64 * 1024  # the largest frame a batch makes, and room
+ACK_DELAY = 0.02  # seconds acks owed may wait to go together (well under the outbox's slow_ack)
+ACK_POINTS = 2000  # ... unless this many points came in meanwhile (a fast driver's credit)
 
 
 @dataclass
@@ -130,7 +136,9 @@ class _Run:
         self.seqs: dict[str, int] = {}  # epoch -> last seq in the spool
         self.fwd = Forwarder(spooling=False)
         self.jobs: deque[Commit | Read] = deque()  # for the spool worker, in order
-        self.acks: dict[str, Ack] = {}  # owed, by epoch: sent at the end of the turn
+        self.acks: dict[str, Ack] = {}  # owed, by epoch: sent together (`_acks_owed`)
+        self.ack_due: float | None = None  # when the acks owed go at the latest
+        self.acked_points = 0  # the forwarder's points_in when they last went
         self.job_ready = asyncio.Event()
         self.poke = asyncio.Event()  # wakes the bus task: the ROUTER's FD, or a send on it
         self.status_changed = asyncio.Event()
@@ -232,6 +240,8 @@ class _Run:
 
     async def _final(self) -> None:
         """Everything not safe yet goes to the spool; the drivers are acked for it."""
+        if self.acks:
+            self._flush_acks()  # those that waited to go together
         if self.spool is None:
             self._send_acks(self.fwd.stop(time.monotonic()))
             return
@@ -271,10 +281,25 @@ class _Run:
                 self.jobs.append(a)
                 self.job_ready.set()
         if send_acks and self.acks:
+            self._acks_owed()
+
+    def _acks_owed(self) -> None:
+        """Send the acks owed once the oldest is `ACK_DELAY` old, or `ACK_POINTS` points
+        are owed; the bus task wakes for the deadline (`ack_due`)."""
+        now = time.monotonic()
+        if self.ack_due is None:
+            self.ack_due = now + ACK_DELAY
+            self.poke.set()  # the bus task waits until then at most
+        if now >= self.ack_due or self._points_in() - self.acked_points >= ACK_POINTS:
             self._flush_acks()
+
+    def _points_in(self) -> int:
+        return self.fwd.stats["points_in"]
 
     def _flush_acks(self) -> None:
         acks, self.acks = self.acks, {}
+        self.ack_due = None
+        self.acked_points = self._points_in()
         for a in acks.values():
             self._ack(a)
 
@@ -354,7 +379,10 @@ class _Run:
         assert router is not None
         with _reader(router, self.poke):  # for the task's whole life: no futures per wait
             while True:
-                await _readable(router, self.poke, self.fwd.next_deadline())
+                deadline = self.fwd.next_deadline()
+                if self.ack_due is not None:
+                    deadline = self.ack_due if deadline is None else min(deadline, self.ack_due)
+                await _readable(router, self.poke, deadline)
                 frames: list[list[bytes]] = []
                 _drain(router, frames)
                 self.receive(frames)
@@ -411,7 +439,7 @@ class _Run:
             else:
                 self._bad(f"frame kind {kind!r} is not sent by actors")
         if self.acks:
-            self._flush_acks()
+            self._acks_owed()
 
     async def values(self) -> None:
         """Answer `edgert values` and `tail --last` from the latest-values table."""
