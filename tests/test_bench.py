@@ -74,6 +74,9 @@ def test_efficiency_bench_compares_whole_gateway_cpu_with_raw_python(no_leftover
         _gone(side["pids"])
     assert {"bridge", "gen0", "gen1", "supervisor"} <= set(mine["cpu_by_process"])
     assert mine["dropped_at_source"] == 0
+    # edgert and raw took turns twice; each side's figures pool its two turns
+    assert len(mine["p99_by_round_ms"]) == len(raw["p99_by_round_ms"]) == 2
+    assert len(set(mine["pids"])) >= 2 * 3  # two gateways' bridge and drivers at least
     assert run["cpu_ratio"] == pytest.approx(mine["cpu_pct"] / raw["cpu_pct"], rel=0.01)
     table = _judged("efficiency", r)
     assert [x.metric for x in table][:2] == ["2x200: delivered", "2x200: spool writes, NATS up"]

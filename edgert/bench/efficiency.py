@@ -11,6 +11,12 @@ nats-server (core NATS). For each, over a measuring window after a warm-up:
   not the gateway) as % of one core and CPU-µs per delivered point;
 - p50/p99 latency from `publish` to the subscriber.
 
+edgert and the baseline take turns, `rounds` times each (a share of `seconds`
+per turn), and each side's figures are pooled over its turns (CPU and points
+summed, latencies of all its samples): a burst of load from elsewhere on the
+machine then falls on both sides alike, not on whichever ran during it. The
+p99 of each turn is kept too (`p99_by_round_ms`), to show the spread.
+
 The baseline is raw Python producing the same points: as many processes as
 drivers, each waking every 10 ms and coalescing its due points into one
 msgpack batch, PUSH -> PULL -> a nats-py forwarder (`edgert.bench.raw`), its
@@ -66,6 +72,7 @@ def _edgert(
         pids = list(gw.seen)
     res = between(a, b)
     res |= percentiles(lat)
+    res["latencies_ns"] = lat
     res["cpu_by_process"] = by_actor(a, b)
     res["spool_written_batches"] = delta(a, b, "bridge", "spool_written_batches")
     res["spool_written_bytes"] = delta(a, b, "bridge", "spool_written_bytes")
@@ -94,8 +101,53 @@ def _raw(d: str, url: str, drivers: int, rate: float, warmup: float, seconds: fl
         lat = heard.latencies(a.at, b.at)
         pids = raw.pids()
     res = between(a, b) | percentiles(lat)
+    res["latencies_ns"] = lat
     res["first_point_s"] = first
     res["pids"] = pids
+    return res
+
+
+def _pool(turns: list[dict[str, Any]]) -> dict[str, Any]:
+    """One side's figures over its turns: rates from the summed seconds, points and
+    CPU; percentiles of every latency sample; counts summed; the rest from the last."""
+    if len(turns) == 1:
+        res = dict(turns[0])
+        res["p99_by_round_ms"] = [res["p99_ms"]]
+        del res["latencies_ns"]
+        return res
+    res = dict(turns[-1])
+    seconds = sum(t["seconds"] or 0 for t in turns)
+    points = sum(t["points"] for t in turns)
+    cpu = sum(t["cpu_s"] or 0 for t in turns)
+    lat = [ns for t in turns for ns in t["latencies_ns"]]
+    del res["latencies_ns"]
+    res |= {
+        "seconds": rnd(seconds),
+        "points": points,
+        "points_s": rnd(points / seconds) if seconds > 0 else None,
+        "cpu_s": rnd(cpu),
+        "cpu_pct": rnd(100 * cpu / seconds) if seconds > 0 else None,
+        "cpu_us_per_point": rnd(1e6 * cpu / points) if points > 0 else None,
+        "points_per_cpu_s": rnd(points / cpu) if cpu > 0 else None,
+    }
+    res |= percentiles(lat)
+    res["p99_by_round_ms"] = [t["p99_ms"] for t in turns]
+    res["pids"] = [p for t in turns for p in t["pids"]]
+    res["first_point_s"] = max((t["first_point_s"] or 0 for t in turns), default=None)
+    if "cpu_by_process" in res:
+        names = {k for t in turns for k in t["cpu_by_process"]}
+        res["cpu_by_process"] = {
+            k: rnd(sum(t["cpu_by_process"].get(k, 0) * t["seconds"] for t in turns) / seconds)
+            for k in sorted(names)
+        }
+    for k in ("spool_written_batches", "spool_written_bytes", "dropped_at_source"):
+        if k in res:
+            vals = [t[k] for t in turns]
+            res[k] = None if None in vals else sum(vals)
+    if "produced_points_s" in res:
+        res["produced_points_s"] = rnd(
+            sum((t["produced_points_s"] or 0) * t["seconds"] for t in turns) / seconds
+        )
     return res
 
 
@@ -104,14 +156,22 @@ def efficiency(
     seconds: float = 10.0,
     warmup: float = 3.0,
     ring_off: tuple[tuple[int, float], ...] = RING_OFF,
+    rounds: int = 2,
 ) -> dict[str, Any]:
-    """Each load through edgert and through the raw baseline; the figures side by side.
-    The loads in `ring_off` also run without the outbox's ring file (`edgert_no_ring`)."""
+    """Each load through edgert and through the raw baseline, taking turns `rounds`
+    times (`seconds` of measuring per side, split between its turns); the figures
+    side by side. The loads in `ring_off` also run once without the outbox's ring
+    file (`edgert_no_ring`)."""
     out: dict[str, Any] = {}
+    each = seconds / rounds
     with workdir() as (d, srv):
         for drivers, rate in loads:
-            mine = _edgert(d, srv.url, drivers, rate, warmup, seconds)
-            base = _raw(d, srv.url, drivers, rate, warmup, seconds)
+            mine_turns, base_turns = [], []
+            for i in range(rounds):
+                here = f"{d}/r{i}"  # each turn a fresh gateway: its own spool
+                mine_turns.append(_edgert(here, srv.url, drivers, rate, warmup, each))
+                base_turns.append(_raw(d, srv.url, drivers, rate, warmup, each))
+            mine, base = _pool(mine_turns), _pool(base_turns)
             res = out[f"{drivers}x{rate:g}"] = {
                 "drivers": drivers,
                 "rate_each": rate,
@@ -122,7 +182,8 @@ def efficiency(
                 "delivered_ratio": _ratio(mine["points_s"], drivers * rate),
             }
             if (drivers, rate) in ring_off:
-                res |= _ring_cost(mine, _edgert(d, srv.url, drivers, rate, warmup, seconds, False))
+                plain = _pool([_edgert(d, srv.url, drivers, rate, warmup, seconds, False)])
+                res |= _ring_cost(mine, plain)
     return out
 
 
