@@ -202,3 +202,21 @@ def test_while_acks_are_slow_the_linger_grows_to_at_most_max_linger(pair, clock)
     assert sizes(router) == []
     box.tick(deadline)
     assert sizes(router) == [100]  # one batch for the 0.25 s, not a hundred
+
+
+def test_a_linger_grown_on_a_stall_shrinks_once_acks_come_again(pair, clock) -> None:
+    router, dealer = pair
+    box = Outbox(dealer, "drv.1.a")
+    for _ in range(3):  # a batch every 50 ms, none acked: a stall of the bridge
+        box.publish(batch(10))
+        box.tick(clock.now)
+        clock.now += 0.05
+    assert sizes(router) == [10, 10, 10]
+    box.publish(batch(10))  # the oldest in flight is 150 ms old: wait as long
+    assert box.next_deadline() == pytest.approx(clock.now - 0.05 + 0.15)
+
+    clock.now += 0.001  # the bridge is back: it acks the first two batches
+    router.send_multipart([b"drv", encode_frame("A", "drv.1.a", 2)])
+    assert dealer.poll(1000)
+    box.on_readable()  # the oldest left 50 ms ago: the linger is over, they go now
+    assert sizes(router) == [10]

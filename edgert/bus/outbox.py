@@ -16,7 +16,8 @@ acks once a spool commit is in, about once a second; or the window half full)
 the linger grows with the age of the oldest batch in flight, up to
 `max_linger` (0.25 s): a slow path gets a few large batches, not hundreds of
 small ones a second; a healthy path keeps `linger`, even when one ack is some
-tens of milliseconds late (under `slow_ack`, 0.1 s).
+tens of milliseconds late (under `slow_ack`, 0.1 s), and a linger grown while
+the bridge stalled shrinks with the first ack after it.
 The owner's loop calls `tick()` when `next_deadline()` comes.
 
 Every sealed batch gets the next `seq` and stays here until the bridge acks it
@@ -395,9 +396,17 @@ class Outbox:
             self._acked = seq
             self._sent_upto = max(self._sent_upto, seq)
         if progressed:
-            self._last_progress = time.monotonic()
+            now = self._last_progress = time.monotonic()
             if self._pending and not self._flight:
                 self.flush()  # the ack freed the pipe: what waited goes now
+            elif self._pending and self._seal_at:
+                # the path may be quick again: a linger grown while acks were slow
+                # shrinks with the age of what is still in flight
+                at = self._last_sent + self._linger(now)
+                if at <= now:
+                    self.flush()
+                elif at < self._seal_at:
+                    self._seal_at = at
 
     def reply(self, cmd_id: int, error: str | None) -> None:
         frame = encode_frame("R", cmd_id, error is None, error or "")
