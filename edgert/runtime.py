@@ -38,6 +38,7 @@ from .preflight import embedded_port_busy, spool_room
 from .proc import ActorSpec, Build
 from .proc.zygote import fingerprint
 from .supervisor import ChildSpec, GroupFailed, Supervisor
+from .supervisor.tally import load_losses, save_losses
 from .systemd import Notifier
 
 __all__ = ["Runtime", "GroupFailed", "RuntimeBusy"]
@@ -125,7 +126,8 @@ class Runtime:
             if cfg.nats.enabled and (room := spool_room(cfg)):
                 log.warning("%s", room)
             children = self.children()
-            _sweep_outboxes(rdir, {cs.spec.name for cs in children})
+            losses = cfg.data_dir / "losses.json"
+            _sweep_outboxes(rdir, {cs.spec.name for cs in children}, losses)
             fs = filesystem(rdir)
             ring = cfg.nats.enabled and cfg.gateway.crash_safe_outbox
             if ring and fs not in (None, "tmpfs", "ramfs"):
@@ -144,7 +146,7 @@ class Runtime:
                 preload=self._preload(),
                 reload=self._reread,
                 notifier=notifier,
-                losses_path=str(cfg.data_dir / "losses.json"),
+                losses_path=str(losses),
                 config_revision=self.revision,
                 fork_zygote=self.fork_zygote,
             )
@@ -337,8 +339,10 @@ def _runtime_dir(rdir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _sweep_outboxes(rdir: Path, names: set[str]) -> None:
-    """Drop the ring files of actors no longer in the config (a crash left them)."""
+def _sweep_outboxes(rdir: Path, names: set[str], losses_path: Path) -> None:
+    """Drop the ring files of actors no longer in the config (a crash left them); their
+    points count as lost at stop (`losses_path`, as the supervisor counts them)."""
+    lost_by_name: dict[str, int] = {}
     for p in (rdir / "outbox").glob("*.ring*"):
         name = p.name.removesuffix(".ring")
         if not p.name.endswith(".ring"):  # a recovery that died before its rename
@@ -348,7 +352,13 @@ def _sweep_outboxes(rdir: Path, names: set[str]) -> None:
             continue  # its actor sends what it holds when it starts
         lost = discard(p)
         if lost:
-            log.warning("dropped %d points of actor %r, which is no longer configured", lost, name)
+            log.warning("lost %d points of actor %r, which is no longer configured", lost, name)
+            lost_by_name[name] = lost
+    if lost_by_name:
+        losses = load_losses(losses_path)
+        for name, lost in lost_by_name.items():
+            losses[name] = losses.get(name, 0) + lost
+        save_losses(losses_path, losses)
 
 
 def _remove_sockets(rdir: Path) -> None:

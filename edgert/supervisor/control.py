@@ -329,4 +329,8 @@ def format_status(status: dict[str, Any], tty: bool = False, width: int | None =
             f"; control socket: {ctl.get('dropped', 0)} oversized requests dropped,"
             f" {ctl.get('busy', 0)} connections refused busy"
         )
+    if removed := status.get("removed_lost_at_stop"):
+        head += "; lost at stop by removed actors: " + ", ".join(
+            f"{k} {v}" for k, v in removed.items()
+        )
     return "\n".join([head, table, *notes])

@@ -116,13 +116,6 @@ class Child:
         return isinstance(self.cs.spec, ProgramSpec)
 
 
-def _discard_outbox(c: Child) -> None:
-    """A removed actor's ring file, if a crash left one: nobody will send it now."""
-    lost = discard(ring_path(c.cs.spec.runtime_dir, c.name))
-    if lost:
-        log.warning("%s: removed with %d points it had not handed over: dropped", c.name, lost)
-
-
 class Supervisor:
     def __init__(
         self,
@@ -564,11 +557,20 @@ class Supervisor:
         if c.successor is None:
             del self._children[i]
             log.info("%s: removed", c.name)
-            _discard_outbox(c)
+            self._discard_outbox(c)
             return
         fresh = Child(c.successor)  # its lost_at_stop is the actor's: kept by name
         self._children[i] = fresh
         self._start(fresh, now)
+
+    def _discard_outbox(self, c: Child) -> None:
+        """A removed actor's ring file (kept by a stop the bridge could not acknowledge,
+        or left by a crash): nobody will send it now, so its points count as lost."""
+        lost = discard(ring_path(c.cs.spec.runtime_dir, c.name))
+        if lost:
+            log.warning("%s: removed with %d points it had not handed over: lost", c.name, lost)
+            self._losses[c.name] = self._losses.get(c.name, 0) + lost
+            save_losses(self._losses_path, self._losses)
 
     # -- status and control --------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -596,10 +598,15 @@ class Supervisor:
                     None if c.next_start is None else round(max(0.0, c.next_start - now), 3)
                 )
             actors.append(a)
+        configured = {c.name for c in self._children}
         return {
             "gateway": self.gateway_id,
             "config_revision": self.config_revision,
             "actors": actors,
+            # losses of actors a reload removed (their rows are gone, the count is not)
+            "removed_lost_at_stop": {
+                k: v for k, v in sorted(self._losses.items()) if k not in configured
+            },
             # control connections refused: oversized requests dropped, busy at the limit
             "control": self._control.counts() if self._control else {"dropped": 0, "busy": 0},
         }
