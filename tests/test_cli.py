@@ -19,48 +19,19 @@ from click.testing import CliRunner, Result
 
 from edgert.cli import LAZY, cli
 from edgert.testing import descendants, pid_alive, wait_for
+from edgert.testing.configs import fault_driver, gateway_toml, sim_driver, supervisor
 
 EDGERT = [sys.executable, "-m", "edgert"]
-
-GATEWAY = """
-[gateway]
-id = "cli"
-runtime_dir = "{d}/run"
-data_dir = "{d}/data"
-
-[supervisor]
-backoff_min = 0.05
-backoff_max = 0.2
-intensity = {intensity}
-period = 30
-shutdown_timeout = 2
-failed_retry = 60
-
-[[driver]]
-name = "gen"
-type = "sim"
-[[driver.signal]]
-name = "n"
-shape = "counter"
-rate = 20.0
-
-[[driver]]
-name = "flaky"
-type = "edgert.testing:FaultActor"
-mode = "{mode}"
-after = {after}
-critical = {critical}
-"""
 
 
 def write(
     d: Path, mode: str = "run", after: float = 0.0, intensity: int = 5, critical: bool = False
 ) -> Path:
+    """Gateway "cli" in `d`: a sim counter and `flaky`, a FaultActor in `mode`."""
+    sup = supervisor(0.05, 0.2, intensity=intensity, period=30, shutdown_timeout=2, failed_retry=60)
+    flaky = fault_driver("flaky", mode=mode, after=after, critical=critical)
     p = d / "gw.toml"
-    text = GATEWAY.format(
-        d=d, mode=mode, after=after, intensity=intensity, critical=str(critical).lower()
-    )
-    p.write_text(text)
+    p.write_text(gateway_toml(d, sup + sim_driver() + flaky, "cli"))
     return p
 
 
@@ -283,7 +254,7 @@ BAD = {
 def test_bad_config_is_refused_with_exit_2(short_dir: Path, case: str) -> None:
     body, expected = BAD[case]
     cfg = short_dir / "bad.toml"
-    cfg.write_text(f'[gateway]\nid = "bad"\nruntime_dir = "{short_dir}/run"\n{body}')
+    cfg.write_text(gateway_toml(short_dir, body, "bad"))
     for cmd in ("check", "run"):
         r = invoke(cmd, str(cfg))
         assert r.exit_code == 2, (cmd, r.stdout, r.stderr)
