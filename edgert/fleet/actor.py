@@ -40,9 +40,9 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..actor import Actor, Status, Stop
+from ..actor import Actor
 from ..config import ConfigError, FleetSection, NatsSection, load, overlay
-from ..context import Context
+from ..context import Context, statuses
 from .kv import APPLIED_BUCKET, KeyWatch, Revision, bucket
 from .local import control_request
 from .service import RELOAD_TIMEOUT, FleetService, connections
@@ -167,16 +167,11 @@ class _Run:
                 t.cancel()
 
     async def inbox(self) -> None:
-        """Stop and Status from the supervisor; returns on Stop."""
-        while True:
-            msg = await self.ctx.areceive()
-            match msg:
-                case Stop():
-                    return
-                case Status():
-                    self.snapshot = msg.snapshot
-                    self.snap_time = asyncio.get_running_loop().time()
-                    self.snap_changed.set()
+        """The supervisor's snapshots, judged by a trial; returns on Stop."""
+        async for snapshot in statuses(self.ctx):
+            self.snapshot = snapshot
+            self.snap_time = asyncio.get_running_loop().time()
+            self.snap_changed.set()
 
     def _report(self) -> None:
         """The figures `edgert status` shows for this actor."""
