@@ -386,3 +386,39 @@ def test_a_closed_pipe_on_stdout_ends_quietly() -> None:
         os.close(w)
     assert p.returncode == 0, p.stderr
     assert "Broken pipe" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+# One format for every error, whatever raised it: click's parser, a command's own
+# refusal, a bad config, a preflight finding.
+ERRORS = {
+    "missing argument": (["run"], 2, "missing argument 'CONFIG' (usage: edgert run"),
+    "no such option": (["run", "--bogus", "x.toml"], 2, "no such option '--bogus'"),
+    "no such command": (["bogus"], 2, "no such command 'bogus' (edgert --help lists them)"),
+    "bad parameter": (["new-driver", "Thermo"], 2, "invalid value for NAME: 'Thermo'"),
+    "a usage refusal": (
+        ["status", "--config", "a.toml", "--runtime-dir", "b"],
+        2,
+        "give --config FILE or --runtime-dir DIR, not both",
+    ),
+    "nothing running": (["status", "--runtime-dir", "{d}/none"], 1, "no gateway is running"),
+    "a bad config": (["check", "{d}/bad.toml"], 2, "{d}/bad.toml: [nats]: unknown key 'embeded'"),
+    "a preflight error": (["check", "{d}/proc.toml"], 2, '[gateway] runtime_dir = "/proc/x"'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ERRORS))
+def test_every_error_is_one_line_in_one_format(short_dir: Path, case: str) -> None:
+    args, code, expected = ERRORS[case]
+    (short_dir / "bad.toml").write_text('[gateway]\nid = "x"\n[nats]\nembeded = true\n')
+    (short_dir / "proc.toml").write_text('[gateway]\nid = "x"\nruntime_dir = "/proc/x"\n')
+    r = invoke(*(a.format(d=short_dir) for a in args))
+    assert r.exit_code == code, (r.stdout, r.stderr)
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("edgert: error: ") and expected.format(d=short_dir) in lines[0]
+
+
+def test_edgert_alone_prints_its_help() -> None:
+    r = invoke()
+    assert r.exit_code in (0, 2)  # click >= 8.2 exits 2, like any usage error
+    assert "Commands:" in r.stdout + r.stderr and "edgert: error" not in r.stderr

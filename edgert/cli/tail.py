@@ -27,6 +27,7 @@ import click
 import zmq
 
 from edgert.bridge import tail_endpoint
+from edgert.cli import say
 from edgert.point import BadBatch, Point, points_from_maps, unpack_limited
 
 __all__ = ["tail", "format_point", "format_value", "utc_stamp"]
@@ -116,7 +117,7 @@ def follow(
     """
     sock_path = Path(runtime_dir) / "tail.sock"
     if not sock_path.exists():
-        click.echo(f"edgert tail: waiting for a gateway at {runtime_dir} ...", err=True)
+        click.echo(f"edgert: waiting for a gateway at {runtime_dir} ...", err=True)
     columns = Columns() if tty else None
     show = columns.line if columns is not None else format_point
     zctx = zmq.Context(1)
@@ -150,7 +151,7 @@ def follow(
                         raise BadBatch(f"expected 2 frames, got {len(frames)}")
                     points = points_from_maps(unpack_limited(frames[1]))
                 except BadBatch as e:
-                    click.echo(f"edgert tail: skipped a malformed batch: {e}", err=True)
+                    say("warning", f"tail: skipped a malformed batch: {e}")
                     continue
                 for p in points:
                     if node is not None and p.node != node:
