@@ -422,3 +422,27 @@ def test_edgert_alone_prints_its_help() -> None:
     r = invoke()
     assert r.exit_code in (0, 2)  # click >= 8.2 exits 2, like any usage error
     assert "Commands:" in r.stdout + r.stderr and "edgert: error" not in r.stderr
+
+
+def test_without_a_bridge_points_held_at_stop_are_discarded_not_lost(short_dir: Path) -> None:
+    cfg = short_dir / "gw.toml"
+    cfg.write_text(
+        f'[gateway]\nid = "nb"\nruntime_dir = "{short_dir}/run"\ndata_dir = "{short_dir}/data"\n'
+        '[nats]\nenabled = false\n[[driver]]\nname = "gen"\ntype = "sim"\n'
+        '[[driver.signal]]\nname = "n"\nshape = "counter"\nrate = 50.0\n'
+    )
+    proc = start(cfg)
+    try:
+        wait_for(
+            lambda: (s := all_running(cfg)) and s["actors"][0]["points_out"] >= 5, 30, "points"
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "lost at stop" not in err and "WARNING" not in err, err
+    said = [line for line in err.splitlines() if "points discarded: no bridge configured" in line]
+    assert len(said) == 1 and " INFO " in said[0], err
+    n = int(said[0].split("gen: ", 1)[1].split()[0])
+    tally = json.loads((short_dir / "data" / "losses.json").read_text())
+    assert n > 0 and tally["lost_at_stop"] == {"gen": n}  # still counted
