@@ -50,6 +50,9 @@ def preflight(cfg: GatewayConfig) -> list[Finding]:
     found += _writable("[gateway] runtime_dir", rdir)
     if why := private_problem(rdir):
         found.append(Finding("error", f"[gateway] runtime_dir: {why}"))
+    for key in ("runtime_dir", "data_dir"):
+        if (value := getattr(cfg.gateway, key)) and not Path(value).is_absolute():
+            found.append(Finding("warning", _relative(key, value)))
     if cfg.nats.enabled and (room := spool_room(cfg)):
         found.append(Finding("warning", room))
     if cfg.nats.enabled and cfg.nats.embedded:
@@ -57,6 +60,14 @@ def preflight(cfg: GatewayConfig) -> list[Finding]:
     for d in cfg.drivers:
         found += [Finding("warning", f"[[driver]] {d.name!r}: {w}") for w in _devices(d.config)]
     return sorted(found, key=lambda f: f.level != "error")
+
+
+def _relative(key: str, value: str) -> str:
+    return (
+        f'[gateway] {key} = "{value}" is relative: it is taken from the working directory '
+        f"({os.getcwd()}), not from the config file's, so a command run from another "
+        "directory (edgert status --config ...) looks elsewhere; give an absolute path"
+    )
 
 
 def spool_room(cfg: GatewayConfig) -> str | None:

@@ -171,3 +171,17 @@ def test_check_refuses_a_runtime_dir_other_users_could_tamper_with(tmp_path: Pat
     res = CliRunner().invoke(cli, ["check", str(cfg)])
     assert res.exit_code == 2, res.output
     assert f"[gateway] runtime_dir: runtime directory parent {parent} is writable" in res.output
+
+
+def test_a_relative_directory_is_a_warning_naming_the_working_directory(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        f'[gateway]\nid = "gw"\nruntime_dir = "run"\ndata_dir = "{tmp_path}/data"\n'
+        f"[nats]\nenabled = false\n{DRIVER}"
+    )
+    res = CliRunner().invoke(cli, ["check", str(cfg)])
+    assert res.exit_code == 0, res.output
+    warned = [line for line in res.output.splitlines() if "is relative" in line]
+    assert len(warned) == 1 and warned[0].startswith(f"edgert: warning: {cfg}: ")
+    assert '[gateway] runtime_dir = "run" is relative' in warned[0]
+    assert f"({os.getcwd()})" in warned[0]
