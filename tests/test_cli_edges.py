@@ -36,3 +36,19 @@ def test_cmd_with_nats_unreachable_says_so_in_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1, res.output
     assert f"cannot reach NATS at nats://127.0.0.1:{port}" in lines[0]
     assert "nothing was sent" in lines[0]
+
+
+def test_cmd_with_no_gateway_on_nats_says_which_one_in_one_line(
+    short_dir: Path, nats_server
+) -> None:
+    cfg = short_dir / "gw.toml"
+    cfg.write_text(
+        f'[gateway]\nid = "gone"\n[nats]\nurl = "{nats_server.url}"\n'
+        '[[driver]]\nname = "gen"\ntype = "sim"\n[[driver.signal]]\nname = "t"\n'
+    )
+    res = CliRunner().invoke(cli, ["cmd", "--config", str(cfg), "--timeout", "5", "gen", "t=1"])
+    assert res.exit_code == 1
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.output
+    assert lines[0].startswith("edgert: error: no gateway 'gone' listens on edgert.gone.cmd.gen")
+    assert "nothing was sent" in lines[0]
