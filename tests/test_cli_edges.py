@@ -52,3 +52,18 @@ def test_cmd_with_no_gateway_on_nats_says_which_one_in_one_line(
     assert len(lines) == 1, res.output
     assert lines[0].startswith("edgert: error: no gateway 'gone' listens on edgert.gone.cmd.gen")
     assert "nothing was sent" in lines[0]
+
+
+def test_tail_of_a_gateway_without_a_bridge_says_so_instead_of_waiting(make_config) -> None:
+    from edgert.testing import running_gateway, status, wait_for
+
+    cfg = make_config(
+        '[nats]\nenabled = false\n[[driver]]\nname = "gen"\ntype = "sim"\n'
+        '[[driver.signal]]\nname = "t"\n'
+    )
+    with running_gateway(cfg):
+        wait_for(lambda: status(cfg)["by_name"]["gen"]["state"] == "running", 30, "gen up")
+        res = CliRunner().invoke(cli, ["tail", "--runtime-dir", str(cfg.runtime_dir)])
+    assert res.exit_code == 1, res.output
+    assert res.output.startswith("edgert: error: ") and "runs without a bridge" in res.output
+    assert len(res.output.splitlines()) == 1, res.output

@@ -199,7 +199,26 @@ def tail(
     from edgert.cli.locate import locate
 
     rdir = str(locate(config, runtime_dir, must_run=last))
+    if _bridgeless(rdir):
+        raise click.ClickException(
+            f"the gateway at {rdir} runs without a bridge ([nats] enabled = false): no "
+            "points flow to tail (its drivers discard them); edgert status shows the drivers"
+        )
     try:
         follow(rdir, node, count, sys.stdout, last=last, tty=sys.stdout.isatty())
     except KeyboardInterrupt:
         pass
+
+
+def _bridgeless(runtime_dir: str) -> bool:
+    """True when a gateway runs at `runtime_dir` with no bridge configured: tail would
+    wait forever. A gateway not running, or not answering, is waited for."""
+    if (Path(runtime_dir) / "tail.sock").exists():
+        return False
+    from edgert.control import ControlError, request
+
+    try:
+        actors = request(runtime_dir, "status", timeout=2.0)["status"]["actors"]
+    except (ControlError, KeyError, TypeError):
+        return False
+    return not any(a.get("kind") == "bridge" for a in actors)
