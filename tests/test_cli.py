@@ -446,3 +446,16 @@ def test_without_a_bridge_points_held_at_stop_are_discarded_not_lost(short_dir: 
     n = int(said[0].split("gen: ", 1)[1].split()[0])
     tally = json.loads((short_dir / "data" / "losses.json").read_text())
     assert n > 0 and tally["lost_at_stop"] == {"gen": n}  # still counted
+
+
+@pytest.mark.parametrize("args", [["run"], ["check"], ["status", "--config"]])
+def test_a_config_missing_from_the_working_directory_names_it(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    monkeypatch.chdir(short_dir)  # the clone is elsewhere: `cd ~ && edgert run configs/...`
+    r = invoke(*args, "configs/demo.toml")
+    assert r.exit_code == 2, r.stderr
+    assert r.stderr.splitlines() == [
+        "edgert: error: configs/demo.toml: cannot read: No such file or directory "
+        f"(in the working directory {short_dir})"
+    ]
