@@ -793,5 +793,14 @@ def load(path: str | os.PathLike[str]) -> GatewayConfig:
     try:
         text = Path(p).read_text()
     except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from None
+        raise ConfigError(f"{p}: cannot read: {unreadable(p, e)}") from None
     return loads(text, p)
+
+
+def unreadable(path: str, e: OSError) -> str:
+    """Why a config file cannot be read; a relative path that is not there also names
+    the working directory it was looked for in (the usual slip: another folder)."""
+    why = e.strerror or str(e)
+    if isinstance(e, FileNotFoundError) and not os.path.isabs(path):
+        why += f" (in the working directory {os.getcwd()})"
+    return why

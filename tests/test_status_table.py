@@ -92,3 +92,11 @@ def test_times_are_written_one_way_in_every_table() -> None:
     table = format_status(snap)
     assert re.search(r"^gen .* 3d0h ", table, re.M), table  # status's uptime
     assert "retry in 3m05s" in table
+
+
+def test_points_held_at_a_stop_are_lost_with_a_bridge_and_discarded_without() -> None:
+    gen = actor("gen", kind="sim", lost_at_stop=14)
+    bridged = format_status({"gateway": "g", "actors": [actor("bridge", kind="bridge"), gen]})
+    assert "lost at stop 14" in bridged and "discarded" not in bridged
+    alone = format_status({"gateway": "g", "actors": [gen]})
+    assert "discarded at stop 14" in alone and "lost at stop" not in alone

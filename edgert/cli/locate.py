@@ -58,12 +58,12 @@ def running_gateways() -> list[Path]:
 
 
 def _lenient_runtime_dir(config: str) -> Path:
-    from edgert.config import GatewaySection, runtime_dir_for
+    from edgert.config import GatewaySection, runtime_dir_for, unreadable
 
     try:
         doc = tomllib.loads(Path(config).read_text())
     except OSError as e:
-        raise click.UsageError(f"{config}: cannot read: {e.strerror or e}") from None
+        raise click.UsageError(f"{config}: cannot read: {unreadable(config, e)}") from None
     except tomllib.TOMLDecodeError as e:
         raise click.UsageError(f"{config}: not valid TOML: {e}") from None
     gw = doc.get("gateway") if isinstance(doc.get("gateway"), dict) else {}

@@ -398,7 +398,12 @@ class Supervisor:
         proc = c.proc
         c.points_base += int(c.stats.get("points_out", 0) or 0)
         if proc.lost_at_stop:
-            log.warning("%s: %d points lost at stop (not acknowledged)", c.name, proc.lost_at_stop)
+            if any(ch.cs.kind == "bridge" for ch in self._children):
+                log.warning(
+                    "%s: %d points lost at stop (not acknowledged)", c.name, proc.lost_at_stop
+                )
+            else:  # with no bridge, points are discarded by design: counted all the same
+                log.info("%s: %d points discarded: no bridge configured", c.name, proc.lost_at_stop)
             self._losses[c.name] = self._losses.get(c.name, 0) + proc.lost_at_stop
             save_losses(self._losses_path, self._losses)
         c.stats = {k: v for k, v in c.stats.items() if k != "points_out"}
