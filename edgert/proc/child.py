@@ -1,12 +1,14 @@
 """The main of every actor process, from the zygote's fork to `os._exit`.
 
-The zygote forks an intermediate process that forks the child and exits at
-once, so the child is re-parented to the supervisor (a child subreaper, see
-`edgert.proc.zygote`). The child then:
+The zygote creates the child as the supervisor's own child: with
+`clone(CLONE_PARENT)`, or by forking an intermediate process that forks the
+child and exits at once, so the child is re-parented to the supervisor (a
+child subreaper, see `edgert.proc.zygote`). The child then:
 
-- waits until its parent is the supervisor, sets `PR_SET_PDEATHSIG(SIGKILL)`
-  and checks its parent again (the signal never fires for a parent that died
-  before the call), so it dies with the supervisor even when its actor hangs;
+- waits until its parent is the supervisor (after the intermediate's exit; at
+  once after a clone), sets `PR_SET_PDEATHSIG(SIGKILL)` and checks its parent
+  again (the signal never fires for a parent that died before the call), so it
+  dies with the supervisor even when its actor hangs;
 - leads its own process group, so the driver's own subprocesses die with it;
 - ignores SIGINT (a terminal's ^C is for the supervisor) and stops its actor
   on SIGTERM;
@@ -68,7 +70,7 @@ def set_name(name: str) -> None:
 
 
 def main(spec_bytes: bytes, link_fd: int, supervisor_pid: int, intermediate_pid: int) -> None:
-    """Run in the forked child; never returns."""
+    """Run in the new child; never returns. `intermediate_pid` is 0 after a clone."""
     code = 1
     try:
         while os.getppid() == intermediate_pid:  # it exits right after forking us

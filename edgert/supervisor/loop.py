@@ -233,6 +233,7 @@ class Supervisor:
         self._may_fork = False  # later ones: this process has threads, or old modules
         self._zygote.start()
         self._zygote_code = key
+        log.debug("the zygote creates actors by %s", self._zygote.method)
         for mod, err in self._zygote.failed_imports.items():
             log.warning("could not preload %s: %s", mod, err)
 
