@@ -364,7 +364,10 @@ class Supervisor:
         proc = ActorProcess(c.cs.spec)
         try:
             self._ensure_zygote()
+            method = self._zygote.method
             proc.start(self._zygote)
+            if self._zygote.method != method:  # a clone refused: two forks from now on
+                log.warning("the zygote now creates actors by %s", self._zygote.method)
         except (OSError, ZygoteError, pickle.PicklingError) as e:
             proc.close()
             self._failed(c, now, f"could not start process: {e}", ran_for=0.0)
