@@ -175,7 +175,6 @@ class Runtime:
             cfg.supervisor,
             gateway_id=cfg.gateway.id,
             control_path=str(rdir / "control.sock"),
-            preload=self._preload(),
             reload=self._reread,
             notifier=notifier,
             losses_path=str(cfg.data_dir / "losses.json"),
@@ -294,6 +293,7 @@ class Runtime:
                     critical=True,
                     code=runtime_code,
                     wants_status=True,
+                    preload=False,  # asyncio, nats, sqlite3: imported after its fork
                 )
             )
         if self._fleet_actor():
@@ -319,6 +319,7 @@ class Runtime:
                     kind="fleet",
                     code=runtime_code,
                     wants_status=True,
+                    preload=False,
                 )
             )
         for d in cfg.drivers:
@@ -333,13 +334,6 @@ class Runtime:
                 )
             )
         return out
-
-    def _preload(self) -> list[str]:
-        """What the zygote imports besides edgert and the drivers' modules."""
-        mods = ["edgert.bridge.actor", "edgert.spool", "nats"] if self.config.nats.enabled else []
-        if self._fleet_actor():
-            mods.append("edgert.fleet.actor")
-        return mods
 
 
 @contextlib.contextmanager

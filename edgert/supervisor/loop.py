@@ -82,6 +82,11 @@ class ChildSpec:
     critical: bool = False
     code: tuple[Any, ...] = ()  # the fingerprint of its code: a change restarts it
     wants_status: bool = False  # sent the status snapshot (its class says so too)
+    # Its module is imported by the zygote, before the fork, so the actors share it.
+    # False for an actor whose imports no other actor needs (the bridge: asyncio, nats,
+    # sqlite3): a zygote forked from the supervisor would copy about half the pages it
+    # shares with the supervisor importing them; the actor imports them after its fork.
+    preload: bool = True
 
 
 @dataclass
@@ -227,7 +232,7 @@ class Supervisor:
             log.info("driver code changed: starting a new zygote")
         self._zygote.close()
         self._zygote = Zygote(
-            [*self._preload, *(cs.spec.module for cs in specs if cs.spec.module)],
+            [*self._preload, *(cs.spec.module for cs in specs if cs.spec.module and cs.preload)],
             fork=self._may_fork,
         )
         self._may_fork = False  # later ones: this process has threads, or old modules
