@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .point import valid_name
+from .rundir import runtime_dir_of
 
 __all__ = [
     "ConfigError",
@@ -507,11 +508,7 @@ class GatewayConfig:
 
 
 def runtime_dir_for(gw: GatewaySection) -> Path:
-    if gw.runtime_dir:
-        return Path(gw.runtime_dir)
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    root = Path(base) / "edgert" if base else Path(f"/tmp/edgert-{os.getuid()}")
-    return root / gw.id
+    return runtime_dir_of(gw.id, gw.runtime_dir)
 
 
 # --- drivers ----------------------------------------------------------------------

@@ -15,10 +15,8 @@ loads click and little else.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import traceback
 from importlib import import_module
 from typing import Any
 
@@ -166,6 +164,8 @@ def _usage_line(e: click.ClickException) -> str:
 def _fail(ctx: click.Context, e: BaseException, code: int) -> None:
     verbose = (ctx.obj or {}).get("verbose", 0)
     if verbose:
+        import traceback
+
         traceback.print_exception(e)
     say("error", str(e) or type(e).__name__)  # a config's problems: one line each
     ctx.exit(code)
@@ -312,6 +312,8 @@ def status(config: str | None, runtime_dir: str | None, as_json: bool) -> None:
                 for a in snap["actors"]
             ],
         }
+        import json
+
         click.echo(json.dumps(out, indent=2))
     else:
         from edgert.table import is_tty
