@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .point import valid_name
+from .rundir import runtime_dir_of
 
 __all__ = [
     "ConfigError",
@@ -507,11 +508,7 @@ class GatewayConfig:
 
 
 def runtime_dir_for(gw: GatewaySection) -> Path:
-    if gw.runtime_dir:
-        return Path(gw.runtime_dir)
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    root = Path(base) / "edgert" if base else Path(f"/tmp/edgert-{os.getuid()}")
-    return root / gw.id
+    return runtime_dir_of(gw.id, gw.runtime_dir)
 
 
 # --- drivers ----------------------------------------------------------------------
@@ -793,5 +790,14 @@ def load(path: str | os.PathLike[str]) -> GatewayConfig:
     try:
         text = Path(p).read_text()
     except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from None
+        raise ConfigError(f"{p}: cannot read: {unreadable(p, e)}") from None
     return loads(text, p)
+
+
+def unreadable(path: str, e: OSError) -> str:
+    """Why a config file cannot be read; a relative path that is not there also names
+    the working directory it was looked for in (the usual slip: another folder)."""
+    why = e.strerror or str(e)
+    if isinstance(e, FileNotFoundError) and not os.path.isabs(path):
+        why += f" (in the working directory {os.getcwd()})"
+    return why

@@ -12,6 +12,8 @@ supervisor (heartbeats are sent for the actor while it waits in `receive`, so
 an actor that stops coming back to `receive` for `heartbeat_timeout` is judged
 hung and restarted), the outbox, the wake pipe, the stats the heartbeats carry.
 The runtime creates one Context per run of an actor and closes it after.
+`statuses(ctx)` is the inbox of the asyncio runtime actors (bridge, fleet):
+the supervisor's snapshots, until Stop.
 """
 
 from __future__ import annotations
@@ -22,19 +24,19 @@ import os
 import select
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, Generic
 
 import zmq
 
-from .actor import Actor, C, Message, Readable, Status
+from .actor import Actor, C, Message, Readable, Status, Stop
 from .bus import Command, Outbox
 from .point import Point
 
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["Context", "settle_future", "ACK_LAG"]
+__all__ = ["Context", "statuses", "settle_future", "ACK_LAG"]
 
 HB_EARLY = 0.25  # a heartbeat due within this share of its interval goes with a wake-up
 ACK_LAG = 0.02  # seconds: an actor due back within this long is not woken for bus frames alone
@@ -341,6 +343,18 @@ def _readable_now(fds: Iterable[int]) -> list[int]:
     for fd in fds:
         p.register(fd, select.POLLIN)
     return [fd for fd, _ in p.poll(0)]
+
+
+async def statuses(ctx: Context) -> AsyncIterator[dict[str, Any]]:
+    """The supervisor's snapshots (`Status`) an asyncio runtime actor receives, until
+    `Stop`, which ends the iteration; anything else in its inbox is not for it."""
+    while True:
+        msg = await ctx.areceive()
+        match msg:
+            case Stop():
+                return
+            case Status():
+                yield msg.snapshot
 
 
 def settle_future(fut: asyncio.Future[None]) -> None:

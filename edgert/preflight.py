@@ -2,10 +2,12 @@
 
 A config can be valid and still unable to run here: `[nats] embedded = true`
 with no `nats-server` installed, the embedded server's port already taken by
-another program, a data or runtime directory this user cannot create. Each of
-those makes `run` fail (and, under systemd, restart in a loop), so `check`
-reports them as errors. What may still appear later (a serial adapter not yet
-plugged in) is a warning.
+another program, a data or runtime directory this user cannot create (a
+read-only file system, /proc, a parent that is a file), a runtime directory
+another user could tamper with. Each of those makes `run` fail (and, under
+systemd, restart in a loop), so `check` reports them as errors, and `run`
+calls the same `preflight` and refuses to start on them, creating nothing.
+What may still appear later (a serial adapter not yet plugged in) is a warning.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import dataclasses
 import errno
 import os
 import socket
+import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +25,14 @@ from urllib.parse import urlsplit
 
 from edgert.config import GatewayConfig, runtime_dir_for
 
-__all__ = ["Finding", "preflight", "spool_room", "embedded_address", "embedded_port_busy"]
+__all__ = [
+    "Finding",
+    "preflight",
+    "private_problem",
+    "spool_room",
+    "embedded_address",
+    "embedded_port_busy",
+]
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,11 @@ def preflight(cfg: GatewayConfig) -> list[Finding]:
     running = (rdir / "control.sock").exists()
     found += _writable("[gateway] data_dir", cfg.data_dir)
     found += _writable("[gateway] runtime_dir", rdir)
+    if why := private_problem(rdir):
+        found.append(Finding("error", f"[gateway] runtime_dir: {why}"))
+    for key in ("runtime_dir", "data_dir"):
+        if (value := getattr(cfg.gateway, key)) and not Path(value).is_absolute():
+            found.append(Finding("warning", _relative(key, value)))
     if cfg.nats.enabled and (room := spool_room(cfg)):
         found.append(Finding("warning", room))
     if cfg.nats.enabled and cfg.nats.embedded:
@@ -44,6 +60,14 @@ def preflight(cfg: GatewayConfig) -> list[Finding]:
     for d in cfg.drivers:
         found += [Finding("warning", f"[[driver]] {d.name!r}: {w}") for w in _devices(d.config)]
     return sorted(found, key=lambda f: f.level != "error")
+
+
+def _relative(key: str, value: str) -> str:
+    return (
+        f'[gateway] {key} = "{value}" is relative: it is taken from the working directory '
+        f"({os.getcwd()}), not from the config file's, so a command run from another "
+        "directory (edgert status --config ...) looks elsewhere; give an absolute path"
+    )
 
 
 def spool_room(cfg: GatewayConfig) -> str | None:
@@ -78,14 +102,61 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def _writable(what: str, path: Path) -> list[Finding]:
-    """`path` exists as a writable directory, or can be made by this user."""
+    """`path` exists as a directory this user can write in, or can be made by this user.
+
+    Tried, not guessed from permission bits: a directory is made and removed in
+    `path` (or in the nearest parent that exists), so a read-only file system,
+    /proc or /sys, and root's own limits all show as they would to `run`.
+    """
     p = _nearest_existing(path)
+    named = f'{what} = "{path}"'
     if p.exists() and not p.is_dir():
-        return [Finding("error", f"{what}: {p} is not a directory")]
-    if not os.access(p, os.W_OK | os.X_OK):
-        verb = "write to" if p == path else f"create {path} in"
-        return [Finding("error", f"{what}: this user (uid {os.getuid()}) cannot {verb} {p}")]
+        return [Finding("error", f"{named}: {p} is not a directory")]
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".edgert-check-", dir=p))
+    except OSError as e:
+        verb = "write in" if p == path else "create a directory in"
+        why = e.strerror or type(e).__name__
+        return [
+            Finding("error", f"{named}: this user (uid {os.getuid()}) cannot {verb} {p} ({why})")
+        ]
     return []
+
+
+def private_problem(rdir: Path) -> str | None:
+    """Why the runtime directory is not safe to use, or None.
+
+    It holds the sockets every process of the gateway connects to, so no other
+    local user may own it or be able to rename in its parent. The parent may be
+    root's when only its owner can rename in it (a sticky /tmp), never another
+    user's. What does not exist yet is made by this user, and so passes.
+    """
+    uid = os.getuid()
+    parent = rdir.parent
+    try:
+        st = os.stat(parent)
+    except OSError:
+        return None
+    if st.st_uid not in (uid, 0):
+        return (
+            f"runtime directory parent {parent} is owned by uid {st.st_uid}, not by this "
+            f"gateway's user (uid {uid}); remove it or set [gateway] runtime_dir"
+        )
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        return (
+            f"runtime directory parent {parent} is writable by other users "
+            f"(mode {stat.S_IMODE(st.st_mode):o}); make it 0755 or 0700"
+        )
+    try:
+        st = os.stat(rdir)
+    except OSError:
+        return None
+    if st.st_uid != uid:
+        return (
+            f"runtime directory {rdir} is owned by uid {st.st_uid}, not by this gateway's "
+            f"user (uid {uid}); remove it or set [gateway] runtime_dir"
+        )
+    return None
 
 
 def _embedded_nats(cfg: GatewayConfig, check_port: bool) -> list[Finding]:

@@ -34,10 +34,11 @@ from . import natsserver
 from .bus.ring import discard, filesystem
 from .config import ConfigError, GatewayConfig, SupervisorSection, driver_nodes, load, overlay
 from .fleet.store import Store
-from .preflight import embedded_port_busy, spool_room
+from .preflight import embedded_port_busy, preflight, private_problem
 from .proc import ActorSpec, Build
 from .proc.zygote import fingerprint
 from .supervisor import ChildSpec, GroupFailed, Supervisor
+from .supervisor.tally import load_losses, save_losses
 from .systemd import Notifier
 
 __all__ = ["Runtime", "GroupFailed", "RuntimeBusy"]
@@ -46,35 +47,37 @@ log = logging.getLogger("edgert.runtime")
 
 
 class RuntimeBusy(Exception):
-    """Another gateway holds the runtime directory, it is not safe to use, or the
-    embedded NATS server's port is taken by another program."""
+    """The gateway cannot start here, and nothing was started or left behind: what
+    `edgert check` reports as errors (`edgert.preflight`: a directory that cannot be
+    made, a runtime directory not safe to use, the embedded NATS server's port taken
+    by another program, no nats-server), or another gateway holds the runtime
+    directory. One problem per line."""
 
 
 def _check_private(rdir: Path) -> None:
-    """Refuse a runtime dir (or its parent) that another local user owns or can write.
+    """Refuse a runtime dir (or its parent) that another local user owns or can write
+    (`edgert.preflight.private_problem`), checked again once it is made."""
+    if why := private_problem(rdir):
+        raise RuntimeBusy(why)
 
-    The parent may be root's when only its owner can rename in it (a sticky
-    /tmp), never another user's: they could swap the sockets under the gateway.
-    """
-    uid = os.getuid()
-    parent = rdir.parent
-    st = os.stat(parent)
-    if st.st_uid not in (uid, 0):
-        raise RuntimeBusy(
-            f"runtime directory parent {parent} is owned by uid {st.st_uid}, not by this "
-            f"gateway's user (uid {uid}); remove it or set [gateway] runtime_dir"
-        )
-    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-        raise RuntimeBusy(
-            f"runtime directory parent {parent} is writable by other users "
-            f"(mode {stat.S_IMODE(st.st_mode):o}); make it 0755 or 0700"
-        )
-    st = os.stat(rdir)
-    if st.st_uid != uid:
-        raise RuntimeBusy(
-            f"runtime directory {rdir} is owned by uid {st.st_uid}, not by this gateway's "
-            f"user (uid {uid}); remove it or set [gateway] runtime_dir"
-        )
+
+def _missing(path: Path) -> list[Path]:
+    """`path` and the parents of it that do not exist, deepest first: what a
+    `mkdir(parents=True)` would make."""
+    out = []
+    while not path.exists() and path.parent != path:
+        out.append(path)
+        path = path.parent
+    return out
+
+
+def _unmake(made: list[Path]) -> None:
+    """Remove the directories a refused start made, deepest first, if still empty."""
+    for d in made:
+        try:
+            d.rmdir()
+        except OSError:
+            return  # not empty (someone else's now), or gone
 
 
 def _private_dir(path: Path) -> None:
@@ -109,54 +112,84 @@ class Runtime:
             sup.stop(err)
 
     def run(self) -> None:
+        # What `edgert check` reports as errors refuses the start before anything is
+        # made; a refusal later on removes the directories this start made.
+        self._preflight(self.local)
         rdir = self.local.runtime_dir
-        with _runtime_dir(rdir), contextlib.closing(Notifier()) as notifier:
-            _private_dir(self.local.data_dir)
-            if self.local.fleet.enabled:
-                self._boot_fleet()
-            cfg = self.config
-            # A port another program holds: restarts cannot help, so say it once, start nothing.
-            try:
-                busy = embedded_port_busy(cfg)
-            except ValueError as e:
-                raise ConfigError(f"{cfg.path}: {e}") from None
-            if busy:
-                raise RuntimeBusy(busy)
-            if cfg.nats.enabled and (room := spool_room(cfg)):
-                log.warning("%s", room)
-            children = self.children()
-            _sweep_outboxes(rdir, {cs.spec.name for cs in children})
-            fs = filesystem(rdir)
-            ring = cfg.nats.enabled and cfg.gateway.crash_safe_outbox
-            if ring and fs not in (None, "tmpfs", "ramfs"):
-                log.warning(
-                    "runtime directory %s is on %s, not a tmpfs: the kernel writes the "
-                    "drivers' outbox files back to that disk; set [gateway] runtime_dir "
-                    "under /run (systemd: RuntimeDirectory=) to spare an SD card",
-                    rdir,
-                    fs,
-                )
-            sup = Supervisor(
-                children,
-                cfg.supervisor,
-                gateway_id=cfg.gateway.id,
-                control_path=str(rdir / "control.sock"),
-                preload=self._preload(),
-                reload=self._reread,
-                notifier=notifier,
-                losses_path=str(cfg.data_dir / "losses.json"),
-                config_revision=self.revision,
-                fork_zygote=self.fork_zygote,
+        made = _missing(rdir) + _missing(self.local.data_dir)
+        started = False
+        try:
+            with _runtime_dir(rdir), contextlib.closing(Notifier()) as notifier:
+                try:
+                    _private_dir(self.local.data_dir)
+                except OSError as e:
+                    raise RuntimeBusy(
+                        f'[gateway] data_dir = "{self.local.data_dir}": cannot create it '
+                        f"({e.strerror or e})"
+                    ) from None
+                if self.local.fleet.enabled:
+                    self._boot_fleet()
+                cfg = self.config
+                if cfg is not self.local:  # the fleet's desired config: check it too
+                    self._preflight(cfg)
+                # A port another program holds (checked again: a gateway killed with
+                # its sockets left made `preflight` skip it): restarts cannot help.
+                try:
+                    busy = embedded_port_busy(cfg)
+                except ValueError as e:
+                    raise ConfigError(f"{cfg.path}: {e}") from None
+                if busy:
+                    raise RuntimeBusy(busy)
+                started = True
+                self._supervise(cfg, rdir, notifier)
+        finally:
+            if not started:
+                _unmake(made)
+
+    def _preflight(self, cfg: GatewayConfig) -> None:
+        """Refuse (RuntimeBusy, every error a line) what `edgert check` reports as
+        errors; log its warnings."""
+        findings = preflight(cfg)
+        errors = [f.message for f in findings if f.level == "error"]
+        if errors:
+            raise RuntimeBusy("\n".join(errors))
+        for f in findings:
+            log.warning("%s", f.message)
+
+    def _supervise(self, cfg: GatewayConfig, rdir: Path, notifier: Notifier) -> None:
+        """Run the supervisor over the actors of `cfg` until it stops."""
+        children = self.children()
+        _sweep_outboxes(rdir, {cs.spec.name for cs in children}, cfg.data_dir / "losses.json")
+        fs = filesystem(rdir)
+        ring = cfg.nats.enabled and cfg.gateway.crash_safe_outbox
+        if ring and fs not in (None, "tmpfs", "ramfs"):
+            log.warning(
+                "runtime directory %s is on %s, not a tmpfs: the kernel writes the "
+                "drivers' outbox files back to that disk; set [gateway] runtime_dir "
+                "under /run (systemd: RuntimeDirectory=) to spare an SD card",
+                rdir,
+                fs,
             )
-            self._supervisor = sup
-            if self._stopped:
-                sup.stop()
-            log.info("gateway %r starting %d actors", cfg.gateway.id, len(sup.children))
-            try:
-                sup.run()
-            finally:
-                self._supervisor = None
-            log.info("gateway %r stopped", cfg.gateway.id)
+        sup = Supervisor(
+            children,
+            cfg.supervisor,
+            gateway_id=cfg.gateway.id,
+            control_path=str(rdir / "control.sock"),
+            reload=self._reread,
+            notifier=notifier,
+            losses_path=str(cfg.data_dir / "losses.json"),
+            config_revision=self.revision,
+            fork_zygote=self.fork_zygote,
+        )
+        self._supervisor = sup
+        if self._stopped:
+            sup.stop()
+        log.info("gateway %r starting %d actors", cfg.gateway.id, len(sup.children))
+        try:
+            sup.run()
+        finally:
+            self._supervisor = None
+        log.info("gateway %r stopped", cfg.gateway.id)
 
     def reload(self) -> None:
         """Re-read the config file (SIGHUP); returns at once.
@@ -260,6 +293,7 @@ class Runtime:
                     critical=True,
                     code=runtime_code,
                     wants_status=True,
+                    preload=False,  # asyncio, nats, sqlite3: imported after its fork
                 )
             )
         if self._fleet_actor():
@@ -285,6 +319,7 @@ class Runtime:
                     kind="fleet",
                     code=runtime_code,
                     wants_status=True,
+                    preload=False,
                 )
             )
         for d in cfg.drivers:
@@ -300,18 +335,16 @@ class Runtime:
             )
         return out
 
-    def _preload(self) -> list[str]:
-        """What the zygote imports besides edgert and the drivers' modules."""
-        mods = ["edgert.bridge.actor", "edgert.spool", "nats"] if self.config.nats.enabled else []
-        if self._fleet_actor():
-            mods.append("edgert.fleet.actor")
-        return mods
-
 
 @contextlib.contextmanager
 def _runtime_dir(rdir: Path) -> Iterator[None]:
     """Create the runtime directory 0700, hold its lock, clean its sockets after."""
-    rdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        rdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as e:
+        raise RuntimeBusy(
+            f'[gateway] runtime_dir = "{rdir}": cannot create it ({e.strerror or e})'
+        ) from None
     _check_private(rdir)
     os.chmod(rdir, 0o700)
     lock_path = rdir / "lock"
@@ -337,8 +370,10 @@ def _runtime_dir(rdir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _sweep_outboxes(rdir: Path, names: set[str]) -> None:
-    """Drop the ring files of actors no longer in the config (a crash left them)."""
+def _sweep_outboxes(rdir: Path, names: set[str], losses_path: Path) -> None:
+    """Drop the ring files of actors no longer in the config (a crash left them); their
+    points count as lost at stop (`losses_path`, as the supervisor counts them)."""
+    lost_by_name: dict[str, int] = {}
     for p in (rdir / "outbox").glob("*.ring*"):
         name = p.name.removesuffix(".ring")
         if not p.name.endswith(".ring"):  # a recovery that died before its rename
@@ -348,7 +383,13 @@ def _sweep_outboxes(rdir: Path, names: set[str]) -> None:
             continue  # its actor sends what it holds when it starts
         lost = discard(p)
         if lost:
-            log.warning("dropped %d points of actor %r, which is no longer configured", lost, name)
+            log.warning("lost %d points of actor %r, which is no longer configured", lost, name)
+            lost_by_name[name] = lost
+    if lost_by_name:
+        losses = load_losses(losses_path)
+        for name, lost in lost_by_name.items():
+            losses[name] = losses.get(name, 0) + lost
+        save_losses(losses_path, losses)
 
 
 def _remove_sockets(rdir: Path) -> None:

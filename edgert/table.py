@@ -6,8 +6,10 @@
 width (long text columns wrap inside their column instead of being cut), and
 states in colour when the output is a terminal; piped, the same columns
 without colour or width limit, one line per row, for grep and awk. rich is
-imported only here, when a table is printed, so a command that fails before
-(or prints JSON) does not pay for it.
+imported only here, when a table is printed on a terminal, so a command that
+fails before (or prints JSON) does not pay for it; a piped table of plain
+ASCII text is laid out the same way without it (importing rich is most of
+`edgert status`'s start-up).
 """
 
 from __future__ import annotations
@@ -65,11 +67,15 @@ def render(
     """`rows` under `headers` as text. Columns named in `wrap` fold when the terminal
     is too narrow; those in `right` are right-aligned (numbers); `styles` maps a
     column to {cell text: rich style}, applied on a terminal only."""
+    tty = is_tty() if tty is None else tty
+    if not tty and width is None:
+        plain = _plain(headers, rows, right)
+        if plain is not None:
+            return plain
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    tty = is_tty() if tty is None else tty
     if width is None:
         width = shutil.get_terminal_size().columns if tty else PIPED_WIDTH
     table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold" if tty else None)
@@ -100,3 +106,27 @@ def render(
     )
     console.print(table)
     return "\n".join(line.rstrip() for line in out.getvalue().splitlines())
+
+
+def _plain(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[str]
+) -> str | None:
+    """The piped table as rich lays it out (columns two spaces apart, no width limit),
+    without importing rich: most of `edgert status`'s start-up. None when a cell has
+    what only rich measures right (a line break, a character that is not ASCII)."""
+    cells = [list(headers)] + [["" if v is None else str(v) for v in row] for row in rows]
+    for row in cells:
+        if len(row) != len(headers):
+            raise ValueError(f"a row of {len(row)} cells under {len(headers)} headers")
+        for c in row:
+            if not c.isascii() or not c.isprintable():
+                return None
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        out = [
+            c.rjust(w) if h in right else c.ljust(w)
+            for h, c, w in zip(headers, row, widths, strict=True)
+        ]
+        lines.append("  ".join(out).rstrip())
+    return "\n".join(lines)

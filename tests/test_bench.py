@@ -147,6 +147,14 @@ def test_footprint_measures_memory_cpu_and_start_of_a_gateway(no_leftovers) -> N
     assert {"supervisor", "bridge", "fleet", "gen"} <= set(r["pss_by_process_mb"])
     assert r["processes"] >= 5  # supervisor, zygote, bridge, fleet, the driver
     assert r["pss_mb"] == pytest.approx(sum(r["pss_by_process_mb"].values()), abs=0.5)
+    priv = r["private_by_process_mb"]
+    assert {"supervisor", "bridge", "fleet", "gen"} <= set(priv) and "nats-server" not in priv
+    for role, p in priv.items():  # USS, split by kind of mapping, is within the PSS
+        assert 0 < p["uss"] <= r["pss_by_process_mb"][role] + 0.1, role
+        parts = p["heap"] + p["anon"] + p["stack"] + p["libraries"] + p["files"]
+        assert parts == pytest.approx(p["uss"], abs=0.05)
+    assert priv["gen"]["anon"] > 0 and priv["gen"]["libraries"] > 0  # arenas, libpython
+    assert 0 < r["pss_file_mb"] < r["pss_mb"]
     wakes = r["idle_wakeups_per_s_by_process"]
     assert wakes["gen"] > 0 and wakes["bridge"] > 0  # each polls or forwards once a second
     assert r["idle_wakeups_per_s"] == pytest.approx(sum(wakes.values()), abs=0.5)
@@ -156,3 +164,4 @@ def test_footprint_measures_memory_cpu_and_start_of_a_gateway(no_leftovers) -> N
     assert table.splitlines()[1].split()[:2] == ["managed", str(r["processes"])]
     assert f"fleet {r['pss_by_process_mb']['fleet']}" in table
     assert "managed idle wake-ups/s by process: " in table
+    assert f"gen {priv['gen']['uss']:.1f} (" in table

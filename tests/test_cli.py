@@ -19,48 +19,19 @@ from click.testing import CliRunner, Result
 
 from edgert.cli import LAZY, cli
 from edgert.testing import descendants, pid_alive, wait_for
+from edgert.testing.configs import fault_driver, gateway_toml, sim_driver, supervisor
 
 EDGERT = [sys.executable, "-m", "edgert"]
-
-GATEWAY = """
-[gateway]
-id = "cli"
-runtime_dir = "{d}/run"
-data_dir = "{d}/data"
-
-[supervisor]
-backoff_min = 0.05
-backoff_max = 0.2
-intensity = {intensity}
-period = 30
-shutdown_timeout = 2
-failed_retry = 60
-
-[[driver]]
-name = "gen"
-type = "sim"
-[[driver.signal]]
-name = "n"
-shape = "counter"
-rate = 20.0
-
-[[driver]]
-name = "flaky"
-type = "edgert.testing:FaultActor"
-mode = "{mode}"
-after = {after}
-critical = {critical}
-"""
 
 
 def write(
     d: Path, mode: str = "run", after: float = 0.0, intensity: int = 5, critical: bool = False
 ) -> Path:
+    """Gateway "cli" in `d`: a sim counter and `flaky`, a FaultActor in `mode`."""
+    sup = supervisor(0.05, 0.2, intensity=intensity, period=30, shutdown_timeout=2, failed_retry=60)
+    flaky = fault_driver("flaky", mode=mode, after=after, critical=critical)
     p = d / "gw.toml"
-    text = GATEWAY.format(
-        d=d, mode=mode, after=after, intensity=intensity, critical=str(critical).lower()
-    )
-    p.write_text(text)
+    p.write_text(gateway_toml(d, sup + sim_driver() + flaky, "cli"))
     return p
 
 
@@ -283,7 +254,7 @@ BAD = {
 def test_bad_config_is_refused_with_exit_2(short_dir: Path, case: str) -> None:
     body, expected = BAD[case]
     cfg = short_dir / "bad.toml"
-    cfg.write_text(f'[gateway]\nid = "bad"\nruntime_dir = "{short_dir}/run"\n{body}')
+    cfg.write_text(gateway_toml(short_dir, body, "bad"))
     for cmd in ("check", "run"):
         r = invoke(cmd, str(cfg))
         assert r.exit_code == 2, (cmd, r.stdout, r.stderr)
@@ -386,3 +357,76 @@ def test_a_closed_pipe_on_stdout_ends_quietly() -> None:
         os.close(w)
     assert p.returncode == 0, p.stderr
     assert "Broken pipe" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+# One format for every error, whatever raised it: click's parser, a command's own
+# refusal, a bad config, a preflight finding.
+ERRORS = {
+    "missing argument": (["run"], 2, "missing argument 'CONFIG' (usage: edgert run"),
+    "no such option": (["run", "--bogus", "x.toml"], 2, "no such option '--bogus'"),
+    "no such command": (["bogus"], 2, "no such command 'bogus' (edgert --help lists them)"),
+    "bad parameter": (["new-driver", "Thermo"], 2, "invalid value for NAME: 'Thermo'"),
+    "a usage refusal": (
+        ["status", "--config", "a.toml", "--runtime-dir", "b"],
+        2,
+        "give --config FILE or --runtime-dir DIR, not both",
+    ),
+    "nothing running": (["status", "--runtime-dir", "{d}/none"], 1, "no gateway is running"),
+    "a bad config": (["check", "{d}/bad.toml"], 2, "{d}/bad.toml: [nats]: unknown key 'embeded'"),
+    "a preflight error": (["check", "{d}/proc.toml"], 2, '[gateway] runtime_dir = "/proc/x"'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ERRORS))
+def test_every_error_is_one_line_in_one_format(short_dir: Path, case: str) -> None:
+    args, code, expected = ERRORS[case]
+    (short_dir / "bad.toml").write_text('[gateway]\nid = "x"\n[nats]\nembeded = true\n')
+    (short_dir / "proc.toml").write_text('[gateway]\nid = "x"\nruntime_dir = "/proc/x"\n')
+    r = invoke(*(a.format(d=short_dir) for a in args))
+    assert r.exit_code == code, (r.stdout, r.stderr)
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("edgert: error: ") and expected.format(d=short_dir) in lines[0]
+
+
+def test_edgert_alone_prints_its_help() -> None:
+    r = invoke()
+    assert r.exit_code in (0, 2)  # click >= 8.2 exits 2, like any usage error
+    assert "Commands:" in r.stdout + r.stderr and "edgert: error" not in r.stderr
+
+
+def test_without_a_bridge_points_held_at_stop_are_discarded_not_lost(short_dir: Path) -> None:
+    cfg = short_dir / "gw.toml"
+    cfg.write_text(
+        f'[gateway]\nid = "nb"\nruntime_dir = "{short_dir}/run"\ndata_dir = "{short_dir}/data"\n'
+        '[nats]\nenabled = false\n[[driver]]\nname = "gen"\ntype = "sim"\n'
+        '[[driver.signal]]\nname = "n"\nshape = "counter"\nrate = 50.0\n'
+    )
+    proc = start(cfg)
+    try:
+        wait_for(
+            lambda: (s := all_running(cfg)) and s["actors"][0]["points_out"] >= 5, 30, "points"
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "lost at stop" not in err and "WARNING" not in err, err
+    said = [line for line in err.splitlines() if "points discarded: no bridge configured" in line]
+    assert len(said) == 1 and " INFO " in said[0], err
+    n = int(said[0].split("gen: ", 1)[1].split()[0])
+    tally = json.loads((short_dir / "data" / "losses.json").read_text())
+    assert n > 0 and tally["lost_at_stop"] == {"gen": n}  # still counted
+
+
+@pytest.mark.parametrize("args", [["run"], ["check"], ["status", "--config"]])
+def test_a_config_missing_from_the_working_directory_names_it(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    monkeypatch.chdir(short_dir)  # the clone is elsewhere: `cd ~ && edgert run configs/...`
+    r = invoke(*args, "configs/demo.toml")
+    assert r.exit_code == 2, r.stderr
+    assert r.stderr.splitlines() == [
+        "edgert: error: configs/demo.toml: cannot read: No such file or directory "
+        f"(in the working directory {short_dir})"
+    ]

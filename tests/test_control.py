@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import array
+import fcntl
 import select
 import socket
 import struct
+import termios
 import threading
 import time
 from pathlib import Path
@@ -26,6 +29,13 @@ def serve(server: ControlServer, until: threading.Event, seen: list) -> None:
             seen.append(op)
             reply = {"ok": op == "status", "status": {"n": 1}, "error": f"no {op!r}"}
             server.answer(conn, reply | ({"big": "x" * 300_000} if op == "status" else {}))
+
+
+def unread(s: socket.socket) -> int:
+    """Bytes sent on `s` that its peer has not read yet (the send queue)."""
+    out = array.array("i", [0])
+    fcntl.ioctl(s.fileno(), termios.TIOCOUTQ, out)
+    return out[0]
 
 
 @pytest.fixture
@@ -50,7 +60,9 @@ def test_a_request_is_answered_even_when_it_comes_in_pieces_and_the_answer_is_bi
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(str(rdir / "control.sock"))
         s.sendall(struct.pack(">I", len(body)) + body[:3])
-        time.sleep(0.1)  # the server has read half of it by now, and must wait for the rest
+        # the second half goes only once the server has read the first (nothing left in
+        # our send queue): it has half a request and must wait for the rest
+        wait_for(lambda: unread(s) == 0, 10, "the server to read the first half")
         s.sendall(body[3:])
         s.settimeout(10)
         data = b""

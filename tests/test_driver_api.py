@@ -11,6 +11,7 @@ each key's type, default and doc; a note from `ctx.report(now=...)` shows in
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -26,8 +27,10 @@ from click.testing import CliRunner
 
 import edgert
 from edgert import Actor, Context, Invalid, Point, every
+from edgert.actor import Readable, Status
 from edgert.cli import cli
 from edgert.config import ConfigError, check_fields, decode
+from edgert.context import statuses
 from edgert.control import format_status
 from edgert.testing import wait_for
 from edgert_drivers.sim import SimConfig, SimDriver
@@ -310,6 +313,27 @@ def test_every_sets_the_timeout_of_receive() -> None:
         assert left is not None and 0 < left <= 0.2
         assert ctx.receive(timeout=ctx.until(tick.next)) is None
         assert tick.due()
+    finally:
+        ctx._close()
+
+
+def test_statuses_yields_the_snapshots_until_stop() -> None:
+    """The inbox of an asyncio runtime actor (bridge, fleet): each Status's snapshot,
+    nothing else, and the iteration ends when the actor is stopped."""
+    actor = Actor()
+    ctx = Context(actor, name="t")
+    ctx._queue.extend([Status({"n": 1}), Readable(0), Status({"n": 2})])
+
+    async def take() -> list[dict]:
+        got = []
+        async for snapshot in statuses(ctx):
+            got.append(snapshot)
+            if len(got) == 2:
+                actor.stop()  # from the loop, as the runtime's signal would
+        return got
+
+    try:
+        assert asyncio.run(asyncio.wait_for(take(), 10)) == [{"n": 1}, {"n": 2}]
     finally:
         ctx._close()
 

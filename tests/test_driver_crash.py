@@ -129,7 +129,7 @@ def test_ring_files_go_with_a_clean_stop_a_removed_driver_and_a_stale_start(
         # how many of the >20 held had reached the bridge's socket before the kill varies
         said = re.search(r"extra: removed with (\d+) points it had not handed over", caplog.text)
         assert said and int(said.group(1)) > 0, caplog.text
-    assert "dropped 5 points of actor 'ghost'" in caplog.text
+    assert "lost 5 points of actor 'ghost', which is no longer configured" in caplog.text
     # a clean stop keeps only what the bridge had not acknowledged, for the next start
     assert {p.name for p in outbox.iterdir()} <= {"gen.ring"}
 

@@ -16,17 +16,8 @@ from edgert.config import SupervisorSection
 from edgert.proc import ProgramSpec
 from edgert.supervisor import ChildSpec, Supervisor
 from edgert.testing import pid_alive, running_gateway, status, wait_for
+from edgert.testing.configs import nats_section, sim_driver, supervisor
 from edgert.testing.nats import free_port
-
-SIM = """
-[[driver]]
-name = "gen"
-type = "sim"
-[[driver.signal]]
-name = "n"
-shape = "counter"
-rate = 20.0
-"""
 
 
 def _comm(pid: int) -> str:
@@ -37,9 +28,11 @@ def _comm(pid: int) -> str:
 
 
 def test_a_killed_embedded_server_is_restarted_and_gone_after_stop(make_config) -> None:
+    url = f"nats://127.0.0.1:{free_port()}"
     cfg = make_config(
-        "[supervisor]\nbackoff_min = 0.1\nintensity = 5\n"
-        f'[nats]\nurl = "nats://127.0.0.1:{free_port()}"\nembedded = true\n{SIM}'
+        supervisor(0.1, backoff_max=10.0, intensity=5)
+        + nats_section(url, embedded=True)
+        + sim_driver()
     )
     with running_gateway(cfg):
         nats = wait_for(lambda: (a := status(cfg)["by_name"]["nats"])["pid"] and a, 15, "nats")

@@ -141,7 +141,7 @@ def test_store_keeps_private_files_and_rolls_back_a_revision_pending_at_boot(
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
 
 
-def test_judge_wants_every_actor_running_steadily_and_the_bridge_on_nats() -> None:
+def test_judge_wants_every_actor_running_steadily_and_the_bridge_publishing_on_nats() -> None:
     def actor(name: str, state: str = "running", uptime: float = 5.0, **kw) -> dict:
         return {"name": name, "kind": kw.pop("kind", "sim"), "state": state, "uptime": uptime} | kw
 
@@ -154,6 +154,11 @@ def test_judge_wants_every_actor_running_steadily_and_the_bridge_on_nats() -> No
     assert judge(snap, 7, 1.0, frozenset({"gen2"})) == ("", 0.0)  # kept, down before too
     snap["actors"][:] = [actor("bridge", kind="bridge", stats={"nats": "down: refused"})]
     assert judge(snap, 7, 1.0)[0] == "bridge: nats down: refused"
+    # the command connection alone down: points flow, healthy unless the push moved [nats]
+    cmd_down = "connected; commands down: refused"
+    snap["actors"][:] = [actor("bridge", kind="bridge", stats={"nats": cmd_down})]
+    assert judge(snap, 7, 1.0) == ("", 0.0)
+    assert judge(snap, 7, 1.0, commands=True)[0] == f"bridge: nats {cmd_down}"
 
 
 # -- a real gateway on a real nats-server ---------------------------------------------
@@ -388,3 +393,50 @@ def test_a_key_watch_sees_each_revision_and_knows_when_its_consumer_is_gone(
         return seen
 
     assert asyncio.run(go()) == [(1, b"one"), (4, b"two"), (4, b"two")]
+
+
+# gw may not subscribe to its command subjects, gw2 neither; the CLI connects as admin
+NO_COMMANDS = """
+no_auth_user: "admin"
+authorization { users = [
+  { user: "admin", password: "admin-secret" }
+  { user: "gw", password: "gw-secret", permissions: { subscribe: { deny: ["edgert.gw1.cmd.>"] } } }
+  { user: "gw2", password: "gw2-secret", permissions: { subscribe: { deny: ["edgert.gw1.cmd.>"] } } }
+] }
+"""
+
+
+def test_a_command_connection_down_rolls_back_only_a_push_that_moves_nats(
+    short_dir: Path, make_config
+) -> None:
+    """Points flowing, commands refused: a push of drivers is applied (the command
+    connection is reported, not held against it); a push that changes the bridge's
+    [nats] credentials must connect both, so it is rolled back."""
+    with NatsProcess(short_dir / "nats", config=NO_COMMANDS) as srv:
+        creds = keys(user="gw", password="gw-secret")
+        fleet = "\n[fleet]\n" + keys(enabled=True, health_timeout=ROLLBACK_HEALTH)
+        body = supervisor() + nats_section(srv.url) + creds + fleet + GEN
+        cfg = make_config(body, gateway_id="gw1")
+
+        def points_up(*names: str) -> dict | None:
+            snap = status(cfg)
+            a = snap["by_name"]
+            nats = a["bridge"]["stats"].get("nats", "")
+            ok = all(a.get(n, {}).get("state") == "running" for n in ("bridge", "fleet", *names))
+            return snap if ok and nats.startswith("connected; commands down: ") else None
+
+        with running_gateway(cfg):
+            wait_for(lambda: points_up("gen"), 30, "points up, commands refused")
+            out = push(srv, short_dir / "want.toml", GEN + GEN2)
+            assert out.returncode == 0, out.stdout + out.stderr
+            assert out.stdout.startswith("gw1: applied revision ")
+            snap = wait_for(lambda: points_up("gen", "gen2"), 20, "gen2 running")
+            applied = snap["config_revision"]
+            assert applied is not None
+
+            moved = nats_section(srv.url) + keys(user="gw2", password="gw2-secret")
+            out = push(srv, short_dir / "want.toml", moved + GEN + GEN2)
+            assert out.returncode == 1 and "rolled_back" in out.stdout, out.stdout
+            assert "commands down" in out.stdout and "edgert.gw1.cmd.>" in out.stdout
+            snap = wait_for(lambda: points_up("gen", "gen2"), 20, "back to the last good")
+            assert snap["config_revision"] == applied

@@ -28,7 +28,7 @@ import pytest
 from edgert.config import GatewayConfig
 from edgert.fleet.kv import KeyWatch, watch_name
 from edgert.testing import await_for, running_gateway, status, wait_for
-from edgert.testing.configs import nats_section, sim_driver, supervisor
+from edgert.testing.configs import keys, nats_section, sim_driver, supervisor
 from edgert.testing.nats import NatsProcess, decode, request, stream_messages
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "nats-gateway-user.conf.in"
@@ -58,17 +58,17 @@ def users() -> str:
 
 
 @pytest.fixture
-def server(short_dir: Path) -> Any:
+def bare_server(short_dir: Path) -> Any:
+    """A nats-server with those users, and no bucket yet."""
     with NatsProcess(short_dir / "nats", config=users()) as s:
-        asyncio.run(buckets(s.url))
         yield s
 
 
 @pytest.fixture
-def bare_server(short_dir: Path) -> Any:
-    """The same users, and no bucket yet."""
-    with NatsProcess(short_dir / "nats", config=users()) as s:
-        yield s
+def server(bare_server: NatsProcess) -> NatsProcess:
+    """The same, with the fleet's buckets and a desired config for each gateway."""
+    asyncio.run(buckets(bare_server.url))
+    return bare_server
 
 
 async def buckets(url: str) -> None:
@@ -220,30 +220,14 @@ def test_the_server_refuses_gw1_everything_of_gw2(server: NatsProcess) -> None:
         assert f'permissions violation for {kind} to "{subject.lower()}"' in said, refusal
 
 
-PUSHED = """
-[[driver]]
-name = "gen"
-type = "sim"
-[[driver.signal]]
-name = "n"
-shape = "counter"
-rate = 10.0
-
-[[driver]]
-name = "gen2"
-type = "sim"
-[[driver.signal]]
-name = "level"
-shape = "sine"
-rate = 5.0
-"""
+PUSHED = sim_driver(rate=10.0) + sim_driver("gen2", "level", "sine", rate=5.0)
 
 
 def test_a_push_reaches_a_gateway_that_has_only_its_own_user(
     bare_server: NatsProcess, short_dir: Path, make_config
 ) -> None:
     url = bare_server.url
-    cfg = gateway(make_config, url, "\n[fleet]\nenabled = true\nhealth_timeout = 20.0\n")
+    cfg = gateway(make_config, url, "\n[fleet]\n" + keys(enabled=True, health_timeout=20.0))
     with running_gateway(cfg):
         wait_for(
             lambda: status(cfg)["by_name"]["fleet"]["state"] == "running", 20, "the fleet actor"

@@ -15,7 +15,10 @@ import os
 import signal
 from pathlib import Path
 
+from edgert.bus.outbox import pack_points
+from edgert.bus.ring import Ring, ring_path
 from edgert.config import load
+from edgert.point import Point
 from edgert.supervisor.control import format_status
 from edgert.testing import running_gateway, status, wait_for
 from edgert.testing.nats import free_port
@@ -102,3 +105,58 @@ def test_points_unacknowledged_at_a_stop_are_counted(make_config) -> None:
             "gen restarted by the reload",
         )
         assert g["lost_at_stop"] >= lost, g
+
+
+def test_points_kept_for_an_actor_a_reload_removes_are_counted(make_config) -> None:
+    """The stopped driver's kept outbox has no next process to send it once a reload
+    removed the driver: what it held is lost, counted under its name in the status
+    (its row is gone) and in `edgert status`, and still counted after a restart."""
+    keeper = '\n[[driver]]\nname = "keep"\ntype = "edgert.testing:FaultActor"\nrate = 1.0\n'
+    cfg = make_config(GATEWAY.format(port=free_port()) + keeper)
+    path = Path(cfg.path)
+    with running_gateway(cfg) as rt:
+
+        def all_running() -> dict | None:
+            actors = status(cfg)["by_name"]
+            return actors if all(x["state"] == "running" for x in actors.values()) else None
+
+        a = wait_for(all_running, 15, "gen, keep and bridge running")
+        assert status(cfg)["removed_lost_at_stop"] == {}
+        bridge = a["bridge"]["pid"]
+        os.kill(bridge, signal.SIGSTOP)
+        try:
+            held = wait_for(
+                lambda: (n := status(cfg)["by_name"]["gen"]["buffered"]) > 100 and n,
+                15,
+                "unacknowledged points",
+            )
+            path.write_text(path.read_text().split("[[driver]]")[0] + keeper)
+            rt.reload()
+            snap = wait_for(
+                lambda: "gen" not in (s := status(cfg))["by_name"] and s, 30, "gen removed"
+            )
+        finally:
+            os.kill(bridge, signal.SIGCONT)
+        lost = snap["removed_lost_at_stop"]["gen"]
+        assert lost >= held, (lost, held)
+        assert not (Path(cfg.runtime_dir) / "outbox" / "gen.ring").exists()
+        assert f"lost at stop by removed actors: gen {lost}" in format_status(snap)
+    with running_gateway(load(cfg.path)):  # a new run of the gateway: still counted
+        snap = wait_for(lambda: status(cfg), 15, "status")
+        assert snap["removed_lost_at_stop"] == {"gen": lost}
+
+
+def test_points_left_by_an_actor_no_longer_configured_are_counted_at_start(make_config) -> None:
+    """A ring file whose actor left the config while the gateway was down: dropped at
+    start, its points counted under the actor's name like any loss at stop."""
+    cfg = make_config(GATEWAY.format(port=free_port()))
+    path = ring_path(cfg.runtime_dir, "gone")
+    ring = Ring.open(path, "gone.1.a", 1 << 20)
+    assert ring.append(
+        b"".join(pack_points([Point("gone", "n", "0", i) for i in range(42)], {})), 42
+    )
+    ring.close()  # as a process that died left it
+    with running_gateway(cfg):
+        snap = wait_for(lambda: status(cfg), 15, "status")
+        assert snap["removed_lost_at_stop"] == {"gone": 42}
+        assert not path.exists()

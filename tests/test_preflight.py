@@ -1,10 +1,17 @@
-"""`edgert check` catches what `run` would fail on, before systemd loops on it."""
+"""`edgert check` catches what `run` would fail on, before systemd loops on it, and
+`run` refuses the same things the same way: exit 2, one line naming the key and
+the path, nothing created.
+"""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from edgert.cli import cli
@@ -54,7 +61,8 @@ def test_a_missing_serial_port_is_only_a_warning(tmp_path: Path) -> None:
     )
     res = CliRunner().invoke(cli, ["check", write(tmp_path, body)])
     assert res.exit_code == 0, res.output
-    assert "warning: [[driver]] 'bus': port /dev/ttyNOPE7 does not exist" in res.output
+    warning = f"edgert: warning: {tmp_path / 'gw.toml'}: [[driver]] 'bus': port /dev/ttyNOPE7"
+    assert f"{warning} does not exist" in res.output
     assert "ok: gateway 'gw'" in res.output
 
 
@@ -90,5 +98,90 @@ def test_run_refuses_a_busy_embedded_port_in_one_line_naming_the_holder(tmp_path
     assert len(lines) == 1, r.stderr  # one line, no restart loop, no traceback
     assert f"127.0.0.1:{port}" in lines[0] and "already in use" in lines[0]
     assert f"held by pid {os.getpid()}" in lines[0], lines[0]
-    assert not (tmp_path / "data" / "nats").exists()  # the server was never started
-    assert not list((tmp_path / "run").glob("*.sock"))  # nothing left behind
+    assert not (tmp_path / "data").exists()  # refused before anything was made
+    assert not (tmp_path / "run").exists()
+
+
+def run(cfg: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgert", "run", cfg], capture_output=True, text=True, timeout=60
+    )
+
+
+UNMAKEABLE = {
+    "proc": ("/proc/edgert-nope", "cannot create a directory in /proc"),
+    "sys": ("/sys/edgert-nope", "cannot create a directory in /sys"),
+    "under a file": ("{tmp}/file/sub", "{tmp}/file is not a directory"),
+}
+
+
+@pytest.mark.parametrize("key", ["runtime_dir", "data_dir"])
+@pytest.mark.parametrize("where", sorted(UNMAKEABLE))
+def test_run_and_check_refuse_a_directory_that_cannot_be_made_alike(
+    tmp_path: Path, key: str, where: str
+) -> None:
+    path, why = (x.format(tmp=tmp_path) for x in UNMAKEABLE[where])
+    (tmp_path / "file").write_text("not a directory")
+    dirs = {"runtime_dir": f"{tmp_path}/run", "data_dir": f"{tmp_path}/data", key: path}
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        f'[gateway]\nid = "gw"\nruntime_dir = "{dirs["runtime_dir"]}"\n'
+        f'data_dir = "{dirs["data_dir"]}"\n[nats]\nenabled = false\n{DRIVER}'
+    )
+    line = f'edgert: error: {cfg}: [gateway] {key} = "{path}": '
+    checked = CliRunner().invoke(cli, ["check", str(cfg)])
+    assert checked.exit_code == 2, checked.output
+    assert checked.output.startswith(line) and why in checked.output, checked.output
+    r = run(str(cfg))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.splitlines() == checked.output.splitlines(), r.stderr  # the same line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "gw.toml"]  # nothing made
+
+
+def test_a_refusal_after_the_directories_were_made_removes_them(tmp_path: Path) -> None:
+    # A gateway killed with SIGKILL left its control socket: check skips the port (a
+    # gateway may be running there), run takes the lock, makes the data dir, then finds
+    # the port taken; it must not leave that data dir behind.
+    rdir = tmp_path / "run"
+    rdir.mkdir(mode=0o700)
+    (rdir / "control.sock").write_text("")
+    data = tmp_path / "new" / "data"
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        body = f'[nats]\nurl = "nats://127.0.0.1:{port}"\nembedded = true\n{DRIVER}'
+        r = run(write(tmp_path, body, data_dir=data))
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.splitlines()) == 1 and "already in use" in r.stderr, r.stderr
+    assert not (tmp_path / "new").exists()
+    assert rdir.exists() and not list(rdir.iterdir())  # it was there before: kept, emptied
+
+
+def test_check_refuses_a_runtime_dir_other_users_could_tamper_with(tmp_path: Path) -> None:
+    parent = tmp_path / "open"
+    parent.mkdir()
+    os.chmod(parent, 0o777)
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        f'[gateway]\nid = "gw"\nruntime_dir = "{parent}/gw"\ndata_dir = "{tmp_path}/data"\n'
+        f"[nats]\nenabled = false\n{DRIVER}"
+    )
+    res = CliRunner().invoke(cli, ["check", str(cfg)])
+    assert res.exit_code == 2, res.output
+    assert f"[gateway] runtime_dir: runtime directory parent {parent} is writable" in res.output
+
+
+def test_a_relative_directory_is_a_warning_naming_the_working_directory(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        f'[gateway]\nid = "gw"\nruntime_dir = "run"\ndata_dir = "{tmp_path}/data"\n'
+        f"[nats]\nenabled = false\n{DRIVER}"
+    )
+    res = CliRunner().invoke(cli, ["check", str(cfg)])
+    assert res.exit_code == 0, res.output
+    warned = [line for line in res.output.splitlines() if "is relative" in line]
+    assert len(warned) == 1 and warned[0].startswith(f"edgert: warning: {cfg}: ")
+    assert '[gateway] runtime_dir = "run" is relative' in warned[0]
+    assert f"({os.getcwd()})" in warned[0]

@@ -186,6 +186,52 @@ def test_edgert_run_forks_its_zygote_which_keeps_only_its_socket(short_dir: Path
     assert code == 0, proc.stderr.read() if proc.stderr else ""
 
 
+def _maps_any(pid: int, names: tuple[str, ...]) -> set[str]:
+    """Which of `names` (parts of a file name) the process `pid` has mapped."""
+    with open(f"/proc/{pid}/maps") as f:
+        text = f.read()
+    return {n for n in names if n in text}
+
+
+def test_only_the_bridge_loads_asyncio_nats_and_sqlite(short_dir: Path, nats_server) -> None:
+    """The forked zygote imports what the drivers need, not the bridge's asyncio, nats,
+    ssl and sqlite3 (importing them there copies about half the pages it shares with the
+    supervisor): the bridge imports them after its fork; no driver maps them."""
+    cfg = short_dir / "gw.toml"
+    cfg.write_text(
+        f'[gateway]\nid = "lz"\nruntime_dir = "{short_dir}/run"\ndata_dir = "{short_dir}/data"\n'
+        f'[nats]\nurl = "{nats_server.url}"\n[[driver]]\nname = "gen"\ntype = "sim"\n'
+        '[[driver.signal]]\nname = "n"\nrate = 5.0\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgert", "run", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def running() -> dict | None:
+        try:
+            s = request(short_dir / "run", "status")["status"]
+        except ControlError:
+            return None
+        ok = len(s["actors"]) == 2 and all(a["state"] == "running" for a in s["actors"])
+        return s if ok else None
+
+    heavy = ("_asyncio.", "_sqlite3.", "_ssl.")
+    try:
+        pids = {a["name"]: a["pid"] for a in wait_for(running, 60, "running")["actors"]}
+        (z,) = [p for p in descendants(proc.pid) if _comm(p) == "edgert-zygote"]
+        assert _maps_any(proc.pid, heavy) == set()
+        assert _maps_any(z, heavy) == set()
+        assert _maps_any(pids["gen"], heavy) == set()
+        assert _maps_any(pids["bridge"], heavy) == set(heavy)
+    finally:
+        proc.terminate()
+        code = proc.wait(timeout=20)
+    assert code == 0, proc.stderr.read() if proc.stderr else ""
+
+
 def test_a_zygote_asked_to_fork_a_process_with_threads_starts_a_new_interpreter() -> None:
     """Forking copies no other thread, but every lock one held: with threads, no fork."""
     done = threading.Event()

@@ -1,4 +1,5 @@
-"""README's driver example works as printed: a user's own driver, found by "module:Class".
+"""README's driver example works as printed: a user's own driver, found by "module:Class",
+under the names `edgert new-driver` gives the package it lives in.
 
 And CI runs the test command README gives.
 """
@@ -19,21 +20,39 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 
 
+def _driver_section() -> str:
+    return README.read_text().split("## Writing a driver", 1)[1].split("\n## ", 1)[0]
+
+
 def _driver_example() -> str:
-    text = README.read_text()
-    section = text.split("## Writing a driver", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.search(r"```python\n(.*?)```", _driver_section(), re.S).group(1)
+
+
+def test_readme_names_the_driver_as_new_driver_does(tmp_path: Path) -> None:
+    from edgert.cli.scaffold import write_skeleton
+
+    root = write_skeleton("thermo", tmp_path)
+    classes = re.findall(r"^class (\w+)", (root / "edgert_thermo" / "driver.py").read_text(), re.M)
+    assert sorted(re.findall(r"^class (\w+)", _driver_example(), re.M)) == sorted(classes)
+    pyproject = (root / "pyproject.toml").read_text()
+    entry = re.search(r'^thermo = ".*"$', pyproject, re.M).group(0)
+    section = _driver_section()
+    assert f'```toml\n[project.entry-points."edgert.drivers"]\n{entry}\n```' in section
+    assert f"`{root.name}/`" in section and "`edgert_thermo/driver.py`" in section
 
 
 def test_readme_driver_example_runs_under_a_gateway(short_dir: Path) -> None:
-    (short_dir / "thermo.py").write_text(_driver_example())
+    package = short_dir / "edgert_thermo"  # where `edgert new-driver thermo` puts it
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "driver.py").write_text(_driver_example())
     zone = short_dir / "temp"
     zone.write_text("42500\n")
     cfg = short_dir / "gw.toml"
     cfg.write_text(
         f'[gateway]\nid = "rd"\nruntime_dir = "{short_dir}/run"\ndata_dir = "{short_dir}/data"\n'
         f"[nats]\nenabled = false\n"
-        f'[[driver]]\nname = "cpu"\ntype = "thermo:Thermo"\npath = "{zone}"\ninterval = 0.05\n'
+        f'[[driver]]\nname = "cpu"\ntype = "edgert_thermo.driver:ThermoDriver"\npath = "{zone}"\ninterval = 0.05\n'
     )
     env = dict(os.environ, PYTHONPATH=str(short_dir))
     edgert = [sys.executable, "-m", "edgert"]

@@ -92,3 +92,35 @@ def test_times_are_written_one_way_in_every_table() -> None:
     table = format_status(snap)
     assert re.search(r"^gen .* 3d0h ", table, re.M), table  # status's uptime
     assert "retry in 3m05s" in table
+
+
+def test_points_held_at_a_stop_are_lost_with_a_bridge_and_discarded_without() -> None:
+    gen = actor("gen", kind="sim", lost_at_stop=14)
+    bridged = format_status({"gateway": "g", "actors": [actor("bridge", kind="bridge"), gen]})
+    assert "lost at stop 14" in bridged and "discarded" not in bridged
+    alone = format_status({"gateway": "g", "actors": [gen]})
+    assert "discarded at stop 14" in alone and "lost at stop" not in alone
+
+
+def test_a_piped_table_is_laid_out_as_rich_does_without_importing_it() -> None:
+    import subprocess
+    import sys
+
+    from edgert import table
+
+    headers = ("NAME", "PID", "STATE", "POINTS", "LAST_ERROR")
+    rows = [("bridge", 42, "running", 10, ""), ("gen", None, "failed", 123456, "boom: x y")]
+    rows.append(("a-long-name", 7, "backing_off", 0, None))
+    piped = table.render(headers, rows, tty=False, right=("PID", "POINTS"))
+    saved, table._plain = table._plain, lambda *a: None  # rich's own layout
+    try:
+        assert piped == table.render(headers, rows, tty=False, right=("PID", "POINTS"))
+        assert table.render(["A"], [["µ"]], tty=False) == "A\nµ"  # not ASCII: rich lays it out
+    finally:
+        table._plain = saved
+    code = (
+        "import sys; from edgert.table import render; "
+        "print(render(['A', 'B'], [[1, 'x']], tty=False)); print('rich' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["A  B", "1  x", "False"]

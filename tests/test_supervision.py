@@ -14,36 +14,17 @@ import pytest
 
 from edgert.runtime import GroupFailed
 from edgert.testing import descendants, pid_alive, running_gateway, status, wait_for
-
-FAST = """
-[supervisor]
-backoff_min = 0.2
-backoff_max = 1.0
-intensity = 20
-period = 30
-shutdown_timeout = 3
-"""
-
-SIM = """
-[[driver]]
-name = "gen"
-type = "sim"
-[[driver.signal]]
-name = "n"
-shape = "counter"
-rate = 50.0
-"""
+from edgert.testing.configs import fault_driver as fault
+from edgert.testing.configs import keys, nats_section, sim_driver, supervisor
 
 
-def fault(name: str, restart: str = "permanent", **keys: object) -> str:
-    lines = [
-        f'[[driver]]\nname = "{name}"\ntype = "edgert.testing:FaultActor"\nrestart = "{restart}"'
-    ]
-    for k, v in keys.items():
-        lines.append(
-            f"{k} = {v!r}".replace("'", '"').replace("True", "true").replace("False", "false")
-        )
-    return "\n".join(lines) + "\n"
+def fast(**more: object) -> str:
+    """Restarts within a second, twenty of them allowed (`more`: other keys)."""
+    base = {"backoff_max": 1.0, "intensity": 20, "period": 30, "shutdown_timeout": 3}
+    return supervisor(0.2, **(base | more))
+
+
+SIM = sim_driver(rate=50.0)
 
 
 def actor(cfg, name):
@@ -51,7 +32,7 @@ def actor(cfg, name):
 
 
 def test_raising_driver_is_restarted_with_backoff(make_config) -> None:
-    cfg = make_config(FAST + fault("bad", mode="crash", after=0.05))
+    cfg = make_config(fast() + fault("bad", mode="crash", after=0.05))
     with running_gateway(cfg):
         a = wait_for(lambda: (s := actor(cfg, "bad"))["restarts"] >= 3 and s, 20, "3 restarts")
         assert "FaultActor crashed on purpose" in a["last_error"]
@@ -65,7 +46,7 @@ def test_raising_driver_is_restarted_with_backoff(make_config) -> None:
 
 
 def test_temporary_is_not_restarted(make_config) -> None:
-    cfg = make_config(FAST + fault("temp", "temporary", mode="crash", after=0.05) + SIM)
+    cfg = make_config(fast() + fault("temp", "temporary", mode="crash", after=0.05) + SIM)
     with running_gateway(cfg):
         a = wait_for(lambda: (s := actor(cfg, "temp"))["state"] == "failed" and s, 15, "failed")
         assert a["restarts"] == 0 and a["pid"] is None
@@ -75,7 +56,7 @@ def test_temporary_is_not_restarted(make_config) -> None:
 
 def test_transient_is_not_restarted_after_clean_return(make_config) -> None:
     cfg = make_config(
-        FAST
+        fast()
         + fault("clean", "transient", mode="exit", after=0.05)
         + fault("crashy", "transient", mode="crash", after=0.05)
     )
@@ -88,7 +69,7 @@ def test_transient_is_not_restarted_after_clean_return(make_config) -> None:
 
 
 def test_kill_9_restarts_only_that_driver(make_config) -> None:
-    cfg = make_config(FAST + SIM + fault("other", mode="run"))
+    cfg = make_config(fast() + SIM + fault("other", mode="run"))
     with running_gateway(cfg):
         s = wait_for(
             lambda: (s := status(cfg)) and all(a["state"] == "running" for a in s["actors"]) and s,
@@ -114,10 +95,7 @@ def test_kill_9_restarts_only_that_driver(make_config) -> None:
 
 
 def test_hung_driver_is_killed_and_restarted(make_config) -> None:
-    cfg = make_config(
-        FAST.replace("shutdown_timeout = 3", "shutdown_timeout = 3\nheartbeat_timeout = 1.0")
-        + fault("stuck", mode="hang", after=0.2)
-    )
+    cfg = make_config(fast(heartbeat_timeout=1.0) + fault("stuck", mode="hang", after=0.2))
     with running_gateway(cfg):
         first = wait_for(lambda: actor(cfg, "stuck")["pid"], 10, "started")
         a = wait_for(lambda: (a := actor(cfg, "stuck"))["restarts"] >= 1 and a, 15, "hang detected")
@@ -126,9 +104,7 @@ def test_hung_driver_is_killed_and_restarted(make_config) -> None:
 
 
 def test_a_slow_start_before_the_first_heartbeat_is_not_a_hang(make_config) -> None:
-    slow = FAST.replace(
-        "shutdown_timeout = 3", "shutdown_timeout = 3\nheartbeat_timeout = 0.5\nstart_timeout = 10"
-    )
+    slow = fast(heartbeat_timeout=0.5, start_timeout=10)
     cfg = make_config(slow + fault("slow", start_delay=2.0))
     with running_gateway(cfg):
         a = wait_for(lambda: (a := actor(cfg, "slow"))["points_out"] > 0 and a, 15, "publishing")
@@ -136,9 +112,7 @@ def test_a_slow_start_before_the_first_heartbeat_is_not_a_hang(make_config) -> N
 
 
 def test_no_first_heartbeat_within_start_timeout_is_a_hang(make_config) -> None:
-    slow = FAST.replace(
-        "shutdown_timeout = 3", "shutdown_timeout = 3\nheartbeat_timeout = 0.3\nstart_timeout = 1.0"
-    )
+    slow = fast(heartbeat_timeout=0.3, start_timeout=1.0)
     cfg = make_config(slow + fault("never", start_delay=600.0))
     with running_gateway(cfg):
         first = wait_for(lambda: actor(cfg, "never")["pid"], 10, "started")
@@ -148,14 +122,14 @@ def test_no_first_heartbeat_within_start_timeout_is_a_hang(make_config) -> None:
 
 
 def test_segfault_is_restarted(make_config) -> None:
-    cfg = make_config(FAST + fault("seg", mode="segfault", after=0.1))
+    cfg = make_config(fast() + fault("seg", mode="segfault", after=0.1))
     with running_gateway(cfg):
         a = wait_for(lambda: (a := actor(cfg, "seg"))["restarts"] >= 1 and a, 15, "restarted")
         assert "SIGSEGV" in a["last_error"]
 
 
 def test_driver_subprocesses_die_with_it(make_config) -> None:
-    cfg = make_config(FAST + fault("parent", mode="run", spawn_child=True))
+    cfg = make_config(fast() + fault("parent", mode="run", spawn_child=True))
     with running_gateway(cfg):
         a = wait_for(
             lambda: (a := actor(cfg, "parent"))["stats"].get("child_pid") and a, 10, "child"
@@ -167,10 +141,7 @@ def test_driver_subprocesses_die_with_it(make_config) -> None:
 
 
 def test_stop_kills_a_driver_that_ignores_it(make_config) -> None:
-    cfg = make_config(
-        FAST.replace("shutdown_timeout = 3", "shutdown_timeout = 0.5")
-        + fault("deaf", ignore_stop=True)
-    )
+    cfg = make_config(fast(shutdown_timeout=0.5) + fault("deaf", ignore_stop=True))
     with running_gateway(cfg) as rt:
         pid = wait_for(lambda: actor(cfg, "deaf")["pid"], 10, "started")
         kids = gateway_processes(cfg)
@@ -198,22 +169,22 @@ def _is_zygote(pid: int) -> bool:
         return False
 
 
-ISOLATE = """
-[nats]
-enabled = false
-
-[supervisor]
-backoff_min = 0.05
-backoff_max = 0.2
-intensity = 2
-period = 30
-failed_retry = {retry}
-shutdown_timeout = 3
-"""
+def isolate(retry: float, nats: str = "") -> str:
+    """Given up on after two quick restarts, tried again after `retry` seconds; no
+    NATS unless `nats` (its URL)."""
+    sup = supervisor(
+        backoff_min=0.05,
+        backoff_max=0.2,
+        intensity=2,
+        period=30,
+        failed_retry=retry,
+        shutdown_timeout=3,
+    )
+    return (nats_section(nats) if nats else "\n[nats]\n" + keys(enabled=False)) + sup
 
 
 def test_a_driver_that_always_fails_is_given_up_on_and_retried_alone(make_config) -> None:
-    cfg = make_config(ISOLATE.format(retry=2.0) + SIM + fault("bad", mode="crash", after=0.0))
+    cfg = make_config(isolate(2.0) + SIM + fault("bad", mode="crash", after=0.0))
     with running_gateway(cfg):
         gen = wait_for(lambda: (a := actor(cfg, "gen"))["state"] == "running" and a, 15, "gen")
         bad = wait_for(lambda: (a := actor(cfg, "bad"))["state"] == "failed" and a, 15, "failed")
@@ -230,7 +201,7 @@ def test_a_driver_that_always_fails_is_given_up_on_and_retried_alone(make_config
 
 
 def test_failed_retry_zero_leaves_it_failed(make_config) -> None:
-    cfg = make_config(ISOLATE.format(retry=0) + SIM + fault("bad", mode="crash", after=0.0))
+    cfg = make_config(isolate(0) + SIM + fault("bad", mode="crash", after=0.0))
     with running_gateway(cfg):
         bad = wait_for(lambda: (a := actor(cfg, "bad"))["state"] == "failed" and a, 15, "failed")
         assert bad["retry_in"] is None
@@ -241,12 +212,7 @@ def test_failed_retry_zero_leaves_it_failed(make_config) -> None:
 
 
 def test_a_critical_driver_given_up_on_tears_the_gateway_down(make_config) -> None:
-    cfg = make_config(
-        ISOLATE.format(retry=1.0)
-        + SIM
-        + fault("vital", mode="crash", after=0.0)
-        + "critical = true\n"
-    )
+    cfg = make_config(isolate(1.0) + SIM + fault("vital", mode="crash", after=0.0, critical=True))
     with pytest.raises(GroupFailed, match="'vital'"):
         with running_gateway(cfg):
             gen = wait_for(lambda: actor(cfg, "gen")["pid"], 15, "gen started")
@@ -257,11 +223,7 @@ def test_a_critical_driver_given_up_on_tears_the_gateway_down(make_config) -> No
 def test_the_status_subject_reports_a_failed_driver(make_config, nats_server) -> None:
     from edgert.testing.nats import Subscriber, decode
 
-    cfg = make_config(
-        ISOLATE.format(retry=60).replace("enabled = false", f'url = "{nats_server.url}"')
-        + SIM
-        + fault("bad", mode="crash", after=0.0)
-    )
+    cfg = make_config(isolate(60, nats_server.url) + SIM + fault("bad", mode="crash", after=0.0))
     with Subscriber(nats_server.url, "edgert.gw.status") as sub, running_gateway(cfg):
 
         def failed_in_a_message() -> dict | None:
@@ -278,7 +240,7 @@ def test_the_status_subject_reports_a_failed_driver(make_config, nats_server) ->
 
 def test_a_dead_zygote_stops_no_actor_and_a_new_one_serves_the_next_start(make_config) -> None:
     """Actors are the supervisor's children, not the zygote's: they outlive it."""
-    cfg = make_config(ISOLATE.format(retry=60) + SIM + fault("other", mode="run"))
+    cfg = make_config(isolate(60) + SIM + fault("other", mode="run"))
     with running_gateway(cfg):
         s = wait_for(
             lambda: (s := status(cfg)) and all(a["state"] == "running" for a in s["actors"]) and s,

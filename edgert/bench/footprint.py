@@ -23,7 +23,13 @@ threads: what idle CPU is made of on a small device), bytes they wrote to disk (
 JetStream store is counted apart: it holds the points themselves), and PSS
 summed over every gateway process (shared pages split between the processes
 that share them, so the sum is what the gateway costs the machine), with the
-PSS of each kind of process. Disk: the installed size of edgert and every
+PSS of each kind of process and its private pages (USS) by kind of mapping:
+the C heap, anonymous mappings (Python's object arenas), the libraries'
+writable data. Most of a forked process's private pages are copies of pages it
+shared with its parent, made when it wrote to them (reference counts,
+allocations into free slots). The part of the PSS that is library code depends
+on how many other Python processes the machine runs (they share it), so it is
+given apart. Disk: the installed size of edgert and every
 distribution it depends on, and of the nats-server binary.
 
 `edgert bench --suite footprint` prints it; README's footprint table comes from it.
@@ -89,6 +95,45 @@ def _nats_server_mb() -> float | None:
         return None
 
 
+def private_pages(pid: int) -> dict[str, float]:
+    """A process's private memory (MB) from /proc/PID/smaps, by kind of mapping: `heap`
+    (the C heap: malloc), `anon` (anonymous mappings: Python's object arenas, large
+    allocations, thread stacks and malloc arenas), `stack`, `libraries` (pages of the
+    interpreter and the shared libraries no other process maps: their writable data,
+    copied when written, and code only this process uses), `files`
+    (other mapped files: ring files, the spool's shared memory); with `uss` (all of it)
+    and `pss_file` (this process's share of every file-backed page: library code, which
+    every Python process of the machine shares, so it depends on what else runs)."""
+    kb: dict[str, int] = {"heap": 0, "anon": 0, "stack": 0, "libraries": 0, "files": 0}
+    pss_file = 0
+    kind = "anon"
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            first = line.split(maxsplit=6)
+            if "-" in first[0] and len(first) >= 5 and ":" in first[3]:  # a mapping's header
+                name = first[5].strip() if len(first) > 5 else ""
+                if name == "[heap]":
+                    kind = "heap"
+                elif name.startswith("[stack"):
+                    kind = "stack"
+                elif not name or name.startswith("["):
+                    kind = "anon"
+                elif ".so" in name or name.endswith("python3") or "/python" in name:
+                    kind = "libraries"
+                else:
+                    kind = "files"
+            elif first[0] in ("Private_Clean:", "Private_Dirty:"):
+                kb[kind] += int(first[1])
+    with open(f"/proc/{pid}/smaps_rollup") as f:  # per mapping, smaps has no Pss_File
+        for line in f:
+            if line.startswith("Pss_File:"):
+                pss_file = int(line.split()[1])
+    out = {k: v / 1024 for k, v in kb.items()}
+    out["uss"] = sum(kb.values()) / 1024
+    out["pss_file"] = pss_file / 1024
+    return out
+
+
 def _role(pid: int, by_pid: dict[int, str], root: int) -> str:
     if pid == root:
         return "supervisor"
@@ -135,12 +180,17 @@ def measure(gw: GatewayProcess, settle: float = SETTLE, window: float = WINDOW) 
         writes = sum(io_counters(p).get("write_bytes", 0) - io0.get(p, 0) for p in ours)
         server_writes = sum(io_counters(p).get("write_bytes", 0) - io0.get(p, 0) for p in server)
         pss: dict[str, float] = {}
+        private: dict[str, dict[str, float]] = {}
         for p in pids:
             try:
                 m = smaps(p)["pss_mb"]
+                kinds = private_pages(p)
             except OSError:
                 continue
             pss[roles[p]] = pss.get(roles[p], 0.0) + m
+            mine = private.setdefault(roles[p], {})
+            for k, v in kinds.items():
+                mine[k] = mine.get(k, 0.0) + v
         gw.status()  # still running: the figures are of a live gateway
     total = sum(v for k, v in pss.items() if k != "nats-server")
     return {
@@ -152,6 +202,16 @@ def measure(gw: GatewayProcess, settle: float = SETTLE, window: float = WINDOW) 
         "nats_server_pss_mb": round(pss["nats-server"], 1) if "nats-server" in pss else None,
         "processes": len(ours),
         "pss_by_process_mb": {k: round(v, 1) for k, v in sorted(pss.items())},
+        # PSS of file-backed pages (library code: shared with every other Python process
+        # of the machine, so this part of the sum falls as more of them run)
+        "pss_file_mb": round(
+            sum(v["pss_file"] for k, v in private.items() if k != "nats-server"), 1
+        ),
+        "private_by_process_mb": {
+            k: {n: round(x, 2) for n, x in v.items() if n != "pss_file"}
+            for k, v in sorted(private.items())
+            if k != "nats-server"
+        },
         "idle_cpu_pct_by_process": dict(sorted(cpu_by.items())),
         "idle_wakeups_per_s": round(sum(wakes_by.values()), 1),
         "idle_wakeups_per_s_by_process": dict(sorted(wakes_by.items())),
@@ -261,6 +321,13 @@ def format_table(res: dict[str, Any]) -> str:
     per = {n: res[n]["pss_by_process_mb"] for n in ROWS if n in res}
     for n, p in per.items():
         text += f"\n{n} PSS by process (MB): " + ", ".join(f"{k} {v}" for k, v in p.items())
+        priv = res[n].get("private_by_process_mb", {})
+        if priv:
+            text += f"\n{n} private MB by process (USS: heap, anon, libraries): " + ", ".join(
+                f"{k} {v['uss']:.1f} ({v['heap']:.1f}, {v['anon']:.1f}, {v['libraries']:.1f})"
+                for k, v in priv.items()
+            )
+            text += f"; library code's share {res[n].get('pss_file_mb', 0.0):.1f}"
         cpu = res[n].get("idle_cpu_pct_by_process", {})
         text += f"\n{n} idle CPU % by process: " + ", ".join(f"{k} {v}" for k, v in cpu.items())
         wakes = res[n].get("idle_wakeups_per_s_by_process", {})

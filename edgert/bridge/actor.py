@@ -49,11 +49,11 @@ from typing import Any
 import msgpack
 import zmq
 
-from ..actor import Actor, Status, Stop
+from ..actor import Actor
 from ..bus import BadFrame, bus_endpoint, decode_points_after, encode_frame, p_head
 from ..clock import ClockWatch, clock_source
 from ..config import NatsSection
-from ..context import Context
+from ..context import Context, statuses
 from ..fleet.service import FleetService
 from ..point import MAX_BATCH_BYTES
 from ..spool import Spool
@@ -258,15 +258,10 @@ class _Run:
                 self._send_acks([a])
 
     async def inbox(self) -> None:
-        """Stop and Status from the supervisor; returns on Stop."""
-        while True:
-            msg = await self.ctx.areceive()
-            match msg:
-                case Stop():
-                    return
-                case Status():
-                    self.snapshot = msg.snapshot
-                    self.changed()
+        """The supervisor's snapshots, for the status subject; returns on Stop."""
+        async for snapshot in statuses(self.ctx):
+            self.snapshot = snapshot
+            self.changed()
 
     # -- carrying out the forwarder's actions ------------------------------------------
     def feed(self, actions: list[Action], send_acks: bool = True) -> None:

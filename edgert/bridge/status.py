@@ -80,6 +80,8 @@ def status_message(
             for k in ("bad_frames", "duplicates", "out_of_order", "bus_disconnects")
         },
         "actors": actors,
+        # points lost at stop by actors a reload removed, by name (their rows are gone)
+        "removed_lost_at_stop": dict(snapshot.get("removed_lost_at_stop") or {}),
         # "" unless another gateway with this id is on NATS: who ("host H pid N")
         "duplicate_id": duplicate_id,
         # "synchronized" or not; messages sent unsynced, points whose time was corrected

@@ -30,6 +30,7 @@ import random
 import ssl
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +94,69 @@ class Down(Exception):
     """The NATS connection of this session is gone."""
 
 
+class Attempt:
+    """One try at a NATS connection: `nc` once connected, else None and `error` says
+    why; `closed` is set when it closes (or, with `subject`, when the server refuses
+    the subscription to it); `errors`, the latest the connection reported; `pause`,
+    the seconds to wait after it before the next try."""
+
+    def __init__(self, subject: str | None, pause: float) -> None:
+        self.subject = subject
+        self.nc: Any = None
+        self.error = ""
+        self.errors: list[BaseException] = []
+        self.closed = asyncio.Event()
+        self.pause = pause
+
+    async def on_error(self, e: Exception) -> None:
+        if self.subject is not None:
+            if refusal(e, self.subject):
+                self.closed.set()  # the connection stays open, but may not do its one job
+            elif "permissions violation" in str(e).lower():
+                return  # a reply refused, say: that request's loss, not the connection's
+        self.errors.append(e)
+        del self.errors[:-4]  # the latest say why; a flood of errors keeps no more
+
+    async def on_closed(self) -> None:
+        self.closed.set()
+
+
+class Reconnect:
+    """Tries at a NATS connection, one after another, with a jittered backoff:
+    `backoff` seconds after a failed connect, doubling up to `high`; after a
+    connection that was made, its `pause`. The caller resets or raises `backoff`
+    as what happened on the connection warrants."""
+
+    def __init__(self, opts: dict[str, Any], low: float, high: float, subject: str | None = None):
+        self.opts = opts
+        self.high = high
+        self.subject = subject  # a subscription the connection is for (see `Attempt`)
+        self.backoff = low
+
+    @contextlib.asynccontextmanager
+    async def attempt(self) -> AsyncIterator[Attempt]:
+        """Connect, then the block; the connection is closed after it, and the block's
+        end waits before the next try (not when the block raised)."""
+        import nats as nats_py
+
+        a = Attempt(self.subject, self.backoff)
+        try:
+            a.nc = await nats_py.connect(**self.opts, error_cb=a.on_error, closed_cb=a.on_closed)
+        except Exception as e:  # noqa: BLE001 - NATS down or refusing: retry, never fail
+            a.error = why(e, a.errors)
+        if a.nc is None:
+            yield a
+            await asyncio.sleep(self.backoff * random.uniform(0.8, 1.2))
+            self.backoff = min(self.high, self.backoff * 2)
+            return
+        try:
+            yield a
+        finally:
+            with contextlib.suppress(Exception):
+                await a.nc.close()
+        await asyncio.sleep(a.pause * random.uniform(0.8, 1.2))
+
+
 class Session:
     """One NATS connection: what to publish next, and what awaits NATS's ack."""
 
@@ -140,56 +204,41 @@ class Uplink:
         import nats as nats_py
 
         cfg = self.cfg
-        backoff = cfg.backoff_min
         opts = nats_options(cfg.nats, name=f"edgert-{cfg.gateway_id}")
+        retry = Reconnect(opts, cfg.backoff_min, cfg.backoff_max)
         while True:
-            errors: list[BaseException] = []
-            closed = asyncio.Event()
-
-            async def on_error(e: Exception, errors: list[BaseException] = errors) -> None:
-                errors.append(e)
-
-            async def on_closed(closed: asyncio.Event = closed) -> None:
-                closed.set()
-
             self.attempts += 1
-            try:
-                nc = await nats_py.connect(**opts, error_cb=on_error, closed_cb=on_closed)
-            except Exception as e:  # noqa: BLE001 - NATS down or refusing: retry, never fail
-                self._down(why(e, errors), first=self.connected or not self.error)
-                self.run.feed(self.run.fwd.unreachable(time.monotonic()))
-                self.run.changed()
-                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
-                backoff = min(cfg.backoff_max, backoff * 2)
-                continue
-            backoff = cfg.backoff_min
-            self.connected, self.error = True, ""
-            self.server = str(nc.connected_url.geturl()) if nc.connected_url else ""
-            self.run.log.info("NATS: connected to %s", self.server)
-            pause = backoff
-            try:
-                await self._session(nc, closed)
-            except* StreamError as eg:
-                # the server's configuration, not an outage: said once (status and log),
-                # looked at again every STREAM_RETRY seconds, points spooled meanwhile
-                reason = str(eg.exceptions[0])
-                if reason != self.stream_error:
-                    self.run.log.error("%s; looking again every %gs", reason, STREAM_RETRY)
-                self.stream_error = reason
-                self.connected, self.error = False, reason
-                self.run.feed(self.run.fwd.unreachable(time.monotonic()))
-                pause = STREAM_RETRY
-            except* (Down, OSError, TimeoutError, nats_py.errors.Error) as eg:
-                self._down(why(eg.exceptions[0], errors), first=True)
-            finally:
-                self.connected = False
-                if self.session is not None:
-                    self.session = None
-                    self.run.feed(self.run.fwd.lost(time.monotonic()))
-                with contextlib.suppress(Exception):
-                    await nc.close()
-                self.run.changed()
-            await asyncio.sleep(pause * random.uniform(0.8, 1.2))
+            async with retry.attempt() as a:
+                if a.nc is None:
+                    self._down(a.error, first=self.connected or not self.error)
+                    self.run.feed(self.run.fwd.unreachable(time.monotonic()))
+                    self.run.changed()
+                    continue
+                retry.backoff = a.pause = cfg.backoff_min
+                nc = a.nc
+                self.connected, self.error = True, ""
+                self.server = str(nc.connected_url.geturl()) if nc.connected_url else ""
+                self.run.log.info("NATS: connected to %s", self.server)
+                try:
+                    await self._session(nc, a.closed)
+                except* StreamError as eg:
+                    # the server's configuration, not an outage: said once (status and log),
+                    # looked at again every STREAM_RETRY seconds, points spooled meanwhile
+                    reason = str(eg.exceptions[0])
+                    if reason != self.stream_error:
+                        self.run.log.error("%s; looking again every %gs", reason, STREAM_RETRY)
+                    self.stream_error = reason
+                    self.connected, self.error = False, reason
+                    self.run.feed(self.run.fwd.unreachable(time.monotonic()))
+                    a.pause = STREAM_RETRY
+                except* (Down, OSError, TimeoutError, nats_py.errors.Error) as eg:
+                    self._down(why(eg.exceptions[0], a.errors), first=True)
+                finally:
+                    self.connected = False
+                    if self.session is not None:
+                        self.session = None
+                        self.run.feed(self.run.fwd.lost(time.monotonic()))
+                    self.run.changed()
 
     async def commands_forever(self) -> None:
         """Commands, on a NATS connection of their own: a flood of requests queues in
@@ -203,53 +252,29 @@ class Uplink:
         import nats as nats_py
 
         cfg = self.cfg
-        backoff = cfg.backoff_min
         opts = nats_options(cfg.nats, name=f"edgert-{cfg.gateway_id}-commands")
         subject = f"{self.run.base}.cmd.>"
+        retry = Reconnect(opts, cfg.backoff_min, cfg.backoff_max, subject)
         while True:
-            errors: list[BaseException] = []
-            closed = asyncio.Event()
-
-            async def on_error(
-                e: Exception, errors: list[BaseException] = errors, closed: asyncio.Event = closed
-            ) -> None:
-                if refusal(e, subject):
-                    closed.set()  # the connection stays open, but may not do its one job
-                elif "permissions violation" in str(e).lower():
-                    return  # a reply refused, say: that request's loss, not the connection's
-                errors.append(e)
-                del errors[:-4]  # the latest say why; a flood of errors keeps no more
-
-            async def on_closed(closed: asyncio.Event = closed) -> None:
-                closed.set()
-
             self.commands_attempts += 1
-            try:
-                nc = await nats_py.connect(**opts, error_cb=on_error, closed_cb=on_closed)
-            except Exception as e:  # noqa: BLE001 - NATS down or refusing: retry, never fail
-                self._commands_down(why(e, errors))
-                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
-                backoff = min(cfg.backoff_max, backoff * 2)
-                continue
-            pause = backoff
-            since = time.monotonic()
-            try:
-                await self._serve_commands(nc, closed, errors, subject)
-                reason = why(errors[-1], []) if errors else "the connection closed"
-            except Refused as e:  # the server took the connection, not the subscription
-                reason = str(e)
-                pause = backoff = min(cfg.backoff_max, backoff * 2)
-            except (OSError, TimeoutError, nats_py.errors.Error) as e:
-                reason = why(e, errors)
-            else:
-                backoff = cfg.backoff_min
-            finally:
-                with contextlib.suppress(Exception):
-                    await nc.close()
-            if time.monotonic() - since > COMMANDS_STABLE:
-                self.commands_logged = ""  # it worked a while: a new failure is news
-            self._commands_down(reason)
-            await asyncio.sleep(pause * random.uniform(0.8, 1.2))
+            async with retry.attempt() as a:
+                if a.nc is None:
+                    self._commands_down(a.error)
+                    continue
+                since = time.monotonic()
+                try:
+                    await self._serve_commands(a.nc, a.closed, a.errors, subject)
+                    reason = why(a.errors[-1], []) if a.errors else "the connection closed"
+                except Refused as e:  # the server took the connection, not the subscription
+                    reason = str(e)
+                    a.pause = retry.backoff = min(cfg.backoff_max, retry.backoff * 2)
+                except (OSError, TimeoutError, nats_py.errors.Error) as e:
+                    reason = why(e, a.errors)
+                else:
+                    retry.backoff = cfg.backoff_min
+                if time.monotonic() - since > COMMANDS_STABLE:
+                    self.commands_logged = ""  # it worked a while: a new failure is news
+                self._commands_down(reason)
 
     def _commands_down(self, reason: str) -> None:
         """The command connection is down for `reason`: keep it, say it once."""

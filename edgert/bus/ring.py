@@ -172,7 +172,11 @@ class Ring:
     def _start(self, rec: Recovered) -> None:
         e = self.epoch.encode()[:200]
         fixed = _FIXED.pack(MAGIC, self.capacity, len(e), e)
-        self._mm[: _FIXED.size + 4] = fixed + struct.pack("<I", zlib.crc32(fixed))
+        # Written, not stored through the mapping: on a disk file system (ext4) the
+        # first write fault on a new file's mapping waits for the journal (5-15 ms of
+        # every restart of a driver whose runtime directory is not a tmpfs); a write
+        # puts the page in the cache, and the mapping's first store is then cheap.
+        os.pwrite(self._fd, fixed + struct.pack("<I", zlib.crc32(fixed)), 0)
         self._acked = rec.acked
         self._write_slot()
         for seq, maps, n in rec.batches:  # the capacity is at least twice what they take

@@ -1,8 +1,11 @@
 """The `edgert` command line (click).
 
 Exit codes: 0 clean stop, 1 the group was torn down by failures (or another
-runtime error), 2 bad usage or a bad config. Errors are one line naming what is
-wrong; `edgert -v ...` shows the traceback too.
+runtime error), 2 bad usage or a bad config, 130 interrupted (Ctrl-C) before
+anything started. Every error and warning, whichever command and whatever
+raised it (a bad config, click's own usage errors, a refusal), is one line on
+stderr in one format, `edgert: error: <what>: <why>` (`edgert: warning: ...`),
+one line per problem; `edgert -v ...` shows the traceback too.
 
 Kept light to start: `edgert status` on a small device should not pay for the
 runtime. Each command imports what it needs when it runs, and the commands in
@@ -12,10 +15,8 @@ loads click and little else.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import traceback
 from importlib import import_module
 from typing import Any
 
@@ -23,7 +24,7 @@ import click
 
 from edgert import __version__
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Commands in their own modules: name -> ("module:attribute", the one-line help
 # `edgert --help` shows without importing the module; a test keeps it in step).
@@ -93,6 +94,29 @@ class _Group(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def main(  # type: ignore[override]
+        self,
+        args: list[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """click's `main`, with its errors in edgert's one-line format."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.Abort:  # Ctrl-C before a command took over SIGINT
+            code = EXIT_INTERRUPTED
+        except click.ClickException as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # `edgert` alone: the help
+                e.show()
+            else:
+                say("error", _usage_line(e))
+            code = e.exit_code
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -109,12 +133,41 @@ class _Group(click.Group):
             _fail(ctx, e, EXIT_USAGE if bad_config else EXIT_FAILED)
 
 
+def say(level: str, text: str) -> None:
+    """`edgert: LEVEL: LINE` on stderr for each line of `text`: the one format of
+    every error ("error") and warning ("warning") of every command."""
+    for line in text.splitlines() or [""]:
+        click.echo(f"edgert: {level}: {line}", err=True)
+
+
+def _usage_line(e: click.ClickException) -> str:
+    """A click error as one line; a mistyped command line also says what it takes."""
+    msg = e.format_message().strip()
+    msg = (msg[:1].lower() + msg[1:]).removesuffix(".")
+    ctx = getattr(e, "ctx", None)
+    if ctx is None:
+        return msg
+    parsing = (
+        click.exceptions.MissingParameter,
+        click.exceptions.NoSuchOption,
+        click.exceptions.BadOptionUsage,
+        click.exceptions.BadArgumentUsage,
+    )
+    if isinstance(ctx.command, click.Group) and msg.startswith("no such command"):
+        return f"{msg} ({ctx.command_path} --help lists them)"
+    if isinstance(e, parsing):
+        pieces = " ".join(ctx.command.collect_usage_pieces(ctx))
+        return f"{msg} (usage: {ctx.command_path} {pieces})"
+    return msg
+
+
 def _fail(ctx: click.Context, e: BaseException, code: int) -> None:
     verbose = (ctx.obj or {}).get("verbose", 0)
     if verbose:
+        import traceback
+
         traceback.print_exception(e)
-    for line in str(e).splitlines() or [type(e).__name__]:  # a config's problems: one line each
-        click.echo(f"edgert: error: {line}", err=True)
+    say("error", str(e) or type(e).__name__)  # a config's problems: one line each
     ctx.exit(code)
 
 
@@ -163,23 +216,43 @@ def run(ctx: click.Context, config: str) -> None:
     """
     import signal
 
-    from edgert.config import load
-    from edgert.runtime import GroupFailed, Runtime, RuntimeBusy
+    # SIGTERM and SIGINT stop the gateway at any moment: taken over first, so one
+    # that comes while the config loads stops it before anything starts (exit 0).
+    rt = None
+    stopping = False
 
-    cfg = load(config)
-    level = _setup_logging(ctx.obj["verbose"])
-    rt = Runtime(cfg, log_level=level, fork_zygote=True)
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        if rt is not None:
+            rt.stop()
+
+    taken = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    before = {sig: signal.getsignal(sig) for sig in taken}
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: rt.stop())
-    signal.signal(signal.SIGHUP, lambda *_: rt.reload())
+        signal.signal(sig, stop)
     try:
-        rt.run()
-    except GroupFailed as e:
-        click.echo(f"edgert: gateway {cfg.gateway.id!r} torn down: {e}", err=True)
-        ctx.exit(EXIT_FAILED)
-    except RuntimeBusy as e:
-        click.echo(f"edgert: error: {e}", err=True)
-        ctx.exit(EXIT_USAGE)
+        from edgert.config import load
+        from edgert.runtime import GroupFailed, Runtime, RuntimeBusy
+
+        cfg = load(config)
+        level = _setup_logging(ctx.obj["verbose"])
+        rt = Runtime(cfg, log_level=level, fork_zygote=True)
+        if stopping:
+            return
+        signal.signal(signal.SIGHUP, lambda *_: rt.reload())
+        try:
+            rt.run()
+        except GroupFailed as e:
+            say("error", f"gateway {cfg.gateway.id!r} torn down: {e}")
+            ctx.exit(EXIT_FAILED)
+        except RuntimeBusy as e:  # what `check` reports as errors: nothing was started
+            say("error", "\n".join(f"{config}: {line}" for line in str(e).splitlines()))
+            ctx.exit(EXIT_USAGE)
+    finally:
+        for sig, handler in before.items():  # as they were (`run` called in-process)
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 @cli.command()
@@ -202,7 +275,7 @@ def check(config: str) -> None:
     cfg = load(config)
     findings = preflight(cfg)
     for f in findings:
-        click.echo(f"{config}: {f.level}: {f.message}", err=True)
+        say(f.level, f"{config}: {f.message}")
     if any(f.level == "error" for f in findings):
         raise SystemExit(EXIT_USAGE)
     names = ", ".join(f"{d.name} ({d.type})" for d in cfg.drivers) or "none"
@@ -239,6 +312,8 @@ def status(config: str | None, runtime_dir: str | None, as_json: bool) -> None:
                 for a in snap["actors"]
             ],
         }
+        import json
+
         click.echo(json.dumps(out, indent=2))
     else:
         from edgert.table import is_tty

@@ -105,7 +105,7 @@ def cmd(config: str | None, key: str, timeout: float, node: str, points: tuple[s
         urls = ", ".join(cfg.nats.urls)
         raise click.ClickException(f"cannot reach NATS at {urls} ({e}); nothing was sent") from None
     except Exception as e:  # noqa: BLE001 - one clear line, whatever nats-py raised
-        raise click.ClickException(f"no reply on {subject}: {type(e).__name__}: {e}") from None
+        raise click.ClickException(_no_reply(e, cfg.gateway.id, subject, timeout)) from None
     if (msg.headers or {}).get("Content-Type") == CONTENT_TYPES["json"]:
         reply = json.loads(msg.data)
     else:
@@ -115,3 +115,19 @@ def cmd(config: str | None, key: str, timeout: float, node: str, points: tuple[s
         return
     why = reply.get("error") if isinstance(reply, dict) else f"unexpected reply {reply!r}"
     raise click.ClickException(f"refused: {why}")
+
+
+def _no_reply(e: Exception, gateway: str, subject: str, timeout: float) -> str:
+    """Why a request got no reply, in the words of what the user can do about it."""
+    kind = type(e).__name__
+    if kind == "NoRespondersError":  # NATS knows nobody subscribes: nothing was delivered
+        return (
+            f"no gateway {gateway!r} listens on {subject}: it is not running, or not "
+            "connected to this NATS server (edgert status shows its link); nothing was sent"
+        )
+    if kind == "TimeoutError":
+        return (
+            f"no reply on {subject} within {timeout:g}s: the gateway may be stopping or "
+            "overloaded, and may or may not have applied the command"
+        )
+    return f"no reply on {subject}: {kind}: {e}"

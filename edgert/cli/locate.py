@@ -25,7 +25,7 @@ SYSTEM_CONFIG = Path("/etc/edgert/gateway.toml")
 
 
 def runtime_roots() -> list[Path]:
-    """Where gateways of this user keep their runtime directories (see `runtime_dir_for`)."""
+    """Where gateways of this user keep their runtime directories (see `edgert.rundir`)."""
     roots = []
     if base := os.environ.get("XDG_RUNTIME_DIR"):
         roots.append(Path(base) / "edgert")
@@ -58,19 +58,21 @@ def running_gateways() -> list[Path]:
 
 
 def _lenient_runtime_dir(config: str) -> Path:
-    from edgert.config import GatewaySection, runtime_dir_for
+    from edgert.rundir import runtime_dir_of  # not edgert.config: its schema costs start-up
 
     try:
         doc = tomllib.loads(Path(config).read_text())
     except OSError as e:
-        raise click.UsageError(f"{config}: cannot read: {e.strerror or e}") from None
+        from edgert.config import unreadable
+
+        raise click.UsageError(f"{config}: cannot read: {unreadable(config, e)}") from None
     except tomllib.TOMLDecodeError as e:
         raise click.UsageError(f"{config}: not valid TOML: {e}") from None
     gw = doc.get("gateway") if isinstance(doc.get("gateway"), dict) else {}
     gid, rdir = gw.get("id"), gw.get("runtime_dir")
     if not isinstance(gid, str) or not gid:
         raise click.UsageError(f"{config}: [gateway] id is missing: cannot tell which gateway")
-    return runtime_dir_for(GatewaySection(gid, rdir if isinstance(rdir, str) else None))
+    return runtime_dir_of(gid, rdir if isinstance(rdir, str) else None)
 
 
 def locate(config: str | None, runtime_dir: str | None, must_run: bool = True) -> Path:

@@ -93,5 +93,4 @@ def scan(
             click.echo("")
             click.echo(suggest(cfg, found))
     if not any_found:
-        click.echo("no unit answered", err=True)
-        raise SystemExit(1)
+        raise click.ClickException("no unit answered")

@@ -27,6 +27,7 @@ import click
 import zmq
 
 from edgert.bridge import tail_endpoint
+from edgert.cli import say
 from edgert.point import BadBatch, Point, points_from_maps, unpack_limited
 
 __all__ = ["tail", "format_point", "format_value", "utc_stamp"]
@@ -116,7 +117,7 @@ def follow(
     """
     sock_path = Path(runtime_dir) / "tail.sock"
     if not sock_path.exists():
-        click.echo(f"edgert tail: waiting for a gateway at {runtime_dir} ...", err=True)
+        click.echo(f"edgert: waiting for a gateway at {runtime_dir} ...", err=True)
     columns = Columns() if tty else None
     show = columns.line if columns is not None else format_point
     zctx = zmq.Context(1)
@@ -150,7 +151,7 @@ def follow(
                         raise BadBatch(f"expected 2 frames, got {len(frames)}")
                     points = points_from_maps(unpack_limited(frames[1]))
                 except BadBatch as e:
-                    click.echo(f"edgert tail: skipped a malformed batch: {e}", err=True)
+                    say("warning", f"tail: skipped a malformed batch: {e}")
                     continue
                 for p in points:
                     if node is not None and p.node != node:
@@ -198,7 +199,26 @@ def tail(
     from edgert.cli.locate import locate
 
     rdir = str(locate(config, runtime_dir, must_run=last))
+    if _bridgeless(rdir):
+        raise click.ClickException(
+            f"the gateway at {rdir} runs without a bridge ([nats] enabled = false): no "
+            "points flow to tail (its drivers discard them); edgert status shows the drivers"
+        )
     try:
         follow(rdir, node, count, sys.stdout, last=last, tty=sys.stdout.isatty())
     except KeyboardInterrupt:
         pass
+
+
+def _bridgeless(runtime_dir: str) -> bool:
+    """True when a gateway runs at `runtime_dir` with no bridge configured: tail would
+    wait forever. A gateway not running, or not answering, is waited for."""
+    if (Path(runtime_dir) / "tail.sock").exists():
+        return False
+    from edgert.control import ControlError, request
+
+    try:
+        actors = request(runtime_dir, "status", timeout=2.0)["status"]["actors"]
+    except (ControlError, KeyError, TypeError):
+        return False
+    return not any(a.get("kind") == "bridge" for a in actors)

@@ -12,11 +12,15 @@ connection of its own:
   preflight) and refused if broken; else it is kept as pending in the data
   directory (`store.py`) and the supervisor reloads (the control socket, as
   `edgert reload`), so unchanged drivers keep their processes. If within
-  `health_timeout` every actor is running, steadily, and the bridge has NATS,
-  the revision becomes the last good one (`applied`); if not, the pending one
-  is dropped and the supervisor reloads the last good one (`rolled_back`). A
-  driver the push did not touch that was not running before it either (given
-  up on for its hardware) is not held against it;
+  `health_timeout` every actor is running, steadily, and the bridge's point
+  session is on NATS, the revision becomes the last good one (`applied`); if
+  not, the pending one is dropped and the supervisor reloads the last good one
+  (`rolled_back`). A driver the push did not touch that was not running before
+  it either (given up on for its hardware) is not held against it. The command
+  connection is held against it only when the push changes how the bridge
+  connects (`[nats]` url, credentials, TLS files or prefix): then both must
+  connect; otherwise a command connection down (status: `commands_error`) is
+  reported and logged, not rolled back, since the points flow;
 - the reports: each outcome goes to bucket `edgert-applied`, key `<id>`, once
   NATS takes it (kept in the data directory until then).
 
@@ -36,9 +40,9 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..actor import Actor, Status, Stop
+from ..actor import Actor
 from ..config import ConfigError, FleetSection, NatsSection, load, overlay
-from ..context import Context
+from ..context import Context, statuses
 from .kv import APPLIED_BUCKET, KeyWatch, Revision, bucket
 from .local import control_request
 from .service import RELOAD_TIMEOUT, FleetService, connections
@@ -47,6 +51,18 @@ from .store import Desired, Outcome, Store, now_text
 __all__ = ["Fleet", "FleetConfig", "judge"]
 
 STEADY = 1.0  # seconds every actor must have been running for to count as healthy
+# the [nats] keys that decide where and as whom the bridge connects, and to what subjects
+CONNECTION = (
+    "url",
+    "user",
+    "password",
+    "token",
+    "creds",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
+    "prefix",
+)
 BACKSTOP = 30.0  # seconds between direct reads of the key, should a watch miss an update
 
 
@@ -76,11 +92,16 @@ class Fleet(Actor):
 
 
 def judge(
-    snapshot: dict[str, Any], revision: int, steady: float, excused: frozenset[str] = frozenset()
+    snapshot: dict[str, Any],
+    revision: int,
+    steady: float,
+    excused: frozenset[str] = frozenset(),
+    commands: bool = False,
 ) -> tuple[str, float]:
     """Is the gateway healthy running `revision`? ("", seconds it must still stay so), or
-    (what is wrong, 0). Every actor running for `steady` seconds, the bridge on NATS;
-    `excused`: actors the push left alone that were not running before it either."""
+    (what is wrong, 0). Every actor running for `steady` seconds, the bridge's point
+    session on NATS, and with `commands` its command connection too; `excused`: actors
+    the push left alone that were not running before it either."""
     if snapshot.get("config_revision") != revision:
         return f"the supervisor does not run revision {revision} yet", 0.0
     wrong = []
@@ -92,11 +113,22 @@ def judge(
             err = (a.get("last_error") or "").strip().splitlines()
             wrong.append(f"{a.get('name')} {a.get('state')}" + (f" ({err[-1]})" if err else ""))
             continue
-        nats = (a.get("stats") or {}).get("nats")
-        if a.get("kind") == "bridge" and nats != "connected":
+        nats = (a.get("stats") or {}).get("nats") or ""
+        # "connected", "connected; commands down: <why>" or "down: <why>"
+        up = nats == "connected" or (not commands and nats.startswith("connected;"))
+        if a.get("kind") == "bridge" and not up:
             wrong.append(f"bridge: nats {nats or 'not connected yet'}")
         wait = max(wait, steady - float(a.get("uptime") or 0.0))
     return "; ".join(wrong), wait
+
+
+def commands_down(snapshot: dict[str, Any]) -> str:
+    """The bridge's "commands down: <why>" while its point session is up, else ""."""
+    for a in snapshot.get("actors", []):
+        nats = (a.get("stats") or {}).get("nats") or ""
+        if a.get("kind") == "bridge" and nats.startswith("connected; "):
+            return nats.removeprefix("connected; ")
+    return ""
 
 
 class _Run:
@@ -135,16 +167,11 @@ class _Run:
                 t.cancel()
 
     async def inbox(self) -> None:
-        """Stop and Status from the supervisor; returns on Stop."""
-        while True:
-            msg = await self.ctx.areceive()
-            match msg:
-                case Stop():
-                    return
-                case Status():
-                    self.snapshot = msg.snapshot
-                    self.snap_time = asyncio.get_running_loop().time()
-                    self.snap_changed.set()
+        """The supervisor's snapshots, judged by a trial; returns on Stop."""
+        async for snapshot in statuses(self.ctx):
+            self.snapshot = snapshot
+            self.snap_time = asyncio.get_running_loop().time()
+            self.snap_changed.set()
 
     def _report(self) -> None:
         """The figures `edgert status` shows for this actor."""
@@ -323,6 +350,7 @@ class _Run:
         self.trying = d.revision
         self._report()
         before = {a.get("name"): a.get("state") for a in self.snapshot.get("actors", [])}
+        commands = self.moves_nats(d)
         try:
             reply = await control_request(self.cfg.runtime_dir, "reload", RELOAD_TIMEOUT)
             if not reply.get("ok"):
@@ -335,8 +363,10 @@ class _Run:
                 () if resumed else (n for n in kept if before.get(n, "running") != "running")
             )
             limit = self.cfg.fleet.health_timeout
-            wrong = await self.health(d.revision, limit, excused)
+            wrong = await self.health(d.revision, limit, excused, commands)
             if not wrong:
+                if down := commands_down(self.snapshot):
+                    self.log.warning("applied revision %d; %s", d.revision, down)
                 self.store.accept(d)
                 self.finish(Outcome(d.revision, "applied", None, now_text()))
                 return
@@ -350,12 +380,27 @@ class _Run:
             self.trying = None
             self._report()
 
-    async def health(self, revision: int, limit: float, excused: frozenset[str]) -> str:
+    def moves_nats(self, d: Desired) -> bool:
+        """Does `d` change where or as whom the bridge connects (`CONNECTION`), compared
+        with the last good config? Then its command connection must connect too."""
+        try:
+            local = load(self.cfg.config_path)
+            good = self.store.applied()
+            where = self.cfg.fleet.bucket, self.gw
+            old = overlay(local, good.toml, good.where(*where)).nats if good else local.nats
+            new = overlay(local, d.toml, d.where(*where)).nats
+        except ConfigError:
+            return True  # cannot tell: the stricter judgement
+        return any(getattr(old, k) != getattr(new, k) for k in CONNECTION)
+
+    async def health(
+        self, revision: int, limit: float, excused: frozenset[str], commands: bool
+    ) -> str:
         """ "" once every actor has run `revision` steadily, else what is wrong at `limit`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         while True:
-            wrong, wait = judge(self.snapshot, revision, self.cfg.steady, excused)
+            wrong, wait = judge(self.snapshot, revision, self.cfg.steady, excused, commands)
             now = loop.time()
             if not wrong:
                 # a crash in the meantime sends a new snapshot at once

@@ -1,12 +1,14 @@
 """The main of every actor process, from the zygote's fork to `os._exit`.
 
-The zygote forks an intermediate process that forks the child and exits at
-once, so the child is re-parented to the supervisor (a child subreaper, see
-`edgert.proc.zygote`). The child then:
+The zygote creates the child as the supervisor's own child: with
+`clone(CLONE_PARENT)`, or by forking an intermediate process that forks the
+child and exits at once, so the child is re-parented to the supervisor (a
+child subreaper, see `edgert.proc.zygote`). The child then:
 
-- waits until its parent is the supervisor, sets `PR_SET_PDEATHSIG(SIGKILL)`
-  and checks its parent again (the signal never fires for a parent that died
-  before the call), so it dies with the supervisor even when its actor hangs;
+- waits until its parent is the supervisor (after the intermediate's exit; at
+  once after a clone), sets `PR_SET_PDEATHSIG(SIGKILL)` and checks its parent
+  again (the signal never fires for a parent that died before the call), so it
+  dies with the supervisor even when its actor hangs;
 - leads its own process group, so the driver's own subprocesses die with it;
 - ignores SIGINT (a terminal's ^C is for the supervisor) and stops its actor
   on SIGTERM;
@@ -31,6 +33,7 @@ fails, the reason goes over the link and it exits 127.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import pickle
@@ -49,11 +52,17 @@ PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, loaded once: the zygote loads it, and every child it creates finds
+    it loaded (loading it again in each child costs a restart ~0.4 ms of page copies)."""
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def set_pdeathsig(sig: int = signal.SIGKILL) -> None:
     """Have the kernel send `sig` to this process when its parent (thread) exits."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        _libc().prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: the link's EOF still stops the actor
         pass
 
@@ -61,14 +70,13 @@ def set_pdeathsig(sig: int = signal.SIGKILL) -> None:
 def set_name(name: str) -> None:
     """Name this process in `ps -o comm`, top and /proc/PID/comm (15 bytes at most)."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+        _libc().prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
     except (OSError, AttributeError):
         pass
 
 
 def main(spec_bytes: bytes, link_fd: int, supervisor_pid: int, intermediate_pid: int) -> None:
-    """Run in the forked child; never returns."""
+    """Run in the new child; never returns. `intermediate_pid` is 0 after a clone."""
     code = 1
     try:
         while os.getppid() == intermediate_pid:  # it exits right after forking us

@@ -28,11 +28,16 @@ after a reload: the supervisor's modules are the old ones) is a new interpreter.
 How children are owned (no PID reuse races, no orphans):
 
 - the supervisor makes itself a child subreaper (`PR_SET_CHILD_SUBREAPER`);
-- for each start the zygote forks an intermediate process, which forks the
-  actor and exits at once; the zygote reaps the intermediate and only then
-  replies with the actor's pid. The orphaned actor has been re-parented to the
-  nearest subreaper, the supervisor, before the reply is sent;
-- so every actor is the supervisor's own child: nobody else can reap it, its
+- for each start the zygote creates the actor with `clone(CLONE_PARENT)`
+  (`edgert.proc.clone`): one process creation, and the new process is the
+  supervisor's child from its first instruction;
+- where that cannot be had (an ABI or C library it does not know, a kernel or
+  seccomp policy that refuses it; `Zygote.method` says which and why), the
+  zygote forks an intermediate process, which forks the actor and exits at
+  once; the zygote reaps the intermediate and only then replies with the
+  actor's pid. The orphaned actor has been re-parented to the nearest
+  subreaper, the supervisor, before the reply is sent;
+- either way every actor is the supervisor's own child: nobody else can reap it, its
   pid cannot be reused before the supervisor reaps it, and `os.pidfd_open`
   on it is race-free. The supervisor waits on the pidfd and collects the exit
   status with `waitid(P_PIDFD)`, never blocking;
@@ -45,12 +50,14 @@ says `["ready", {module: error}]` once preloaded; the supervisor sends
 `["spawn", size]` with the child's end of its link and a memfd holding the
 pickled ActorSpec attached (SCM_RIGHTS: a datagram holds ~200 kB, and a
 driver's config can be megabytes, e.g. 500 Modbus devices of 30 registers)
-and gets `["started", pid]` or `["error", text]`.
+and gets `["started", pid, method]` or `["error", text]`; the ready message
+carries the method too (`"clone"`, or `"fork twice (reason)"`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import gc
 import importlib
 import importlib.util
@@ -68,6 +75,7 @@ from typing import Any
 import msgpack
 
 from .child import set_name, set_pdeathsig
+from .clone import Cloner
 
 __all__ = ["Zygote", "ZygoteError", "PRELOAD", "clean_path", "fingerprint"]
 
@@ -81,6 +89,7 @@ PRELOAD = [
     "msgpack",
 ]
 PR_SET_CHILD_SUBREAPER = 36
+REFUSED = (errno.EPERM, errno.ENOSYS, errno.EINVAL)  # a clone refused by policy, not by load
 MAX_MESSAGE = 1 << 20
 BOOT = (
     "import sys, json; a = json.loads(sys.argv[1]); sys.path[:] = a['path']; "
@@ -158,12 +167,15 @@ class Zygote:
         preload: Iterable[str],
         *,
         fork: bool = False,
+        clone: bool = True,
         start_timeout: float = 60.0,
         spawn_timeout: float = 10.0,
     ) -> None:
         self.preload = list(dict.fromkeys([*PRELOAD, *preload]))
         self.fork = fork  # fork this process when it is safe (see the module's doc)
         self.forked = False  # the running zygote is a fork of this process
+        self.clone = clone  # create actors with clone(CLONE_PARENT) where it can
+        self.method = ""  # how the running zygote creates actors ("clone", or why not)
         self.start_timeout = start_timeout  # preloading, on a slow device
         self.spawn_timeout = spawn_timeout  # a fork; a zygote this slow is replaced
         self.failed_imports: dict[str, str] = {}
@@ -191,6 +203,7 @@ class Zygote:
             "supervisor": os.getpid(),
             "path": clean_path(),
             "preload": self.preload,
+            "clone": self.clone,
         }
         try:
             if self.fork and _single_threaded():
@@ -208,11 +221,12 @@ class Zygote:
         finally:
             theirs.close()
         self._sock = ours
-        kind, data = self._recv(self.start_timeout)
+        kind, data, *rest = self._recv(self.start_timeout)
         if kind != "ready":
             self.close()
             raise ZygoteError(f"the zygote did not start: {data}")
         self.failed_imports = dict(data or {})
+        self.method = rest[0] if rest else ""
 
     def spawn(self, spec_bytes: bytes, link_fd: int) -> int:
         """Fork an actor process that runs `spec_bytes` with `link_fd` as its link; its pid."""
@@ -229,12 +243,14 @@ class Zygote:
             raise ZygoteError(f"the zygote is gone: {e}") from e
         finally:
             os.close(spec_fd)
-        kind, data = self._recv(self.spawn_timeout)
+        kind, data, *rest = self._recv(self.spawn_timeout)
         if kind != "started":
             raise ZygoteError(f"the zygote could not fork: {data}")
+        if rest:
+            self.method = rest[0]
         return int(data)
 
-    def _recv(self, timeout: float) -> tuple[str, Any]:
+    def _recv(self, timeout: float) -> list[Any]:
         assert self._sock is not None
         self._sock.settimeout(timeout)
         try:
@@ -245,8 +261,11 @@ class Zygote:
         if not data:
             self.close()
             raise ZygoteError("the zygote exited")
-        kind, payload = msgpack.unpackb(data, raw=False)
-        return kind, payload
+        msg = msgpack.unpackb(data, raw=False)
+        if not isinstance(msg, list) or len(msg) < 2:
+            self.close()
+            raise ZygoteError(f"the zygote said {msg!r}")
+        return msg
 
     def close(self) -> None:
         """Stop the zygote (EOF on its socket) and reap it. Idempotent."""
@@ -342,7 +361,9 @@ def serve(args: dict[str, Any]) -> None:
     gc.collect()
     gc.freeze()
     trim()
-    sock.sendall(msgpack.packb(["ready", failed]))
+    cloner, why = Cloner.probe() if args.get("clone", True) else (None, "not asked to clone")
+    method = "clone" if cloner is not None else f"fork twice ({why})"
+    sock.sendall(msgpack.packb(["ready", failed, method]))
     while True:
         try:
             data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 2)
@@ -358,7 +379,17 @@ def serve(args: dict[str, Any]) -> None:
             os.close(fds.pop())  # before the fork: no actor keeps the spec's memfd open
             if len(spec_bytes) != size:
                 raise ValueError(f"the spec has {len(spec_bytes)} of its {size} bytes")
-            reply = ["started", _fork(sock, spec_bytes, fds[0], supervisor)]
+            pid = 0
+            if cloner is not None:
+                try:
+                    pid = _spawn(sock, spec_bytes, fds[0], supervisor, cloner)
+                except OSError as e:
+                    if e.errno not in REFUSED:
+                        raise
+                    cloner, method = None, f"fork twice ({e})"  # from now on
+            if not pid:
+                pid = _fork_twice(sock, spec_bytes, fds[0], supervisor)
+            reply = ["started", pid, method]
         except Exception as e:  # noqa: BLE001 - the supervisor gets the reason
             reply = ["error", f"{type(e).__name__}: {e}"]
         finally:
@@ -367,7 +398,25 @@ def serve(args: dict[str, Any]) -> None:
         sock.sendall(msgpack.packb(reply))
 
 
-def _fork(sock: socket.socket, spec_bytes: bytes, link_fd: int, supervisor: int) -> int:
+def _spawn(
+    sock: socket.socket, spec_bytes: bytes, link_fd: int, supervisor: int, cloner: Cloner
+) -> int:
+    """Create the actor's process as the supervisor's child in one step (see `clone`)."""
+    pid = cloner.fork()
+    if pid == 0:  # the actor
+        try:
+            sock.close()
+            from .child import main
+
+            main(spec_bytes, link_fd, supervisor, 0)
+        finally:
+            os._exit(1)
+    return pid
+
+
+def _fork_twice(sock: socket.socket, spec_bytes: bytes, link_fd: int, supervisor: int) -> int:
+    """The fallback: fork an intermediate that forks the actor and exits, so the actor
+    is re-parented to the supervisor (its child subreaper) before its pid is told."""
     r, w = os.pipe()
     mid = os.fork()
     if mid == 0:  # the intermediate: fork the actor, say its pid, exit

@@ -237,10 +237,11 @@ class ControlServer:
             c.sock.close()
 
 
-def now_note(actor: dict[str, Any]) -> str:
+def now_note(actor: dict[str, Any], bridged: bool = True) -> str:
     """What an actor says of its present state, from the figures it reports: its own
     note (`ctx.report(now=...)`), the NATS link (bridge), what it waits for, a closed
-    port (Modbus), drops."""
+    port (Modbus), drops. `bridged`: the gateway has a bridge (without one, points
+    held at a stop are discarded by design, not lost)."""
     from ..table import age
 
     s = actor.get("stats") or {}
@@ -261,7 +262,7 @@ def now_note(actor: dict[str, Any]) -> str:
     if actor.get("dropped"):
         notes.append(f"dropped {actor['dropped']}")
     if actor.get("lost_at_stop"):
-        notes.append(f"lost at stop {actor['lost_at_stop']}")
+        notes.append(f"{'lost' if bridged else 'discarded'} at stop {actor['lost_at_stop']}")
     return "; ".join(notes)
 
 
@@ -285,6 +286,7 @@ def format_status(status: dict[str, Any], tty: bool = False, width: int | None =
         "LAST_ERROR",
     )
     rows = []
+    bridged = any(a.get("kind") == "bridge" for a in status["actors"])
     for a in status["actors"]:
         err = (a.get("last_error") or "").strip().splitlines()
         rows.append(
@@ -297,7 +299,7 @@ def format_status(status: dict[str, Any], tty: bool = False, width: int | None =
                 age(a["uptime"]) if a["uptime"] else "-",
                 str(a["points_out"]),
                 str(a["buffered"]),
-                now_note(a),
+                now_note(a, bridged),
                 err[-1] if err else "",
             )
         )
@@ -328,5 +330,9 @@ def format_status(status: dict[str, Any], tty: bool = False, width: int | None =
         head += (
             f"; control socket: {ctl.get('dropped', 0)} oversized requests dropped,"
             f" {ctl.get('busy', 0)} connections refused busy"
+        )
+    if removed := status.get("removed_lost_at_stop"):
+        head += "; lost at stop by removed actors: " + ", ".join(
+            f"{k} {v}" for k, v in removed.items()
         )
     return "\n".join([head, table, *notes])

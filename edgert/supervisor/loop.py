@@ -82,6 +82,11 @@ class ChildSpec:
     critical: bool = False
     code: tuple[Any, ...] = ()  # the fingerprint of its code: a change restarts it
     wants_status: bool = False  # sent the status snapshot (its class says so too)
+    # Its module is imported by the zygote, before the fork, so the actors share it.
+    # False for an actor whose imports no other actor needs (the bridge: asyncio, nats,
+    # sqlite3): a zygote forked from the supervisor would copy about half the pages it
+    # shares with the supervisor importing them; the actor imports them after its fork.
+    preload: bool = True
 
 
 @dataclass
@@ -114,13 +119,6 @@ class Child:
     def program(self) -> bool:
         """A plain program (the embedded nats-server): no link traffic, no heartbeat."""
         return isinstance(self.cs.spec, ProgramSpec)
-
-
-def _discard_outbox(c: Child) -> None:
-    """A removed actor's ring file, if a crash left one: nobody will send it now."""
-    lost = discard(ring_path(c.cs.spec.runtime_dir, c.name))
-    if lost:
-        log.warning("%s: removed with %d points it had not handed over: dropped", c.name, lost)
 
 
 class Supervisor:
@@ -234,12 +232,13 @@ class Supervisor:
             log.info("driver code changed: starting a new zygote")
         self._zygote.close()
         self._zygote = Zygote(
-            [*self._preload, *(cs.spec.module for cs in specs if cs.spec.module)],
+            [*self._preload, *(cs.spec.module for cs in specs if cs.spec.module and cs.preload)],
             fork=self._may_fork,
         )
         self._may_fork = False  # later ones: this process has threads, or old modules
         self._zygote.start()
         self._zygote_code = key
+        log.debug("the zygote creates actors by %s", self._zygote.method)
         for mod, err in self._zygote.failed_imports.items():
             log.warning("could not preload %s: %s", mod, err)
 
@@ -370,7 +369,10 @@ class Supervisor:
         proc = ActorProcess(c.cs.spec)
         try:
             self._ensure_zygote()
+            method = self._zygote.method
             proc.start(self._zygote)
+            if self._zygote.method != method:  # a clone refused: two forks from now on
+                log.warning("the zygote now creates actors by %s", self._zygote.method)
         except (OSError, ZygoteError, pickle.PicklingError) as e:
             proc.close()
             self._failed(c, now, f"could not start process: {e}", ran_for=0.0)
@@ -405,7 +407,12 @@ class Supervisor:
         proc = c.proc
         c.points_base += int(c.stats.get("points_out", 0) or 0)
         if proc.lost_at_stop:
-            log.warning("%s: %d points lost at stop (not acknowledged)", c.name, proc.lost_at_stop)
+            if any(ch.cs.kind == "bridge" for ch in self._children):
+                log.warning(
+                    "%s: %d points lost at stop (not acknowledged)", c.name, proc.lost_at_stop
+                )
+            else:  # with no bridge, points are discarded by design: counted all the same
+                log.info("%s: %d points discarded: no bridge configured", c.name, proc.lost_at_stop)
             self._losses[c.name] = self._losses.get(c.name, 0) + proc.lost_at_stop
             save_losses(self._losses_path, self._losses)
         c.stats = {k: v for k, v in c.stats.items() if k != "points_out"}
@@ -564,11 +571,20 @@ class Supervisor:
         if c.successor is None:
             del self._children[i]
             log.info("%s: removed", c.name)
-            _discard_outbox(c)
+            self._discard_outbox(c)
             return
         fresh = Child(c.successor)  # its lost_at_stop is the actor's: kept by name
         self._children[i] = fresh
         self._start(fresh, now)
+
+    def _discard_outbox(self, c: Child) -> None:
+        """A removed actor's ring file (kept by a stop the bridge could not acknowledge,
+        or left by a crash): nobody will send it now, so its points count as lost."""
+        lost = discard(ring_path(c.cs.spec.runtime_dir, c.name))
+        if lost:
+            log.warning("%s: removed with %d points it had not handed over: lost", c.name, lost)
+            self._losses[c.name] = self._losses.get(c.name, 0) + lost
+            save_losses(self._losses_path, self._losses)
 
     # -- status and control --------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -596,10 +612,15 @@ class Supervisor:
                     None if c.next_start is None else round(max(0.0, c.next_start - now), 3)
                 )
             actors.append(a)
+        configured = {c.name for c in self._children}
         return {
             "gateway": self.gateway_id,
             "config_revision": self.config_revision,
             "actors": actors,
+            # losses of actors a reload removed (their rows are gone, the count is not)
+            "removed_lost_at_stop": {
+                k: v for k, v in sorted(self._losses.items()) if k not in configured
+            },
             # control connections refused: oversized requests dropped, busy at the limit
             "control": self._control.counts() if self._control else {"dropped": 0, "busy": 0},
         }

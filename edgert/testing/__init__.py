@@ -23,9 +23,9 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 if TYPE_CHECKING:
     from edgert.config import GatewayConfig
@@ -37,22 +37,31 @@ from edgert.point import Point
 T = TypeVar("T")
 
 
-def _tries(condition: Callable[[], T], timeout: float, what: str) -> Generator[None, None, T]:
-    """Call `condition` once a step until it returns something truthy (the generator's
-    value), or raise TimeoutError at the deadline; the caller waits between steps."""
-    deadline = time.monotonic() + timeout
-    last_exc: BaseException | None = None
-    while True:
-        try:
-            v = condition()
-            if v:
-                return v
-        except Exception as e:  # noqa: BLE001 - retried until the deadline
-            last_exc = e
-        if time.monotonic() >= deadline:
-            extra = f" (last error: {last_exc!r})" if last_exc else ""
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}{extra}")
-        yield
+class _Tries(Generic[T]):
+    """Iterating calls `condition` once a step until it returns something truthy (kept
+    in `value`; the iteration ends), or raises TimeoutError at the deadline; the
+    caller waits between steps, so one loop serves threads and event loops alike."""
+
+    def __init__(self, condition: Callable[[], T], timeout: float, what: str) -> None:
+        self.condition, self.timeout, self.what = condition, timeout, what
+        self.value: T | None = None
+
+    def __iter__(self) -> Iterator[None]:
+        deadline = time.monotonic() + self.timeout
+        last_exc: BaseException | None = None
+        while True:
+            try:
+                self.value = self.condition()
+                if self.value:
+                    return
+            except Exception as e:  # noqa: BLE001 - retried until the deadline
+                last_exc = e
+            if time.monotonic() >= deadline:
+                extra = f" (last error: {last_exc!r})" if last_exc else ""
+                raise TimeoutError(
+                    f"timed out after {self.timeout:g}s waiting for {self.what}{extra}"
+                )
+            yield
 
 
 def wait_for(
@@ -62,13 +71,10 @@ def wait_for(
     interval: float = 0.02,
 ) -> T:
     """Call `condition` until it returns something truthy; return that, or fail at the deadline."""
-    tries = _tries(condition, timeout, what)
-    while True:
-        try:
-            next(tries)
-        except StopIteration as done:
-            return done.value
+    tries = _Tries(condition, timeout, what)
+    for _ in tries:
         time.sleep(interval)
+    return tries.value  # type: ignore[return-value]  # truthy, so set
 
 
 async def await_for(
@@ -78,13 +84,10 @@ async def await_for(
     interval: float = 0.02,
 ) -> T:
     """`wait_for` inside an event loop: the loop runs on between tries."""
-    tries = _tries(condition, timeout, what)
-    while True:
-        try:
-            next(tries)
-        except StopIteration as done:
-            return done.value
+    tries = _Tries(condition, timeout, what)
+    for _ in tries:
         await asyncio.sleep(interval)
+    return tries.value  # type: ignore[return-value]  # truthy, so set
 
 
 @contextlib.contextmanager

@@ -1,0 +1,134 @@
+"""The zygote's two ways to create an actor: clone(CLONE_PARENT), and the double fork.
+
+Each must give the supervisor (here: this test process) an actor that is its own
+child and runs as after `os.fork()`: Python's fork handlers ran (a fresh random
+seed), the C library's view of the main thread is the child's own (a signal sent
+to the main thread from another thread arrives), ZeroMQ starts its threads, and
+the actor stops when asked.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgert.actor import Actor, Stop
+from edgert.context import Context
+from edgert.proc import ActorProcess, ActorSpec
+from edgert.proc.zygote import Zygote, make_subreaper
+from edgert.testing import wait_for
+
+
+class ForkFacts(Actor):
+    """Reports what a freshly created process looks like from inside."""
+
+    def run(self, ctx: Context) -> None:
+        got: list[int] = []
+        signal.signal(signal.SIGUSR1, lambda *_: got.append(1))
+        main = threading.main_thread().ident
+        assert main is not None
+        t = threading.Thread(target=signal.pthread_kill, args=(main, signal.SIGUSR1))
+        t.start()
+        t.join()
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.001)  # the handler runs in the main thread, between bytecodes
+        ctx.report(
+            ppid=os.getppid(),
+            random=random.random(),
+            main_thread_signalled=bool(got),
+            native_id_is_pid=threading.get_native_id() == os.getpid(),
+        )
+        while not isinstance(ctx.receive(), Stop):
+            pass
+
+
+THREAD_AT_IMPORT = """
+import threading
+_stop = threading.Event()
+threading.Thread(target=_stop.wait, daemon=True).start()
+"""
+
+
+def _facts(proc: ActorProcess) -> dict[str, Any] | None:
+    for kind, data in proc.messages():
+        if kind == "hb" and isinstance(data, dict) and "ppid" in data:
+            return data
+        if kind == "exit":
+            raise AssertionError(f"the actor exited: {data}")
+    return None
+
+
+def _run_two(zygote: Zygote, runtime_dir: Path) -> list[dict[str, Any]]:
+    """Start two actors from `zygote`, take their reports, stop them; their facts."""
+    make_subreaper()  # the double fork re-parents the actor to its creator's subreaper
+    facts = []
+    for i in range(2):
+        spec = ActorSpec(
+            f"facts{i}",
+            "test_clone:ForkFacts",
+            None,
+            str(runtime_dir),
+            crash_safe=False,
+            drain_timeout=0,
+        )
+        proc = ActorProcess(spec)
+        proc.start(zygote)
+        try:
+            with open(f"/proc/{proc.pid}/status") as f:
+                ppid = next(int(x.split()[1]) for x in f if x.startswith("PPid:"))
+            assert ppid == os.getpid()  # ours from the reply on: a pidfd on it is race-free
+            facts.append(wait_for(lambda p=proc: _facts(p), 20, "the actor's report"))
+            proc.send("stop")
+            wait_for(lambda p=proc: p.poll_exit() is not None, 20, "the actor stopped")
+            assert proc.exitcode == 0, proc.exit_error
+        finally:
+            proc.kill()
+            wait_for(lambda p=proc: p.poll_exit() is not None, 20, "the actor reaped")
+    return facts
+
+
+@pytest.mark.parametrize("clone", [True, False], ids=["clone", "fork-twice"])
+def test_an_actor_is_the_supervisors_child_and_runs_as_after_a_fork(
+    clone: bool, short_dir: Path
+) -> None:
+    z = Zygote(["test_clone"], clone=clone)
+    try:
+        z.start()
+        assert z.method == "clone" if clone else z.method.startswith("fork twice")
+        facts = _run_two(z, short_dir)
+        assert z.method == "clone" if clone else z.method.startswith("fork twice")
+    finally:
+        z.close()
+    for f in facts:
+        assert f["ppid"] == os.getpid()
+        assert f["main_thread_signalled"]  # the C library's main thread is the child's
+        assert f["native_id_is_pid"]
+    assert facts[0]["random"] != facts[1]["random"]  # the fork handlers reseeded each
+
+
+def test_a_zygote_with_a_thread_creates_actors_by_forking_twice(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A driver module that starts a thread when imported: a clone copies no lock that
+    thread may hold either, so the zygote falls back (and says why)."""
+    site = short_dir / "site"
+    site.mkdir()
+    (site / "threadatimport.py").write_text(THREAD_AT_IMPORT)
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    monkeypatch.syspath_prepend(str(site))
+    z = Zygote(["threadatimport", "test_clone"])
+    try:
+        z.start()
+        assert z.method == "fork twice (more than one thread)"
+        facts = _run_two(z, short_dir)
+    finally:
+        z.close()
+    assert [f["ppid"] for f in facts] == [os.getpid()] * 2
