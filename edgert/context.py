@@ -3,8 +3,8 @@
 A `Context[C]` gives a driver exactly what it uses: its `name`, its typed
 `config` (`C`), a `log`, the inbox (`receive`, or `areceive` in an asyncio
 loop), `publish(points)` (buffered in an outbox, acknowledged, resent; never
-blocks), `reply(command, error)`, `report(...)` for the figures `edgert status`
-shows (`now="..."` fills its NOW column), timers (`now`, `until`, and
+blocks; `publish_series` for many values of one point key at once),
+`reply(command, error)`, `report(...)` for the figures `edgert status` shows (`now="..."` fills its NOW column), timers (`now`, `until`, and
 `edgert.every` for periodic ones) and `watch`/`unwatch` of a device's fd.
 
 Everything else is the runtime's plumbing and private: the link to the
@@ -24,14 +24,14 @@ import os
 import select
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic
 
 import zmq
 
 from .actor import Actor, C, Message, Readable, Status, Stop
 from .bus import Command, Outbox
-from .point import Point
+from .point import Point, Value
 
 if TYPE_CHECKING:
     import asyncio
@@ -288,11 +288,39 @@ class Context(Generic[C]):
     # -- output ------------------------------------------------------------------
     def publish(self, points: list[Point] | Point) -> None:
         """Queue points for the bridge. Never blocks; they are acknowledged and resent."""
-        if isinstance(points, Point):
-            points = [points]
-        if self._outbox is None:
+        outbox = self._outbox
+        if outbox is None:
             raise RuntimeError(f"actor {self.name!r} has no bus to publish on")
-        self._outbox.publish(points)
+        if isinstance(points, Point):
+            outbox.publish_one(points)
+        else:
+            outbox.publish(points)
+
+    def publish_series(
+        self,
+        type: str,  # noqa: A002 - a point's field
+        values: Sequence[Value],
+        times: Sequence[int] | None = None,
+        *,
+        key: str = "0",
+        node: str | None = None,
+        origin: str = "",
+    ) -> None:
+        """Queue many values of one point key at once (a block of samples).
+
+        The same as `publish([Point(node, type, key, v, t, origin) for v, t in
+        zip(values, times)])`, for a fraction of the cost: no `Point` is made per
+        value and the names are checked once. `node` is the actor's name unless
+        given; `times` are each value's nanoseconds since the epoch (None: now,
+        for all). Raises ValueError for a name that is not one, or when `values`
+        and `times` differ in length.
+        """
+        outbox = self._outbox
+        if outbox is None:
+            raise RuntimeError(f"actor {self.name!r} has no bus to publish on")
+        if times is None:
+            times = [time.time_ns()] * len(values)
+        outbox.publish_series(self.name if node is None else node, type, key, values, times, origin)
 
     def room(self) -> int:
         """Points `publish` takes now without waiting for the bridge's credit.

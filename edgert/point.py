@@ -50,7 +50,7 @@ def valid_name(s: object) -> bool:
     return True
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Point:
     """One reading or setting. `time` is nanoseconds since the epoch; 0 means "now"."""
 
@@ -61,22 +61,30 @@ class Point:
     time: int = 0
     origin: str = ""
 
-    def __post_init__(self) -> None:
-        node, typ, key, known = self.node, self.type, self.key, _KNOWN_NAMES
-        if not (
-            type(node) is str  # names seen before: a set lookup each (they repeat endlessly)
-            and node in known
-            and type(typ) is str
-            and typ in known
-            and type(key) is str
-            and key in known
-        ):
-            for name in ("node", "type", "key"):
-                v = getattr(self, name)
-                if not valid_name(v):
-                    raise ValueError(f"point {name} {v!r} must match [A-Za-z0-9_-]+")
-        if self.time == 0:
-            self.time = _time.time_ns()
+    def __init__(
+        self,
+        node: str,
+        type: str,  # noqa: A002 - the field's name
+        key: str = "0",
+        value: Value = None,
+        time: int = 0,
+        origin: str = "",
+    ) -> None:
+        # written out rather than generated with a __post_init__: a driver makes one
+        # Point per reading, and the second call was a sixth of the cost of making it
+        known = _KNOWN_NAMES
+        try:
+            seen = node in known and type in known and key in known
+        except TypeError:  # unhashable: not a name
+            seen = False
+        if not seen:
+            _check_names(node, type, key)  # first sight, or not a name at all
+        self.node = node
+        self.type = type
+        self.key = key
+        self.value = value
+        self.time = _time.time_ns() if time == 0 else time
+        self.origin = origin
 
     def to_map(self) -> dict[str, Any]:
         return {
@@ -87,6 +95,13 @@ class Point:
             "time": self.time,
             "origin": self.origin,
         }
+
+
+def _check_names(node: object, typ: object, key: object) -> None:
+    """Raise ValueError naming the first of `node`, `type`, `key` that is not a name."""
+    for name, v in (("node", node), ("type", typ), ("key", key)):
+        if not valid_name(v):
+            raise ValueError(f"point {name} {v!r} must match [A-Za-z0-9_-]+")
 
 
 def _check_map(i: int, m: object) -> Point:

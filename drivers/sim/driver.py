@@ -17,8 +17,9 @@ points: such a signal makes only as many points as the outbox has credit for
 (`ctx.room()`) and passes over the slots it could not send (counted as
 `skipped` in the driver's figures), so a saturated path costs the driver a
 wake-up every `WAKE_MIN`, not a core spent making points that would be dropped.
-It publishes the points of a wake-up in one `ctx.publish(points)`, as a driver
-reading a block of samples does: the outbox then packs and stores them as one.
+It publishes the points of a wake-up in one `ctx.publish_series(type, values,
+times)`, as a driver reading a block of samples does: the outbox then packs
+and stores them as one, with no `Point` made per value.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -97,21 +98,19 @@ class _Gen:
         self.counter = 0
         self.held: float | int | None = None
 
-    def points(self, node: str, n: int, wall_ns: int) -> list[Point]:
-        """The points of the last `n` slots taken, oldest first (`wall_ns`: the wall
-        clock's nanoseconds at monotonic 0)."""
-        slots, typ = self.slots, self.sig.name
+    def series(self, n: int, wall_ns: int) -> tuple[Sequence[float | int], list[int]]:
+        """The values and times (ns) of the last `n` slots taken, oldest first
+        (`wall_ns`: the wall clock's nanoseconds at monotonic 0)."""
+        slots = self.slots
         start, step = slots.start, slots.interval
-        times = [start + k * step for k in range(slots.taken - n, slots.taken)]  # slots.at(k)
+        ks = range(slots.taken - n, slots.taken)
+        times = [wall_ns + int((start + k * step) * 1e9) for k in ks]  # slots.at(k)
         if self.sig.shape == "counter":
-            values: Iterable[float | int] = range(self.counter, self.counter + n)
+            values: Sequence[float | int] = range(self.counter, self.counter + n)
             self.counter += n
         else:
-            values = [self.value(t) for t in times]
-        return [
-            Point(node, typ, "0", v, wall_ns + int(t * 1e9))
-            for t, v in zip(times, values, strict=True)
-        ]
+            values = [self.value(start + k * step) for k in ks]
+        return values, times
 
     def value(self, t: float) -> float | int:
         s = self.sig
@@ -164,7 +163,8 @@ class SimDriver(Actor[SimConfig]):
                     self.skipped += came - n
                     ctx.report(skipped=self.skipped)
                 if n:
-                    ctx.publish(g.points(ctx.name, n, wall_ns))
+                    values, times = g.series(n, wall_ns)
+                    ctx.publish_series(g.sig.name, values, times)
                 continue
             n = g.slots.take(MAX_PER_WAKE)
             for k in range(g.slots.taken - n, g.slots.taken):

@@ -53,12 +53,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgpack
 import zmq
 
-from ..point import Point
+from ..point import Point, Value
 from .frames import BadFrame, decode_frame, encode_frame, p_frame
 from .ring import Ring, array_header
 
@@ -98,14 +99,37 @@ def pack_points(points: list[Point], heads: dict[tuple[str, str, str], bytes]) -
 
 
 def _head(p: Point, heads: dict[tuple[str, str, str], bytes]) -> bytes:
+    return _names_head(p.node, p.type, p.key, heads)
+
+
+def _names_head(node: str, typ: str, key: str, heads: dict[tuple[str, str, str], bytes]) -> bytes:
     if len(heads) >= HEADS_MAX:
         heads.clear()
-    head = heads[(p.node, p.type, p.key)] = (
-        (b"\x86\xa4node" + _PACK(p.node) + b"\xa4type" + _PACK(p.type) + b"\xa3key")
-        + _PACK(p.key)
+    head = heads[(node, typ, key)] = (
+        (b"\x86\xa4node" + _PACK(node) + b"\xa4type" + _PACK(typ) + b"\xa3key")
+        + _PACK(key)
         + b"\xa5value"
     )
     return head
+
+
+def pack_series(
+    head: bytes, values: Sequence[Value], times: Sequence[int], origin: str
+) -> list[bytes] | None:
+    """The packed maps of one (node, type, key)'s values at their times, `head` being
+    that key's packed prefix: what `pack_points` makes of the same points, with no
+    `Point` built. None when a time is not a uint64 of 2**32 or more (then `Point`s)."""
+    if not times or not (_U64_LO <= min(times) and max(times) < _U64_END):
+        return None
+    tail = _NO_ORIGIN if origin == "" else b"\xa6origin" + _PACK(origin)
+    pack = _PACK
+    try:
+        return [
+            head + pack(v) + b"\xa4time\xcf" + t.to_bytes(8, "big") + tail
+            for v, t in zip(values, times, strict=True)
+        ]
+    except AttributeError:  # a time that is no int (a float has no to_bytes)
+        return None
 
 
 @dataclass(slots=True)
@@ -178,28 +202,104 @@ class Outbox:
 
     # -- sending -----------------------------------------------------------------
     def publish(self, points: list[Point]) -> None:
-        pending = self._pending
+        """Take `points` (packed now, and stored in the ring when there is one)."""
+        if len(points) == 1:
+            self.publish_one(points[0])
+            return
+        self._take(pack_points(points, self._heads))
+
+    def publish_series(
+        self,
+        node: str,
+        typ: str,
+        key: str,
+        values: Sequence[Value],
+        times: Sequence[int],
+        origin: str = "",
+    ) -> None:
+        """Take the points (node, typ, key, values[i], times[i], origin): what
+        `publish([Point(...) for ...])` takes, without a `Point` per value. The names
+        are checked once (ValueError); `times` are nanoseconds since the epoch."""
+        if len(values) != len(times):
+            raise ValueError(f"{len(values)} values but {len(times)} times")
+        head = self._heads.get((node, typ, key))
+        if head is None:
+            Point(node, typ, key, None, 1, origin)  # checks the names (ValueError)
+            head = _names_head(node, typ, key, self._heads)
+        if type(origin) is not str:
+            raise ValueError(f"origin must be a string, got {origin!r}")
+        packed = pack_series(head, values, times, origin)
+        if packed is None:  # an odd time: each point as `Point` would make it
+            packed = pack_points(
+                [Point(node, typ, key, v, t, origin) for v, t in zip(values, times, strict=True)],
+                self._heads,
+            )
+        self._take(packed)
+
+    def _take(self, packed: list[bytes]) -> None:
+        """Hold newly published points (packed): straight into batches when they fill
+        some, and in the ring when there is one."""
+        full = self.max_batch
+        if len(packed) >= full and not self._pending:
+            # whole batches go straight to sealed: one join, one ring record each
+            at = 0
+            while len(packed) - at >= full:
+                data = b"".join(packed[at : at + full])
+                at += full
+                if self._ring is not None:
+                    self._store_data(data, full)
+                self._seq += 1
+                if self._ring is not None:
+                    self._seal(self._seq, full)
+                self._unacked.append((self._seq, array_header(full) + data, full))
+                self.points_out += full
+                self.buffered += full
+            self._trim()
+            self._pump()
+            packed = packed[at:]
+            if not packed:
+                return
+        if self._ring is not None:
+            self._store(packed)
+        self._pending.extend(packed)
+        self.points_out += len(packed)
+        self.buffered += len(packed)
+        self._taken()
+
+    def publish_one(self, p: Point) -> None:
+        """`publish([p])`: the common case (a polling driver's), written out."""
+        head = self._heads.get((p.node, p.type, p.key))
+        if head is None:
+            head = _head(p, self._heads)
+        t = p.time
+        o = p.origin
+        b = (
+            head
+            + _PACK(p.value)
+            + (
+                b"\xa4time\xcf" + t.to_bytes(8, "big")
+                if type(t) is int and _U64_LO <= t < _U64_END
+                else b"\xa4time" + _PACK(t)
+            )
+            + (_NO_ORIGIN if o == "" else b"\xa6origin" + _PACK(o))
+        )
         ring = self._ring
-        heads = self._heads
-        if len(points) == 1:  # the common case, kept short
-            (b,) = pack_points(points, heads)
-            if ring is not None:
-                try:
-                    stored = ring.append(b, 1)
-                except OSError as e:  # no space to grow the file
-                    self._lose_ring(e)
-                    stored = True
-                if not stored:
-                    self._store([b])  # no room: drop the oldest first
-            pending.append(b)
-        else:
-            packed = pack_points(points, heads)
-            if ring is not None:
-                self._store(packed)
-            pending.extend(packed)
-        self.points_out += len(points)
-        self.buffered += len(points)
-        if len(pending) >= self.max_batch or self.linger <= 0:
+        if ring is not None:
+            try:
+                stored = ring.append(b, 1)
+            except OSError as e:  # no space to grow the file
+                self._lose_ring(e)
+                stored = True
+            if not stored:
+                self._store([b])  # no room: drop the oldest first
+        self._pending.append(b)
+        self.points_out += 1
+        self.buffered += 1
+        self._taken()
+
+    def _taken(self) -> None:
+        """Points were published: when do they go?"""
+        if len(self._pending) >= self.max_batch or self.linger <= 0:
             self.flush()  # full: no reason to wait
         elif not self._flight:
             self._seal_at = 0.0  # nothing in flight: at the end of this turn (next tick)
@@ -266,25 +366,32 @@ class Outbox:
     # -- the ring --------------------------------------------------------------------
     def _store(self, packed: list[bytes]) -> None:
         """Write published points to the ring, dropping the oldest batches for room."""
+        for i in range(0, len(packed), self.max_batch):
+            chunk = packed[i : i + self.max_batch]
+            if not self._store_data(b"".join(chunk), len(chunk)):
+                return
+
+    def _store_data(self, data: bytes, n: int) -> bool:
+        """Write `n` published points (packed maps back to back) to the ring, dropping
+        the oldest batches for room; False when the ring failed (it is gone)."""
         ring = self._ring
         assert ring is not None
         try:
-            for i in range(0, len(packed), self.max_batch):
-                chunk = packed[i : i + self.max_batch]
-                data = b"".join(chunk)
-                if not ring.fits(len(data), ring.capacity):
-                    raise ValueError(f"{len(data)} bytes of points are more than the ring holds")
-                while not ring.append(data, len(chunk)):
-                    if self._unacked:
-                        self._drop_oldest()
-                    elif self._pending:
-                        self.flush()  # seal what waits, so that it can be dropped
-                        if self._ring is not ring:
-                            return  # the ring failed while sealing
-                    else:
-                        raise ValueError("the ring is full of nothing this outbox holds")
+            if not ring.fits(len(data), ring.capacity):
+                raise ValueError(f"{len(data)} bytes of points are more than the ring holds")
+            while not ring.append(data, n):
+                if self._unacked:
+                    self._drop_oldest()
+                elif self._pending:
+                    self.flush()  # seal what waits, so that it can be dropped
+                    if self._ring is not ring:
+                        return False  # the ring failed while sealing
+                else:
+                    raise ValueError("the ring is full of nothing this outbox holds")
         except (OSError, ValueError) as e:
             self._lose_ring(e)
+            return False
+        return True
 
     def _seal(self, seq: int, n: int) -> None:
         ring = self._ring

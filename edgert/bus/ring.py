@@ -70,8 +70,10 @@ _REC = struct.Struct("<IIQ")  # crc, body length, logical offset
 _P = struct.Struct("<cQI")  # b"P", first ordinal, points
 _S = struct.Struct("<cQQI")  # b"S", seq, first ordinal, points
 _PH = struct.Struct("<IIQcQI")  # a P record up to its maps
+_PT = struct.Struct("<IQcQI")  # the same without its crc (which covers these bytes)
 _SH = struct.Struct("<IIQcQQI")  # an S record
 _U32 = struct.Struct("<I")
+_crc32 = zlib.crc32
 S_SIZE = _REC.size + _S.size
 CHUNK = 256 * 1024  # bytes allocated at a time
 RESERVE = 64 * 1024  # kept free by P records, for the S records that seal them
@@ -201,19 +203,17 @@ class Ring:
         if size > self.capacity - (lo - self._head) - RESERVE:
             return False
         p = lo % self.capacity
+        nxt = self._next_ord
         if p + size > self._allocated or (self._head == lo and p >= CHUNK):
             lo = self._lo()  # the slow path: start over, allocate or wrap
-            head = _PH.pack(0, size - _REC.size, lo, b"P", self._next_ord, n)
-            self._put(lo, head, data)
-        else:  # _put inlined: this runs for every point a driver publishes
-            rec = _PH.pack(0, size - _REC.size, lo, b"P", self._next_ord, n) + data
+            self._put(lo, _PH.pack(0, size - _REC.size, lo, b"P", nxt, n), data)
+        else:  # _put inlined: this runs for every `publish` call a driver makes
+            rec = _PT.pack(size - _REC.size, lo, b"P", nxt, n) + data  # all but the crc
             at = HEADER + p
-            mm = self._mm
-            mm[at : at + size] = rec
-            _U32.pack_into(mm, at, zlib.crc32(rec[4:]))
+            self._mm[at : at + size] = _crc32(rec).to_bytes(4, "little") + rec  # one copy
             self._tail = lo + size
-        self._live.append((lo, self._next_ord, n))
-        self._next_ord += n
+        self._live.append((lo, nxt, n))
+        self._next_ord = nxt + n
         return True
 
     def seal(self, seq: int, n: int) -> bool:
