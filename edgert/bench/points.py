@@ -22,7 +22,8 @@
   `write()` bytes (`/proc/<pid>/io`). The cost of an outage is the `outage`
   suite's.
 
-A nats-server is started for the run on a free port. Every function returns a
+A nats-server is started for the run on a free port; each gateway's runtime
+directory (its drivers' outbox ring files) is on a tmpfs, as deployed. Every function returns a
 plain dict; `edgert bench` prints them.
 """
 
@@ -42,7 +43,7 @@ import zmq
 
 from edgert.bench.gateway import producer, sim_counter
 from edgert.bench.measure import percentiles, rnd
-from edgert.bench.workdir import workdir
+from edgert.bench.workdir import runtime_dir, workdir
 from edgert.config import GatewayConfig, loads
 from edgert.point import Point
 from edgert.spool import process_io, write_cost
@@ -130,9 +131,9 @@ def _result(conn: Any, timeout: float) -> dict[str, Any]:
 # --- gateways under test ---------------------------------------------------------
 
 
-def _gateway(d: str, url: str, driver: str, jetstream: bool) -> GatewayConfig:
+def _gateway(d: str, url: str, driver: str, jetstream: bool, run: str) -> GatewayConfig:
     text = (
-        f'[gateway]\nid = "bench"\nruntime_dir = "{d}/run"\ndata_dir = "{d}/data"\n'
+        f'[gateway]\nid = "bench"\nruntime_dir = "{run}"\ndata_dir = "{d}/data"\n'
         f'[nats]\nurl = "{url}"\njetstream = {str(jetstream).lower()}\n'
         f"spool_max_bytes = {1 << 30}\n{driver}"
     )
@@ -148,7 +149,21 @@ def _run_gateway(
     seconds: float,
     mode: str,
 ) -> dict[str, Any]:
-    cfg = _gateway(d, srv.url, driver, jetstream)
+    with runtime_dir() as run:  # on a tmpfs, as deployed (the drivers' ring files)
+        return _run_gateway_in(d, run, srv, driver, jetstream, warmup, seconds, mode)
+
+
+def _run_gateway_in(
+    d: str,
+    run: str,
+    srv: NatsProcess,
+    driver: str,
+    jetstream: bool,
+    warmup: float,
+    seconds: float,
+    mode: str,
+) -> dict[str, Any]:
+    cfg = _gateway(d, srv.url, driver, jetstream, run)
     with _subscribed(srv.url, "edgert.bench.p.>", warmup, seconds, mode) as conn:
         with running_gateway(cfg, log_level=logging.CRITICAL):
             b = wait_for(lambda: status(cfg)["by_name"]["bridge"], 15, "the bridge")
