@@ -74,6 +74,7 @@ _PT = struct.Struct("<IQcQI")  # the same without its crc (which covers these by
 _SH = struct.Struct("<IIQcQQI")  # an S record
 _U32 = struct.Struct("<I")
 _crc32 = zlib.crc32
+_PH_SIZE, _REC_SIZE = _PH.size, _REC.size
 S_SIZE = _REC.size + _S.size
 CHUNK = 256 * 1024  # bytes allocated at a time
 RESERVE = 64 * 1024  # kept free by P records, for the S records that seal them
@@ -127,6 +128,8 @@ class Ring:
         self._sealed_ord = 0  # the first point not in a batch
         self._acked = 0
         self._live: deque[tuple[int, int, int]] = deque()  # P records: (offset, ordinal, n)
+        self._fast_end = 0  # logical offset `append` may write up to on its fast path
+        self._lap_at = -HEADER  # the tail's lap's start less HEADER (see _bounds)
 
     # -- opening -------------------------------------------------------------------
     @classmethod
@@ -199,22 +202,43 @@ class Ring:
         """Store `n` published points (their packed maps, back to back); False when
         there is no room for them (nothing written)."""
         lo = self._tail
-        size = _PH.size + len(data)
-        if size > self.capacity - (lo - self._head) - RESERVE:
-            return False
-        p = lo % self.capacity
+        size = _PH_SIZE + len(data)
+        if lo + size > self._fast_end:  # no room, or allocate, wrap or start over
+            return self._append_slow(data, n)
+        # this runs for every `publish` call a driver makes: as few steps as it takes
         nxt = self._next_ord
-        if p + size > self._allocated or (self._head == lo and p >= CHUNK):
-            lo = self._lo()  # the slow path: start over, allocate or wrap
-            self._put(lo, _PH.pack(0, size - _REC.size, lo, b"P", nxt, n), data)
-        else:  # _put inlined: this runs for every `publish` call a driver makes
-            rec = _PT.pack(size - _REC.size, lo, b"P", nxt, n) + data  # all but the crc
-            at = HEADER + p
-            self._mm[at : at + size] = _crc32(rec).to_bytes(4, "little") + rec  # one copy
-            self._tail = lo + size
+        rec = _PT.pack(size - _REC_SIZE, lo, b"P", nxt, n) + data  # all but the crc
+        at = lo - self._lap_at
+        self._mm[at : at + size] = _crc32(rec).to_bytes(4, "little") + rec  # one copy
+        self._tail = lo + size
         self._live.append((lo, nxt, n))
         self._next_ord = nxt + n
         return True
+
+    def _append_slow(self, data: bytes, n: int) -> bool:
+        lo = self._tail
+        size = _PH.size + len(data)
+        if size > self.capacity - (lo - self._head) - RESERVE:
+            return False
+        nxt = self._next_ord
+        lo = self._lo()
+        self._put(lo, _PH.pack(0, size - _REC.size, lo, b"P", nxt, n), data)
+        self._live.append((lo, nxt, n))
+        self._next_ord = nxt + n
+        self._bounds()
+        return True
+
+    def _bounds(self) -> None:
+        """Work out how far `append` may go without its slow path: to the end of the
+        space allocated in the tail's lap round the ring, short of the head's last lap
+        and the reserve, and not at all when an empty ring is to start over (`_lo`).
+        Called after whatever moves the head, a lap or the allocation."""
+        cap, tail = self.capacity, self._tail
+        lap = tail - tail % cap
+        self._lap_at = lap - HEADER  # physical offset in the file = logical - this
+        self._fast_end = min(lap + self._allocated, self._head + cap - RESERVE)
+        if self._head == tail and tail % cap >= CHUNK:
+            self._fast_end = 0
 
     def seal(self, seq: int, n: int) -> bool:
         """The next `n` points not yet in a batch are batch `seq` (written before it
@@ -224,6 +248,7 @@ class Ring:
         lo = self._lo()
         self._put(lo, _SH.pack(0, _S.size, lo, b"S", seq, self._sealed_ord, n), b"")
         self._sealed_ord += n
+        self._bounds()
         return True
 
     def release(self, n: int, seq: int) -> None:
@@ -235,6 +260,7 @@ class Ring:
             live.popleft()
         self._head = live[0][0] if live else self._tail
         self._write_slot()
+        self._bounds()
 
     def _lo(self) -> int:
         """Where the next record goes: the tail, or the start of the file again when
