@@ -20,6 +20,7 @@ from edgert.bus.ring import Ring, ring_path
 from edgert.config import load
 from edgert.point import Point
 from edgert.supervisor.control import format_status
+from edgert.supervisor.tally import load_losses
 from edgert.testing import running_gateway, status, wait_for
 from edgert.testing.nats import free_port
 
@@ -89,7 +90,10 @@ def test_points_unacknowledged_at_a_stop_are_counted(make_config) -> None:
         g = stop_gen_while_the_bridge_is_frozen(cfg)
         assert g["lost_at_stop"] > 100, g
         assert g["restarts"] >= 1
-    lost = g["lost_at_stop"]
+    # the gateway's own stop may lose a few more on a loaded machine (its drain is
+    # bounded): what the next run must show is what this one saved
+    lost = load_losses(Path(cfg.data_dir) / "losses.json")["gen"]
+    assert lost >= g["lost_at_stop"]
     with running_gateway(cfg) as rt:  # a new run of the gateway: the count is still there
         snap = wait_for(lambda: status(cfg), 15, "status")
         assert snap["by_name"]["gen"]["lost_at_stop"] == lost
