@@ -263,7 +263,11 @@ class Supervisor:
             ready = dict(poller.poll(max(0, int(timeout * 1000) + 1)))
             waker.clear()
             if self._zygote.running and self._zygote.fileno() in ready:
-                log.warning("the zygote exited; a new one starts with the next actor")
+                # at stop it is expected (a SIGTERM to the whole process group reaches it)
+                quiet = self._shutting_down or self._stop_requested
+                (log.debug if quiet else log.warning)(
+                    "the zygote exited; a new one starts with the next actor"
+                )
                 self._zygote.close()
             if self._reload_requested and not self._shutting_down:
                 self._reload_requested = False
