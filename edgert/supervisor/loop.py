@@ -187,7 +187,12 @@ class Supervisor:
         try:
             if self._stop_requested:
                 return
-            self._ensure_zygote()  # first: a forked zygote shares the fewest pages dirtied
+            try:
+                self._ensure_zygote()  # first: a forked zygote shares the fewest pages dirtied
+            except ZygoteError:
+                if self._stop_requested:  # a SIGTERM to the whole group took it as it started
+                    return
+                raise
             if self.control_path:
                 sock = self._control = control.ControlServer(self.control_path)
             for c in self._children:
