@@ -48,10 +48,15 @@ class Gateway:
     """`edgert run` in its own session, its log read line by line."""
 
     def __init__(
-        self, d: Path, url: str, jetstream: bool = True, env: dict[str, str] | None = None
+        self,
+        d: Path,
+        url: str,
+        jetstream: bool = True,
+        env: dict[str, str] | None = None,
+        extra: str = "",
     ) -> None:
         cfg = d / "gw.toml"
-        cfg.write_text(CONFIG.format(d=d, url=url, jetstream=str(jetstream).lower()))
+        cfg.write_text(CONFIG.format(d=d, url=url, jetstream=str(jetstream).lower()) + extra)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgert", "run", str(cfg)],
             stdout=subprocess.DEVNULL,
@@ -145,6 +150,34 @@ def test_a_stop_while_nats_cannot_be_reached_ends_the_bridge_by_itself(short_dir
     finally:
         gw.kill()
     check_clean(log, gw.proc.returncode)
+
+
+SIM = """
+[[driver]]
+name = "gen"
+type = "sim"
+[[driver.signal]]
+name = "n"
+shape = "counter"
+rate = 200.0
+"""
+
+
+@pytest.mark.parametrize("stage", ["gen: started", "JetStream: created stream"])
+def test_a_group_sigterm_stops_a_driver_as_the_supervisor_would(
+    short_dir: Path, nats_server: NatsProcess, stage: str
+) -> None:
+    """Drivers stop by the supervisor's stop or by the signal itself (one that has not
+    yet made its own process group gets it): either way cleanly, nothing lost."""
+    gw = Gateway(short_dir, nats_server.url, extra=SIM)
+    try:
+        gw.wait_line(stage)
+        log = gw.stop(signal.SIGTERM)
+    finally:
+        gw.kill()
+    check_clean(log, gw.proc.returncode)
+    assert "gen: stopped (exit code 0)" in log, log
+    assert "not acknowledged" not in log, log
 
 
 HOLD = """
