@@ -220,3 +220,38 @@ def test_a_linger_grown_on_a_stall_shrinks_once_acks_come_again(pair, clock) -> 
     assert dealer.poll(1000)
     box.on_readable()  # the oldest left 50 ms ago: the linger is over, they go now
     assert sizes(router) == [10]
+
+
+def test_a_drain_sends_what_the_bridge_was_not_there_to_take(tmp_path: Path) -> None:
+    """A driver stopped while the bridge starts: its batch could not be sent (no bridge
+    yet); the drain sends it once the bridge binds, not `resend_after` later."""
+    import threading
+
+    zctx = zmq.Context(1)
+    dealer = zctx.socket(zmq.DEALER)
+    router = zctx.socket(zmq.ROUTER)
+    for s in (router, dealer):
+        s.setsockopt(zmq.LINGER, 0)
+    dealer.setsockopt(zmq.ROUTING_ID, b"drv")
+    dealer.setsockopt(zmq.IMMEDIATE, 1)  # as the actors' sockets: no queue without a bridge
+    dealer.connect(f"ipc://{tmp_path}/b.sock")
+    box = Outbox(dealer, "e1", resend_after=600.0)  # no resend within the test
+    box.publish(batch(3))
+    box.flush()
+    assert box.stats()["buffered"] == 3
+    drained: list[bool] = []
+    t = threading.Thread(target=lambda: drained.append(box.drain(30.0)))
+    t.start()
+    try:
+        router.bind(f"ipc://{tmp_path}/b.sock")  # the bridge comes up
+        assert router.poll(30_000), "the batch never reached the bridge"
+        ident, data = router.recv_multipart()
+        frame = decode_frame(data)
+        router.send_multipart([ident, encode_frame("A", frame[1], frame[2])])
+        t.join(30)
+        assert drained == [True]
+    finally:
+        t.join(30)
+        router.close(0)
+        dealer.close(0)
+        zctx.term()

@@ -57,6 +57,7 @@ from ..context import Context, statuses
 from ..fleet.service import FleetService
 from ..point import MAX_BATCH_BYTES
 from ..spool import Spool
+from ..tasks import cancel_all
 from . import tail_endpoint
 from .commands import Commands
 from .forwarder import Ack, Action, Commit, Forwarder, Publish, Read
@@ -221,11 +222,10 @@ class _Run:
                             run_svc = svc.run_forever(cfg.nats, cfg.backoff_min, cfg.backoff_max)
                             tasks.append(tg.create_task(run_svc))
                     await self.inbox()
-                    for t in tasks:
-                        t.cancel()
                     if spooler is not None:
                         self.jobs.append(None)  # type: ignore[arg-type] # finish, then return
                         self.job_ready.set()
+                    await cancel_all(tasks, log=self.log)
                 await self._final()
         finally:
             self.commands.cancel()

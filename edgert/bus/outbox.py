@@ -68,6 +68,7 @@ __all__ = ["Outbox", "Command"]
 log = logging.getLogger("edgert.bus")
 
 _PACK = msgpack.Packer(use_bin_type=True).pack
+UNSENT_RETRY = 0.02  # seconds between tries, at stop, of batches the socket would not take
 HEADS_MAX = 4096  # packed (node, type, key) prefixes kept per outbox; then it starts over
 _U64_LO, _U64_END = 1 << 32, 1 << 64  # msgpack packs these times as uint64; done by hand
 _NO_ORIGIN = b"\xa6origin\xa0"
@@ -541,7 +542,12 @@ class Outbox:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            if poller.poll(min(left, self.resend_after) * 1000):
+            wait = min(left, self.resend_after)
+            if self._unacked[-1][0] > self._sent_upto:
+                # not all sent: the bridge was not there yet (a stop during its start):
+                # try again soon, not after `resend_after`, once its socket is bound
+                wait = min(wait, UNSENT_RETRY)
+            if poller.poll(wait * 1000):
                 self.on_readable()
             self.tick()
         return True

@@ -43,6 +43,7 @@ from typing import Any
 from ..actor import Actor
 from ..config import ConfigError, FleetSection, NatsSection, load, overlay
 from ..context import Context, statuses
+from ..tasks import cancel_all
 from .kv import APPLIED_BUCKET, KeyWatch, Revision, bucket
 from .local import control_request
 from .service import RELOAD_TIMEOUT, FleetService, connections
@@ -163,8 +164,7 @@ class _Run:
             tasks = [tg.create_task(self.connected()), tg.create_task(self.applier())]
             self._report()
             await self.inbox()
-            for t in tasks:
-                t.cancel()
+            await cancel_all(tasks, log=self.log)
 
     async def inbox(self) -> None:
         """The supervisor's snapshots, judged by a trial; returns on Stop."""

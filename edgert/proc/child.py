@@ -11,7 +11,9 @@ child subreaper, see `edgert.proc.zygote`). The child then:
   dies with the supervisor even when its actor hangs;
 - leads its own process group, so the driver's own subprocesses die with it;
 - ignores SIGINT (a terminal's ^C is for the supervisor) and stops its actor
-  on SIGTERM;
+  on SIGTERM (the zygote creates it with SIGTERM blocked, unblocked once the
+  actor exists: a SIGTERM to the whole process group that reaches it before
+  then stops the actor as the supervisor's stop would, it does not kill it);
 - unpickles its `ActorSpec`, creates its own ZeroMQ context (never inherited),
   opens its outbox's ring file (`edgert.bus.ring`: what a previous process of
   the actor left unacknowledged is sent first), builds the actor's Context and
@@ -142,6 +144,7 @@ def _exec(spec: ProgramSpec, link: Link) -> int:
     os.set_inheritable(link.fileno(), False)  # gone with the exec
     for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a stop asked meanwhile ends it
     try:
         os.execv(spec.argv[0], spec.argv)
     except OSError as e:
@@ -192,6 +195,10 @@ def _run_actor(spec: Any, link: Link) -> None:
     config = spec.actor_config()
     actor = cls(config, name=spec.name)
     signal.signal(signal.SIGTERM, lambda *_: actor.stop())
+    # born with SIGTERM blocked (by the zygote): one sent since (a SIGTERM to the whole
+    # process group before this process led its own) now stops the actor, which sees
+    # the stop at its first `receive`, as one over the link
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     zctx = sock = outbox = ring = None
     clean = False
     if getattr(actor, "uses_bus", True):

@@ -380,15 +380,21 @@ def serve(args: dict[str, Any]) -> None:
             if len(spec_bytes) != size:
                 raise ValueError(f"the spec has {len(spec_bytes)} of its {size} bytes")
             pid = 0
-            if cloner is not None:
-                try:
-                    pid = _spawn(sock, spec_bytes, fds[0], supervisor, cloner)
-                except OSError as e:
-                    if e.errno not in REFUSED:
-                        raise
-                    cloner, method = None, f"fork twice ({e})"  # from now on
-            if not pid:
-                pid = _fork_twice(sock, spec_bytes, fds[0], supervisor)
+            # the actor starts with SIGTERM blocked: one that comes before it can stop
+            # its actor waits for it (see `edgert.proc.child`) instead of killing it
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            try:
+                if cloner is not None:
+                    try:
+                        pid = _spawn(sock, spec_bytes, fds[0], supervisor, cloner)
+                    except OSError as e:
+                        if e.errno not in REFUSED:
+                            raise
+                        cloner, method = None, f"fork twice ({e})"  # from now on
+                if not pid:
+                    pid = _fork_twice(sock, spec_bytes, fds[0], supervisor)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
             reply = ["started", pid, method]
         except Exception as e:  # noqa: BLE001 - the supervisor gets the reason
             reply = ["error", f"{type(e).__name__}: {e}"]

@@ -192,7 +192,12 @@ class Supervisor:
         try:
             if self._stop_requested:
                 return
-            self._ensure_zygote()  # first: a forked zygote shares the fewest pages dirtied
+            try:
+                self._ensure_zygote()  # first: a forked zygote shares the fewest pages dirtied
+            except ZygoteError:
+                if self._stop_requested:  # a SIGTERM to the whole group took it as it started
+                    return
+                raise
             if self.control_path:
                 sock = self._control = control.ControlServer(self.control_path)
             for c in self._children:
@@ -268,7 +273,11 @@ class Supervisor:
             ready = dict(poller.poll(max(0, int(timeout * 1000) + 1)))
             waker.clear()
             if self._zygote.running and self._zygote.fileno() in ready:
-                log.warning("the zygote exited; a new one starts with the next actor")
+                # at stop it is expected (a SIGTERM to the whole process group reaches it)
+                quiet = self._shutting_down or self._stop_requested
+                (log.debug if quiet else log.warning)(
+                    "the zygote exited; a new one starts with the next actor"
+                )
                 self._zygote.close()
             if self._reload_requested and not self._shutting_down:
                 self._reload_requested = False
