@@ -56,6 +56,7 @@ from ..config import NatsSection
 from ..context import Context, statuses
 from ..fleet.service import FleetService
 from ..point import MAX_BATCH_BYTES
+from ..roundtrip import round_trip
 from ..spool import Spool
 from ..tasks import cancel_all
 from . import tail_endpoint
@@ -569,7 +570,7 @@ class _Run:
         """One status message while the uplink cannot publish points (it says why)."""
         with contextlib.suppress(Exception):
             await self._publish_status(nc, False, error)
-            await nc.flush(timeout=self.cfg.ack_timeout)
+            await round_trip(nc, self.cfg.ack_timeout)
 
     async def _publish_status(self, nc: Any, connected: bool, error: str) -> None:
         msg = status_message(

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import NatsSection
+from ..roundtrip import round_trip
 from .forwarder import Publish
 from .payload import CONTENT_TYPES, messages
 from .status import nats_state
@@ -320,9 +321,7 @@ class Uplink:
                 arrived.clear()
                 commands.probe_out(time.monotonic())
                 try:
-                    await nc.flush(timeout=LAG_TIMEOUT)
-                except TimeoutError:
-                    pass
+                    await round_trip(nc, LAG_TIMEOUT)  # given up on: measured as that late
                 except Exception:  # noqa: BLE001 - the connection is ending: `closed` says it
                     return
                 commands.probe_back(time.monotonic())
@@ -331,8 +330,9 @@ class Uplink:
         sub = await nc.subscribe(subject, cb=command)
         lag = None
         try:
-            await nc.flush(timeout=self.cfg.ack_timeout)  # the server has the subscription
-            await nc.flush(timeout=self.cfg.ack_timeout)  # (a refusal may come behind one)
+            for _ in range(2):  # the server has the subscription (a refusal may come behind one)
+                if not await round_trip(nc, self.cfg.ack_timeout):
+                    raise TimeoutError("the server did not answer a PING")
             refused(errors, subject)  # ... or said no
             lag = asyncio.create_task(measure_lag())
             self.commands_connected, self.commands_error = True, ""

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import __version__
+from ..roundtrip import round_trip
 from .local import control_request
 from .summary import summary
 
@@ -48,6 +49,7 @@ QUEUE = "q"
 VERBS = ("PING", "INFO", "STATS")
 RELOAD_TIMEOUT = 30.0  # seconds the supervisor has to answer a reload
 STOP_GRACE = 5.0  # seconds a stopping bridge still waits for a reload's answer
+FLUSH_TIMEOUT = 10.0  # seconds the server has to confirm the subscriptions (a PING)
 
 
 @dataclass
@@ -186,7 +188,8 @@ class FleetService:
                 subs.append((verb, await nc.subscribe(subject)))
         for ep in (self.status, self.reload):
             subs.append((ep.name, await nc.subscribe(ep.subject, queue=QUEUE)))
-        await nc.flush()
+        if not await round_trip(nc, FLUSH_TIMEOUT):  # the server has the subscriptions
+            raise TimeoutError("the server did not answer a PING")
         async with asyncio.TaskGroup() as tg:
             for what, sub in subs:
                 tg.create_task(self._answer(nc, what, sub))
@@ -221,7 +224,7 @@ class FleetService:
                     reply["note"] = "this gateway's bridge restarts with the new config"
                     self._count(self.reload, t0, reply)
                     await _reply(nc, msg, reply)
-                    await nc.flush()
+                    await round_trip(nc, STOP_GRACE)
             task.cancel()
             raise
         self._count(self.reload, t0, reply)

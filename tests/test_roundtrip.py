@@ -1,0 +1,63 @@
+"""A NATS round trip given up on does not leave the connection deaf.
+
+With nats-py's `flush(timeout)`, a PONG that comes after the timeout ends the
+client's reader (it completes a cancelled future): the connection stays open
+and delivers nothing more. `edgert.roundtrip.round_trip` is what the bridge
+and the fleet service use instead. The server is frozen (SIGSTOP) so that the
+PONG comes late for certain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import nats
+
+from edgert.roundtrip import round_trip
+
+
+def test_a_round_trip_given_up_on_leaves_the_connection_reading(nats_server) -> None:
+    async def main() -> tuple[bool, bool, list[bytes]]:
+        nc = await nats.connect(nats_server.url, allow_reconnect=False)
+        other = await nats.connect(nats_server.url, allow_reconnect=False)
+        got: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_msg(msg) -> None:
+            await got.put(msg.data)
+
+        try:
+            await nc.subscribe("rt", cb=on_msg)
+            assert await round_trip(nc, 10.0)  # the server has the subscription
+            os.kill(nats_server.proc.pid, signal.SIGSTOP)
+            try:
+                late = await round_trip(nc, 0.2)  # no PONG while it is frozen
+            finally:
+                os.kill(nats_server.proc.pid, signal.SIGCONT)
+            again = await round_trip(nc, 10.0)  # the late PONG, then this one
+            await other.publish("rt", b"after")
+            await other.flush(timeout=10)
+            data = [await asyncio.wait_for(got.get(), 10)]
+            return late, again, data
+        finally:
+            await other.close()
+            await nc.close()
+
+    late, again, data = asyncio.run(main())
+    assert late is False
+    assert again is True
+    assert data == [b"after"]
+
+
+def test_a_round_trip_on_a_closed_connection_says_so(nats_server) -> None:
+    async def main() -> None:
+        nc = await nats.connect(nats_server.url, allow_reconnect=False)
+        await nc.close()
+        try:
+            await round_trip(nc, 1.0)
+        except nats.errors.ConnectionClosedError:
+            return
+        raise AssertionError("a closed connection answered")
+
+    asyncio.run(main())
