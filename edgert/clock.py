@@ -16,9 +16,10 @@ off by the step's size.
   it, so rows written in an earlier boot are never taken for this boot's.
 - `ClockWatch` is what the bridge keeps (sans-IO): fed a reading at each turn
   of its bus until the clock is synchronized (so a step is seen before any
-  point taken in after it), then every ten seconds, it reports the state and records a step that comes while the clock was not
-  synchronized: the wall time at the step (on the old clock), its size, and
-  the wall time of the boot on the old clock. `fix` moves the time of a point
+  point taken in after it), then every ten seconds, it reports the state and
+  records a step that comes while the clock was not synchronized: the wall
+  time at the step (on the old clock), its size, and the wall time of the
+  boot on the old clock. `fix` moves the time of a point
   read before the sync (the forwarder says which messages hold such points:
   `Publish.presync`) that was stamped before the step and since the boot by
   the step's size, which is the monotonic offset the point had to the step:

@@ -23,8 +23,8 @@ carries out what it returns:
   (`edgert.bridge.status`);
 - the clock (`edgert.clock`): read at every turn of the bus while it is not
   synchronized (one adjtimex), so a part taken after a step is known to be, and
-  on the host's grid every second (every 10 once synchronized, when a change is
-  rare and nothing waits on it). When it is not synchronized at start, the points read until it is wait in the spool for the sync
+  on the host's grid every 2 s, with the heartbeats (every 10 s once
+  synchronized, when a change is rare and nothing waits on it). When it is not synchronized at start, the points read until it is wait in the spool for the sync
   (`clock_hold` seconds at most after the first connection to NATS: the
   forwarder holds them); at the sync they leave with their times corrected by
   the step (`Edgert-Clock: corrected`), after the hold with
@@ -76,7 +76,7 @@ MAX_BURST_BYTES = 1024 * 1024  # and at most this much
 LOG_FIRST_BAD = 10  # malformed frames logged one by one, then every 1000th
 REPORT_EVERY = 0.2  # seconds between heartbeat figures updates while busy
 DISK_RETRY = 1.0  # seconds between tries of a commit the disk refused
-SYNCED_EVERY = 10  # clock readings are this many clock_intervals apart once it is synced
+SYNCED_EVERY = 5  # timed clock readings are this many clock_intervals apart once synced
 BUS_MAX_BYTES = MAX_BATCH_BYTES + 64 * 1024  # the largest frame a batch makes, and room
 ACK_DELAY = 0.02  # seconds acks owed may wait to go together (well under the outbox's slow_ack)
 ACK_POINTS = 2000  # ... unless this many points came in meanwhile (a fast driver's credit)
@@ -90,7 +90,9 @@ class BridgeConfig:
     nats: NatsSection
     routes: dict[str, str] = field(default_factory=dict)  # node -> driver actor name
     clock: str = "kernel"  # edgert.clock.clock_source
-    clock_interval: float = 1.0  # seconds between readings of the clock
+    # seconds between timed readings of the clock while it is not synchronized (it is
+    # also read with every batch then): on the grid, as the heartbeats (every 2 s)
+    clock_interval: float = 2.0
     clock_hold: float = 0.0  # see [gateway] clock_hold (0: no hold)
     status_interval: float = 5.0  # seconds between status messages (and on change)
     command_timeout: float = 5.0  # seconds a driver has to answer a command
@@ -464,7 +466,8 @@ class _Run:
     async def watch_clock(self) -> None:
         """Read the clock on the grid of `clock_interval` (once synchronized, of
         `SYNCED_EVERY` of them), besides every turn of the bus while it is not
-        synchronized (`receive`); say when its state changes or the hold runs out."""
+        synchronized (`receive`), so the timed reading matters only to a bridge that
+        takes no batches; say when its state changes or the hold runs out."""
         watch = self.clock_watch
         if not watch.synced:
             hold = self.cfg.clock_hold if self.fwd.holding else 0.0
