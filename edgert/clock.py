@@ -14,10 +14,12 @@ off by the step's size.
   says which boot this is (`boot_id`: the kernel's
   /proc/sys/kernel/random/boot_id, or the file's `boot_id`): the spool records
   it, so rows written in an earlier boot are never taken for this boot's.
-- `ClockWatch` is what the bridge keeps (sans-IO): fed a reading every second,
-  it reports the state and records a step that comes while the clock was not
-  synchronized: the wall time at the step (on the old clock), its size, and
-  the wall time of the boot on the old clock. `fix` moves the time of a point
+- `ClockWatch` is what the bridge keeps (sans-IO): fed a reading at each turn
+  of its bus until the clock is synchronized (so a step is seen before any
+  point taken in after it), then every ten seconds, it reports the state and
+  records a step that comes while the clock was not synchronized: the wall
+  time at the step (on the old clock), its size, and the wall time of the
+  boot on the old clock. `fix` moves the time of a point
   read before the sync (the forwarder says which messages hold such points:
   `Publish.presync`) that was stamped before the step and since the boot by
   the step's size, which is the monotonic offset the point had to the step:
@@ -150,7 +152,7 @@ class Step:
 
 
 class ClockWatch:
-    """The clock's state as the bridge sees it; fed a reading about every second."""
+    """The clock's state as the bridge sees it; fed readings (see the module doc)."""
 
     def __init__(self, first: ClockReading) -> None:
         self.synced = first.synced

@@ -152,7 +152,7 @@ class Context(Generic[C]):
             msg = self._next_message()
             if msg is not None:
                 return msg
-            wait = self._service()
+            wait = self._service(read_bus=not polled)  # after a poll, read below if it had frames
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0 and polled:
                 return None
@@ -165,7 +165,12 @@ class Context(Generic[C]):
                     left = t if left is None else min(left, t)
             ms = -1 if left is None else max(0, int(left * 1000 + 0.999))
             ready = poll.poll(ms)
-            self._drain_inputs({fd for fd, _ in ready})
+            fds = {fd for fd, _ in ready}
+            # the full poll reports the bus when it has frames; the lazy one does not
+            # look: read it anyway, so what the actor publishes next sees the acks
+            self._drain_inputs(
+                fds, bus=lazy or (self._outbox is not None and self._outbox.sock in fds)
+            )
             if self._watched:
                 self._queue_readable(fd for fd, _ in ready if fd in self._watched)
             polled = True
@@ -226,13 +231,15 @@ class Context(Generic[C]):
             return self._actor._stopping
         return None
 
-    def _service(self) -> float | None:
-        """Flush, resend and heartbeat; returns seconds until this needs doing again."""
+    def _service(self, read_bus: bool = True) -> float | None:
+        """Flush, resend and heartbeat; returns seconds until this needs doing again.
+        `read_bus=False`: the bus was read since the last wait (no need to ask it)."""
         now = time.monotonic()
         waits: list[float] = []
         if self._outbox is not None:
             # acks open the window even for a loop that never waits (receive(timeout=0))
-            self._read_bus()
+            if read_bus:
+                self._read_bus()
             self._outbox.tick(now)  # seals a batch whose linger is over, resends
             d = self._outbox.next_deadline()
             if d is not None:
@@ -249,9 +256,10 @@ class Context(Generic[C]):
             waits.append(max(0.0, self._next_hb - now))
         return min(waits) if waits else None
 
-    def _drain_inputs(self, ready: set[Any] | None = None) -> None:
+    def _drain_inputs(self, ready: set[Any] | None = None, bus: bool = True) -> None:
         """Read what came in: the wake pipe and the link when `ready` (the fds a poll
-        reported; None: look at each) names them, and the bus whenever it has frames."""
+        reported; None: look at each) names them, and the bus when `bus` and it has
+        frames."""
         if ready is None or self._wake_r in ready:
             try:
                 while os.read(self._wake_r, 512):
@@ -277,12 +285,13 @@ class Context(Generic[C]):
                 self._actor.stop()
                 self._poll.unregister(link.fileno())
                 self._poll_lazy.unregister(link.fileno())
-        self._read_bus()
+        if bus:
+            self._read_bus()
 
     def _read_bus(self) -> None:
         """Apply the acks and queue the commands waiting on the bus (if any: asking the
         socket is cheaper than a receive that finds nothing)."""
-        if self._outbox is not None and self._outbox.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if self._outbox is not None and self._outbox.readable():
             self._queue.extend(self._outbox.on_readable())
 
     # -- output ------------------------------------------------------------------

@@ -45,6 +45,11 @@ __all__ = ["Runtime", "GroupFailed", "RuntimeBusy"]
 
 log = logging.getLogger("edgert.runtime")
 
+# seconds between an actor's heartbeats at most (a quarter of heartbeat_timeout when
+# that is less): what `edgert status` shows of an actor's figures is this old at most,
+# and each beat costs the actor, the supervisor (and a small device) a little work
+HEARTBEAT_MAX = 2.0
+
 
 class RuntimeBusy(Exception):
     """The gateway cannot start here, and nothing was started or left behind: what
@@ -247,7 +252,7 @@ class Runtime:
         cfg = self.config
         sp = cfg.supervisor
         rdir = str(cfg.runtime_dir)
-        hb = max(0.05, min(1.0, sp.heartbeat_timeout / 4))
+        hb = max(0.05, min(HEARTBEAT_MAX, sp.heartbeat_timeout / 4))
         # with no bridge, nobody acknowledges: a stopping driver need not wait for it
         drain = max(0.1, sp.shutdown_timeout / 2) if cfg.nats.enabled else 0.0
 

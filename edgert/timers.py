@@ -34,7 +34,7 @@ import math
 import time
 from collections.abc import Callable
 
-__all__ = ["every", "Every"]
+__all__ = ["every", "Every", "grid_after"]
 
 
 class Every:
@@ -118,3 +118,10 @@ def every(
     first one an interval from now (off the shared grid).
     """
     return Every(interval, start=start, clock=clock)
+
+
+def grid_after(now: float, interval: float) -> float:
+    """The first multiple of `interval` after `now` on the monotonic clock: the next
+    instant of the host's shared grid, where a periodic wake-up meets the others."""
+    at = (math.floor(now / interval) + 1) * interval
+    return at if at > now else at + interval

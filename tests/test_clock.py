@@ -252,3 +252,53 @@ def test_held_points_leave_unsynced_when_the_hold_expires(
             wait_for(lambda: bridge(cfg)["clock_unsynced_out"] >= len(got), 10, "counted")
     said = [ln for ln in capfd.readouterr().err.splitlines() if "within clock_hold" in ln]
     assert len(said) == 1, said  # once, when the hold ran out
+
+
+def test_a_part_taken_after_a_step_says_so_before_the_next_timed_reading(
+    tmp_path: Path, short_dir: Path
+) -> None:
+    """Until the sync the bridge reads the clock at every turn of its bus: a part
+    taken in after a step carries the step (its times are not corrected for it),
+    though the timed reading is far off (an hour here)."""
+    import zmq
+
+    from edgert.bridge.actor import Bridge, BridgeConfig, _Run
+    from edgert.bridge.forwarder import Forwarder
+    from edgert.bus import p_frame
+    from edgert.bus.outbox import pack_points
+    from edgert.bus.ring import array_header
+    from edgert.config import NatsSection
+    from edgert.context import Context
+    from edgert.point import Point
+
+    clock = short_dir / "clock.json"
+    set_clock(clock, synced=False)
+    cfg = BridgeConfig("gw", str(short_dir), str(tmp_path), NatsSection(), clock=f"file:{clock}")
+    cfg.clock_interval = 3600.0
+    actor = Bridge(cfg, name="bridge")
+    ctx = Context(actor, name="bridge", config=cfg)
+    run = _Run(ctx)
+    zctx = zmq.Context(1)
+    try:
+        run.router = zctx.socket(zmq.ROUTER)
+        run.fwd = Forwarder(spooling=True)  # no NATS yet: parts wait in memory
+        run.fwd.starting(time.monotonic(), 3600.0)
+
+        def batch(seq: int) -> list[bytes]:
+            maps = pack_points([Point("gen", "n", "0", seq, time.time_ns())], {})
+            return [b"id", p_frame("e1", seq, 1, array_header(1) + b"".join(maps))]
+
+        run.receive([batch(1)])
+        set_clock(clock, synced=False, shift_ns=-HOUR)  # a step, not yet the sync
+        run.receive([batch(2)])
+        assert [p.steps for p in run.fwd.mem] == [0, 1]
+        assert run.clock_watch.step_count == 1 and not run.clock_watch.synced
+        set_clock(clock, synced=True, shift_ns=-HOUR)
+        run.receive([batch(3)])  # the sync is seen at the turn too
+        assert run.clock_watch.synced and run.clock_watch.step_count == 1
+        run.receive([batch(4)])
+        assert [p.steps for p in run.fwd.mem] == [0, 1, 1, 1]
+    finally:
+        run.router.close(0)
+        zctx.term()
+        ctx._close()

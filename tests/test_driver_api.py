@@ -33,6 +33,7 @@ from edgert.config import ConfigError, check_fields, decode
 from edgert.context import statuses
 from edgert.control import format_status
 from edgert.testing import wait_for
+from edgert.timers import grid_after
 from edgert_drivers.sim import SimConfig, SimDriver
 
 # --- Actor[C] ----------------------------------------------------------------------
@@ -297,6 +298,16 @@ def test_every_shares_its_grid_with_the_timers_of_other_processes() -> None:
     ours = every(0.25)
     k = round((ours.next - theirs) / 0.25)
     assert k >= 0 and abs(ours.next - (theirs + k * 0.25)) < 1e-6
+
+
+def test_grid_after_is_the_next_multiple_of_the_interval() -> None:
+    """Periodic work of the runtime (the bridge's clock readings) wakes on the same
+    grid as the actors' timers: the next multiple of its interval, never now."""
+    assert grid_after(100.3, 0.5) == 100.5
+    assert grid_after(100.0, 0.5) == 100.5  # on a multiple: the next one
+    assert grid_after(7.0, 10.0) == 10.0
+    tick = every(2.0, clock=FakeClock(41.0))
+    assert tick.due() and grid_after(41.0, 2.0) == tick.next  # the slot after the first
 
 
 def test_every_refuses_an_interval_that_is_not_positive() -> None:

@@ -255,3 +255,26 @@ def test_a_drain_sends_what_the_bridge_was_not_there_to_take(tmp_path: Path) -> 
         router.close(0)
         dealer.close(0)
         zctx.term()
+
+
+def test_one_read_takes_every_frame_waiting_and_says_when_none_is_left(pair) -> None:
+    """A wake-up reads the acks and commands that came together in one go, and the
+    outbox then says the socket is empty (it is asked, not emptied by an error)."""
+    router, dealer = pair
+    out = Outbox(dealer, "e1", window=100, max_batch=10)
+    assert not out.readable()
+    for _ in range(3):
+        out.publish(batch(2))
+        out.flush()
+    assert received(router) == [1, 2, 3]
+    router.send_multipart([b"drv", encode_frame("A", "e1", 2)])
+    router.send_multipart([b"drv", encode_frame("C", 7, [Point("drv", "n", "0", 1).to_map()])])
+    router.send_multipart([b"drv", encode_frame("A", "e1", 3)])
+    cmds: list = []
+    for _ in range(50):  # the three frames may reach the socket a few microseconds apart
+        dealer.poll(100)
+        cmds += out.on_readable()
+        if out.points_acked == 6:
+            break
+    assert [c.id for c in cmds] == [7] and out.points_acked == 6 and out.buffered == 0
+    assert not out.readable() and out.on_readable() == []

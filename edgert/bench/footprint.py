@@ -18,9 +18,11 @@ are deployed (`/run`): the drivers' outbox ring files live there.
 For each: cold start (the `edgert run` process spawned to every actor running,
 interpreter start-up and imports included), then after a settling pause over
 an idle window: CPU of every gateway process summed from /proc (as % of one
-core), its wake-ups per second by process (context switches over all its
-threads: what idle CPU is made of on a small device), bytes they wrote to disk (/proc/PID/io `write_bytes`; nats-server's
-JetStream store is counted apart: it holds the points themselves), and PSS
+core; each thread's time on a CPU to the nanosecond, from its schedstat), its
+wake-ups per second by process (context switches over all its threads: what
+idle CPU is made of on a small device), bytes they wrote to disk
+(/proc/PID/io `write_bytes`; nats-server's JetStream store is counted apart:
+it holds the points themselves), and PSS
 summed over every gateway process (shared pages split between the processes
 that share them, so the sum is what the gateway costs the machine), with the
 PSS of each kind of process and its private pages (USS) by kind of mapping:
@@ -46,7 +48,7 @@ from typing import Any
 
 from edgert.bench.core import DEMO, _comm, _free_port, smaps
 from edgert.bench.gateway import GatewayProcess, config_text
-from edgert.bench.procfs import cpu_seconds, cpu_used, io_counters, wakeups
+from edgert.bench.procfs import cpu_used, io_counters, run_seconds, wakeups
 from edgert.bench.workdir import runtime_dir, workdir
 
 __all__ = ["footprint", "run_all", "format_table", "installed_size"]
@@ -156,14 +158,14 @@ def measure(gw: GatewayProcess, settle: float = SETTLE, window: float = WINDOW) 
         root = gw.proc.pid
         by_pid = {a["pid"]: a["name"] for a in snap["actors"] if a["pid"]}
         pids = gw.pids()
-        cpu0 = cpu_seconds(pids)
+        cpu0 = run_seconds(pids)
         wake0 = {p: wakeups(p) for p in pids}
         io0 = {p: io_counters(p).get("write_bytes", 0) for p in pids}
         t1 = time.monotonic()
         time.sleep(window)
         pids = gw.pids()
         took = time.monotonic() - t1
-        cpu1 = cpu_seconds(pids)
+        cpu1 = run_seconds(pids)
         wake1 = {p: wakeups(p) for p in pids}
         roles = {p: _role(p, by_pid, root) for p in pids}
         server = {p for p, r in roles.items() if r == "nats-server"}

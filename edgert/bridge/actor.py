@@ -21,8 +21,10 @@ carries out what it returns:
 - the uplink (`edgert.bridge.uplink`): the NATS sessions, publishing,
   commands (`edgert.bridge.commands`) and the status subject
   (`edgert.bridge.status`);
-- the clock (`edgert.clock`): read every second. When it is not synchronized
-  at start, the points read until it is wait in the spool for the sync
+- the clock (`edgert.clock`): read at every turn of the bus while it is not
+  synchronized (one adjtimex), so a part taken after a step is known to be, and
+  on the host's grid every 2 s, with the heartbeats (every 10 s once
+  synchronized, when a change is rare and nothing waits on it). When it is not synchronized at start, the points read until it is wait in the spool for the sync
   (`clock_hold` seconds at most after the first connection to NATS: the
   forwarder holds them); at the sync they leave with their times corrected by
   the step (`Edgert-Clock: corrected`), after the hold with
@@ -59,6 +61,7 @@ from ..point import MAX_BATCH_BYTES
 from ..roundtrip import round_trip
 from ..spool import Spool
 from ..tasks import cancel_all
+from ..timers import grid_after
 from . import tail_endpoint
 from .commands import Commands
 from .forwarder import Ack, Action, Commit, Forwarder, Publish, Read
@@ -75,7 +78,7 @@ MAX_BURST_BYTES = 1024 * 1024  # and at most this much
 LOG_FIRST_BAD = 10  # malformed frames logged one by one, then every 1000th
 REPORT_EVERY = 0.2  # seconds between heartbeat figures updates while busy
 DISK_RETRY = 1.0  # seconds between tries of a commit the disk refused
-SYNCED_EVERY = 10  # clock readings are this many clock_intervals apart once it is synced
+SYNCED_EVERY = 5  # timed clock readings are this many clock_intervals apart once synced
 BUS_MAX_BYTES = MAX_BATCH_BYTES + 64 * 1024  # the largest frame a batch makes, and room
 ACK_DELAY = 0.02  # seconds acks owed may wait to go together (well under the outbox's slow_ack)
 ACK_POINTS = 2000  # ... unless this many points came in meanwhile (a fast driver's credit)
@@ -89,7 +92,9 @@ class BridgeConfig:
     nats: NatsSection
     routes: dict[str, str] = field(default_factory=dict)  # node -> driver actor name
     clock: str = "kernel"  # edgert.clock.clock_source
-    clock_interval: float = 1.0  # seconds between readings of the clock
+    # seconds between timed readings of the clock while it is not synchronized (it is
+    # also read with every batch then): on the grid, as the heartbeats (every 2 s)
+    clock_interval: float = 2.0
     clock_hold: float = 0.0  # see [gateway] clock_hold (0: no hold)
     status_interval: float = 5.0  # seconds between status messages (and on change)
     command_timeout: float = 5.0  # seconds a driver has to answer a command
@@ -150,6 +155,7 @@ class _Run:
         self.clock = clock_source(self.cfg.clock)
         self.clock_watch = ClockWatch(self.clock.read())
         self.clock_unsynced_out = 0  # points published with Edgert-Clock: unsynced
+        self.holding = False  # the forwarder held points for the sync at the last reading
         self.twins = Twins(self.cfg.gateway_id, self.base, self.log, lambda: self.changed())
         self.commands = Commands(
             self.base, self.cfg.routes, self.cfg.command_timeout, self._send_router, self.enc
@@ -403,6 +409,10 @@ class _Run:
 
     def receive(self, frames: list[list[bytes]]) -> None:
         """Check each frame and feed the forwarder (a malformed one is counted, skipped)."""
+        if frames and not self.clock_watch.synced:
+            # a step must be seen before the parts taken after it are (each says how
+            # many steps came before it): until the sync, read the clock every turn
+            self._read_clock()
         now = time.monotonic()
         tail = self.tail
         for parts in frames:
@@ -455,43 +465,54 @@ class _Run:
                         sock.send_multipart([*parts[:-1], reply], zmq.NOBLOCK)
 
     async def watch_clock(self) -> None:
-        """Read the clock every `clock_interval`; say when its state changes or it steps;
-        tell the forwarder of the sync (which ends its hold)."""
-        watch, fwd = self.clock_watch, self.fwd
+        """Read the clock on the grid of `clock_interval` (once synchronized, of
+        `SYNCED_EVERY` of them), besides every turn of the bus while it is not
+        synchronized (`receive`), so the timed reading matters only to a bridge that
+        takes no batches; say when its state changes or the hold runs out."""
+        watch = self.clock_watch
         if not watch.synced:
-            hold = self.cfg.clock_hold if fwd.holding else 0.0
+            hold = self.cfg.clock_hold if self.fwd.holding else 0.0
             self.log.warning(
                 "the wall clock is not synchronized (no NTP yet?): %s",
                 f"points wait in the spool for it, at most {hold:g}s after NATS is reached"
                 if hold
                 else "points are published with the header Edgert-Clock: unsynced until it is",
             )
-        holding = fwd.holding  # as of the last turn: the hold may run out in between
+        self.holding = self.fwd.holding
+        loop = asyncio.get_running_loop()
         while True:
-            # once synchronized, a change is rare and nothing waits on it: look less often
-            await asyncio.sleep(self.cfg.clock_interval * (1 if not watch.synced else SYNCED_EVERY))
-            was = watch.synced
-            step = watch.update(self.clock.read(), time.monotonic_ns())
-            if step is not None:
-                fwd.stepped()
-                self.log.warning(
-                    "the wall clock stepped by %+.3fs while not synchronized: points read "
-                    "before it and not yet published leave with their times corrected",
-                    step.delta_ns / 1e9,
-                )
-            if watch.synced != was:
-                self.log.warning("the wall clock is now %s", watch.state)
-                if watch.synced:
-                    self.feed(fwd.synced(time.monotonic()))
-                self.changed()
-            elif holding and not fwd.holding:  # the hold ran out since the last turn
-                self.log.warning(
-                    "the wall clock did not synchronize within clock_hold (%gs): the points "
-                    "held for it are published with the header Edgert-Clock: unsynced",
-                    self.cfg.clock_hold,
-                )
-                self.changed()
-            holding = fwd.holding
+            # once synchronized, a change is rare and nothing waits on it: look less often.
+            # On the host's grid (as the heartbeats'): the reading shares their wake-up
+            iv = self.cfg.clock_interval * (1 if not watch.synced else SYNCED_EVERY)
+            await asyncio.sleep(max(0.0, grid_after(time.monotonic(), iv) - loop.time()))
+            self._read_clock()
+
+    def _read_clock(self) -> None:
+        """One reading of the clock (one adjtimex): a step is told to the forwarder
+        before any part is taken after it; a change of state ends a hold."""
+        watch, fwd = self.clock_watch, self.fwd
+        was = watch.synced
+        step = watch.update(self.clock.read(), time.monotonic_ns())
+        if step is not None:
+            fwd.stepped()
+            self.log.warning(
+                "the wall clock stepped by %+.3fs while not synchronized: points read "
+                "before it and not yet published leave with their times corrected",
+                step.delta_ns / 1e9,
+            )
+        if watch.synced != was:
+            self.log.warning("the wall clock is now %s", watch.state)
+            if watch.synced:
+                self.feed(fwd.synced(time.monotonic()))
+            self.changed()
+        elif self.holding and not fwd.holding:  # the hold ran out since the last reading
+            self.log.warning(
+                "the wall clock did not synchronize within clock_hold (%gs): the points "
+                "held for it are published with the header Edgert-Clock: unsynced",
+                self.cfg.clock_hold,
+            )
+            self.changed()
+        self.holding = fwd.holding
 
     def _disk_fault(self, error: str) -> None:
         """A commit failed: say so once (status, status subject, log) and retry later."""

@@ -72,6 +72,8 @@ UNSENT_RETRY = 0.02  # seconds between tries, at stop, of batches the socket wou
 HEADS_MAX = 4096  # packed (node, type, key) prefixes kept per outbox; then it starts over
 _U64_LO, _U64_END = 1 << 32, 1 << 64  # msgpack packs these times as uint64; done by hand
 _NO_ORIGIN = b"\xa6origin\xa0"
+_sock_get = zmq.backend.Socket.get  # the plain option read, an int
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 def pack_points(points: list[Point], heads: dict[tuple[str, str, str], bytes]) -> list[bytes]:
@@ -459,14 +461,21 @@ class Outbox:
         return d
 
     # -- receiving -----------------------------------------------------------------
+    def readable(self) -> bool:
+        """True when a frame from the bridge waits (the socket's EVENTS, asked without
+        the flag enum pyzmq's `getsockopt` makes of it: this runs at every wake-up)."""
+        return bool(_sock_get(self.sock, _EVENTS) & _POLLIN)
+
     def on_readable(self) -> list[Command]:
         """Read every waiting frame: apply acks, return the commands that came."""
         cmds: list[Command] = []
-        while True:
+        more = True
+        while more:
             try:
                 data = self.sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
+            more = self.readable()  # asking is cheaper than a receive raising zmq.Again
             try:
                 frame = decode_frame(data)
             except BadFrame as e:
