@@ -4,8 +4,9 @@ A terminal's Ctrl-C sends SIGINT to the whole foreground process group, so the
 tests send it to the group of a real `edgert run` started in its own session.
 To hit the windows before the gateway starts every time, not by luck, the
 process holds one import (through a `sitecustomize` on its PYTHONPATH) until the
-test has sent the signal: while the command line itself loads (click), and
-while `run` loads the config.
+test has sent the signal: while the command itself loads (`edgert.runcmd`, on
+the short path of `edgert run CONFIG` and on click's), while click loads (a
+form the short path leaves to click), and while `run` loads the config.
 """
 
 from __future__ import annotations
@@ -75,11 +76,13 @@ def session_members(sid: int) -> list[int]:
     return out
 
 
-def start(d: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def start(
+    d: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ("run",)
+) -> subprocess.Popen[str]:
     cfg = d / "gw.toml"
     cfg.write_text(CONFIG.format(d=d))
     return subprocess.Popen(
-        [sys.executable, "-m", "edgert", "run", str(cfg)],
+        [sys.executable, "-m", "edgert", *args, str(cfg)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -96,19 +99,29 @@ def ctrl_c(proc: subprocess.Popen[str]) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize(
-    ("held", "code"),
-    [("click", 130), ("edgert.config", 0)],
-    ids=["while-the-cli-loads", "while-the-config-loads"],
+    ("held", "args", "code"),
+    [
+        ("edgert.runcmd", ("run",), 130),
+        ("click", ("run", "--"), 130),  # `run -- CONFIG`: parsed by click
+        ("edgert.runcmd", ("run", "--"), 130),
+        ("edgert.config", ("run",), 0),
+    ],
+    ids=[
+        "while-run-loads",
+        "while-the-cli-loads",
+        "while-run-loads-in-click",
+        "while-the-config-loads",
+    ],
 )
 def test_ctrl_c_before_the_gateway_starts_ends_quietly(
-    short_dir: Path, held: str, code: int
+    short_dir: Path, held: str, args: tuple[str, ...], code: int
 ) -> None:
     hook = short_dir / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(HOLD)
     mark = short_dir / "held"
     env = dict(os.environ, PYTHONPATH=str(hook), HOLD_IMPORT=held, HOLD_MARK=str(mark))
-    proc = start(short_dir, env)
+    proc = start(short_dir, env, args)
     try:
         wait_for(mark.exists, 30, f"the import of {held} reached")
         os.killpg(proc.pid, signal.SIGINT)
@@ -140,3 +153,37 @@ def test_ctrl_c_while_the_gateway_runs_stops_everything(short_dir: Path) -> None
     assert code == 0, err
     assert "Traceback" not in err, err
     assert "gateway 'int' stopped" in err, err
+
+
+PROBE = """
+import sys
+import edgert.__main__ as m
+sys.argv = ["edgert", *sys.argv[1:]]
+try:
+    m.main()
+except SystemExit as e:
+    print(e.code, "click" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("bad", ["missing.toml", "bad.toml"])
+def test_run_without_click_fails_as_click_does(short_dir: Path, bad: str) -> None:
+    """`edgert run CONFIG` never loads click, and reports a bad config exactly as
+    the click command does (`run -- CONFIG` is parsed by click)."""
+    (short_dir / "bad.toml").write_text("[gateway]\nid = 'x'\nbogus = 1\n")
+
+    def probe(*args: str) -> tuple[str, str]:
+        out = subprocess.run(
+            [sys.executable, "-c", PROBE, *args],
+            capture_output=True,
+            text=True,
+            cwd=short_dir,
+            timeout=60,
+        )
+        return out.stdout.strip(), out.stderr
+
+    short, short_err = probe("run", bad)
+    full, full_err = probe("run", "--", bad)
+    assert short == "2 False", short_err
+    assert full == "2 True", full_err
+    assert short_err == full_err and short_err.startswith("edgert: error: "), short_err

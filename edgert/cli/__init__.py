@@ -189,18 +189,6 @@ def cli(ctx: click.Context, verbose: int) -> None:
     ctx.obj = {"verbose": verbose}
 
 
-def _setup_logging(verbose: int) -> int:
-    import logging
-
-    from edgert.logs import handler
-
-    level = logging.DEBUG if verbose > 1 else logging.INFO
-    logging.basicConfig(
-        level=level, handlers=[handler("%(asctime)s %(levelname)s %(name)s: %(message)s")]
-    )
-    return level
-
-
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.pass_context
@@ -214,45 +202,11 @@ def run(ctx: click.Context, config: str) -> None:
     Example:
       edgert run configs/demo.toml
     """
-    import signal
+    from edgert.runcmd import run_gateway
 
-    # SIGTERM and SIGINT stop the gateway at any moment: taken over first, so one
-    # that comes while the config loads stops it before anything starts (exit 0).
-    rt = None
-    stopping = False
-
-    def stop(*_: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        if rt is not None:
-            rt.stop()
-
-    taken = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    before = {sig: signal.getsignal(sig) for sig in taken}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, stop)
-    try:
-        from edgert.config import load
-        from edgert.runtime import GroupFailed, Runtime, RuntimeBusy
-
-        cfg = load(config)
-        level = _setup_logging(ctx.obj["verbose"])
-        rt = Runtime(cfg, log_level=level, fork_zygote=True)
-        if stopping:
-            return
-        signal.signal(signal.SIGHUP, lambda *_: rt.reload())
-        try:
-            rt.run()
-        except GroupFailed as e:
-            say("error", f"gateway {cfg.gateway.id!r} torn down: {e}")
-            ctx.exit(EXIT_FAILED)
-        except RuntimeBusy as e:  # what `check` reports as errors: nothing was started
-            say("error", "\n".join(f"{config}: {line}" for line in str(e).splitlines()))
-            ctx.exit(EXIT_USAGE)
-    finally:
-        for sig, handler in before.items():  # as they were (`run` called in-process)
-            if handler is not None:
-                signal.signal(sig, handler)
+    code = run_gateway(config, ctx.obj["verbose"])
+    if code:
+        ctx.exit(code)
 
 
 @cli.command()
