@@ -77,12 +77,11 @@ def _missing(path: Path) -> list[Path]:
 
 
 def _unmake(made: list[Path]) -> None:
-    """Remove the directories a refused start made, deepest first, if still empty."""
-    for d in made:
-        try:
+    """Remove the directories a refused start made, deepest first, if still empty
+    (the runtime and data directories may share parents it made)."""
+    for d in sorted(set(made), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):  # not empty (someone else's now), or gone
             d.rmdir()
-        except OSError:
-            return  # not empty (someone else's now), or gone
 
 
 def _private_dir(path: Path) -> None:

@@ -27,7 +27,12 @@ def test_healthy_nats_gets_points_from_memory_and_the_spool_ends_empty(
     )
     with Subscriber(nats_server.url, "edgert.gw.p.>") as sub, running_gateway(cfg):
         wait_for(lambda: len(sub.points()) >= 1000, 15, "1000 points on NATS")
-        b = wait_for(lambda: (b := bridge(cfg))["buffered"] == 0 and b, 15, "the spool empty")
+        # the figures come with the bridge's heartbeats: wait until they show the points
+        b = wait_for(
+            lambda: (b := bridge(cfg))["stats"]["points_out"] >= 1000 and b["buffered"] == 0 and b,
+            15,
+            "1000 points out and the spool empty",
+        )
     stats = b["stats"]
     assert stats["fast_batches"] > 0  # NATS took batches straight from memory
     assert stats["spool_dropped"] == 0 and stats["spool_points"] == 0

@@ -185,3 +185,16 @@ def test_a_relative_directory_is_a_warning_naming_the_working_directory(tmp_path
     assert len(warned) == 1 and warned[0].startswith(f"edgert: warning: {cfg}: ")
     assert '[gateway] runtime_dir = "run" is relative' in warned[0]
     assert f"({os.getcwd()})" in warned[0]
+
+
+def test_directories_made_for_a_refused_start_go_even_when_they_share_parents(
+    tmp_path: Path,
+) -> None:
+    from edgert.runtime import _missing, _unmake
+
+    rdir, data = tmp_path / "x" / "a" / "run", tmp_path / "x" / "a" / "data"
+    made = _missing(rdir) + _missing(data)  # x and x/a listed twice, two lists deepest first
+    rdir.mkdir(parents=True)
+    data.mkdir(parents=True)
+    _unmake(made)
+    assert list(tmp_path.iterdir()) == []

@@ -12,10 +12,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 
 import nats
 
 from edgert.roundtrip import round_trip
+from edgert.testing import wait_for
+
+
+def stopped(pid: int) -> bool:
+    """Every thread of `pid` stopped (SIGSTOP takes effect per thread, not at once)."""
+    tasks = Path(f"/proc/{pid}/task")
+    states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks.iterdir()]
+    return all(st in ("T", "t") for st in states)
 
 
 def test_a_round_trip_given_up_on_leaves_the_connection_reading(nats_server) -> None:
@@ -32,6 +41,7 @@ def test_a_round_trip_given_up_on_leaves_the_connection_reading(nats_server) -> 
             assert await round_trip(nc, 10.0)  # the server has the subscription
             os.kill(nats_server.proc.pid, signal.SIGSTOP)
             try:
+                wait_for(lambda: stopped(nats_server.proc.pid), 10, "nats-server stopped")
                 late = await round_trip(nc, 0.2)  # no PONG while it is frozen
             finally:
                 os.kill(nats_server.proc.pid, signal.SIGCONT)

@@ -420,7 +420,7 @@ class Uplink:
             return
         sess.sending = True
         try:
-            while sess.outgoing:
+            while sess.outgoing and sess is self.session and sess.failed is None:
                 await self._round(sess)
         finally:
             sess.sending = False
@@ -431,7 +431,9 @@ class Uplink:
         ctype = CONTENT_TYPES[enc]
         nc, js = sess.nc, sess.js
         n = 0
-        while sess.outgoing:
+        # a session that ended while a publish waited (NATS's back-pressure) publishes no
+        # more: the forwarder has taken back what it had in flight for the next one
+        while sess.outgoing and sess is self.session and sess.failed is None:
             a = sess.outgoing.popleft()
             subject = f"{run.base}.p.{a.node}"
             futs = []

@@ -29,7 +29,8 @@ after a fork):
 `Cloner.probe()` returns None, with the reason, where this cannot be had: an
 ABI whose clone number and argument order this module does not know (known:
 x86-64, i386, arm64, 32-bit ARM EABI; the last three put `tls` before
-`child_tid`), a C library whose tid address is not its thread's tid (musl), a
+`child_tid`), a C library whose tid address is not its thread's tid (musl) or that caches
+the pid (glibc before 2.25: only its own fork updates the cache), a
 kernel without `PR_GET_TID_ADDRESS` (CONFIG_CHECKPOINT_RESTORE), or more than
 one thread. A clone refused at run time (seccomp: EPERM or ENOSYS) raises
 OSError, and the zygote falls back for good.
@@ -93,6 +94,11 @@ class Cloner:
             return None, f"clone's arguments on {abi or 'this ABI'} are not known here"
         if _threads() != 1:
             return None, "more than one thread"
+        libc_version = _glibc_version()
+        if libc_version is None or libc_version < (2, 25):
+            # before 2.25 glibc caches the pid, and only its own fork() updates the cache:
+            # getpid() in a raw clone's child would give the zygote's
+            return None, f"not glibc 2.25 or later ({os.confstr('CS_GNU_LIBC_VERSION')})"
         libc = ctypes.CDLL(None, use_errno=True)
         addr = ctypes.c_void_p()
         if libc.prctl(PR_GET_TID_ADDRESS, ctypes.byref(addr), 0, 0, 0) != 0:
@@ -118,6 +124,12 @@ class Cloner:
         self._before()
         pid = self._syscall(self._clone_nr, *args)
         if pid == 0:
+            # as glibc's fork: no robust mutex is inherited, so the list is empty again
+            # (its head points at itself: `list` is the head's first field) before it is
+            # registered for this process
+            head = self._robust[0]
+            if head:
+                ctypes.c_void_p.from_address(head).value = head
             self._syscall(self._set_robust_nr, *self._robust, 0, 0, 0)
             self._after_child()
         else:
@@ -128,6 +140,16 @@ class Cloner:
         if pid < 0:
             raise OSError(err, f"clone: {os.strerror(err)}")
         return pid
+
+
+def _glibc_version() -> tuple[int, int] | None:
+    """(major, minor) of the C library when it is glibc, else None."""
+    try:
+        name, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").split()
+        major, minor = version.split(".")[:2]
+        return (int(major), int(minor)) if name == "glibc" else None
+    except (ValueError, OSError):
+        return None
 
 
 def _threads() -> int:
