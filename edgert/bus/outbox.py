@@ -176,6 +176,7 @@ class Outbox:
         self._flight_points = 0  # including batches trimmed since they were sent
         self._seq = 0
         self._sent_upto = 0
+        self._refused = False  # the socket would not take the last batch tried (`drain`)
         self._sent_max = 0  # the highest seq ever sent: anything <= it goes out as resent
         self._acked = 0
         self._last_progress = time.monotonic()
@@ -430,7 +431,9 @@ class Outbox:
             try:
                 self.sock.send(frame, zmq.NOBLOCK)
             except zmq.Again:
+                self._refused = True  # no bridge to take it (or its pipe is full)
                 return
+            self._refused = False
             self._sent_upto = seq
             self._sent_max = max(self._sent_max, seq)
             now = now or time.monotonic()
@@ -552,7 +555,7 @@ class Outbox:
             if left <= 0:
                 return False
             wait = min(left, self.resend_after)
-            if self._unacked[-1][0] > self._sent_upto:
+            if self._refused and self._unacked[-1][0] > self._sent_upto:
                 # not all sent: the bridge was not there yet (a stop during its start):
                 # try again soon, not after `resend_after`, once its socket is bound
                 wait = min(wait, UNSENT_RETRY)
