@@ -146,31 +146,38 @@ def _cmdline(pid: int) -> bytes:
         return f.read()
 
 
-def test_edgert_run_forks_its_zygote_which_keeps_only_its_socket(short_dir: Path) -> None:
-    """`edgert run` forks its zygote (the two share their pages): named edgert-zygote, it
-    kept none of the supervisor's descriptors but stdio, and its actors bear their names."""
+def _edgert_run(short_dir: Path, gateway_id: str, nats: str) -> subprocess.Popen[str]:
+    """`edgert run` of a gateway with one sim driver, `gen`, and `nats` as its [nats]."""
     cfg = short_dir / "gw.toml"
     cfg.write_text(
-        f'[gateway]\nid = "fz"\nruntime_dir = "{short_dir}/run"\ndata_dir = "{short_dir}/data"\n'
-        '[nats]\nenabled = false\n[[driver]]\nname = "gen"\ntype = "sim"\n'
-        '[[driver.signal]]\nname = "n"\nrate = 5.0\n'
+        f'[gateway]\nid = "{gateway_id}"\nruntime_dir = "{short_dir}/run"\n'
+        f'data_dir = "{short_dir}/data"\n[nats]\n{nats}\n[[driver]]\nname = "gen"\n'
+        'type = "sim"\n[[driver.signal]]\nname = "n"\nrate = 5.0\n'
     )
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "edgert", "run", str(cfg)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
 
-    def running() -> dict | None:
-        try:
-            s = request(short_dir / "run", "status")["status"]
-        except ControlError:
-            return None
-        return s if s["actors"] and s["actors"][0]["state"] == "running" else None
 
+def _all_running(short_dir: Path, actors: int) -> dict | None:
+    """The status, once it shows `actors` actors, all running."""
     try:
-        gen = wait_for(running, 30, "the driver running")["actors"][0]
+        s = request(short_dir / "run", "status")["status"]
+    except ControlError:
+        return None
+    ok = len(s["actors"]) == actors and all(a["state"] == "running" for a in s["actors"])
+    return s if ok else None
+
+
+def test_edgert_run_forks_its_zygote_which_keeps_only_its_socket(short_dir: Path) -> None:
+    """`edgert run` forks its zygote (the two share their pages): named edgert-zygote, it
+    kept none of the supervisor's descriptors but stdio, and its actors bear their names."""
+    proc = _edgert_run(short_dir, "fz", "enabled = false")
+    try:
+        gen = wait_for(lambda: _all_running(short_dir, 1), 30, "the driver running")["actors"][0]
         kids = descendants(proc.pid)
         zygotes = [p for p in kids if _comm(p) == "edgert-zygote"]
         assert len(zygotes) == 1, {p: _comm(p) for p in kids}
@@ -197,30 +204,11 @@ def test_only_the_bridge_loads_asyncio_nats_and_sqlite(short_dir: Path, nats_ser
     """The forked zygote imports what the drivers need, not the bridge's asyncio, nats,
     ssl and sqlite3 (importing them there copies about half the pages it shares with the
     supervisor): the bridge imports them after its fork; no driver maps them."""
-    cfg = short_dir / "gw.toml"
-    cfg.write_text(
-        f'[gateway]\nid = "lz"\nruntime_dir = "{short_dir}/run"\ndata_dir = "{short_dir}/data"\n'
-        f'[nats]\nurl = "{nats_server.url}"\n[[driver]]\nname = "gen"\ntype = "sim"\n'
-        '[[driver.signal]]\nname = "n"\nrate = 5.0\n'
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edgert", "run", str(cfg)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-    def running() -> dict | None:
-        try:
-            s = request(short_dir / "run", "status")["status"]
-        except ControlError:
-            return None
-        ok = len(s["actors"]) == 2 and all(a["state"] == "running" for a in s["actors"])
-        return s if ok else None
-
+    proc = _edgert_run(short_dir, "lz", f'url = "{nats_server.url}"')
     heavy = ("_asyncio.", "_sqlite3.", "_ssl.")
     try:
-        pids = {a["name"]: a["pid"] for a in wait_for(running, 60, "running")["actors"]}
+        running = wait_for(lambda: _all_running(short_dir, 2), 60, "running")
+        pids = {a["name"]: a["pid"] for a in running["actors"]}
         (z,) = [p for p in descendants(proc.pid) if _comm(p) == "edgert-zygote"]
         assert _maps_any(proc.pid, heavy) == set()
         assert _maps_any(z, heavy) == set()
