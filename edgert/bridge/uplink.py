@@ -50,6 +50,7 @@ STREAM_RETRY = 10.0  # seconds between looks at a JetStream stream that was refu
 LAG_EVERY = 0.2  # seconds between measures of how far behind the reading of commands is
 COMMANDS_STABLE = 10.0  # seconds up after which the command connection's next loss is logged
 LAG_TIMEOUT = 30.0  # a measure given up on (the connection's own pings end a dead one)
+ACK_LATE = 0.5  # seconds: an oldest JetStream ack this late holds further publishes (`_held`)
 
 
 def nats_options(section: NatsSection, name: str = "edgert") -> dict[str, Any]:
@@ -173,8 +174,16 @@ class Session:
         self.more = asyncio.Event()
         self.sending = False  # a task is publishing `outgoing` (`Uplink._send`)
         self.failed: Exception | None = None  # why a publish by the bus task failed
-        self.acks: deque[list[asyncio.Future]] = deque()  # JetStream: per message, in order
+        # JetStream: per message, in order, when it was published and its acks' futures
+        self.acks: deque[tuple[float, list[asyncio.Future]]] = deque()
         self.acked = asyncio.Event()
+        self.refused = False  # JetStream: an ack in flight came back as an error
+        self.confirmed = False  # JetStream: the stream has acked a message of this session
+
+    def settled(self, fut: asyncio.Future) -> None:
+        """A JetStream ack's future is done: note an error (the session is ending)."""
+        if fut.cancelled() or fut.exception() is not None:
+            self.refused = True
 
 
 class Uplink:
@@ -420,7 +429,12 @@ class Uplink:
             return
         sess.sending = True
         try:
-            while sess.outgoing and sess is self.session and sess.failed is None:
+            while (
+                sess.outgoing
+                and sess is self.session
+                and sess.failed is None
+                and not self._held(sess)
+            ):
                 await self._round(sess)
         finally:
             sess.sending = False
@@ -433,7 +447,9 @@ class Uplink:
         n = 0
         # a session that ended while a publish waited (NATS's back-pressure) publishes no
         # more: the forwarder has taken back what it had in flight for the next one
-        while sess.outgoing and sess is self.session and sess.failed is None:
+        while (
+            sess.outgoing and sess is self.session and sess.failed is None and not self._held(sess)
+        ):
             a = sess.outgoing.popleft()
             subject = f"{run.base}.p.{a.node}"
             futs = []
@@ -443,12 +459,14 @@ class Uplink:
                 if clock:
                     headers["Edgert-Clock"] = clock
                 if js is not None:
-                    futs.append(await js.publish_async(subject, payload, headers=headers))
+                    fut = await js.publish_async(subject, payload, headers=headers)
+                    fut.add_done_callback(sess.settled)
+                    futs.append(fut)
                 else:
                     await nc.publish(subject, payload, headers=headers)
             n += 1
             if js is not None:
-                sess.acks.append(futs)
+                sess.acks.append((time.monotonic(), futs))
                 sess.acked.set()
         if js is None and n:
             # a marker to ourselves, behind the messages on the same connection: when
@@ -459,6 +477,31 @@ class Uplink:
             sess.marks.append((sess.mark, n))
             await nc.publish(sess.inbox, b"%d" % sess.mark)
             sess.acked.set()
+
+    @staticmethod
+    def _held(sess: Session) -> bool:
+        """JetStream: publish nothing more while the oldest message in flight awaits its
+        ack and the session has had none yet, or has awaited it `ACK_LATE`, or while an
+        ack came back as an error, until that ack comes (`_js_acks` wakes the sender)
+        or the session ends.
+
+        Order per subject depends on it. A message the stream did not take (dropped
+        on the way to a stream leader that died, or refused while a new one is
+        elected) is re-published only in the next session, once this one saw its
+        ack missing (`ack_timeout`) or failed; a message published meanwhile and
+        taken by a new leader would be stored before it, and stay there. So a
+        session's first message goes alone (what piled up during an election would
+        otherwise go out at once, the leader coming up in the middle of it), and
+        later the pipeline stops within `ACK_LATE` of a lost message, far sooner
+        than a new leader is elected (seconds)."""
+        if sess.refused:
+            return True
+        if not sess.acks:
+            return False
+        sent, head = sess.acks[0]
+        if all(f.done() for f in head):
+            return False
+        return not sess.confirmed or time.monotonic() - sent >= ACK_LATE
 
     def _marked(self, sess: Session, msg: Any) -> None:
         """Core NATS: a marker came back, so the server took the messages before it."""
@@ -497,18 +540,21 @@ class Uplink:
                 sess.acked.clear()
                 await sess.acked.wait()
                 continue
-            head = sess.acks[0]
+            head = sess.acks[0][1]
             if not all(f.done() for f in head):
                 finished, _ = await asyncio.wait(head, timeout=timeout)
                 if len(finished) < len(head):
                     raise TimeoutError(f"no JetStream ack within {timeout:g}s")
             n = 0
-            while sess.acks and all(f.done() for f in sess.acks[0]):
-                for f in sess.acks.popleft():
+            while sess.acks and all(f.done() for f in sess.acks[0][1]):
+                for f in sess.acks.popleft()[1]:
                     f.result()  # a JetStream error (no stream, ...) ends the session
                 n += 1
+                sess.confirmed = True
             if self.session is sess:
                 run.feed(run.fwd.published(sess.number, time.monotonic(), n))
+                if sess.outgoing:
+                    sess.more.set()  # publishing may have been held behind that ack
 
 
 class Refused(Exception):
