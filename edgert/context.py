@@ -78,7 +78,9 @@ class Context(Generic[C]):
         self._watched: set[int] = set()
         self._decode_link: Any = None
         self._poll = zmq.Poller()  # handles the edge-triggered FD of zmq sockets correctly
-        self._poll_lazy = zmq.Poller()  # the same without the bus: acks wait for a wake-up
+        # the same without the bus (acks wait for a wake-up): plain fds only, so the
+        # kernel's poll, one system call where zmq_poll makes two (a look, then the wait)
+        self._poll_lazy = select.poll()
         for poll in (self._poll, self._poll_lazy):
             poll.register(self._wake_r, zmq.POLLIN)
             if link is not None:

@@ -166,10 +166,13 @@ class SimDriver(Actor[SimConfig]):
                     values, times = g.series(n, wall_ns)
                     ctx.publish_series(g.sig.name, values, times)
                 continue
-            n = g.slots.take(MAX_PER_WAKE)
-            for k in range(g.slots.taken - n, g.slots.taken):
-                t = g.slots.at(k)
-                ctx.publish(Point(ctx.name, g.sig.name, "0", g.value(t), wall_ns + int(t * 1e9)))
+            slots = g.slots
+            n = slots.take(MAX_PER_WAKE)
+            # once per wake-up, not per point: the names, the bound methods
+            node, typ, at, value, publish = ctx.name, g.sig.name, slots.at, g.value, ctx.publish
+            for k in range(slots.taken - n, slots.taken):
+                t = at(k)
+                publish(Point(node, typ, "0", value(t), wall_ns + int(t * 1e9)))
 
     def _write(self, ctx: Context[SimConfig], gens: dict[str, _Gen], cmd: Command) -> str | None:
         for p in cmd.points:  # check all before applying any

@@ -296,10 +296,14 @@ class Outbox:
                 stored = True
             if not stored:
                 self._store([b])  # no room: drop the oldest first
-        self._pending.append(b)
+        pending = self._pending
+        pending.append(b)
         self.points_out += 1
         self.buffered += 1
-        self._taken()
+        if self._flight or len(pending) >= self.max_batch or self.linger <= 0:
+            self._taken()
+        else:
+            self._seal_at = 0.0  # `_taken`'s usual case, without the call
 
     def _taken(self) -> None:
         """Points were published: when do they go?"""
