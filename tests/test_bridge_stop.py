@@ -27,6 +27,7 @@ from test_cli_interrupt import session_members
 
 from edgert.tasks import cancel_all
 from edgert.testing import wait_for
+from edgert.testing.holdimport import hold_import
 from edgert.testing.nats import NatsProcess, free_port
 
 CONFIG = """
@@ -180,42 +181,10 @@ def test_a_group_sigterm_stops_a_driver_as_the_supervisor_would(
     assert "not acknowledged" not in log, log
 
 
-HOLD = """
-import os, sys, time
-
-class _Hold:
-    \"\"\"Holds the first import of one module until the test removes the mark file,
-    which says the pid of the process that holds.\"\"\"
-
-    @staticmethod
-    def find_spec(name, path=None, target=None):
-        if name != os.environ["HOLD_IMPORT"]:
-            return None
-        sys.meta_path.remove(_Hold)
-        mark = os.environ["HOLD_MARK"]
-        with open(mark + ".tmp", "w") as f:
-            f.write(str(os.getpid()))
-        os.rename(mark + ".tmp", mark)
-        while os.path.exists(mark):
-            time.sleep(0.01)
-        return None
-
-sys.meta_path.insert(0, _Hold)
-"""
-
-
 def test_a_group_sigterm_while_the_zygote_preloads_is_a_clean_stop(short_dir: Path) -> None:
     """The zygote dies of it before it is ready: the gateway stops, it does not fail."""
-    hook = short_dir / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(HOLD)
-    mark = short_dir / "held"
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(hook),
-        HOLD_IMPORT="edgert.bridge.actor",  # preloaded by the zygote, not the supervisor
-        HOLD_MARK=str(mark),
-    )
+    # edgert.bridge.actor: preloaded by the zygote, not the supervisor
+    env, mark = hold_import(short_dir, "edgert.bridge.actor")
     gw = Gateway(short_dir, f"nats://127.0.0.1:{free_port()}", env=env)
     try:
         wait_for(mark.exists, 30, "the zygote preloading")

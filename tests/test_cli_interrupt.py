@@ -20,26 +20,7 @@ from pathlib import Path
 import pytest
 
 from edgert.testing import wait_for
-
-HOLD = '''
-import os, sys, time
-
-class _Hold:
-    """Holds the first import of one module until the test removes the mark file."""
-
-    @staticmethod
-    def find_spec(name, path=None, target=None):
-        if name != os.environ["HOLD_IMPORT"]:
-            return None
-        sys.meta_path.remove(_Hold)
-        mark = os.environ["HOLD_MARK"]
-        open(mark, "w").close()
-        while os.path.exists(mark):
-            time.sleep(0.01)
-        return None
-
-sys.meta_path.insert(0, _Hold)
-'''
+from edgert.testing.holdimport import hold_import
 
 CONFIG = """
 [gateway]
@@ -116,11 +97,7 @@ def ctrl_c(proc: subprocess.Popen[str]) -> tuple[int, str]:
 def test_ctrl_c_before_the_gateway_starts_ends_quietly(
     short_dir: Path, held: str, args: tuple[str, ...], code: int
 ) -> None:
-    hook = short_dir / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(HOLD)
-    mark = short_dir / "held"
-    env = dict(os.environ, PYTHONPATH=str(hook), HOLD_IMPORT=held, HOLD_MARK=str(mark))
+    env, mark = hold_import(short_dir, held)
     proc = start(short_dir, env, args)
     try:
         wait_for(mark.exists, 30, f"the import of {held} reached")
