@@ -19,21 +19,25 @@ points counted, persistently. `write_cost()` measures the bytes written to disk
 per 1,000 points.
 
 A `Spool` is opened and closed by the one loop that uses it (`with Spool(...)`).
+sqlite3 is imported by `open()`, not with this module: a bridge whose spool has
+nothing on disk (`create()`) waits for its first write to load it.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import tempfile
 import time
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
+
+if TYPE_CHECKING:
+    import sqlite3
 
 __all__ = ["Spool", "SpoolError", "Batch", "Stored", "write_cost", "process_io"]
 
@@ -110,15 +114,40 @@ class Spool:
         self.written_bytes = 0  # ... and the bytes stored for them (deflated when smaller)
 
     # -- lifecycle -----------------------------------------------------------------
-    def open(self) -> Spool:
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    def create(self) -> bool:
+        """Make the spool's folder (0700) and file (0600) if missing, without sqlite;
+        True when the spool holds nothing yet (an empty file, no journal beside it):
+        then nothing needs reading, and `open()` can wait until the first write."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             # 0600 before sqlite opens it: its -wal and -shm files take the same mode
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-            if os.stat(self.path).st_mode & 0o077:
-                os.chmod(self.path, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                st = os.fstat(fd)
+                if st.st_mode & 0o077:
+                    os.fchmod(fd, 0o600)
+            finally:
+                os.close(fd)
         except OSError as e:
             raise SpoolError(f"cannot open the spool {self.path}: {e.strerror or e}") from None
+        for journal in ("-wal", "-journal"):
+            try:
+                if os.stat(f"{self.path}{journal}").st_size:
+                    return False
+            except FileNotFoundError:
+                pass
+            except OSError:
+                return False  # sqlite will say what is wrong with it
+        return st.st_size == 0
+
+    def open(self) -> Spool:
+        import sqlite3
+
+        self.create()
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA page_size=1024")  # small pages: small commits write little
@@ -150,6 +179,8 @@ class Spool:
         """Record that this boot (the kernel's boot id; "": unknown, taken as the same
         one) writes from now on; the id of the first row it wrote (rows before it
         were written in an earlier boot, on another clock)."""
+        import sqlite3
+
         db = self._need_db()
         meta = dict(db.execute("SELECT name, value FROM meta"))
         first = int(meta.get("boot_first_row", "1"))
@@ -216,6 +247,8 @@ class Spool:
     ) -> tuple[list[int | None], list[tuple[int, str]]]:
         """`commit_rows`, also returning (id, node) of every row this commit removed:
         the `done` ones that were there, and those the cap dropped."""
+        import sqlite3
+
         db = self._need_db()
         ids: list[int | None] = []
         removed: list[tuple[int, str]] = []

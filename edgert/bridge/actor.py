@@ -17,7 +17,9 @@ carries out what it returns:
   ack every few batches costs the bridge and the drivers fewer wake-ups;
 - the spool: `<data_dir>/spool.db`, opened, used and closed by ONE worker
   thread (sqlite never runs on the loop); commits and reads are queued to it
-  in order and their results fed back in that order;
+  in order and their results fed back in that order. A spool with nothing on
+  disk (a new or empty file) is opened, and sqlite3 and the thread loaded, at
+  its first commit: while NATS takes every point, never;
 - the uplink (`edgert.bridge.uplink`): the NATS sessions, publishing,
   commands (`edgert.bridge.commands`) and the status subject
   (`edgert.bridge.status`);
@@ -39,7 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -59,7 +61,7 @@ from ..context import Context, statuses
 from ..fleet.service import FleetService
 from ..point import MAX_BATCH_BYTES
 from ..roundtrip import round_trip
-from ..spool import Spool
+from ..spool import Spool, SpoolError
 from ..tasks import cancel_all
 from ..timers import grid_after
 from . import tail_endpoint
@@ -139,7 +141,8 @@ class _Run:
         self.values_sock: zmq.Socket | None = None
         self.latest = Latest()
         self.spool: Spool | None = None
-        self.worker: ThreadPoolExecutor | None = None
+        self.boot_id = ""  # the kernel's boot id, recorded in the spool when it opens
+        self.worker: ThreadPoolExecutor | None = None  # its thread starts with its first job
         self.seqs: dict[str, int] = {}  # epoch -> last seq in the spool
         self.fwd = Forwarder(spooling=False)
         self.jobs: deque[Commit | Read] = deque()  # for the spool worker, in order
@@ -181,10 +184,15 @@ class _Run:
                         cfg.nats.spool_max_bytes,
                         cfg.nats.spool_sync,
                     )
-                    boot = self.clock.boot_id()
-                    rows, last_row, first_row = await self._in_worker(_open_spool, spool, boot)
+                    self.boot_id = self.clock.boot_id()
+                    if spool.create():  # nothing to read: opened by the first commit
+                        rows, last_row, first_row = {}, 0, 1  # what a new spool says
+                    else:
+                        rows, last_row, first_row = await self._in_worker(
+                            _open_spool, spool, self.boot_id
+                        )
                     self.spool = spool
-                    stack.callback(lambda: self.worker.submit(spool.close).result())
+                    stack.callback(self._close_spool)
                     self.seqs = dict(spool._seqs)
                     self.fwd = Forwarder(
                         spooling=True,
@@ -245,6 +253,19 @@ class _Run:
         assert self.worker is not None
         return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
 
+    async def _spool_open(self) -> Spool:
+        """The spool, opened (in the worker) if it is not yet."""
+        spool = self.spool
+        assert spool is not None
+        if not spool.is_open:
+            await self._in_worker(_open_spool, spool, self.boot_id)
+        return spool
+
+    def _close_spool(self) -> None:
+        spool, worker = self.spool, self.worker
+        if spool is not None and worker is not None and spool.is_open:
+            worker.submit(spool.close).result()
+
     async def _final(self) -> None:
         """Everything not safe yet goes to the spool; the drivers are acked for it."""
         if self.acks:
@@ -255,11 +276,13 @@ class _Run:
         while self.jobs:  # commits asked for after the spool task returned
             job = self.jobs.popleft()
             if isinstance(job, Commit):
-                ids, removed = await self._in_worker(self.spool.apply, job.rows, job.seqs, job.done)
+                spool = await self._spool_open()
+                ids, removed = await self._in_worker(spool.apply, job.rows, job.seqs, job.done)
                 self._send_acks(self.fwd.committed(ids, removed, time.monotonic()))
         for a in self.fwd.stop(time.monotonic()):
             if isinstance(a, Commit):
-                ids, removed = await self._in_worker(self.spool.apply, a.rows, a.seqs, a.done)
+                spool = await self._spool_open()
+                ids, removed = await self._in_worker(spool.apply, a.rows, a.seqs, a.done)
                 self._send_acks(self.fwd.committed(ids, removed, time.monotonic()))
             elif isinstance(a, Ack):
                 self._send_acks([a])
@@ -356,9 +379,14 @@ class _Run:
                 return
             if isinstance(job, Commit):
                 try:
+                    await self._spool_open()
                     ids, removed = await self._in_worker(spool.apply, job.rows, job.seqs, job.done)
-                except sqlite3.Error as e:  # a full disk, an I/O error: hold, retry, no crash
-                    self._disk_fault(f"spool {spool.path}: {e}")
+                except Exception as e:  # a full disk, an I/O error: hold, retry, no crash
+                    if not _disk_error(e):
+                        raise
+                    self._disk_fault(
+                        str(e) if isinstance(e, SpoolError) else f"spool {spool.path}: {e}"
+                    )
                     self.jobs.appendleft(job)  # its points stay unacked: the drivers hold
                     await asyncio.sleep(DISK_RETRY)
                     continue
@@ -371,6 +399,7 @@ class _Run:
                 if spool.dropped_batches:
                     self.changed()
             else:
+                await self._spool_open()  # (rows to read were written by an open spool)
                 rows = await self._in_worker(spool.read, job.after, job.limit)
                 self.feed(self.fwd.rows(job.session, rows, job.limit, time.monotonic()))
             self._report()
@@ -618,6 +647,12 @@ class _Run:
 
 
 # --- helpers ------------------------------------------------------------------------
+
+
+def _disk_error(e: Exception) -> bool:
+    """`e` is the spool's file or disk failing (sqlite3 is loaded once it is open)."""
+    sqlite3 = sys.modules.get("sqlite3")
+    return isinstance(e, SpoolError) or (sqlite3 is not None and isinstance(e, sqlite3.Error))
 
 
 def _open_spool(spool: Spool, boot_id: str) -> tuple[dict[str, int], int, int]:
