@@ -6,7 +6,8 @@
 - `uplink`: the NATS connection, sessions, publishing and acks, reconnects;
 - `commands`: requests on `<prefix>.<gateway>.cmd.<node>` to the owning driver;
 - `status`: the message on `<prefix>.<gateway>.status`;
-- `payload`: encodings, content types, splitting big batches.
+- `payload`: encodings, content types, splitting big batches;
+- `natsimport`: nats-py imported without importlib.metadata.
 
 The names below are imported lazily, so that `edgert tail` or `edgert cmd`
 need not load asyncio, sqlite or the bridge's loop.

@@ -68,6 +68,7 @@ from . import tail_endpoint
 from .commands import Commands
 from .forwarder import Ack, Action, Commit, Forwarder, Publish, Read
 from .latest import Latest, values_endpoint
+from .natsimport import import_nats
 from .payload import CONTENT_TYPES, encode
 from .status import change_key, status_message
 from .twins import Twins
@@ -176,6 +177,7 @@ class _Run:
         try:
             with contextlib.ExitStack() as stack:
                 if cfg.nats.enabled:
+                    import_nats()  # before the uplink or the service does: see there
                     self.worker = stack.enter_context(
                         ThreadPoolExecutor(1, thread_name_prefix="edgert-spool")
                     )
