@@ -74,3 +74,9 @@ def test_the_bridge_opens_its_spool_at_the_first_point_nats_cannot_take(
         nats_server.start()
         wait_for(lambda: bridge()["buffered"] == 0, 20, "spool drained")
     assert Spool(spool, 1_000_000).create() is False  # the next start reads it
+
+
+def test_an_open_spool_keeps_a_page_cache_of_256_kb(tmp_path: Path) -> None:
+    """sqlite's default is 2 MB, which a bridge kept after any outage."""
+    with Spool(tmp_path / "spool.db", 1_000_000) as spool:
+        assert spool._need_db().execute("PRAGMA cache_size").fetchone()[0] == -256

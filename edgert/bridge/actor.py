@@ -60,6 +60,7 @@ from ..config import NatsSection
 from ..context import Context, statuses
 from ..fleet.service import FleetService
 from ..point import MAX_BATCH_BYTES
+from ..proc.zygote import trim
 from ..roundtrip import round_trip
 from ..spool import Spool, SpoolError
 from ..tasks import cancel_all
@@ -400,6 +401,8 @@ class _Run:
                 self.feed(self.fwd.committed(ids, removed, time.monotonic()))
                 if spool.dropped_batches:
                     self.changed()
+                if removed and not spool.batches:  # the end of an outage: the spool is empty
+                    await self._in_worker(trim)  # its freed pages go back to the system
             else:
                 await self._spool_open()  # (rows to read were written by an open spool)
                 rows = await self._in_worker(spool.read, job.after, job.limit)
