@@ -132,3 +132,27 @@ def test_a_zygote_with_a_thread_creates_actors_by_forking_twice(
     finally:
         z.close()
     assert [f["ppid"] for f in facts] == [os.getpid()] * 2
+
+
+PROBE_IMPORTS = """
+import sys
+from edgert.proc.clone import Cloner, _multiarch
+cloner, why = Cloner.probe()
+print(_multiarch(), cloner is not None or why, any(m.startswith("_sysconfigdata") for m in sys.modules))
+"""
+
+
+def test_the_probe_knows_the_abi_without_loading_sysconfigs_build_variables() -> None:
+    """sysconfig's first lookup loads and copies every build variable (1.4 MB the forked
+    zygote kept): the platform triplet comes from sys.implementation instead."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    r = subprocess.run(
+        [sys.executable, "-c", PROBE_IMPORTS], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    arch, ok, loaded = r.stdout.split()
+    assert arch == (sysconfig.get_config_var("MULTIARCH") or "")
+    assert ok == "True" and loaded == "False", r.stdout

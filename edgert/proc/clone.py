@@ -42,7 +42,6 @@ import ctypes
 import gc
 import os
 import sys
-import sysconfig
 
 __all__ = ["Cloner"]
 
@@ -88,7 +87,7 @@ class Cloner:
         """A Cloner for this process, or None and why it cannot be had."""
         if not sys.platform.startswith("linux"):
             return None, f"not Linux ({sys.platform})"
-        abi = sysconfig.get_config_var("MULTIARCH") or ""
+        abi = _multiarch()
         numbers = ABIS.get(abi)
         if numbers is None:
             return None, f"clone's arguments on {abi or 'this ABI'} are not known here"
@@ -140,6 +139,18 @@ class Cloner:
         if pid < 0:
             raise OSError(err, f"clone: {os.strerror(err)}")
         return pid
+
+
+def _multiarch() -> str:
+    """The platform triplet (sysconfig's MULTIARCH): from `sys.implementation`, where
+    CPython keeps it. sysconfig's first lookup loads and copies every build variable,
+    1.4 MB that a forked zygote kept for this one string."""
+    arch = getattr(sys.implementation, "_multiarch", None)
+    if arch:
+        return str(arch)
+    import sysconfig
+
+    return sysconfig.get_config_var("MULTIARCH") or ""
 
 
 def _glibc_version() -> tuple[int, int] | None:
