@@ -194,10 +194,11 @@ def pack_block(
                 code = "q" if lo < 0 else "Q"
             else:
                 return None
-        if form is None or not (_U64_LO <= min(times) and max(times) < _U64_END):
+        if form is None or not (_U64_LO <= _least(times) and _most(times) < _U64_END):
             return None
-        vals = array(code, values)
-        ts = array("Q", times)
+        # from a list: array() takes a range (or any other iterable) item by item, slowly
+        vals = array(code, values if type(values) is list else list(values))
+        ts = array("Q", times if type(times) is list else list(times))
     except (TypeError, OverflowError):  # a time that is no int, an int out of range
         return None
     if _SWAP:
@@ -218,6 +219,20 @@ def pack_block(
 
 
 _BLOCK_MIN = 16  # points: fewer are packed one by one (the columns cost more)
+
+
+def _least(xs: Sequence[int]) -> int:
+    """min(xs), at once for a range (a series' times often are one)."""
+    if type(xs) is range and xs:
+        return xs[0] if xs.step > 0 else xs[-1]
+    return min(xs)
+
+
+def _most(xs: Sequence[int]) -> int:
+    """max(xs), at once for a range."""
+    if type(xs) is range and xs:
+        return xs[-1] if xs.step > 0 else xs[0]
+    return max(xs)
 
 
 @dataclass(slots=True)
