@@ -16,10 +16,12 @@ The highest rate, `FULL_SPEED` (1,000,000), means as fast as the gateway takes
 points: such a signal makes only as many points as the outbox has credit for
 (`ctx.room()`) and passes over the slots it could not send (counted as
 `skipped` in the driver's figures), so a saturated path costs the driver a
-wake-up every `WAKE_MIN`, not a core spent making points that would be dropped.
+wake-up every `CREDIT_WAIT` (2 ms: the acks that free credit come that
+often), not a core spent making points that would be dropped.
 It publishes the points of a wake-up in one `ctx.publish_series(type, values,
-times)`, as a driver reading a block of samples does: the outbox then packs
-and stores them as one, with no `Point` made per value.
+times)`, as a driver reading a block of samples does, its times a `range`
+when the rate divides a second into whole nanoseconds: the outbox then packs
+them as one block, with no `Point` and no step in Python per value.
 """
 
 from __future__ import annotations
