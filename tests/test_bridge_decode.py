@@ -161,6 +161,56 @@ def test_the_shortcut_accepts_only_what_the_codec_accepts(
             assert len({(m["node"], m["type"], m["key"]) for m in maps}) == 1
 
 
+# one signal's numbers, one width each (what the outbox packs of a polling driver's or a
+# series' points): the maps differ only in their value and time bytes
+_widths = st.sampled_from(
+    [(0, 127), (128, 255), (256, 65535), (65536, 2**32 - 1), (2**32, 2**64 - 1), (-32, -1)]
+    + [(-128, -33), (-(2**15), -129), (-(2**31), -(2**15) - 1), (-(2**63), -(2**31) - 1)]
+)
+fixed_batches = st.one_of(
+    _widths.flatmap(lambda w: st.lists(st.integers(*w), min_size=1, max_size=30)),
+    st.lists(st.floats(allow_nan=True), min_size=1, max_size=30),
+).flatmap(
+    lambda vs: st.tuples(
+        st.just(vs),
+        st.lists(st.integers(0, 2**64 - 1), min_size=len(vs), max_size=len(vs)),
+        ascii_text,
+    )
+)
+
+
+@given(
+    fixed_batches,
+    st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), max_size=3),
+    st.integers(min_value=-2, max_value=2),
+    st.integers(min_value=0, max_value=3),
+)
+def test_the_shortcut_of_one_signals_numbers_accepts_only_what_the_codec_accepts(
+    batch: tuple, flips: list, count_change: int, cut: int
+) -> None:
+    values, times, origin = batch
+    maps = [
+        {"node": "gen", "type": "n", "key": "0", "value": v, "time": t, "origin": origin}
+        for v, t in zip(values, times, strict=True)
+    ]
+    data = msgpack.packb(maps, use_bin_type=True)
+    if not flips and not count_change and not cut:
+        assert shape.one_node(data) == ("gen", len(maps), len(data) - len(msgpack.packb(maps[-1])))
+    damaged = bytearray(data)
+    for at, byte in flips:  # damage the packed bytes anywhere
+        damaged[at % len(damaged)] = byte
+    if count_change and 0x91 <= damaged[0] <= 0x9E:  # the header says more or fewer maps
+        damaged[0] = max(0x90, min(0x9F, damaged[0] + count_change))
+    data = bytes(damaged[: len(damaged) - cut])
+    got = shape.one_node(data)
+    if got is not None:
+        assert codec_view(data) == ({got[0]}, got[1])
+        if got[2] >= 0:
+            unpacked = msgpack.unpackb(data, raw=False)
+            assert repr(msgpack.unpackb(data[got[2] :], raw=False)) == repr(unpacked[-1])
+            assert len({(m["node"], m["type"], m["key"]) for m in unpacked}) == 1
+
+
 def test_the_shortcut_counts_the_maps_against_the_header() -> None:
     one = msgpack.packb([Point("gen", "n", "0", 1.5).to_map()] * 3)
     assert shape.one_node(one) == ("gen", 3, len(one) - (len(one) - 1) // 3)

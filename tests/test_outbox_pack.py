@@ -16,7 +16,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgert.bus.frames import decode_frame
-from edgert.bus.outbox import HEADS_MAX, Outbox, _names_head, pack_points, pack_series
+from edgert.bus.outbox import (
+    HEADS_MAX,
+    Outbox,
+    _names_head,
+    pack_block,
+    pack_points,
+    pack_series,
+)
 from edgert.point import Point
 
 names = st.from_regex(r"[A-Za-z0-9_-]{1,40}", fullmatch=True)
@@ -71,6 +78,39 @@ def test_a_series_packs_to_the_bytes_of_its_points(node, typ, key, vals, ts, ori
         assert packed == want
 
 
+@given(
+    st.one_of(
+        st.lists(st.integers(min_value=-(2**63), max_value=2**64 - 1), max_size=40),
+        st.lists(st.floats(allow_nan=False), max_size=40),
+        st.lists(values, max_size=40),
+        st.builds(range, st.integers(-300, 2**33), st.integers(-300, 2**33)),
+    ),
+    st.lists(times, min_size=40, max_size=40),
+    st.text(max_size=40),
+)
+def test_a_series_packed_as_a_block_is_the_bytes_of_its_points(vals, ts, origin) -> None:
+    ts = ts[: len(vals)]
+    head = _names_head("gen", "n", "0", {})
+    block = pack_block(head, vals, ts, origin)
+    if block is None:
+        return  # values of several kinds or widths, an odd time: packed point by point
+    data, size = block
+    want = [
+        msgpack.packb(Point("gen", "n", "0", v, t, origin).to_map(), use_bin_type=True)
+        for v, t in zip(vals, ts, strict=True)
+    ]
+    assert data == b"".join(want)
+    assert {len(m) for m in want} == {size}
+
+
+def test_a_block_takes_a_counter_of_one_width_and_floats() -> None:
+    head = _names_head("gen", "n", "0", {})
+    t0 = 1_700_000_000_000_000_000
+    for vals in (range(70_000, 70_100), [i / 3 for i in range(100)], [-5] * 100):
+        assert pack_block(head, vals, range(t0, t0 + 100), "") is not None
+    assert pack_block(head, range(250, 350), range(t0, t0 + 100), "") is None  # two widths
+
+
 class _Sink:
     """Stands in for the bus socket: keeps what the outbox sends."""
 
@@ -86,9 +126,14 @@ def _sent(box: Outbox) -> list[tuple[int, list[dict]]]:
     return [(f[2], [p.to_map() for p in f[4]]) for f in map(decode_frame, box.sock.frames)]
 
 
-def test_every_way_to_publish_sends_the_same_batches() -> None:
+@pytest.mark.parametrize(
+    "values",
+    [list(range(2500)), range(70_000, 72_500), [i / 8 for i in range(2500)]],
+    ids=["ints of several widths", "a counter of one width", "floats"],
+)
+def test_every_way_to_publish_sends_the_same_batches(values) -> None:
     t0 = 1_700_000_000_000_000_000
-    pts = [Point("gen", "n", "0", i, t0 + i) for i in range(2500)]
+    pts = [Point("gen", "n", "0", v, t0 + i) for i, v in enumerate(values)]
     sent = []
     for way in ("one by one", "a list", "a series"):
         box = Outbox(_Sink(), "gen.1.a", max_batch=1000, window=10**6)  # type: ignore[arg-type]
@@ -100,12 +145,12 @@ def test_every_way_to_publish_sends_the_same_batches() -> None:
             box.publish(pts[:1])
             box.publish(pts[1:])
         else:
-            box.publish_series("gen", "n", "0", list(range(2500)), [t0 + i for i in range(2500)])
+            box.publish_series("gen", "n", "0", values, range(t0, t0 + 2500))
         assert box.points_out == box.buffered == 2500
         sent.append(_sent(box))
     assert sent[0] == sent[1] == sent[2]
     assert [len(maps) for _, maps in sent[0]] == [1000, 1000, 500]
-    assert [m["value"] for _, maps in sent[0] for m in maps] == list(range(2500))
+    assert [m["value"] for _, maps in sent[0] for m in maps] == list(values)
 
 
 def test_a_series_checks_its_names_and_lengths_and_takes_odd_times_as_points() -> None:

@@ -51,7 +51,9 @@ socket and the ring are created and closed by the process that runs the actor.
 from __future__ import annotations
 
 import logging
+import sys
 import time
+from array import array
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -133,6 +135,104 @@ def pack_series(
         ]
     except AttributeError:  # a time that is no int (a float has no to_bytes)
         return None
+
+
+def _int_form(lo: int, hi: int) -> tuple[bytes, int] | None:
+    """(prefix, width) msgpack packs every int of lo..hi with, when that is the same
+    for all of them (a fixint is its own byte: no prefix, width 1); else None."""
+    if lo >= 0:
+        for top, prefix, width in _UINT_FORMS:
+            if hi <= top:
+                return (prefix, width) if lo > _UINT_FLOOR[prefix] else None
+        return None
+    if hi >= 0:
+        return None  # signed and unsigned forms mix
+    for bottom, prefix, width in _INT_FORMS:
+        if lo >= bottom:
+            return (prefix, width) if hi < _INT_CEIL[prefix] else None
+    return None
+
+
+_UINT_FORMS = (
+    (0x7F, b"", 1),
+    (0xFF, b"\xcc", 1),
+    (0xFFFF, b"\xcd", 2),
+    (0xFFFFFFFF, b"\xce", 4),
+    (0xFFFFFFFFFFFFFFFF, b"\xcf", 8),
+)
+_UINT_FLOOR = {b"": -1, b"\xcc": 0x7F, b"\xcd": 0xFF, b"\xce": 0xFFFF, b"\xcf": 0xFFFFFFFF}
+_INT_FORMS = ((-32, b"", 1), (-128, b"\xd0", 1), (-(2**15), b"\xd1", 2), (-(2**31), b"\xd2", 4))
+_INT_FORMS += ((-(2**63), b"\xd3", 8),)
+_INT_CEIL = {b"": 0, b"\xd0": -32, b"\xd1": -128, b"\xd2": -(2**15), b"\xd3": -(2**31)}
+_SWAP = sys.byteorder == "little"  # arrays hold native order; msgpack is big-endian
+
+
+def pack_block(
+    head: bytes, values: Sequence[Value], times: Sequence[int], origin: str
+) -> tuple[bytes, int] | None:
+    """`pack_series` for a series whose values msgpack packs alike (all floats, or ints
+    of one width: a counter's): the same bytes, back to back, every map `size` long,
+    as (bytes, size). Made as one template repeated, then the values' and the times'
+    bytes laid in, a byte column at a time (slice assignments in C): no step per
+    point in Python. None for other series (then `pack_series`)."""
+    n = len(values)
+    if n < _BLOCK_MIN or n != len(times):
+        return None
+    try:
+        if type(values) is range:
+            if values.step != 1:
+                return None
+            form = _int_form(values.start, values.stop - 1)
+            code = "q" if values.start < 0 else "Q"
+        else:
+            kinds = set(map(type, values))
+            if kinds == {float}:
+                form, code = (b"\xcb", 8), "d"
+            elif kinds == {int}:
+                lo, hi = min(values), max(values)
+                form = _int_form(lo, hi)
+                code = "q" if lo < 0 else "Q"
+            else:
+                return None
+        if form is None or not (_U64_LO <= _least(times) and _most(times) < _U64_END):
+            return None
+        # from a list: array() takes a range (or any other iterable) item by item, slowly
+        vals = array(code, values if type(values) is list else list(values))
+        ts = array("Q", times if type(times) is list else list(times))
+    except (TypeError, OverflowError):  # a time that is no int, an int out of range
+        return None
+    if _SWAP:
+        vals.byteswap()
+        ts.byteswap()
+    vb, tb = vals.tobytes(), ts.tobytes()
+    prefix, width = form
+    tail = _NO_ORIGIN if origin == "" else b"\xa6origin" + _PACK(origin)
+    at_v = len(head) + len(prefix)
+    at_t = at_v + width + 6
+    size = at_t + 8 + len(tail)
+    buf = bytearray((head + prefix + bytes(width) + b"\xa4time\xcf" + bytes(8) + tail) * n)
+    for j in range(width):  # the value's low `width` bytes of its 8
+        buf[at_v + j :: size] = vb[8 - width + j :: 8]
+    for j in range(8):
+        buf[at_t + j :: size] = tb[j::8]
+    return bytes(buf), size
+
+
+_BLOCK_MIN = 16  # points: fewer are packed one by one (the columns cost more)
+
+
+def _least(xs: Sequence[int]) -> int:
+    """min(xs), at once for a range (a series' times often are one)."""
+    if type(xs) is range and xs:
+        return xs[0] if xs.step > 0 else xs[-1]
+    return min(xs)
+
+
+def _most(xs: Sequence[int]) -> int:
+    """max(xs), at once for a range."""
+    if type(xs) is range and xs:
+        return xs[-1] if xs.step > 0 else xs[0]
+    return max(xs)
 
 
 @dataclass(slots=True)
@@ -232,6 +332,10 @@ class Outbox:
             head = _names_head(node, typ, key, self._heads)
         if type(origin) is not str:
             raise ValueError(f"origin must be a string, got {origin!r}")
+        block = pack_block(head, values, times, origin)
+        if block is not None:
+            self._take_block(*block, len(values))
+            return
         packed = pack_series(head, values, times, origin)
         if packed is None:  # an odd time: each point as `Point` would make it
             packed = pack_points(
@@ -239,6 +343,21 @@ class Outbox:
                 self._heads,
             )
         self._take(packed)
+
+    def _take_block(self, data: bytes, size: int, n: int) -> None:
+        """`_take` for `n` packed maps of `size` bytes each, back to back (`pack_block`):
+        whole batches are slices of it, only the rest is cut into maps."""
+        full = self.max_batch
+        at = 0
+        if not self._pending and n >= full:
+            step = full * size
+            while n - at >= full:
+                self._whole(data[at * size : at * size + step], full)
+                at += full
+            self._trim()
+            self._pump()
+        if at < n:
+            self._take([data[i : i + size] for i in range(at * size, n * size, size)])
 
     def _take(self, packed: list[bytes]) -> None:
         """Hold newly published points (packed): straight into batches when they fill
@@ -248,16 +367,8 @@ class Outbox:
             # whole batches go straight to sealed: one join, one ring record each
             at = 0
             while len(packed) - at >= full:
-                data = b"".join(packed[at : at + full])
+                self._whole(b"".join(packed[at : at + full]), full)
                 at += full
-                if self._ring is not None:
-                    self._store_data(data, full)
-                self._seq += 1
-                if self._ring is not None:
-                    self._seal(self._seq, full)
-                self._unacked.append((self._seq, array_header(full) + data, full))
-                self.points_out += full
-                self.buffered += full
             self._trim()
             self._pump()
             packed = packed[at:]
@@ -269,6 +380,18 @@ class Outbox:
         self.points_out += len(packed)
         self.buffered += len(packed)
         self._taken()
+
+    def _whole(self, data: bytes, n: int) -> None:
+        """Hold `n` newly published points (their maps back to back) as one batch of
+        their own: stored and sealed in the ring when there is one."""
+        if self._ring is not None:
+            self._store_data(data, n)
+        self._seq += 1
+        if self._ring is not None:
+            self._seal(self._seq, n)
+        self._unacked.append((self._seq, array_header(n) + data, n))
+        self.points_out += n
+        self.buffered += n
 
     def publish_one(self, p: Point) -> None:
         """`publish([p])`: the common case (a polling driver's), written out."""

@@ -256,6 +256,8 @@ class Ring:
         self._head_ord += n
         self._acked = max(self._acked, seq)
         live = self._live
+        if self._head_ord >= self._next_ord:
+            live.clear()  # all acknowledged (the usual ack): no record to walk past
         while live and live[0][1] + live[0][2] <= self._head_ord:
             live.popleft()
         self._head = live[0][0] if live else self._tail
