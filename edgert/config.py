@@ -381,6 +381,12 @@ class SupervisorSection:
             raise Invalid("backoff_max", f"must be >= backoff_min ({self.backoff_min})")
 
 
+# [nats] ack_timeout: below the least, sessions would end on ordinary acks; above the
+# most, a message NATS lost would hold the points behind it that long
+ACK_TIMEOUT_MIN = 0.1
+ACK_TIMEOUT_MAX = 600.0
+
+
 @dataclass
 class NatsSection:
     url: str | list[str] = "nats://127.0.0.1:4222"
@@ -409,6 +415,16 @@ class NatsSection:
         default=None,
         metadata={"name": True, "doc": "the JetStream domain (a leaf node's own JetStream)"},
     )
+    ack_timeout: float = field(
+        default=5.0,
+        metadata={
+            "gt": 0,
+            "max": ACK_TIMEOUT_MAX,
+            "doc": "seconds NATS has to acknowledge a publish (the JetStream ack; on core "
+            "NATS a round trip behind it) before the session is ended and what it had not "
+            "acknowledged is published again in the next one",
+        },
+    )
     user: str | None = None
     password: str | None = None
     token: str | None = None
@@ -432,6 +448,12 @@ class NatsSection:
             raise Invalid("password" if self.user else "user", "user and password go together")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise Invalid("tls_key", "tls_cert and tls_key go together")
+        if self.ack_timeout < ACK_TIMEOUT_MIN:
+            raise Invalid(
+                "ack_timeout",
+                f"must be at least {ACK_TIMEOUT_MIN:g} s, got {self.ack_timeout!r}: acks that"
+                " late are ordinary (a busy server, a disk write), and each would end the session",
+            )
 
     @property
     def urls(self) -> list[str]:

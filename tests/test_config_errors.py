@@ -76,3 +76,29 @@ def test_no_suggestion_for_a_key_like_no_other() -> None:
         loads('[gateway]\nid = "gw"\n[nats]\nzzqx = 1\n', "gw.toml")
     (only,) = e.value.problems
     assert "unknown key 'zzqx'" in only and "did you mean" not in only
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("0", "key 'ack_timeout' must be > 0, got 0.0"),
+        ("-1", "key 'ack_timeout' must be > 0, got -1.0"),
+        ("nan", "key 'ack_timeout' must be > 0, got nan"),
+        ('"5s"', "key 'ack_timeout' must be a number, got string '5s'"),
+        ("true", "key 'ack_timeout' must be a number, got boolean True"),
+        ("inf", "key 'ack_timeout' must be <= 600.0, got inf"),
+        ("3600", "key 'ack_timeout' must be <= 600.0, got 3600.0"),
+        ("0.01", "key 'ack_timeout': must be at least 0.1 s, got 0.01"),
+    ],
+)
+def test_nats_ack_timeout_out_of_its_range_is_refused(value: str, error: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        loads(f'[gateway]\nid = "gw"\n[nats]\nack_timeout = {value}\n', "gw.toml")
+    (only,) = e.value.problems
+    assert only.startswith("gw.toml: [nats]: ") and error in only, only
+
+
+def test_nats_ack_timeout_defaults_to_5_seconds_and_takes_an_integer() -> None:
+    assert loads('[gateway]\nid = "gw"\n', "gw.toml").nats.ack_timeout == 5.0
+    cfg = loads('[gateway]\nid = "gw"\n[nats]\nack_timeout = 2\n', "gw.toml")
+    assert cfg.nats.ack_timeout == 2.0 and isinstance(cfg.nats.ack_timeout, float)

@@ -113,7 +113,6 @@ class BridgeConfig:
     backoff_min: float = 0.1  # reconnect backoff to NATS, doubling up to backoff_max
     backoff_max: float = 0.5
     max_in_flight: int = 64  # messages published and not yet acknowledged by NATS
-    ack_timeout: float = 5.0  # seconds to wait for a JetStream ack or a flush
     service: bool = True  # host the micro service (false: the fleet actor does)
 
 
@@ -625,7 +624,7 @@ class _Run:
         """One status message while the uplink cannot publish points (it says why)."""
         with contextlib.suppress(Exception):
             await self._publish_status(nc, False, error)
-            await round_trip(nc, self.cfg.ack_timeout)
+            await round_trip(nc, self.cfg.nats.ack_timeout)
 
     async def _publish_status(self, nc: Any, connected: bool, error: str) -> None:
         msg = status_message(

@@ -10,7 +10,8 @@ publishes what the forwarder asks in order (the bus task calls `send` at the
 end of its turn, so a batch leaves in the turn it came in), and tells
 the forwarder when NATS took each message: the JetStream ack, or on core NATS
 a marker the bridge publishes to its own inbox behind each round of messages
-(when the server delivers it back, it has processed everything before it). A publish error, an ack missing for `ack_timeout` or a lost
+(when the server delivers it back, it has processed everything before it).
+A publish error, an ack missing for `[nats] ack_timeout` seconds or a lost
 connection ends the session; the forwarder then takes back what was in flight.
 While NATS is down or refuses the credentials the uplink logs why and retries
 with a short, jittered backoff (`backoff_min` doubling up to `backoff_max`), so
@@ -94,6 +95,10 @@ def nats_options(section: NatsSection, name: str = "edgert") -> dict[str, Any]:
 
 class Down(Exception):
     """The NATS connection of this session is gone."""
+
+
+class AckTimeout(TimeoutError):
+    """NATS did not acknowledge a publish within `[nats] ack_timeout`: the session ends."""
 
 
 class Attempt:
@@ -340,7 +345,7 @@ class Uplink:
         lag = None
         try:
             for _ in range(2):  # the server has the subscription (a refusal may come behind one)
-                if not await round_trip(nc, self.cfg.ack_timeout):
+                if not await round_trip(nc, self.cfg.nats.ack_timeout):
                     raise TimeoutError("the server did not answer a PING")
             refused(errors, subject)  # ... or said no
             lag = asyncio.create_task(measure_lag())
@@ -365,7 +370,7 @@ class Uplink:
         run = self.run
         js = None
         if self.cfg.nats.jetstream:
-            opts: dict[str, Any] = {"timeout": self.cfg.ack_timeout}
+            opts: dict[str, Any] = {"timeout": self.cfg.nats.ack_timeout}
             if self.cfg.nats.jetstream_domain:
                 opts["domain"] = self.cfg.nats.jetstream_domain
             js = nc.jetstream(**opts)
@@ -520,7 +525,7 @@ class Uplink:
     async def _core_acks(self, sess: Session) -> None:
         """Core NATS: markers must keep coming back (`_marked` takes them): none for
         `ack_timeout` while some are out ends the session."""
-        timeout = self.cfg.ack_timeout
+        timeout = self.cfg.nats.ack_timeout
         while True:
             if not sess.marks:
                 sess.acked.clear()
@@ -528,13 +533,13 @@ class Uplink:
                 continue
             left = sess.mark_progress + timeout - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"no marker back from NATS within {timeout:g}s")
+                raise AckTimeout(f"no marker back from NATS within {timeout:g}s")
             await asyncio.sleep(left)
 
     async def _js_acks(self, sess: Session) -> None:
         """JetStream acks, oldest first; an error or a missing ack ends the session."""
         run = self.run
-        timeout = self.cfg.ack_timeout
+        timeout = self.cfg.nats.ack_timeout
         while True:
             if not sess.acks:
                 sess.acked.clear()
@@ -544,7 +549,7 @@ class Uplink:
             if not all(f.done() for f in head):
                 finished, _ = await asyncio.wait(head, timeout=timeout)
                 if len(finished) < len(head):
-                    raise TimeoutError(f"no JetStream ack within {timeout:g}s")
+                    raise AckTimeout(f"no JetStream ack within {timeout:g}s")
             n = 0
             while sess.acks and all(f.done() for f in sess.acks[0][1]):
                 for f in sess.acks.popleft()[1]:
@@ -579,6 +584,8 @@ def refused(errors: list[BaseException], subject: str) -> None:
 
 def why(e: BaseException, errors: list[BaseException]) -> str:
     """A one-line reason for a failed or lost connection."""
+    if isinstance(e, AckTimeout):
+        return str(e)  # connected, and the server said nothing of it: not unreachable
     cause = errors[-1] if errors else e
     text = str(cause) or type(cause).__name__
     if "Authorization Violation" in text or "authorization" in text.lower():
