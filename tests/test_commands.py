@@ -9,10 +9,8 @@ keeps running.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,26 +53,22 @@ MSGPACK = {"Content-Type": "application/msgpack"}
 
 
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[tuple[NatsProcess, object]]:
+def gateway(module_dir: Path) -> Iterator[tuple[NatsProcess, object]]:
     """One gateway for the module (starting one is most of each test's time): every test
     sends its commands to the same driver, and each checks that it was never restarted."""
-    d = Path(tempfile.mkdtemp(prefix="ert-"))  # short: ipc socket paths are limited
-    try:
-        with NatsProcess(d / "nats") as srv:
-            cfg = gateway_config(d, GATEWAY.format(url=srv.url))
-            with running_gateway(cfg):
-                wait_for(
-                    lambda: (
-                        (a := status(cfg)["by_name"])["gen"]["state"] == "running"
-                        and a["dead"]["state"] == "failed"
-                        and a["bridge"]["stats"].get("nats") == "connected"
-                    ),
-                    15,
-                    "gen running, dead failed, bridge on NATS",
-                )
-                yield srv, cfg
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    with NatsProcess(module_dir / "nats") as srv:
+        cfg = gateway_config(module_dir, GATEWAY.format(url=srv.url))
+        with running_gateway(cfg):
+            wait_for(
+                lambda: (
+                    (a := status(cfg)["by_name"])["gen"]["state"] == "running"
+                    and a["dead"]["state"] == "failed"
+                    and a["bridge"]["stats"].get("nats") == "connected"
+                ),
+                15,
+                "gen running, dead failed, bridge on NATS",
+            )
+            yield srv, cfg
 
 
 def point(node: str, type_: str, value: object) -> dict:
