@@ -59,6 +59,14 @@ def short_dir() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def module_dir() -> Iterator[Path]:
+    """A short directory for the module, for what its tests share (one gateway)."""
+    d = Path(tempfile.mkdtemp(prefix="ert-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.fixture
 def make_config(short_dir: Path) -> Callable[..., GatewayConfig]:
     """Build a GatewayConfig from TOML for everything but [gateway], in a fresh directory.

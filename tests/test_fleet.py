@@ -52,8 +52,9 @@ def fleet(
         yield srv, cfgs
 
 
-def gather(url: str, subject: str, timeout: float = 1.0) -> list[dict]:
-    """Every answer to one request on `subject` within `timeout`."""
+def gather(url: str, subject: str, timeout: float = 1.0, quiet: float = 0.5) -> list[dict]:
+    """Every answer to one request on `subject`: the first within `timeout`, each next
+    within `quiet` of the one before (as `edgert fleet ls` collects them)."""
 
     async def ask() -> list[dict]:
         import nats
@@ -66,7 +67,8 @@ def gather(url: str, subject: str, timeout: float = 1.0) -> list[dict]:
             out = []
             with contextlib.suppress(Exception):
                 while True:
-                    out.append(json.loads((await sub.next_msg(timeout=timeout)).data))
+                    wait = quiet if out else timeout
+                    out.append(json.loads((await sub.next_msg(timeout=wait)).data))
             return out
         finally:
             await nc.close()

@@ -212,7 +212,7 @@ def test_a_valid_push_is_applied_with_unchanged_drivers_kept_and_reported_everyw
         assert out.returncode == 2 and "intensity" in out.stderr
         out = cli(
             "fleet", "push", "nobody", str(short_dir / "want.toml"), "--nats", srv.url,
-            "--timeout", "3",
+            "--timeout", "1",
         )  # fmt: skip
         assert out.returncode == 1 and "nobody: no report" in out.stdout
         assert Store(cfg.data_dir).applied() == applied
@@ -229,7 +229,7 @@ def test_broken_pushes_are_refused_or_rolled_back_while_points_keep_flowing(
 
         def flowing(what: str) -> None:
             n = len(sub.points("gen"))
-            wait_for(lambda: len(sub.points("gen")) > n + 20, 20, f"points after {what}")
+            wait_for(lambda: len(sub.points("gen")) > n + 5, 20, f"points after {what}")
 
         # 1. a driver type that is not installed: refused; nothing restarts
         out = push(

@@ -20,6 +20,7 @@ import pytest
 
 from edgert.bridge.commands import LOG_REFUSED, LOG_WINDOW, Commands, LogThrottle
 from edgert.testing import running_gateway, status, wait_for
+from edgert.testing.configs import gateway_config
 from edgert.testing.nats import NatsProcess, decode, request
 
 REQUEST_TIMEOUT = 10.0  # seconds a caller waits for a reply (generous: a loaded machine)
@@ -48,10 +49,11 @@ JSON = {"Content-Type": "application/json"}
 MSGPACK = {"Content-Type": "application/msgpack"}
 
 
-@pytest.fixture
-def gateway(make_config, short_dir: Path) -> Iterator[tuple[NatsProcess, object]]:
-    with NatsProcess(short_dir / "nats") as srv:
-        cfg = make_config(GATEWAY.format(url=srv.url))
+@contextlib.contextmanager
+def running(directory: Path) -> Iterator[tuple[NatsProcess, object]]:
+    """A nats-server and the gateway, up and on NATS."""
+    with NatsProcess(directory / "nats") as srv:
+        cfg = gateway_config(directory, GATEWAY.format(url=srv.url))
         with running_gateway(cfg):
             wait_for(
                 lambda: (
@@ -62,6 +64,21 @@ def gateway(make_config, short_dir: Path) -> Iterator[tuple[NatsProcess, object]
                 "boiler running, bridge on NATS",
             )
             yield srv, cfg
+
+
+@pytest.fixture(scope="module")
+def gateway(module_dir: Path) -> Iterator[tuple[NatsProcess, object]]:
+    """One gateway for the module's tests (starting one is most of each test's time):
+    each checks that the bridge is the process it found, never restarted."""
+    with running(module_dir) as g:
+        yield g
+
+
+@pytest.fixture
+def own_gateway(short_dir: Path) -> Iterator[tuple[NatsProcess, object]]:
+    """A gateway of the test's own, for a test that counts from zero."""
+    with running(short_dir) as g:
+        yield g
 
 
 def bridge(cfg: object) -> dict:
@@ -166,8 +183,8 @@ def test_requests_refused_for_the_in_flight_or_queued_bound_count_as_seen() -> N
     assert c.flooded and not c.admit()  # the refused ones made the flood
 
 
-def test_a_burst_of_bad_requests_is_counted_not_all_logged(gateway) -> None:
-    srv, cfg = gateway
+def test_a_burst_of_bad_requests_is_counted_not_all_logged(own_gateway) -> None:
+    srv, cfg = own_gateway
     n = 3 * LOG_REFUSED
     t0 = time.monotonic()
     for _ in range(n):
