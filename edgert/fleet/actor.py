@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..actor import Actor
+from ..bridge.natsimport import import_nats
 from ..config import ConfigError, FleetSection, NatsSection, load, overlay
 from ..context import Context, statuses
 from ..tasks import cancel_all
@@ -89,6 +90,7 @@ class Fleet(Actor):
     wants_status = True
 
     def run(self, ctx: Context) -> None:
+        import_nats()  # without importlib.metadata: see edgert.bridge.natsimport
         asyncio.run(_Run(ctx).main())
 
 
