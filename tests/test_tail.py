@@ -10,6 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from edgert.cli import cli
+from edgert.cli.locate import running_gateways
 from edgert.config import load
 from edgert.testing import running_gateway, status, wait_for
 from edgert.testing.nats import Subscriber, free_port
@@ -50,8 +51,12 @@ def test_tail_prints_points_of_one_node_while_nats_is_down(make_config) -> None:
 def test_tail_help_has_an_example_and_a_bad_call_is_a_usage_error() -> None:
     r = CliRunner().invoke(cli, ["tail", "--help"])
     assert r.exit_code == 0 and "Example:" in r.output and "edgert tail --config" in r.output
-    r = CliRunner().invoke(cli, ["tail"])
-    assert r.exit_code == 2 and "--config FILE or --runtime-dir DIR" in r.output
+    if not running_gateways():  # else `tail` alone follows that one
+        r = CliRunner().invoke(cli, ["tail"])
+        assert r.exit_code == 1 and "no gateway is running" in r.output, r.output
+        assert "--config FILE or --runtime-dir DIR" in r.output
+    r = CliRunner().invoke(cli, ["tail", "--count", "0"])
+    assert r.exit_code == 2 and "--count" in r.output, r.output
 
 
 def test_demo_config_runs_with_its_embedded_nats_server(short_dir: Path) -> None:

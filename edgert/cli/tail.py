@@ -7,6 +7,10 @@ as a msgpack array of point maps. `tail` subscribes to it and prints one line
 per point: time (UTC), node, type, key, value, and the origin when there is
 one. It reads the local bus only, so it works while NATS is down.
 
+A gateway that is not running yet is waited for, saying so; one that stops
+while followed is said on stderr and waited for again, and with `--count` it
+ends `tail` (exit 1) rather than leaving it waiting for points that cannot come.
+
 On a terminal the lines come under a header, in columns that widen to the
 longest name seen; piped, the fields are separated by two spaces. A float read
 from a 32-bit register prints as the shortest decimal that is that float32
@@ -115,9 +119,11 @@ def follow(
     With `last`, the latest value of every point first (subscribed before asking,
     so nothing falls between the two; a live point no newer than one shown is skipped).
     """
-    sock_path = Path(runtime_dir) / "tail.sock"
-    if not sock_path.exists():
-        click.echo(f"edgert: waiting for a gateway at {runtime_dir} ...", err=True)
+    from edgert.rundir import gone
+
+    up = not gone(Path(runtime_dir))
+    if not up:
+        say("warning", f"no gateway is running at {runtime_dir}: waiting for one (Ctrl-C ends)")
     columns = Columns() if tty else None
     show = columns.line if columns is not None else format_point
     zctx = zmq.Context(1)
@@ -144,7 +150,20 @@ def follow(
                 out.flush()
             while count is None or printed < count:
                 if not sock.poll(500):
+                    if up and gone(Path(runtime_dir)):
+                        if count is not None:
+                            raise click.ClickException(
+                                f"the gateway at {runtime_dir} stopped after {printed} of "
+                                f"{count} points"
+                            )
+                        say(
+                            "warning",
+                            f"the gateway at {runtime_dir} stopped: waiting for it to start "
+                            "again (Ctrl-C ends)",
+                        )
+                    up = not gone(Path(runtime_dir))
                     continue
+                up = True
                 frames = sock.recv_multipart()
                 try:
                     if len(frames) != 2:
