@@ -67,6 +67,9 @@ def test_install_script_into_a_staging_root(short_dir: Path) -> None:
     assert os.readlink(venv / "bin/python3") == "python"
     cfg = (venv / "pyvenv.cfg").read_text()
     assert str(root) not in cfg and f"home = {os.path.dirname(target)}" in cfg
+    # Nor any file of the venv, compiled modules included (tracebacks name their sources).
+    build = subprocess.run(["grep", "-rlF", str(root), str(venv)], capture_output=True, text=True)
+    assert build.stdout == "", build.stdout.splitlines()[:5]
 
     # The service user exists in the staged root, and can read the config.
     user = _entry(root, "passwd", "edgert")
