@@ -78,6 +78,10 @@ def test_commands_find_the_only_gateway_and_say_when_it_was_killed(short_dir: Pa
         r = edgert("status", "--config", str(cfg))
         assert r.returncode == 1, r.stderr
         assert "is not running" in r.stderr and "killed" in r.stderr, r.stderr
+        if not running_gateways():  # without flags too, it names the killed one
+            r = edgert("values")
+            assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+            assert "killed" in r.stderr and str(short_dir / "xdg" / "edgert" / "loc") in r.stderr
     finally:
         if proc.poll() is None:
             proc.kill()
