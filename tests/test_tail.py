@@ -99,3 +99,31 @@ def test_log_lines_are_stamped_in_utc_with_a_z_whatever_the_time_zone() -> None:
     stamp = r.stderr.split()[0]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
     assert stamp.startswith(r.stdout.strip()), (stamp, r.stdout)  # the UTC hour
+
+
+def test_on_a_terminal_the_lines_are_aligned_under_their_header_from_the_first(
+    make_config,
+) -> None:
+    import io
+
+    from edgert.cli.tail import follow
+
+    cfg = make_config(NATS_DOWN + sim("g", rate=20.0) + sim("a-much-longer-node", rate=20.0))
+    with running_gateway(cfg):
+        rdir = str(cfg.runtime_dir)
+        r = CliRunner()
+        wait_for(
+            lambda: len(r.invoke(cli, ["values", "--runtime-dir", rdir, "--json"]).stdout) > 300,
+            15,
+            "both nodes' latest values",
+        )
+        out = io.StringIO()
+        assert follow(rdir, None, 40, out, tty=True) == 40
+    header, *lines = out.getvalue().splitlines()
+    assert header.split() == ["TIME", "(UTC)", "NODE", "TYPE", "KEY", "VALUE"]
+    assert {line.split()[1] for line in lines} == {"g", "a-much-longer-node"}
+    # Every column starts where its header does, on every line (the names were known
+    # before the first line: not widened after it).
+    for name in ("NODE", "TYPE", "KEY", "VALUE"):
+        at = header.index(name)
+        assert all(line[at - 1] == " " and line[at] != " " for line in lines), (name, lines)

@@ -87,11 +87,16 @@ def format_point(p: Point) -> str:
 
 
 class Columns:
-    """Lines under a header, in columns that widen to the longest value seen so far
-    (a stream has no last row to measure first)."""
+    """Lines under a header, in columns as wide as the names of the points the
+    gateway already knows (`seed`: its latest values), widening for a longer one
+    seen later (a stream has no last row to measure first)."""
 
-    def __init__(self) -> None:
+    def __init__(self, seed: list[Point] = ()) -> None:  # type: ignore[assignment]
         self.widths = [len(h) for h in HEADER[:4]]
+        self.widths[0] = max(self.widths[0], len(utc_stamp(0)))
+        for p in seed:
+            for i, f in enumerate((p.node, p.type, p.key), start=1):
+                self.widths[i] = max(self.widths[i], len(f))
 
     def header(self) -> str:
         return self._line(list(HEADER))
@@ -124,8 +129,6 @@ def follow(
     up = not gone(Path(runtime_dir))
     if not up:
         say("warning", f"no gateway is running at {runtime_dir}: waiting for one (Ctrl-C ends)")
-    columns = Columns() if tty else None
-    show = columns.line if columns is not None else format_point
     zctx = zmq.Context(1)
     printed = 0
     shown: dict[tuple[str, str, str], int] = {}
@@ -136,12 +139,21 @@ def follow(
             sock.setsockopt(zmq.RCVHWM, 100_000)
             sock.setsockopt(zmq.SUBSCRIBE, b"" if node is None else node.encode() + b"\0")
             sock.connect(tail_endpoint(runtime_dir))
+            latest: list[Point] = []  # asked once subscribed: nothing falls between
+            if last or (tty and up):
+                from edgert.cli.values import latest_points
+
+                try:
+                    latest = latest_points(runtime_dir, node, timeout=3.0 if last else 1.0)[0]
+                except click.ClickException:
+                    if last:
+                        raise
+            columns = Columns(latest) if tty else None
+            show = columns.line if columns is not None else format_point
             if columns is not None:
                 out.write(columns.header() + "\n")
             if last:
-                from edgert.cli.values import latest_points
-
-                for p in sorted(latest_points(runtime_dir, node)[0], key=lambda p: p.time):
+                for p in sorted(latest, key=lambda p: p.time):
                     if count is not None and printed >= count:
                         break
                     out.write(show(p) + "\n")
