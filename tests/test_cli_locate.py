@@ -203,7 +203,8 @@ def test_a_gateway_started_from_another_environment_is_found_by_its_config(
     # Stopped, the same port is free and check says ok; status says none runs (exit 1).
     assert CliRunner().invoke(cli, ["check", str(cfg)]).exit_code == 0
     r = CliRunner().invoke(cli, ["status", "--config", str(cfg)])
-    assert r.exit_code == 1 and "no gateway is running" in r.output, r.output
+    assert r.exit_code == 1 and "no gateway 'loc' is running (looked in " in r.output, r.output
+    assert f"{shell}/edgert/loc, {unit}/edgert/loc)" in r.output
 
 
 def test_tail_says_when_the_gateway_stops_and_ends_a_count_it_cannot_reach(

@@ -204,12 +204,14 @@ def test_directories_made_for_a_refused_start_go_even_when_they_share_parents(
 def test_embedded_nats_without_a_nats_server_installed_is_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The install of issue 2: the demo config, no nats-server; `run` would fail and
-    # systemd would loop. Nothing beside the interpreter, nothing on PATH:
-    bare = tmp_path / "bin"
+    # An install with the demo config and no nats-server: `run` would fail and systemd
+    # would loop. Nothing beside the interpreter, on PATH nor where packages put it:
+    bare, sbin = tmp_path / "bin", tmp_path / "sbin"
     bare.mkdir()
+    sbin.mkdir()
     monkeypatch.setattr(sys, "executable", str(bare / "python3"))
     monkeypatch.setenv("PATH", str(bare))
+    monkeypatch.setattr("edgert.natsserver.SYSTEM_PLACES", (str(sbin / "nats-server"),))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -219,7 +221,7 @@ def test_embedded_nats_without_a_nats_server_installed_is_an_error(
     lines = res.output.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"edgert: error: {cfg}: [nats] embedded = true")
     assert "nats-server not found" in lines[0] and "embedded = false" in lines[0]
-    # With one installed on PATH, the same config passes.
-    (bare / "nats-server").write_text("#!/bin/sh\n")
-    (bare / "nats-server").chmod(0o755)
+    # Debian's package puts it in /usr/sbin, not on a user's PATH: found there too.
+    (sbin / "nats-server").write_text("#!/bin/sh\n")
+    (sbin / "nats-server").chmod(0o755)
     assert CliRunner().invoke(cli, ["check", cfg]).exit_code == 0

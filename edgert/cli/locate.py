@@ -24,11 +24,11 @@ from typing import Any
 
 import click
 
-from edgert.rundir import config_of, live, running_dir_of, running_dirs, runtime_roots
+from edgert import rundir
+from edgert.rundir import config_of, live, running_dir_of, running_dirs
 
 __all__ = [
     "SYSTEM_CONFIG",
-    "runtime_roots",
     "live",
     "running_gateways",
     "locate",
@@ -71,11 +71,25 @@ def _gateway_of(config: str) -> tuple[str, str | None]:
     return gid, rdir if isinstance(rdir, str) and rdir else None
 
 
-def _lenient_runtime_dir(config: str) -> Path:
+def _lenient_runtime_dir(config: str, must_run: bool = True) -> Path:
+    """The runtime directory of the gateway of `config`: where it runs; else, with
+    `must_run`, an error naming where it was looked for (and a killed one found
+    there); else where it will run (a directory a gateway used before, first)."""
     from edgert.rundir import runtime_dir_of  # not edgert.config: its schema costs start-up
 
     gid, rdir = _gateway_of(config)
-    return running_dir_of(gid, rdir) or runtime_dir_of(gid, rdir)
+    found = running_dir_of(gid, rdir)
+    if found is not None or rdir is not None:
+        return found or runtime_dir_of(gid, rdir)
+    places = list(dict.fromkeys([runtime_dir_of(gid), *(r / gid for r in rundir.runtime_roots())]))
+    if not must_run:
+        return next((p for p in places if p.is_dir()), places[0])
+    killed = [p for p in places if live(p) is False]
+    if killed:
+        raise click.ClickException(_killed(killed[0]))
+    raise click.ClickException(
+        f"no gateway {gid!r} is running (looked in {', '.join(map(str, places))})"
+    )
 
 
 def locate(config: str | None, runtime_dir: str | None, must_run: bool = True) -> Path:
@@ -88,9 +102,9 @@ def locate(config: str | None, runtime_dir: str | None, must_run: bool = True) -
     if runtime_dir is not None:
         rdir = Path(runtime_dir)
     elif config is not None:
-        rdir = _lenient_runtime_dir(config)
+        rdir = _lenient_runtime_dir(config, must_run)
     else:
-        rdir = _obvious()
+        rdir = _obvious(must_run)
     state = live(rdir)
     if not must_run:
         return rdir
@@ -108,7 +122,7 @@ def _killed(rdir: Path) -> str:
     )
 
 
-def _obvious() -> Path:
+def _obvious(must_run: bool = True) -> Path:
     running = running_gateways()
     if len(running) == 1:
         return running[0]
@@ -119,11 +133,11 @@ def _obvious() -> Path:
             "or --config FILE"
         )
     if SYSTEM_CONFIG.is_file():
-        return _lenient_runtime_dir(str(SYSTEM_CONFIG))
+        return _lenient_runtime_dir(str(SYSTEM_CONFIG), must_run)
     killed = running_dirs(False)
     if len(killed) == 1:
         raise click.ClickException(_killed(killed[0]))
-    roots = ", ".join(str(r) for r in runtime_roots())
+    roots = ", ".join(str(r) for r in rundir.runtime_roots())
     left = f"; left by killed ones: {', '.join(map(str, killed))}" if killed else ""
     raise click.ClickException(
         f"no gateway is running (none in {roots}{left}, and no {SYSTEM_CONFIG}); "
