@@ -67,7 +67,7 @@ async def _request(opts: dict[str, Any], subject: str, data: bytes, headers: dic
     "--config",
     "config",
     type=click.Path(dir_okay=False),
-    help="The gateway's config file (default /etc/edgert/gateway.toml).",
+    help="The gateway's config file (default: the only running gateway's, else /etc/edgert/gateway.toml).",
 )
 @click.option("--key", default="0", show_default=True, help="The points' key.")
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for the reply.")
@@ -79,8 +79,12 @@ def cmd(config: str | None, key: str, timeout: float, node: str, points: tuple[s
     Exits 0 when the driver applied the command, 1 when it was refused (the
     reason is printed) or no answer came.
 
+    Without --config: the config the only running gateway was started from, else
+    /etc/edgert/gateway.toml. Of it only [gateway] id and [nats] are read.
+
     \b
     Example:
+      edgert cmd boiler setpoint=65     # the only running gateway
       edgert cmd --config configs/demo.toml boiler setpoint=65
       edgert cmd --config gw.toml relays relay1=true relay2=false
     """
