@@ -83,13 +83,20 @@ def _lenient_runtime_dir(config: str, must_run: bool = True) -> Path:
         return found or runtime_dir_of(gid, rdir)
     places = list(dict.fromkeys([runtime_dir_of(gid), *(r / gid for r in rundir.runtime_roots())]))
     if not must_run:
-        return next((p for p in places if p.is_dir()), places[0])
+        return next((p for p in places if _is_dir(p)), places[0])
     killed = [p for p in places if live(p) is False]
     if killed:
         raise click.ClickException(_killed(killed[0]))
     raise click.ClickException(
         f"no gateway {gid!r} is running (looked in {', '.join(map(str, places))})"
     )
+
+
+def _is_dir(p: Path) -> bool:
+    try:
+        return p.is_dir()
+    except OSError:  # another user's directory on the way
+        return False
 
 
 def locate(config: str | None, runtime_dir: str | None, must_run: bool = True) -> Path:
