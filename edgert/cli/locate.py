@@ -152,7 +152,7 @@ def _obvious(must_run: bool = True) -> Path:
     )
 
 
-def config_path(config: str | None) -> str:
+def config_path(config: str | None, hint: str = "give --config FILE") -> str:
     """`cmd` needs the whole config (NATS URL, credentials): the given one, that of
     the only running gateway (which notes it in its runtime directory), or the system one."""
     if config is not None:
@@ -162,15 +162,12 @@ def config_path(config: str | None) -> str:
         noted = config_of(running[0])
         if noted is None:
             raise click.UsageError(
-                f"the gateway running at {running[0]} did not note its config file: "
-                "give --config FILE"
+                f"the gateway running at {running[0]} did not note its config file: {hint}"
             )
         return noted
     if len(running) > 1:
         names = ", ".join(str(p) for p in running)
-        raise click.UsageError(f"several gateways are running ({names}): pick one with --config")
+        raise click.UsageError(f"several gateways are running ({names}): {hint}")
     if SYSTEM_CONFIG.is_file():
         return str(SYSTEM_CONFIG)
-    raise click.ClickException(
-        f"no gateway is running and there is no {SYSTEM_CONFIG}: give --config FILE"
-    )
+    raise click.ClickException(f"no gateway is running and there is no {SYSTEM_CONFIG}: {hint}")
