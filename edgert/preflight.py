@@ -24,6 +24,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from edgert.config import GatewayConfig, runtime_dir_for
+from edgert.rundir import running_dir_of
 
 __all__ = [
     "Finding",
@@ -45,7 +46,9 @@ def preflight(cfg: GatewayConfig) -> list[Finding]:
     """Everything found that would stop `edgert run CONFIG` here, errors first."""
     found: list[Finding] = []
     rdir = runtime_dir_for(cfg.gateway)
-    running = (rdir / "control.sock").exists()
+    # This gateway running (maybe started from another environment: systemd's /run)
+    # holds its own ports: not a reason to refuse.
+    running = running_dir_of(cfg.gateway.id, cfg.gateway.runtime_dir) is not None
     found += _writable("[gateway] data_dir", cfg.data_dir)
     found += _writable("[gateway] runtime_dir", rdir)
     if why := private_problem(rdir):

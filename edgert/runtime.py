@@ -37,6 +37,7 @@ from .fleet.store import Store
 from .preflight import embedded_port_busy, preflight, private_problem
 from .proc import ActorSpec, Build
 from .proc.zygote import fingerprint
+from .rundir import CONFIG_NOTE
 from .supervisor import ChildSpec, GroupFailed, Supervisor
 from .supervisor.tally import load_losses, save_losses
 from .systemd import Notifier
@@ -123,7 +124,7 @@ class Runtime:
         made = _missing(rdir) + _missing(self.local.data_dir)
         started = False
         try:
-            with _runtime_dir(rdir), contextlib.closing(Notifier()) as notifier:
+            with _runtime_dir(rdir, self.local.path), contextlib.closing(Notifier()) as notifier:
                 try:
                     _private_dir(self.local.data_dir)
                 except OSError as e:
@@ -341,8 +342,9 @@ class Runtime:
 
 
 @contextlib.contextmanager
-def _runtime_dir(rdir: Path) -> Iterator[None]:
-    """Create the runtime directory 0700, hold its lock, clean its sockets after."""
+def _runtime_dir(rdir: Path, config_path: str) -> Iterator[None]:
+    """Create the runtime directory 0700, hold its lock, note the config file's path
+    (`edgert cmd` finds it there), clean its sockets after."""
     try:
         rdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as e:
@@ -364,10 +366,17 @@ def _runtime_dir(rdir: Path) -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         _remove_sockets(rdir)
+        note = rdir / CONFIG_NOTE
+        with contextlib.suppress(OSError):
+            note.unlink(missing_ok=True)
+            if os.path.isfile(config_path):
+                note.write_text(os.path.abspath(config_path) + "\n")
         try:
             yield
         finally:
             _remove_sockets(rdir)
+            with contextlib.suppress(OSError):
+                note.unlink()
             with contextlib.suppress(OSError):
                 os.unlink(lock_path)
     finally:

@@ -4,7 +4,10 @@
 
 `render` lays rows out with rich: aligned columns fitted to the terminal's
 width (long text columns wrap inside their column instead of being cut), and
-states in colour when the output is a terminal; piped, the same columns
+states in colour when the output is a terminal. On a terminal too narrow to
+give those text columns room (80 columns for `status`), they go under their
+row instead, one `  NAME: text` line each, folded to the width, so they are
+never cut nor folded a word or a letter to a line; piped, the same columns
 without colour or width limit, one line per row, for grep and awk. rich is
 imported only here, when a table is printed on a terminal, so a command that
 fails before (or prints JSON) does not pay for it; a piped table of plain
@@ -31,6 +34,7 @@ STATE_STYLES = {
     "failed": "bold red",
 }
 PIPED_WIDTH = 100_000  # no limit: a row is one line
+MIN_WRAPPED = 24  # narrower, a wrapped column reads a word or a letter a line
 
 
 def is_tty() -> bool:
@@ -78,14 +82,19 @@ def render(
 
     if width is None:
         width = shutil.get_terminal_size().columns if tty else PIPED_WIDTH
+    under = _too_narrow(headers, rows, wrap, width)
+    if under:
+        return _stacked(headers, rows, under, tty, right, styles, width)
     table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold" if tty else None)
-    for h in headers:
+    first = max([len(headers[0])] + [len(str(row[0] or "")) for row in rows]) if headers else 0
+    for i, h in enumerate(headers):
         table.add_column(
             h,
             justify="right" if h in right else "left",
             overflow="fold" if h in wrap else "ellipsis",
             no_wrap=h not in wrap,
             ratio=1 if h in wrap else None,
+            min_width=first if i == 0 else None,  # what the row is about: never cut
         )
     styles = styles or {}
     for row in rows:
@@ -130,3 +139,60 @@ def _plain(
         ]
         lines.append("  ".join(out).rstrip())
     return "\n".join(lines)
+
+
+def _too_narrow(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], wrap: Sequence[str], width: int
+) -> list[str]:
+    """The `wrap` columns that must go under their rows (all of them), when the other
+    columns at their full width leave them too little room: less than their longest
+    text, and less than MIN_WRAPPED each; else []."""
+    from rich.cells import cell_len
+
+    texts = [["" if v is None else str(v) for v in row] for row in rows]
+    full = [max([cell_len(h)] + [cell_len(t[i]) for t in texts]) for i, h in enumerate(headers)]
+    under = [h for h in headers if h in wrap]
+    fixed = sum(w + 2 for h, w in zip(headers, full, strict=True) if h not in wrap)
+    room = width - fixed - 2 * (len(under) - 1)
+    need = sum(min(w, MIN_WRAPPED) for h, w in zip(headers, full, strict=True) if h in wrap)
+    return under if under and room < need else []
+
+
+def _stacked(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    under: Sequence[str],
+    tty: bool,
+    right: Sequence[str],
+    styles: dict[str, dict[str, str]] | None,
+    width: int,
+) -> str:
+    """The table without the `under` columns, each row followed by its `under` texts
+    (those it has), one `  NAME: text` line each, folded to `width`."""
+    import textwrap
+
+    keep = [i for i, h in enumerate(headers) if h not in under]
+    narrow = render(
+        [headers[i] for i in keep],
+        [[row[i] for i in keep] for row in rows],
+        tty=tty,
+        right=right,
+        styles=styles,
+        width=width,
+    ).splitlines()
+    if len(narrow) != len(rows) + 1:  # not one line a row: leave it as rich made it
+        return "\n".join(narrow)
+    out = narrow[:1]
+    for line, row in zip(narrow[1:], rows, strict=True):
+        out.append(line)
+        for h, v in zip(headers, row, strict=True):
+            text = "" if v is None else str(v)
+            if h in under and text:
+                out += textwrap.wrap(
+                    f"{h}: {text}",
+                    width=max(width, 20),
+                    initial_indent="  ",
+                    subsequent_indent="    ",
+                    break_on_hyphens=False,
+                )
+    return "\n".join(out)

@@ -1,15 +1,24 @@
-"""`status`/`tail`/`reload` find the obvious gateway, survive a config typo, spot a killed one."""
+"""`status`/`tail`/`values`/`reload`/`cmd` find the obvious gateway, survive a config typo,
+spot a killed one, find a gateway started from another environment (systemd's /run), and
+`tail` says when the gateway it follows stops."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
+from edgert.cli import cli
+from edgert.cli.locate import running_gateways
 from edgert.testing import descendants, pid_alive, wait_for
+from edgert.testing.nats import NatsProcess
 
 EDGERT = [sys.executable, "-m", "edgert"]
 
@@ -37,9 +46,10 @@ def test_commands_find_the_only_gateway_and_say_when_it_was_killed(short_dir: Pa
     def edgert(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*EDGERT, *args], env=env, capture_output=True, text=True, timeout=30)
 
-    # Nothing running: a clear word, not a wait.
-    r = edgert("status")
-    assert r.returncode == 2 and "no running gateway found" in r.stderr, r.stderr
+    # Nothing running: a clear word, not a wait (unless this user runs a gateway elsewhere).
+    if not running_gateways():
+        r = edgert("status")
+        assert r.returncode == 1 and "no gateway is running" in r.stderr, r.stderr
 
     proc = subprocess.Popen([*EDGERT, "run", str(cfg)], env=env, stderr=subprocess.DEVNULL)
     try:
@@ -68,7 +78,195 @@ def test_commands_find_the_only_gateway_and_say_when_it_was_killed(short_dir: Pa
         r = edgert("status", "--config", str(cfg))
         assert r.returncode == 1, r.stderr
         assert "is not running" in r.stderr and "killed" in r.stderr, r.stderr
+        if not running_gateways():  # without flags too, it names the killed one
+            r = edgert("values")
+            assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+            assert "killed" in r.stderr and str(short_dir / "xdg" / "edgert" / "loc") in r.stderr
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+CMD_CONFIG = """
+[gateway]
+id = "{gid}"
+data_dir = "{d}/data"
+[nats]
+url = "{url}"
+[[driver]]
+name = "gen"
+type = "sim"
+[[driver.signal]]
+name = "setpoint"
+shape = "ramp"
+min = 1.0
+max = 1.0
+rate = 1.0
+writable = true
+"""
+
+
+def test_cmd_finds_the_only_gateway_and_needs_only_its_nats_section(
+    short_dir: Path, nats_server: NatsProcess
+) -> None:
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(short_dir / "xdg"))
+    (short_dir / "xdg").mkdir()
+    cfg = short_dir / "gw.toml"
+    cfg.write_text(CMD_CONFIG.format(gid="cmdloc", d=short_dir, url=nats_server.url))
+
+    def edgert(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*EDGERT, *args], env=env, cwd="/", capture_output=True, text=True, timeout=30
+        )
+
+    proc = subprocess.Popen([*EDGERT, "run", str(cfg)], env=env, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: edgert("values", "gen").returncode == 0, 30, "the gateway's first point")
+        if len(running_gateways_of(env)) == 1:  # no other gateway of this user runs now
+            r = edgert("cmd", "gen", "setpoint=7")  # from another directory, no flags
+            assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+        # A typo in a driver of the file (check refuses it) is none of cmd's business...
+        typo = short_dir / "typo.toml"
+        typo.write_text(cfg.read_text().replace("rate = 1.0", "rat = 1.0"))
+        assert edgert("check", str(typo)).returncode == 2
+        r = edgert("cmd", "--config", str(typo), "gen", "setpoint=8")
+        assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+        got = wait_for(
+            lambda: json.loads(edgert("values", "gen", "--json").stdout)["points"][0]["value"] == 8,
+            10,
+            "the written value held",
+        )
+        assert got
+        # ...but one in its [nats] is: named, exit 2, nothing sent.
+        bad = short_dir / "bad.toml"
+        bad.write_text(cfg.read_text().replace("[nats]\n", "[nats]\nprefx = 1\n"))
+        r = edgert("cmd", "--config", str(bad), "gen", "setpoint=9")
+        assert r.returncode == 2 and "unknown key 'prefx'" in r.stderr, r.stderr
+        assert "(did you mean 'prefix'?)" in r.stderr and len(r.stderr.splitlines()) == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    # Stopped: the note of its config is gone with it.
+    assert not (short_dir / "xdg" / "edgert" / "cmdloc" / "config").exists()
+
+
+def running_gateways_of(env: dict[str, str]) -> list[str]:
+    """The running gateways a command with `env` would see."""
+    code = "from edgert.rundir import running_dirs; print(*running_dirs(), sep='\\n')"
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30
+    )
+    return r.stdout.split()
+
+
+def test_a_gateway_started_from_another_environment_is_found_by_its_config(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # systemd starts the installed gateway with XDG_RUNTIME_DIR=/run; a person's shell
+    # (sudo, ssh) has another one or none. Two roots stand for the two here.
+    unit, shell = short_dir / "unit", short_dir / "shell"
+    unit.mkdir()
+    shell.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = short_dir / "gw.toml"
+    cfg.write_text(
+        CONFIG.format(d=short_dir).replace(
+            "[nats]\nenabled = false", f'[nats]\nurl = "nats://127.0.0.1:{port}"\nembedded = true'
+        )
+    )
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(unit))
+    proc = subprocess.Popen([*EDGERT, "run", str(cfg)], env=env, stderr=subprocess.DEVNULL)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(shell))
+    monkeypatch.setattr("edgert.rundir.runtime_roots", lambda: [shell / "edgert", unit / "edgert"])
+    try:
+
+        def up() -> dict | None:
+            r = CliRunner().invoke(cli, ["status", "--json", "--config", str(cfg)])
+            if r.exit_code != 0:
+                return None
+            snap = json.loads(r.stdout)
+            return snap if all(a["state"] == "running" for a in snap["actors"]) else None
+
+        snap = wait_for(up, timeout=30, what="the gateway found by its config from the shell")
+        assert snap["gateway"] == "loc" and {a["name"] for a in snap["actors"]} >= {"nats", "gen"}
+        # Its own embedded server holds the port: check (as before an edit) does not
+        # call that a port taken by another program.
+        r = CliRunner().invoke(cli, ["check", str(cfg)])
+        assert r.exit_code == 0, r.output
+        assert "already in use" not in r.output
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    # Stopped, the same port is free and check says ok; status says none runs (exit 1).
+    assert CliRunner().invoke(cli, ["check", str(cfg)]).exit_code == 0
+    r = CliRunner().invoke(cli, ["status", "--config", str(cfg)])
+    assert r.exit_code == 1 and "no gateway 'loc' is running (looked in " in r.output, r.output
+    assert f"{shell}/edgert/loc, {unit}/edgert/loc)" in r.output
+
+
+def test_tail_says_when_the_gateway_stops_and_ends_a_count_it_cannot_reach(
+    short_dir: Path,
+) -> None:
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(short_dir / "xdg"))
+    (short_dir / "xdg").mkdir()
+    cfg = short_dir / "gw.toml"
+    cfg.write_text(
+        CONFIG.format(d=short_dir).replace(
+            "[nats]\nenabled = false", '[nats]\nurl = "nats://127.0.0.1:1"'
+        )
+    )
+    run = [*EDGERT, "run", str(cfg)]
+    tail = [*EDGERT, "tail", "--config", str(cfg)]
+    pipes = {"env": env, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    gateway = subprocess.Popen(run, env=env, stderr=subprocess.DEVNULL)
+    counted = follows = None
+    try:
+        values = [*EDGERT, "values", "--config", str(cfg)]
+        wait_for(lambda: subprocess.run(values, env=env).returncode == 0, 30, "points flowing")
+        counted = subprocess.Popen([*tail, "--count", "100000"], **pipes)  # type: ignore[call-overload]
+        follows = subprocess.Popen(tail, **pipes)  # type: ignore[call-overload]
+        read = Reader(follows)
+        wait_for(lambda: "  gen  n  " in read.out(), 20, "tail printing")
+        gateway.send_signal(signal.SIGKILL)  # the hardest stop: nothing cleaned up
+        gateway.wait(10)
+        # --count cannot be reached any more: it ends, saying why, exit 1.
+        _, err = counted.communicate(timeout=20)
+        assert counted.returncode == 1, err
+        assert err.startswith(b"edgert: error: the gateway at ") and b"stopped after" in err, err
+        assert len(err.splitlines()) == 1
+        # Without --count it says so, and waits for the gateway to come back...
+        wait_for(lambda: "stopped: waiting for it to start again" in read.err(), 10, "the word")
+        seen = len(read.out())
+        gateway = subprocess.Popen(run, env=env, stderr=subprocess.DEVNULL)
+        # ...and follows it again when it does.
+        wait_for(lambda: "  gen  n  " in read.out()[seen:], 30, "points of the new gateway")
+        assert follows.poll() is None
+        assert read.err().count("edgert: warning: ") == 1, read.err()
+    finally:
+        for p in (counted, follows):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(10)
+        if gateway.poll() is None:
+            gateway.send_signal(signal.SIGTERM)
+            gateway.wait(30)
+
+
+class Reader:
+    """What a running process wrote so far, read without blocking."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self._proc, self._out, self._err = proc, b"", b""
+        for f in (proc.stdout, proc.stderr):
+            os.set_blocking(f.fileno(), False)  # type: ignore[union-attr]
+
+    def out(self) -> str:
+        self._out += self._proc.stdout.read() or b""  # type: ignore[union-attr]
+        return self._out.decode()
+
+    def err(self) -> str:
+        self._err += self._proc.stderr.read() or b""  # type: ignore[union-attr]
+        return self._err.decode()

@@ -67,6 +67,9 @@ def test_install_script_into_a_staging_root(short_dir: Path) -> None:
     assert os.readlink(venv / "bin/python3") == "python"
     cfg = (venv / "pyvenv.cfg").read_text()
     assert str(root) not in cfg and f"home = {os.path.dirname(target)}" in cfg
+    # Nor any file of the venv, compiled modules included (tracebacks name their sources).
+    build = subprocess.run(["grep", "-rlF", str(root), str(venv)], capture_output=True, text=True)
+    assert build.stdout == "", build.stdout.splitlines()[:5]
 
     # The service user exists in the staged root, and can read the config.
     user = _entry(root, "passwd", "edgert")
@@ -144,3 +147,32 @@ def _wheel(base: Path) -> Path:
         timeout=300,
     )
     return next(out.glob("edgert-*.whl"))
+
+
+# What each shipped config may keep on the device's disk at most, whatever runs: the
+# JetStream stream of its embedded server (when it has one) and the spool. README
+# ("Disk, over a week") states these budgets and what a week of running fills.
+DISK_BUDGET = {"demo": 320 * 2**20, "installed": 272 * 2**20}
+
+
+def _shipped_configs(tmp_path: Path) -> dict[str, Path]:
+    out = {"demo": REPO / "configs" / "demo.toml"}
+    template = (REPO / "deploy" / "gateway.toml").read_text().replace("@ID@", "pi")
+    for embedded in ("true", "false"):  # as install.sh writes it, with nats-server or not
+        path = tmp_path / f"installed-{embedded}.toml"
+        path.write_text(template.replace("@EMBEDDED@", embedded))
+        out[f"installed, embedded = {embedded}"] = path
+    return out
+
+
+def test_shipped_configs_stay_within_their_disk_budget(tmp_path: Path) -> None:
+    from edgert.config import load
+
+    for name, path in _shipped_configs(tmp_path).items():
+        nats = load(path).nats
+        on_disk = nats.spool_max_bytes
+        if nats.embedded and nats.jetstream:  # the stream is stored on this device
+            assert 0 < nats.stream_max_bytes and 0 < nats.stream_max_age <= 7 * 86400, name
+            on_disk += nats.stream_max_bytes
+        budget = DISK_BUDGET[name.split(",")[0]]
+        assert on_disk <= budget, f"{name}: up to {on_disk} bytes on disk, budget {budget}"

@@ -139,14 +139,15 @@ def test_run_and_check_refuse_a_directory_that_cannot_be_made_alike(
 
 
 def test_a_refusal_after_the_directories_were_made_removes_them(tmp_path: Path) -> None:
-    # A gateway killed with SIGKILL left its control socket: check skips the port (a
-    # gateway may be running there), run takes the lock, makes the data dir, then finds
-    # the port taken; it must not leave that data dir behind.
+    # Something answers on the control socket: check skips the port (a gateway may be
+    # running there, holding it), run takes the lock (free: no gateway), makes the data
+    # dir, then finds the port taken; it must not leave that data dir behind.
     rdir = tmp_path / "run"
     rdir.mkdir(mode=0o700)
-    (rdir / "control.sock").write_text("")
     data = tmp_path / "new" / "data"
-    with socket.socket() as taken:
+    with socket.socket(socket.AF_UNIX) as answers, socket.socket() as taken:
+        answers.bind(str(rdir / "control.sock"))
+        answers.listen()
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -198,3 +199,29 @@ def test_directories_made_for_a_refused_start_go_even_when_they_share_parents(
     data.mkdir(parents=True)
     _unmake(made)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_embedded_nats_without_a_nats_server_installed_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An install with the demo config and no nats-server: `run` would fail and systemd
+    # would loop. Nothing beside the interpreter, on PATH nor where packages put it:
+    bare, sbin = tmp_path / "bin", tmp_path / "sbin"
+    bare.mkdir()
+    sbin.mkdir()
+    monkeypatch.setattr(sys, "executable", str(bare / "python3"))
+    monkeypatch.setenv("PATH", str(bare))
+    monkeypatch.setattr("edgert.natsserver.SYSTEM_PLACES", (str(sbin / "nats-server"),))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = write(tmp_path, f'[nats]\nurl = "nats://127.0.0.1:{port}"\nembedded = true\n{DRIVER}')
+    res = CliRunner().invoke(cli, ["check", cfg])
+    assert res.exit_code == 2, res.output
+    lines = res.output.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"edgert: error: {cfg}: [nats] embedded = true")
+    assert "nats-server not found" in lines[0] and "embedded = false" in lines[0]
+    # Debian's package puts it in /usr/sbin, not on a user's PATH: found there too.
+    (sbin / "nats-server").write_text("#!/bin/sh\n")
+    (sbin / "nats-server").chmod(0o755)
+    assert CliRunner().invoke(cli, ["check", cfg]).exit_code == 0

@@ -124,3 +124,40 @@ def test_a_piped_table_is_laid_out_as_rich_does_without_importing_it() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.splitlines() == ["A  B", "1  x", "False"]
+
+
+def test_on_a_narrow_terminal_what_an_actor_says_goes_whole_under_its_row() -> None:
+    error = "Traceback ...\nOSError: [Errno 2] could not open port /dev/ttyUSB0: No such file"
+    snap = {
+        "gateway": "gw1",
+        "actors": [
+            actor("nats", kind="nats"),
+            actor("bridge", kind="bridge", stats={"nats": "connected"}),
+            actor("meter", kind="modbus", state="backing_off", restarts=3, last_error=error),
+        ],
+    }
+
+    def shown(s: dict, width: int) -> list[str]:
+        return [
+            re.sub(r"\x1b\[[0-9;]*m", "", ln) for ln in format_status(s, True, width).split("\n")
+        ]
+
+    # A Pi's console and an ssh window: no room for two text columns beside the figures.
+    for width in (60, 80, 100):
+        lines = shown(snap, width)
+        assert all(len(line) <= width for line in lines), lines
+        assert lines[1].split()[-1] == "BUFFERED" or width < 76, lines  # NOW is not a column
+        # (the actors' names are never cut; below 76 columns the figures' columns are)
+        assert [ln.split()[0] for ln in lines[2:6]] == ["nats", "bridge", "NOW:", "meter"], lines
+        under = " ".join(line.strip() for line in lines[6:])
+        assert lines[4].strip() == "NOW: nats connected"
+        assert (
+            under == "LAST_ERROR: OSError: [Errno 2] could not open port /dev/ttyUSB0: No such file"
+        )
+    assert shown(snap, 80)[2].split() == ["nats", "nats", "42", "running", "0", "75s", "10", "0"]
+    # With room, they are columns again; with nothing to say, no line is added.
+    wide = shown(snap, 200)
+    assert len(wide) == 5 and wide[1].split()[-2:] == ["NOW", "LAST_ERROR"], wide
+    assert wide[4].endswith("OSError: [Errno 2] could not open port /dev/ttyUSB0: No such file")
+    quiet = shown({"gateway": "gw1", "actors": [actor("nats"), actor("gen")]}, 80)
+    assert len(quiet) == 4 and all(len(line) <= 80 for line in quiet), quiet

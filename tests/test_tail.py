@@ -10,6 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from edgert.cli import cli
+from edgert.cli.locate import running_gateways
 from edgert.config import load
 from edgert.testing import running_gateway, status, wait_for
 from edgert.testing.nats import Subscriber, free_port
@@ -50,8 +51,12 @@ def test_tail_prints_points_of_one_node_while_nats_is_down(make_config) -> None:
 def test_tail_help_has_an_example_and_a_bad_call_is_a_usage_error() -> None:
     r = CliRunner().invoke(cli, ["tail", "--help"])
     assert r.exit_code == 0 and "Example:" in r.output and "edgert tail --config" in r.output
-    r = CliRunner().invoke(cli, ["tail"])
-    assert r.exit_code == 2 and "--config FILE or --runtime-dir DIR" in r.output
+    if not running_gateways():  # else `tail` alone follows that one
+        r = CliRunner().invoke(cli, ["tail"])
+        assert r.exit_code == 1 and "no gateway is running" in r.output, r.output
+        assert "--config FILE or --runtime-dir DIR" in r.output
+    r = CliRunner().invoke(cli, ["tail", "--count", "0"])
+    assert r.exit_code == 2 and "--count" in r.output, r.output
 
 
 def test_demo_config_runs_with_its_embedded_nats_server(short_dir: Path) -> None:
@@ -94,3 +99,31 @@ def test_log_lines_are_stamped_in_utc_with_a_z_whatever_the_time_zone() -> None:
     stamp = r.stderr.split()[0]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
     assert stamp.startswith(r.stdout.strip()), (stamp, r.stdout)  # the UTC hour
+
+
+def test_on_a_terminal_the_lines_are_aligned_under_their_header_from_the_first(
+    make_config,
+) -> None:
+    import io
+
+    from edgert.cli.tail import follow
+
+    cfg = make_config(NATS_DOWN + sim("g", rate=20.0) + sim("a-much-longer-node", rate=20.0))
+    with running_gateway(cfg):
+        rdir = str(cfg.runtime_dir)
+        r = CliRunner()
+        wait_for(
+            lambda: len(r.invoke(cli, ["values", "--runtime-dir", rdir, "--json"]).stdout) > 300,
+            15,
+            "both nodes' latest values",
+        )
+        out = io.StringIO()
+        assert follow(rdir, None, 40, out, tty=True) == 40
+    header, *lines = out.getvalue().splitlines()
+    assert header.split() == ["TIME", "(UTC)", "NODE", "TYPE", "KEY", "VALUE"]
+    assert {line.split()[1] for line in lines} == {"g", "a-much-longer-node"}
+    # Every column starts where its header does, on every line (the names were known
+    # before the first line: not widened after it).
+    for name in ("NODE", "TYPE", "KEY", "VALUE"):
+        at = header.index(name)
+        assert all(line[at - 1] == " " and line[at] != " " for line in lines), (name, lines)

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from edgert.config import load
+from edgert.config import ConfigError, NatsSection, decode
 from edgert.point import Point, encode_batch, unpack_limited, valid_name
 
 __all__ = ["cmd", "parse_assignment"]
@@ -67,7 +67,7 @@ async def _request(opts: dict[str, Any], subject: str, data: bytes, headers: dic
     "--config",
     "config",
     type=click.Path(dir_okay=False),
-    help="The gateway's config file (default /etc/edgert/gateway.toml).",
+    help="The gateway's config file (default: the only running gateway's, else /etc/edgert/gateway.toml).",
 )
 @click.option("--key", default="0", show_default=True, help="The points' key.")
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for the reply.")
@@ -79,8 +79,12 @@ def cmd(config: str | None, key: str, timeout: float, node: str, points: tuple[s
     Exits 0 when the driver applied the command, 1 when it was refused (the
     reason is printed) or no answer came.
 
+    Without --config: the config the only running gateway was started from, else
+    /etc/edgert/gateway.toml. Of it only [gateway] id and [nats] are read.
+
     \b
     Example:
+      edgert cmd boiler setpoint=65     # the only running gateway
       edgert cmd --config configs/demo.toml boiler setpoint=65
       edgert cmd --config gw.toml relays relay1=true relay2=false
     """
@@ -88,24 +92,24 @@ def cmd(config: str | None, key: str, timeout: float, node: str, points: tuple[s
     from edgert.cli.locate import config_path
 
     config = config_path(config)
-    cfg = load(config)
+    gateway_id, section = _target(config)
     if not valid_name(node):
         raise click.BadParameter(f"{node!r}: letters, digits, _ and - only", param_hint="NODE")
-    if not cfg.nats.enabled:
+    if not section.enabled:
         raise click.UsageError(f"{config}: [nats] enabled = false: the gateway takes no commands")
     batch = [Point(node, t, key, v, origin="cli") for t, v in map(parse_assignment, points)]
-    enc = cfg.nats.encoding
-    subject = f"{cfg.nats.prefix}.{cfg.gateway.id}.cmd.{node}"
-    opts = nats_options(cfg.nats, name=f"edgert-cmd-{cfg.gateway.id}")
+    enc = section.encoding
+    subject = f"{section.prefix}.{gateway_id}.cmd.{node}"
+    opts = nats_options(section, name=f"edgert-cmd-{gateway_id}")
     opts["connect_timeout"] = min(timeout, opts.get("connect_timeout", timeout))
     headers = {"Content-Type": CONTENT_TYPES[enc]}
     try:
         msg = asyncio.run(_request(opts, subject, encode_batch(batch, enc), headers, timeout))
     except _Unreachable as e:
-        urls = ", ".join(cfg.nats.urls)
+        urls = ", ".join(section.urls)
         raise click.ClickException(f"cannot reach NATS at {urls} ({e}); nothing was sent") from None
     except Exception as e:  # noqa: BLE001 - one clear line, whatever nats-py raised
-        raise click.ClickException(_no_reply(e, cfg.gateway.id, subject, timeout)) from None
+        raise click.ClickException(_no_reply(e, gateway_id, subject, timeout)) from None
     if (msg.headers or {}).get("Content-Type") == CONTENT_TYPES["json"]:
         reply = json.loads(msg.data)
     else:
@@ -115,6 +119,32 @@ def cmd(config: str | None, key: str, timeout: float, node: str, points: tuple[s
         return
     why = reply.get("error") if isinstance(reply, dict) else f"unexpected reply {reply!r}"
     raise click.ClickException(f"refused: {why}")
+
+
+def _target(config: str) -> tuple[str, NatsSection]:
+    """The gateway's id and `[nats]` section, all a command needs of its config: a
+    problem elsewhere in the file (a driver's typo, which `check` reports) is no reason
+    to refuse a command to the gateway that runs."""
+    from edgert.cli.locate import read_leniently
+
+    doc = read_leniently(config)
+    gw = doc.get("gateway")
+    gid = gw.get("id") if isinstance(gw, dict) else None
+    problems = []
+    if not isinstance(gid, str) or not valid_name(gid):
+        problems.append(f"{config}: [gateway] id: missing or not a name ([A-Za-z0-9_-]+)")
+    raw = doc.get("nats", {})
+    section = None
+    if not isinstance(raw, dict):
+        problems.append(f"{config}: [nats] must be a table")
+    else:
+        try:
+            section = decode(NatsSection, raw, f"{config}: [nats]")
+        except ConfigError as e:
+            problems += e.problems
+    if problems or section is None:
+        raise ConfigError(problems)
+    return str(gid), section
 
 
 def _no_reply(e: Exception, gateway: str, subject: str, timeout: float) -> str:

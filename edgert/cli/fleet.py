@@ -51,7 +51,7 @@ class _Where:
         if self.url is None:
             from edgert.cli.locate import config_path
 
-            local = load(config_path(self.config))
+            local = load(config_path(self.config, "give --nats URL or --config FILE"))
             section = local.nats
         else:
             section = NatsSection(url=self.url)

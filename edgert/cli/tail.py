@@ -7,6 +7,10 @@ as a msgpack array of point maps. `tail` subscribes to it and prints one line
 per point: time (UTC), node, type, key, value, and the origin when there is
 one. It reads the local bus only, so it works while NATS is down.
 
+A gateway that is not running yet is waited for, saying so; one that stops
+while followed is said on stderr and waited for again, and with `--count` it
+ends `tail` (exit 1) rather than leaving it waiting for points that cannot come.
+
 On a terminal the lines come under a header, in columns that widen to the
 longest name seen; piped, the fields are separated by two spaces. A float read
 from a 32-bit register prints as the shortest decimal that is that float32
@@ -83,11 +87,16 @@ def format_point(p: Point) -> str:
 
 
 class Columns:
-    """Lines under a header, in columns that widen to the longest value seen so far
-    (a stream has no last row to measure first)."""
+    """Lines under a header, in columns as wide as the names of the points the
+    gateway already knows (`seed`: its latest values), widening for a longer one
+    seen later (a stream has no last row to measure first)."""
 
-    def __init__(self) -> None:
+    def __init__(self, seed: list[Point] = ()) -> None:  # type: ignore[assignment]
         self.widths = [len(h) for h in HEADER[:4]]
+        self.widths[0] = max(self.widths[0], len(utc_stamp(0)))
+        for p in seed:
+            for i, f in enumerate((p.node, p.type, p.key), start=1):
+                self.widths[i] = max(self.widths[i], len(f))
 
     def header(self) -> str:
         return self._line(list(HEADER))
@@ -115,11 +124,11 @@ def follow(
     With `last`, the latest value of every point first (subscribed before asking,
     so nothing falls between the two; a live point no newer than one shown is skipped).
     """
-    sock_path = Path(runtime_dir) / "tail.sock"
-    if not sock_path.exists():
-        click.echo(f"edgert: waiting for a gateway at {runtime_dir} ...", err=True)
-    columns = Columns() if tty else None
-    show = columns.line if columns is not None else format_point
+    from edgert.rundir import gone
+
+    up = not gone(Path(runtime_dir))
+    if not up:
+        say("warning", f"no gateway is running at {runtime_dir}: waiting for one (Ctrl-C ends)")
     zctx = zmq.Context(1)
     printed = 0
     shown: dict[tuple[str, str, str], int] = {}
@@ -130,12 +139,21 @@ def follow(
             sock.setsockopt(zmq.RCVHWM, 100_000)
             sock.setsockopt(zmq.SUBSCRIBE, b"" if node is None else node.encode() + b"\0")
             sock.connect(tail_endpoint(runtime_dir))
+            latest: list[Point] = []  # asked once subscribed: nothing falls between
+            if last or (tty and up):
+                from edgert.cli.values import latest_points
+
+                try:
+                    latest = latest_points(runtime_dir, node, timeout=3.0 if last else 1.0)[0]
+                except click.ClickException:
+                    if last:
+                        raise
+            columns = Columns(latest) if tty else None
+            show = columns.line if columns is not None else format_point
             if columns is not None:
                 out.write(columns.header() + "\n")
             if last:
-                from edgert.cli.values import latest_points
-
-                for p in sorted(latest_points(runtime_dir, node)[0], key=lambda p: p.time):
+                for p in sorted(latest, key=lambda p: p.time):
                     if count is not None and printed >= count:
                         break
                     out.write(show(p) + "\n")
@@ -144,7 +162,20 @@ def follow(
                 out.flush()
             while count is None or printed < count:
                 if not sock.poll(500):
+                    if up and gone(Path(runtime_dir)):
+                        if count is not None:
+                            raise click.ClickException(
+                                f"the gateway at {runtime_dir} stopped after {printed} of "
+                                f"{count} points"
+                            )
+                        say(
+                            "warning",
+                            f"the gateway at {runtime_dir} stopped: waiting for it to start "
+                            "again (Ctrl-C ends)",
+                        )
+                    up = not gone(Path(runtime_dir))
                     continue
+                up = True
                 frames = sock.recv_multipart()
                 try:
                     if len(frames) != 2:
