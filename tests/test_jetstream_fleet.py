@@ -19,7 +19,7 @@ from typing import Any
 import nats
 import pytest
 
-from edgert.bridge.stream import covers, default_stream
+from edgert.bridge.stream import _limit, covers, default_stream
 from edgert.config import GatewayConfig
 from edgert.testing import running_gateway, status, wait_for
 from edgert.testing.configs import sim_driver, supervisor
@@ -77,6 +77,14 @@ def test_subject_coverage() -> None:
     assert not covers("edgert.gw.p.>", "edgert.gw.p")
     assert covers("a.*", "a.b") and not covers("a.b", "a.*")
     assert default_stream("gw-1_a") == "EDGERT_gw-1_a"
+
+
+def test_stream_limits_are_logged_in_units_a_person_reads() -> None:
+    assert _limit("max_bytes", 256 * 1024 * 1024) == "max_bytes 256 MiB"
+    assert _limit("max_bytes", 1536) == "max_bytes 1.5 KiB"
+    assert _limit("max_bytes", 100) == "max_bytes 100 B"
+    assert _limit("max_age", 7 * 86400.0) == "max_age 7 d"
+    assert _limit("max_age", 30.0) == "max_age 30 s"
 
 
 def test_two_gateways_share_one_server_each_in_its_own_stream(

@@ -102,8 +102,21 @@ async def ensure_stream(js: Any, section: NatsSection, gateway_id: str, base: st
             f"JetStream: cannot create stream {name} for {', '.join(subjects)}: "
             f"{e.description or e}"
         ) from None
-    shown = ", ".join(f"{k} {v:g}" for k, v in limits.items()) or "no limits"
+    shown = ", ".join(_limit(k, v) for k, v in limits.items()) or "no limits"
     return f"JetStream: created stream {name} for {', '.join(subjects)} ({shown})"
+
+
+def _limit(key: str, value: float) -> str:
+    """A stream limit as a person reads it: "max_bytes 256 MiB", "max_age 7 d"."""
+    if key == "max_bytes":
+        for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+            if value >= size:
+                return f"max_bytes {value / size:g} {unit}"
+        return f"max_bytes {value:g} B"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if value >= size:
+            return f"{key} {value / size:g} {unit}"
+    return f"{key} {value:g} s"
 
 
 def _check(name: str, subjects: list[str], points: str) -> None:
