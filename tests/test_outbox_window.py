@@ -278,3 +278,27 @@ def test_one_read_takes_every_frame_waiting_and_says_when_none_is_left(pair) -> 
             break
     assert [c.id for c in cmds] == [7] and out.points_acked == 6 and out.buffered == 0
     assert not out.readable() and out.on_readable() == []
+
+
+def test_a_batch_after_a_quiet_spell_is_sent_once(pair, clock) -> None:
+    """A driver polling less often than `resend_after` (a meter read every 5 s): each
+    batch leaves once, and is resent only when its own ack is `resend_after` late."""
+    router, dealer = pair
+    box = Outbox(dealer, "drv.1.a", resend_after=2.0)
+    for seq in (1, 2, 3):
+        box.publish(batch(1))
+        box.tick(clock.now)
+        assert received(router) == [seq]  # not also a resend of it
+        router.send_multipart([b"drv", encode_frame("A", "drv.1.a", seq)])
+        assert dealer.poll(1000)
+        box.on_readable()
+        clock.now += 5.0
+    box.publish(batch(1))
+    box.tick(clock.now)
+    assert received(router) == [4]
+    clock.now += 1.9
+    box.tick(clock.now)
+    assert received(router) == []  # its ack is not late yet
+    clock.now += 0.2
+    box.tick(clock.now)
+    assert received(router) == [4]  # now it is: sent again

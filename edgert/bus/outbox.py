@@ -29,8 +29,10 @@ dropped and counted (`dropped`): overload drops at the source. `room()` says how
 many points can be published now without waiting for credit, so a producer that
 can choose its pace (a simulator at full speed) waits instead of making points
 only to drop them. When no ack came
-for `resend_after` seconds, everything unacked is sent again from the oldest
-(go-back-N), marked `resent` so the bridge keeps each its own message id.
+for `resend_after` seconds (from the last ack, or from the sending of the
+oldest batch in flight when that is later), everything unacked is sent again
+from the oldest (go-back-N), marked `resent` so the bridge keeps each its own
+message id.
 
 With a `ring` (`edgert.bus.ring`, a memory-mapped file under the runtime
 directory), every point is also written there when `publish` takes it, and
@@ -564,6 +566,11 @@ class Outbox:
             self._sent_upto = seq
             self._sent_max = max(self._sent_max, seq)
             now = now or time.monotonic()
+            if not self._flight:
+                # the resend clock runs from the oldest batch in flight, not from the
+                # last ack: after a quiet spell (a driver polling every 5 s) a batch
+                # is not taken as lost the moment it leaves
+                self._last_progress = now
             self._flight.append((seq, n, now))
             self._flight_points += n
         if now:
