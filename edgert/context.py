@@ -78,15 +78,20 @@ class Context(Generic[C]):
         self._watched: set[int] = set()
         self._decode_link: Any = None
         self._poll = zmq.Poller()  # handles the edge-triggered FD of zmq sockets correctly
-        # the same without the bus (acks wait for a wake-up): plain fds only, so the
-        # kernel's poll, one system call where zmq_poll makes two (a look, then the wait)
+        self._poll_acks = zmq.Poller()  # the same and the ack socket: when an ack is needed
+        # without the bus (acks wait for a wake-up): plain fds only, so the kernel's
+        # poll, one system call where zmq_poll makes two (a look, then the wait)
         self._poll_lazy = select.poll()
-        for poll in (self._poll, self._poll_lazy):
+        self._polls: tuple[Any, ...] = (self._poll, self._poll_acks, self._poll_lazy)
+        for poll in self._polls:
             poll.register(self._wake_r, zmq.POLLIN)
             if link is not None:
                 poll.register(link.fileno(), zmq.POLLIN)
         if outbox is not None:
             self._poll.register(outbox.sock, zmq.POLLIN)
+            self._poll_acks.register(outbox.sock, zmq.POLLIN)
+            if outbox.acks is not None:
+                self._poll_acks.register(outbox.acks, zmq.POLLIN)
         actor._ctx = self
 
     # -- lifecycle (the runtime's) ---------------------------------------------------
@@ -123,16 +128,16 @@ class Context(Generic[C]):
         The actor owns `fd`: call `unwatch(fd)` before closing it.
         """
         if fd not in self._watched:
-            self._poll.register(fd, zmq.POLLIN)
-            self._poll_lazy.register(fd, zmq.POLLIN)
+            for poll in self._polls:
+                poll.register(fd, zmq.POLLIN)
             self._watched.add(fd)
 
     def unwatch(self, fd: int) -> None:
         """Stop watching `fd` (harmless when it is not watched)."""
         if fd in self._watched:
             self._watched.discard(fd)
-            self._poll.unregister(fd)
-            self._poll_lazy.unregister(fd)
+            for poll in self._polls:
+                poll.unregister(fd)
             self._queue = deque(m for m in self._queue if m != Readable(fd))
 
     def receive(self, timeout: float | None = None) -> Message:
@@ -142,11 +147,15 @@ class Context(Generic[C]):
         data, or None when the timeout passed. Publishing is flushed, acks read
         and heartbeats sent while waiting.
 
-        An actor that asked to be back within `ACK_LAG` is not woken for the
-        bridge's frames alone (acks, commands): they are read when it wakes
+        Acks are read at every wake-up, but wake the actor only when the outbox
+        wants one before the actor's deadline (`Outbox.wants_acks`: points
+        lingering for it, credit running low, a resend due): a driver polling
+        once a second wakes for its poll, and reads there the ack of its last
+        batch. An actor that asked to be back within `ACK_LAG` is not woken for
+        the bridge's frames at all (commands too): they are read when it wakes
         anyway, so a driver that polls every few milliseconds wakes once per
-        tick, not twice (its tick, then the ack of what it published). Unless
-        published points linger in the outbox for an ack: that ack wakes it.
+        tick. Unless published points linger in the outbox for an ack: that
+        ack wakes it.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         polled = False  # look at the inputs at least once, even with timeout=0
@@ -158,10 +167,16 @@ class Context(Generic[C]):
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0 and polled:
                 return None
+            outbox = self._outbox
             lazy = left is not None and left <= ACK_LAG
-            if lazy and self._outbox is not None and self._outbox.lingering():
+            if lazy and outbox is not None and outbox.lingering():
                 lazy = False  # points wait for an ack to leave: be woken by it
-            poll = self._poll_lazy if lazy else self._poll
+            if lazy:
+                poll = self._poll_lazy
+            elif outbox is not None and outbox.wants_acks(deadline):
+                poll = self._poll_acks
+            else:
+                poll = self._poll
             for t in (left, wait):
                 if t is not None:
                     left = t if left is None else min(left, t)
@@ -170,9 +185,10 @@ class Context(Generic[C]):
             fds = {fd for fd, _ in ready}
             # the full poll reports the bus when it has frames; the lazy one does not
             # look: read it anyway, so what the actor publishes next sees the acks
-            self._drain_inputs(
-                fds, bus=lazy or (self._outbox is not None and self._outbox.sock in fds)
-            )
+            bus = lazy or (outbox is not None and outbox.sock in fds)
+            self._drain_inputs(fds, bus=bus)
+            if outbox is not None and not bus:
+                outbox.read_acks()  # waited on or not: read before the actor goes on
             if self._watched:
                 self._queue_readable(fd for fd, _ in ready if fd in self._watched)
             polled = True
@@ -188,6 +204,8 @@ class Context(Generic[C]):
             fds.append(self._link.fileno())
         if self._outbox is not None:
             fds.append(self._outbox.sock.getsockopt(zmq.FD))
+            if self._outbox.acks is not None:
+                fds.append(self._outbox.acks.getsockopt(zmq.FD))
         while True:
             msg = self._next_message()
             if msg is not None:
@@ -199,7 +217,9 @@ class Context(Generic[C]):
             for t in (left, wait):
                 if t is not None:
                     left = t if left is None else min(left, t)
-            if self._outbox is not None and self._outbox.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if self._outbox is not None and (
+                self._outbox.readable() or self._outbox.acks_waiting()
+            ):
                 left = 0.0
             ready = loop.create_future()
             for fd in fds:
@@ -285,16 +305,20 @@ class Context(Generic[C]):
                 self._parent_gone = True
                 self.log.warning("supervisor gone: stopping")
                 self._actor.stop()
-                self._poll.unregister(link.fileno())
-                self._poll_lazy.unregister(link.fileno())
+                for poll in self._polls:
+                    poll.unregister(link.fileno())
         if bus:
             self._read_bus()
 
     def _read_bus(self) -> None:
-        """Apply the acks and queue the commands waiting on the bus (if any: asking the
-        socket is cheaper than a receive that finds nothing)."""
-        if self._outbox is not None and self._outbox.readable():
-            self._queue.extend(self._outbox.on_readable())
+        """Apply the acks and queue the commands waiting on the bus and the ack socket
+        (if any: asking a socket is cheaper than a receive that finds nothing)."""
+        outbox = self._outbox
+        if outbox is not None:
+            if outbox.readable():
+                self._queue.extend(outbox.on_readable())  # the ack socket too
+            else:
+                outbox.read_acks()
 
     # -- output ------------------------------------------------------------------
     def publish(self, points: list[Point] | Point) -> None:
