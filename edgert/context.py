@@ -36,9 +36,13 @@ from .point import Point, Value
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["Context", "statuses", "settle_future", "ACK_LAG"]
+__all__ = ["Context", "statuses", "settle_future", "ACK_LAG", "HB_EARLY", "HB_PHASE"]
 
 HB_EARLY = 0.25  # a heartbeat due within this share of its interval goes with a wake-up
+# seconds after the instants of the host's grid that heartbeats fall on: after the
+# batches that polls on the same grid send, so that an actor woken by those (the
+# bridge) sends its heartbeat with them (`beat`) instead of in a wake-up of its own
+HB_PHASE = 0.1
 ACK_LAG = 0.02  # seconds: an actor due back within this long is not woken for bus frames alone
 
 
@@ -73,6 +77,8 @@ class Context(Generic[C]):
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
         self._next_hb = 0.0
+        self._atimeout: Any = None  # the timeout of an `areceive` waiting (see `beat`)
+        self._adeadline: float | None = None  # ... and that areceive's own deadline
         self._extra: dict[str, Any] = {}
         self._parent_gone = False
         self._watched: set[int] = set()
@@ -227,11 +233,13 @@ class Context(Generic[C]):
             for fd in self._watched:
                 loop.add_reader(fd, settle_future, ready)
             try:  # not wait_for: on 3.11 it can swallow a cancellation racing the wait's end
-                async with asyncio.timeout(left):
+                async with asyncio.timeout(left) as self._atimeout:
+                    self._adeadline = deadline
                     await ready
             except TimeoutError:
                 pass
             finally:
+                self._atimeout = None
                 for fd in fds:
                     loop.remove_reader(fd)
                 for fd in self._watched:
@@ -267,16 +275,38 @@ class Context(Generic[C]):
             if d is not None:
                 waits.append(max(0.0, d - now))
         if self._link is not None:
-            # awake anyway and the heartbeat due soon: send it now rather than wake
-            # for it alone (a driver polling once a second wakes once, not twice)
-            iv = self._heartbeat_interval
-            if now >= self._next_hb - iv * HB_EARLY:
-                self._send_link("hb", self._stats())
-                # the next on the host's grid of the interval (as `every`'s slots): the
-                # actors' heartbeats reach the supervisor together, in one wake-up
-                self._next_hb = (math.floor((now + iv * HB_EARLY) / iv) + 1) * iv
+            self._beat(now)
             waits.append(max(0.0, self._next_hb - now))
         return min(waits) if waits else None
+
+    def _beat(self, now: float) -> bool:
+        """Send the heartbeat if it is due soon; True if it went."""
+        # awake anyway and the heartbeat due soon: send it now rather than wake
+        # for it alone (a driver polling once a second wakes once, not twice)
+        iv = self._heartbeat_interval
+        if now < self._next_hb - iv * HB_EARLY:
+            return False
+        self._send_link("hb", self._stats())
+        # the next on the host's grid of the interval (as `every`'s slots), HB_PHASE
+        # after it: the actors' heartbeats reach the supervisor together, in one wake-up
+        self._next_hb = (math.floor((now - HB_PHASE + iv * HB_EARLY) / iv) + 1) * iv + HB_PHASE
+        return True
+
+    def beat(self) -> None:
+        """For a runtime actor awake in another task of its asyncio loop (the bridge's
+        bus): send the heartbeat now if it is due soon, and move the timeout of the
+        `areceive` waiting meanwhile to the next one, so that the loop does not wake
+        for the heartbeat alone."""
+        if self._link is None or not self._beat(time.monotonic()):
+            return
+        t = self._atimeout
+        if t is not None:
+            when = [self._next_hb]
+            if self._adeadline is not None:
+                when.append(self._adeadline)
+            if self._outbox is not None and (d := self._outbox.next_deadline()) is not None:
+                when.append(d)
+            t.reschedule(min(when))
 
     def _drain_inputs(self, ready: set[Any] | None = None, bus: bool = True) -> None:
         """Read what came in: the wake pipe and the link when `ready` (the fds a poll

@@ -31,7 +31,9 @@ carries out what it returns:
 - the clock (`edgert.clock`): read at every turn of the bus while it is not
   synchronized (one adjtimex), so a part taken after a step is known to be, and
   on the host's grid every 2 s, with the heartbeats (every 10 s once
-  synchronized, when a change is rare and nothing waits on it). When it is not synchronized at start, the points read until it is wait in the spool for the sync
+  synchronized, when a change is rare and nothing waits on it); a turn of the
+  bus that takes batches does the timed reading and sends the heartbeat when
+  they are due soon, so the bridge does not wake for them apart. When it is not synchronized at start, the points read until it is wait in the spool for the sync
   (`clock_hold` seconds at most after the first connection to NATS: the
   forwarder holds them); at the sync they leave with their times corrected by
   the step (`Edgert-Clock: corrected`), after the hold with
@@ -62,7 +64,7 @@ from ..actor import Actor
 from ..bus import BadFrame, ack_endpoint, bus_endpoint, decode_points_after, encode_frame, p_head
 from ..clock import ClockWatch, clock_source
 from ..config import NatsSection
-from ..context import Context, statuses
+from ..context import HB_EARLY, HB_PHASE, Context, statuses
 from ..fleet.service import FleetService
 from ..point import MAX_BATCH_BYTES
 from ..proc.zygote import trim
@@ -169,6 +171,8 @@ class _Run:
         self.clock_watch = ClockWatch(self.clock.read())
         self.clock_unsynced_out = 0  # points published with Edgert-Clock: unsynced
         self.holding = False  # the forwarder held points for the sync at the last reading
+        self.clock_due = 0.0  # when the timed reading of the clock is due (`_clock_next`)
+        self.clock_timer: asyncio.Timeout | None = None  # the wait for it, moved by readings
         self.twins = Twins(self.cfg.gateway_id, self.base, self.log, lambda: self.changed())
         self.commands = Commands(
             self.base, self.cfg.routes, self.cfg.command_timeout, self._send_router, self.enc
@@ -461,7 +465,17 @@ class _Run:
                 await self.uplink.send()  # this turn's batches leave in this turn
                 if frames:
                     self._report()
+                    self._periodic_early()
                 await asyncio.sleep(0)  # a busy bus must not starve the other tasks
+
+    def _periodic_early(self) -> None:
+        """Awake for batches: the heartbeat and the timed clock reading, when due soon,
+        go now rather than in wake-ups of their own (both fall HB_PHASE after the
+        host's grid, just after the batches of the drivers polling on it)."""
+        self.ctx.beat()
+        now = time.monotonic()
+        if self.clock_watch.synced and now >= self.clock_due - self._clock_interval() * HB_EARLY:
+            self._read_clock()  # (while not synchronized, every turn with batches reads it)
 
     async def disconnects(self, monitor: zmq.Socket) -> None:
         """Count the bus connections that end: a sender that ended, or one whose frame
@@ -548,13 +562,32 @@ class _Run:
                 else "points are published with the header Edgert-Clock: unsynced until it is",
             )
         self.holding = self.fwd.holding
-        loop = asyncio.get_running_loop()
+        self._clock_next(time.monotonic(), first=True)
         while True:
-            # once synchronized, a change is rare and nothing waits on it: look less often.
-            # On the host's grid (as the heartbeats'): the reading shares their wake-up
-            iv = self.cfg.clock_interval * (1 if not watch.synced else SYNCED_EVERY)
-            await asyncio.sleep(max(0.0, grid_after(time.monotonic(), iv) - loop.time()))
+            try:  # until the reading is due: each reading moves it (`_clock_next`)
+                async with asyncio.timeout_at(self.clock_due) as self.clock_timer:
+                    await asyncio.Event().wait()
+            except TimeoutError:
+                pass
+            finally:
+                self.clock_timer = None
             self._read_clock()
+
+    def _clock_interval(self) -> float:
+        # once synchronized, a change is rare and nothing waits on it: look less often
+        return self.cfg.clock_interval * (1 if not self.clock_watch.synced else SYNCED_EVERY)
+
+    def _clock_next(self, now: float, first: bool = False) -> None:
+        """When the timed reading is due: on the host's grid, HB_PHASE after it (as
+        the heartbeats: the reading shares their wake-up), at least half an interval
+        after the last reading (`first`: the next instant). A bus turn that reads the
+        clock (every one while it is not synchronized) moves it on, so a bridge that
+        takes batches does not wake for it."""
+        iv = self._clock_interval()
+        phase = HB_PHASE if iv >= 4 * HB_PHASE else 0.0
+        self.clock_due = grid_after(now - phase + (0.0 if first else iv / 2), iv) + phase
+        if self.clock_timer is not None:
+            self.clock_timer.reschedule(self.clock_due)
 
     def _read_clock(self) -> None:
         """One reading of the clock (one adjtimex): a step is told to the forwarder
@@ -582,6 +615,7 @@ class _Run:
             )
             self.changed()
         self.holding = fwd.holding
+        self._clock_next(time.monotonic())
 
     def _disk_fault(self, error: str) -> None:
         """A commit failed: say so once (status, status subject, log) and retry later."""
