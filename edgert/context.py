@@ -36,9 +36,13 @@ from .point import Point, Value
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["Context", "statuses", "settle_future", "ACK_LAG"]
+__all__ = ["Context", "statuses", "settle_future", "ACK_LAG", "HB_EARLY", "HB_PHASE"]
 
 HB_EARLY = 0.25  # a heartbeat due within this share of its interval goes with a wake-up
+# seconds after the instants of the host's grid that heartbeats fall on: after the
+# batches that polls on the same grid send, so that an actor woken by those (the
+# bridge) sends its heartbeat with them (`beat`) instead of in a wake-up of its own
+HB_PHASE = 0.1
 ACK_LAG = 0.02  # seconds: an actor due back within this long is not woken for bus frames alone
 
 
@@ -73,20 +77,27 @@ class Context(Generic[C]):
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
         self._next_hb = 0.0
+        self._atimeout: Any = None  # the timeout of an `areceive` waiting (see `beat`)
+        self._adeadline: float | None = None  # ... and that areceive's own deadline
         self._extra: dict[str, Any] = {}
         self._parent_gone = False
         self._watched: set[int] = set()
         self._decode_link: Any = None
         self._poll = zmq.Poller()  # handles the edge-triggered FD of zmq sockets correctly
-        # the same without the bus (acks wait for a wake-up): plain fds only, so the
-        # kernel's poll, one system call where zmq_poll makes two (a look, then the wait)
+        self._poll_acks = zmq.Poller()  # the same and the ack socket: when an ack is needed
+        # without the bus (acks wait for a wake-up): plain fds only, so the kernel's
+        # poll, one system call where zmq_poll makes two (a look, then the wait)
         self._poll_lazy = select.poll()
-        for poll in (self._poll, self._poll_lazy):
+        self._polls: tuple[Any, ...] = (self._poll, self._poll_acks, self._poll_lazy)
+        for poll in self._polls:
             poll.register(self._wake_r, zmq.POLLIN)
             if link is not None:
                 poll.register(link.fileno(), zmq.POLLIN)
         if outbox is not None:
             self._poll.register(outbox.sock, zmq.POLLIN)
+            self._poll_acks.register(outbox.sock, zmq.POLLIN)
+            if outbox.acks is not None:
+                self._poll_acks.register(outbox.acks, zmq.POLLIN)
         actor._ctx = self
 
     # -- lifecycle (the runtime's) ---------------------------------------------------
@@ -123,16 +134,16 @@ class Context(Generic[C]):
         The actor owns `fd`: call `unwatch(fd)` before closing it.
         """
         if fd not in self._watched:
-            self._poll.register(fd, zmq.POLLIN)
-            self._poll_lazy.register(fd, zmq.POLLIN)
+            for poll in self._polls:
+                poll.register(fd, zmq.POLLIN)
             self._watched.add(fd)
 
     def unwatch(self, fd: int) -> None:
         """Stop watching `fd` (harmless when it is not watched)."""
         if fd in self._watched:
             self._watched.discard(fd)
-            self._poll.unregister(fd)
-            self._poll_lazy.unregister(fd)
+            for poll in self._polls:
+                poll.unregister(fd)
             self._queue = deque(m for m in self._queue if m != Readable(fd))
 
     def receive(self, timeout: float | None = None) -> Message:
@@ -142,11 +153,15 @@ class Context(Generic[C]):
         data, or None when the timeout passed. Publishing is flushed, acks read
         and heartbeats sent while waiting.
 
-        An actor that asked to be back within `ACK_LAG` is not woken for the
-        bridge's frames alone (acks, commands): they are read when it wakes
+        Acks are read at every wake-up, but wake the actor only when the outbox
+        wants one before the actor's deadline (`Outbox.wants_acks`: points
+        lingering for it, credit running low, a resend due): a driver polling
+        once a second wakes for its poll, and reads there the ack of its last
+        batch. An actor that asked to be back within `ACK_LAG` is not woken for
+        the bridge's frames at all (commands too): they are read when it wakes
         anyway, so a driver that polls every few milliseconds wakes once per
-        tick, not twice (its tick, then the ack of what it published). Unless
-        published points linger in the outbox for an ack: that ack wakes it.
+        tick. Unless published points linger in the outbox for an ack: that
+        ack wakes it.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         polled = False  # look at the inputs at least once, even with timeout=0
@@ -158,10 +173,16 @@ class Context(Generic[C]):
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0 and polled:
                 return None
+            outbox = self._outbox
             lazy = left is not None and left <= ACK_LAG
-            if lazy and self._outbox is not None and self._outbox.lingering():
+            if lazy and outbox is not None and outbox.lingering():
                 lazy = False  # points wait for an ack to leave: be woken by it
-            poll = self._poll_lazy if lazy else self._poll
+            if lazy:
+                poll = self._poll_lazy
+            elif outbox is not None and outbox.wants_acks(deadline):
+                poll = self._poll_acks
+            else:
+                poll = self._poll
             for t in (left, wait):
                 if t is not None:
                     left = t if left is None else min(left, t)
@@ -170,9 +191,10 @@ class Context(Generic[C]):
             fds = {fd for fd, _ in ready}
             # the full poll reports the bus when it has frames; the lazy one does not
             # look: read it anyway, so what the actor publishes next sees the acks
-            self._drain_inputs(
-                fds, bus=lazy or (self._outbox is not None and self._outbox.sock in fds)
-            )
+            bus = lazy or (outbox is not None and outbox.sock in fds)
+            self._drain_inputs(fds, bus=bus)
+            if outbox is not None and not bus:
+                outbox.read_acks()  # waited on or not: read before the actor goes on
             if self._watched:
                 self._queue_readable(fd for fd, _ in ready if fd in self._watched)
             polled = True
@@ -188,6 +210,8 @@ class Context(Generic[C]):
             fds.append(self._link.fileno())
         if self._outbox is not None:
             fds.append(self._outbox.sock.getsockopt(zmq.FD))
+            if self._outbox.acks is not None:
+                fds.append(self._outbox.acks.getsockopt(zmq.FD))
         while True:
             msg = self._next_message()
             if msg is not None:
@@ -199,7 +223,9 @@ class Context(Generic[C]):
             for t in (left, wait):
                 if t is not None:
                     left = t if left is None else min(left, t)
-            if self._outbox is not None and self._outbox.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if self._outbox is not None and (
+                self._outbox.readable() or self._outbox.acks_waiting()
+            ):
                 left = 0.0
             ready = loop.create_future()
             for fd in fds:
@@ -207,11 +233,13 @@ class Context(Generic[C]):
             for fd in self._watched:
                 loop.add_reader(fd, settle_future, ready)
             try:  # not wait_for: on 3.11 it can swallow a cancellation racing the wait's end
-                async with asyncio.timeout(left):
+                async with asyncio.timeout(left) as self._atimeout:
+                    self._adeadline = deadline
                     await ready
             except TimeoutError:
                 pass
             finally:
+                self._atimeout = None
                 for fd in fds:
                     loop.remove_reader(fd)
                 for fd in self._watched:
@@ -247,16 +275,38 @@ class Context(Generic[C]):
             if d is not None:
                 waits.append(max(0.0, d - now))
         if self._link is not None:
-            # awake anyway and the heartbeat due soon: send it now rather than wake
-            # for it alone (a driver polling once a second wakes once, not twice)
-            iv = self._heartbeat_interval
-            if now >= self._next_hb - iv * HB_EARLY:
-                self._send_link("hb", self._stats())
-                # the next on the host's grid of the interval (as `every`'s slots): the
-                # actors' heartbeats reach the supervisor together, in one wake-up
-                self._next_hb = (math.floor((now + iv * HB_EARLY) / iv) + 1) * iv
+            self._beat(now)
             waits.append(max(0.0, self._next_hb - now))
         return min(waits) if waits else None
+
+    def _beat(self, now: float) -> bool:
+        """Send the heartbeat if it is due soon; True if it went."""
+        # awake anyway and the heartbeat due soon: send it now rather than wake
+        # for it alone (a driver polling once a second wakes once, not twice)
+        iv = self._heartbeat_interval
+        if now < self._next_hb - iv * HB_EARLY:
+            return False
+        self._send_link("hb", self._stats())
+        # the next on the host's grid of the interval (as `every`'s slots), HB_PHASE
+        # after it: the actors' heartbeats reach the supervisor together, in one wake-up
+        self._next_hb = (math.floor((now - HB_PHASE + iv * HB_EARLY) / iv) + 1) * iv + HB_PHASE
+        return True
+
+    def beat(self) -> None:
+        """For a runtime actor awake in another task of its asyncio loop (the bridge's
+        bus): send the heartbeat now if it is due soon, and move the timeout of the
+        `areceive` waiting meanwhile to the next one, so that the loop does not wake
+        for the heartbeat alone."""
+        if self._link is None or not self._beat(time.monotonic()):
+            return
+        t = self._atimeout
+        if t is not None:
+            when = [self._next_hb]
+            if self._adeadline is not None:
+                when.append(self._adeadline)
+            if self._outbox is not None and (d := self._outbox.next_deadline()) is not None:
+                when.append(d)
+            t.reschedule(min(when))
 
     def _drain_inputs(self, ready: set[Any] | None = None, bus: bool = True) -> None:
         """Read what came in: the wake pipe and the link when `ready` (the fds a poll
@@ -285,16 +335,20 @@ class Context(Generic[C]):
                 self._parent_gone = True
                 self.log.warning("supervisor gone: stopping")
                 self._actor.stop()
-                self._poll.unregister(link.fileno())
-                self._poll_lazy.unregister(link.fileno())
+                for poll in self._polls:
+                    poll.unregister(link.fileno())
         if bus:
             self._read_bus()
 
     def _read_bus(self) -> None:
-        """Apply the acks and queue the commands waiting on the bus (if any: asking the
-        socket is cheaper than a receive that finds nothing)."""
-        if self._outbox is not None and self._outbox.readable():
-            self._queue.extend(self._outbox.on_readable())
+        """Apply the acks and queue the commands waiting on the bus and the ack socket
+        (if any: asking a socket is cheaper than a receive that finds nothing)."""
+        outbox = self._outbox
+        if outbox is not None:
+            if outbox.readable():
+                self._queue.extend(outbox.on_readable())  # the ack socket too
+            else:
+                outbox.read_acks()
 
     # -- output ------------------------------------------------------------------
     def publish(self, points: list[Point] | Point) -> None:

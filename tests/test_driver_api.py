@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from click.testing import CliRunner
 
 import edgert
 from edgert import Actor, Context, Invalid, Point, every
-from edgert.actor import Readable, Status
+from edgert.actor import Readable, Status, Stop
 from edgert.cli import cli
 from edgert.config import ConfigError, check_fields, decode
 from edgert.context import statuses
@@ -573,3 +574,48 @@ def test_sim_publishes_each_point_alone_without_waking_per_point_and_never_skips
     assert ctx.wakes <= elapsed / 0.01 + 2  # never more than one wake-up per 10 ms
     times = [p.time for p in ctx.points]
     assert times == sorted(times) and len(set(times)) == len(times)  # each its own slot time
+
+
+def test_beat_sends_a_heartbeat_due_soon_and_moves_the_wait_for_it() -> None:
+    """An asyncio runtime actor awake in another task (the bridge taking batches)
+    sends its heartbeat when it is due soon, and the inbox's wait is moved to the
+    next one: the loop does not wake again for the one just sent."""
+    from edgert.context import HB_PHASE
+    from edgert.proc.link import Link, decode_link
+
+    ours, theirs = Link.pair()
+    actor = Actor()
+    ctx = Context(actor, name="t", link=ours, heartbeat_interval=2.0)
+
+    def beats() -> int:
+        n = 0
+        while theirs.poll(0):
+            n += decode_link(theirs.recv_bytes())[0] == "hb"
+        return n
+
+    async def run() -> None:
+        waiting = asyncio.create_task(ctx.areceive())
+        await asyncio.sleep(0)
+        assert beats() == 1  # the first, at once
+        assert ctx._atimeout is not None
+        assert ctx._atimeout.when() == pytest.approx(ctx._next_hb, abs=0.01)
+        ctx.beat()  # not due soon: nothing
+        assert beats() == 0
+        ctx._next_hb = time.monotonic() + 0.2  # now it is
+        ctx.beat()
+        assert beats() == 1
+        nxt = ctx._next_hb
+        now = time.monotonic()
+        assert now + 0.5 - 0.01 <= nxt <= now + 2.5  # not due soon again: a later one
+        assert round((nxt - HB_PHASE) / 2.0, 6).is_integer()  # on the grid, HB_PHASE after
+        assert ctx._atimeout.when() == nxt  # the wait moved on with it
+        actor.stop()
+        ctx._wake()
+        assert isinstance(await asyncio.wait_for(waiting, 10), Stop)
+
+    try:
+        asyncio.run(run())
+    finally:
+        ctx._close()
+        ours.close()
+        theirs.close()

@@ -278,3 +278,69 @@ def test_one_read_takes_every_frame_waiting_and_says_when_none_is_left(pair) -> 
             break
     assert [c.id for c in cmds] == [7] and out.points_acked == 6 and out.buffered == 0
     assert not out.readable() and out.on_readable() == []
+
+
+def test_a_batch_after_a_quiet_spell_is_sent_once(pair, clock) -> None:
+    """A driver polling less often than `resend_after` (a meter read every 5 s): each
+    batch leaves once, and is resent only when its own ack is `resend_after` late."""
+    router, dealer = pair
+    box = Outbox(dealer, "drv.1.a", resend_after=2.0)
+    for seq in (1, 2, 3):
+        box.publish(batch(1))
+        box.tick(clock.now)
+        assert received(router) == [seq]  # not also a resend of it
+        router.send_multipart([b"drv", encode_frame("A", "drv.1.a", seq)])
+        assert dealer.poll(1000)
+        box.on_readable()
+        clock.now += 5.0
+    box.publish(batch(1))
+    box.tick(clock.now)
+    assert received(router) == [4]
+    clock.now += 1.9
+    box.tick(clock.now)
+    assert received(router) == []  # its ack is not late yet
+    clock.now += 0.2
+    box.tick(clock.now)
+    assert received(router) == [4]  # now it is: sent again
+
+
+def test_acks_on_their_own_socket_are_wanted_only_when_they_change_something(
+    tmp_path: Path, clock
+) -> None:
+    """The owner waits on the ack socket only while an ack would change what the
+    outbox does before its next wake-up; otherwise it reads them when it wakes."""
+    zctx = zmq.Context(1)
+    bus, acks = zctx.socket(zmq.ROUTER), zctx.socket(zmq.ROUTER)
+    dealer, ack_dealer = zctx.socket(zmq.DEALER), zctx.socket(zmq.DEALER)
+    for i, (r, d) in enumerate(((bus, dealer), (acks, ack_dealer))):
+        for s in (r, d):
+            s.setsockopt(zmq.LINGER, 0)
+        d.setsockopt(zmq.ROUTING_ID, b"drv")
+        r.bind(f"ipc://{tmp_path}/{i}.sock")
+        d.connect(f"ipc://{tmp_path}/{i}.sock")
+    try:
+        box = Outbox(dealer, "e1", window=100, resend_after=2.0, acks=ack_dealer)
+        assert not box.wants_acks(None)  # nothing in flight
+        box.publish(batch(1))
+        assert box.wants_acks(clock.now + 1.0)  # the point waits for the end of the turn
+        box.tick(clock.now)
+        assert received(bus) == [1]
+        assert not box.wants_acks(clock.now + 1.0)  # back before the resend is due
+        assert box.wants_acks(clock.now + 2.0) and box.wants_acks(None)  # or not
+        acks.send_multipart([b"drv", encode_frame("A", "e1", 1)])
+        acks.send_multipart([b"drv", encode_frame("C", 7, [])])  # commands come on the bus
+        assert ack_dealer.poll(1000)
+        for _ in range(50):  # the two frames may reach the socket a few microseconds apart
+            box.read_acks()
+            if box.bad_frames:
+                break
+            ack_dealer.poll(100)
+        assert box.points_acked == 1 and box.buffered == 0 and box.bad_frames == 1
+        assert not box.acks_waiting() and not box.wants_acks(None)
+        box.publish(batch(60))
+        box.flush()
+        assert box.wants_acks(clock.now + 0.1)  # more than half the window in flight
+    finally:
+        for s in (bus, acks, dealer, ack_dealer):
+            s.close(0)
+        zctx.term()

@@ -14,7 +14,12 @@ carries out what it returns:
   turn, and sends the acks it owes, gathered for up to `ACK_DELAY` (or until
   `ACK_POINTS` points are owed): a driver does not wait for an ack to send
   its next batch (`edgert.bus.outbox`), so an ack only returns credit, and one
-  ack every few batches costs the bridge and the drivers fewer wake-ups;
+  ack every few batches costs the bridge and the drivers fewer wake-ups (a
+  quiet sender's ack goes at once: a driver polling once a second gets its
+  ack in the turn that NATS took its batch, not in a turn of its own). Acks
+  go on a ROUTER of their own (`ipc://<runtime_dir>/ack.sock`), which a driver
+  reads when it wakes anyway unless it waits for one, and on the bus to a
+  sender with no ack socket connected;
 - the spool: `<data_dir>/spool.db`, opened, used and closed by ONE worker
   thread (sqlite never runs on the loop); commits and reads are queued to it
   in order and their results fed back in that order. A spool with nothing on
@@ -26,7 +31,9 @@ carries out what it returns:
 - the clock (`edgert.clock`): read at every turn of the bus while it is not
   synchronized (one adjtimex), so a part taken after a step is known to be, and
   on the host's grid every 2 s, with the heartbeats (every 10 s once
-  synchronized, when a change is rare and nothing waits on it). When it is not synchronized at start, the points read until it is wait in the spool for the sync
+  synchronized, when a change is rare and nothing waits on it); a turn of the
+  bus that takes batches does the timed reading and sends the heartbeat when
+  they are due soon, so the bridge does not wake for them apart. When it is not synchronized at start, the points read until it is wait in the spool for the sync
   (`clock_hold` seconds at most after the first connection to NATS: the
   forwarder holds them); at the sync they leave with their times corrected by
   the step (`Edgert-Clock: corrected`), after the hold with
@@ -54,10 +61,10 @@ import msgpack
 import zmq
 
 from ..actor import Actor
-from ..bus import BadFrame, bus_endpoint, decode_points_after, encode_frame, p_head
+from ..bus import BadFrame, ack_endpoint, bus_endpoint, decode_points_after, encode_frame, p_head
 from ..clock import ClockWatch, clock_source
 from ..config import NatsSection
-from ..context import Context, statuses
+from ..context import HB_EARLY, HB_PHASE, Context, statuses
 from ..fleet.service import FleetService
 from ..point import MAX_BATCH_BYTES
 from ..proc.zygote import trim
@@ -86,6 +93,8 @@ SYNCED_EVERY = 5  # timed clock readings are this many clock_intervals apart onc
 BUS_MAX_BYTES = MAX_BATCH_BYTES + 64 * 1024  # the largest frame a batch makes, and room
 ACK_DELAY = 0.02  # seconds acks owed may wait to go together (well under the outbox's slow_ack)
 ACK_POINTS = 2000  # ... unless this many points came in meanwhile (a fast driver's credit)
+ACK_QUIET = 0.1  # seconds: a sender not acked for this long is acked at once (no company)
+KEEP_ACKED = 1000  # senders whose last ack time is kept, beyond those acked within ACK_QUIET
 
 
 @dataclass
@@ -138,6 +147,7 @@ class _Run:
         self.base = f"{n.prefix}.{self.cfg.gateway_id}"
         self.log = ctx.log
         self.router: zmq.Socket | None = None
+        self.ack_router: zmq.Socket | None = None  # acks, apart from the bus (`_ack`)
         self.tail: zmq.Socket | None = None
         self.values_sock: zmq.Socket | None = None
         self.latest = Latest()
@@ -150,6 +160,7 @@ class _Run:
         self.acks: dict[str, Ack] = {}  # owed, by epoch: sent together (`_acks_owed`)
         self.ack_due: float | None = None  # when the acks owed go at the latest
         self.acked_points = 0  # the forwarder's points_in when they last went
+        self.last_acked: dict[str, float] = {}  # epoch -> when it was last acked
         self.job_ready = asyncio.Event()
         self.poke = asyncio.Event()  # wakes the bus task: the ROUTER's FD, or a send on it
         self.status_changed = asyncio.Event()
@@ -160,6 +171,8 @@ class _Run:
         self.clock_watch = ClockWatch(self.clock.read())
         self.clock_unsynced_out = 0  # points published with Edgert-Clock: unsynced
         self.holding = False  # the forwarder held points for the sync at the last reading
+        self.clock_due = 0.0  # when the timed reading of the clock is due (`_clock_next`)
+        self.clock_timer: asyncio.Timeout | None = None  # the wait for it, moved by readings
         self.twins = Twins(self.cfg.gateway_id, self.base, self.log, lambda: self.changed())
         self.commands = Commands(
             self.base, self.cfg.routes, self.cfg.command_timeout, self._send_router, self.enc
@@ -216,6 +229,10 @@ class _Run:
                 # a bigger frame is never read: ZeroMQ drops that sender's connection
                 self.router.setsockopt(zmq.MAXMSGSIZE, BUS_MAX_BYTES)
                 self.router.bind(bus_endpoint(cfg.runtime_dir))
+                self.ack_router = stack.enter_context(_socket(zctx, zmq.ROUTER))
+                self.ack_router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unknown: on the bus
+                self.ack_router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+                self.ack_router.bind(ack_endpoint(cfg.runtime_dir))
                 monitor = self.router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
                 stack.callback(monitor.close, 0)
                 stack.callback(self.router.disable_monitor)
@@ -312,8 +329,17 @@ class _Run:
 
     def _acks_owed(self) -> None:
         """Send the acks owed once the oldest is `ACK_DELAY` old, or `ACK_POINTS` points
-        are owed; the bus task wakes for the deadline (`ack_due`)."""
+        are owed; the bus task wakes for the deadline (`ack_due`). A quiet sender's
+        (acked no sooner than `ACK_QUIET` ago) goes at once: waiting brings it no
+        company, and would cost the bridge a wake-up of its own for it."""
         now = time.monotonic()
+        last = self.last_acked
+        quiet = [e for e in self.acks if now - last.get(e, -ACK_QUIET) >= ACK_QUIET]
+        for e in quiet:
+            self._ack(self.acks.pop(e), now)
+        if not self.acks:
+            self.ack_due = None
+            return
         if self.ack_due is None:
             self.ack_due = now + ACK_DELAY
             self.poke.set()  # the bus task waits until then at most
@@ -335,9 +361,23 @@ class _Run:
             if isinstance(a, Ack):
                 self._ack(a)
 
-    def _ack(self, a: Ack) -> None:
+    def _ack(self, a: Ack, now: float | None = None) -> None:
+        """Send an ack on the sender's ack socket, or on the bus when it has none
+        connected (yet), or that socket's queue is full."""
+        last = self.last_acked
+        if len(last) > KEEP_ACKED:  # forget the senders that are quiet anyway
+            t = time.monotonic()
+            self.last_acked = last = {e: x for e, x in last.items() if t - x < ACK_QUIET}
+        last[a.epoch] = time.monotonic() if now is None else now
+        frame = encode_frame("A", a.epoch, a.seq)
+        if self.ack_router is not None:
+            try:
+                self.ack_router.send_multipart([a.ident, frame], zmq.NOBLOCK)
+                return
+            except zmq.ZMQError:
+                pass
         try:
-            self._send_router([a.ident, encode_frame("A", a.epoch, a.seq)])
+            self._send_router([a.ident, frame])
         except zmq.ZMQError:
             pass  # the sender is gone; it resends to the next bridge
 
@@ -425,7 +465,17 @@ class _Run:
                 await self.uplink.send()  # this turn's batches leave in this turn
                 if frames:
                     self._report()
+                    self._periodic_early()
                 await asyncio.sleep(0)  # a busy bus must not starve the other tasks
+
+    def _periodic_early(self) -> None:
+        """Awake for batches: the heartbeat and the timed clock reading, when due soon,
+        go now rather than in wake-ups of their own (both fall HB_PHASE after the
+        host's grid, just after the batches of the drivers polling on it)."""
+        self.ctx.beat()
+        now = time.monotonic()
+        if self.clock_watch.synced and now >= self.clock_due - self._clock_interval() * HB_EARLY:
+            self._read_clock()  # (while not synchronized, every turn with batches reads it)
 
     async def disconnects(self, monitor: zmq.Socket) -> None:
         """Count the bus connections that end: a sender that ended, or one whose frame
@@ -512,13 +562,32 @@ class _Run:
                 else "points are published with the header Edgert-Clock: unsynced until it is",
             )
         self.holding = self.fwd.holding
-        loop = asyncio.get_running_loop()
+        self._clock_next(time.monotonic(), first=True)
         while True:
-            # once synchronized, a change is rare and nothing waits on it: look less often.
-            # On the host's grid (as the heartbeats'): the reading shares their wake-up
-            iv = self.cfg.clock_interval * (1 if not watch.synced else SYNCED_EVERY)
-            await asyncio.sleep(max(0.0, grid_after(time.monotonic(), iv) - loop.time()))
+            try:  # until the reading is due: each reading moves it (`_clock_next`)
+                async with asyncio.timeout_at(self.clock_due) as self.clock_timer:
+                    await asyncio.Event().wait()
+            except TimeoutError:
+                pass
+            finally:
+                self.clock_timer = None
             self._read_clock()
+
+    def _clock_interval(self) -> float:
+        # once synchronized, a change is rare and nothing waits on it: look less often
+        return self.cfg.clock_interval * (1 if not self.clock_watch.synced else SYNCED_EVERY)
+
+    def _clock_next(self, now: float, first: bool = False) -> None:
+        """When the timed reading is due: on the host's grid, HB_PHASE after it (as
+        the heartbeats: the reading shares their wake-up), at least half an interval
+        after the last reading (`first`: the next instant). A bus turn that reads the
+        clock (every one while it is not synchronized) moves it on, so a bridge that
+        takes batches does not wake for it."""
+        iv = self._clock_interval()
+        phase = HB_PHASE if iv >= 4 * HB_PHASE else 0.0
+        self.clock_due = grid_after(now - phase + (0.0 if first else iv / 2), iv) + phase
+        if self.clock_timer is not None:
+            self.clock_timer.reschedule(self.clock_due)
 
     def _read_clock(self) -> None:
         """One reading of the clock (one adjtimex): a step is told to the forwarder
@@ -546,6 +615,7 @@ class _Run:
             )
             self.changed()
         self.holding = fwd.holding
+        self._clock_next(time.monotonic())
 
     def _disk_fault(self, error: str) -> None:
         """A commit failed: say so once (status, status subject, log) and retry later."""

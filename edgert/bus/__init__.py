@@ -13,6 +13,7 @@ counted, logged and skipped.
 from .frames import (
     BadFrame,
     accepts,
+    ack_endpoint,
     bus_endpoint,
     decode_frame,
     decode_points,
@@ -34,6 +35,7 @@ __all__ = [
     "Sender",
     "Slot",
     "accepts",
+    "ack_endpoint",
     "bus_endpoint",
     "decode_frame",
     "decode_points",

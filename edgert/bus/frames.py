@@ -9,6 +9,13 @@ bridge's ROUTER at `ipc://<runtime_dir>/bus.sock`. Frames are msgpack arrays:
     bridge -> actor   ["A", epoch, seq]                         every batch <= seq is safe
                       ["C", cmd_id, [point maps]]               a command for the actor
 
+An actor also holds a second DEALER (the same routing id), connected to the
+bridge's ROUTER at `ipc://<runtime_dir>/ack.sock`, on which the bridge sends
+its acks (on the bus instead while that socket is not connected yet, and to
+senders that have none): the actor reads them at each of its own wake-ups and
+waits on them only when it needs one (points lingering for it, credit running
+low, a resend due), while commands on the bus wake it at once.
+
 `epoch` is new each time an actor starts with nothing to recover; a process that
 recovers its predecessor's ring file (`edgert.bus.ring`) goes on with its epoch
 and seqs. `seq` counts an epoch's batches from 1;
@@ -52,6 +59,7 @@ __all__ = [
     "BadFrame",
     "accepts",
     "bus_endpoint",
+    "ack_endpoint",
     "new_epoch",
     "encode_frame",
     "decode_frame",
@@ -76,6 +84,12 @@ class BadFrame(ValueError):
 
 def bus_endpoint(runtime_dir: os.PathLike[str] | str) -> str:
     return f"ipc://{os.fspath(runtime_dir)}/bus.sock"
+
+
+def ack_endpoint(runtime_dir: os.PathLike[str] | str) -> str:
+    """Where the bridge's acks go (see the module doc): apart from the bus, so that an
+    actor waits on its commands without being woken by every ack."""
+    return f"ipc://{os.fspath(runtime_dir)}/ack.sock"
 
 
 def new_epoch(name: str) -> str:

@@ -29,8 +29,10 @@ dropped and counted (`dropped`): overload drops at the source. `room()` says how
 many points can be published now without waiting for credit, so a producer that
 can choose its pace (a simulator at full speed) waits instead of making points
 only to drop them. When no ack came
-for `resend_after` seconds, everything unacked is sent again from the oldest
-(go-back-N), marked `resent` so the bridge keeps each its own message id.
+for `resend_after` seconds (from the last ack, or from the sending of the
+oldest batch in flight when that is later), everything unacked is sent again
+from the oldest (go-back-N), marked `resent` so the bridge keeps each its own
+message id.
 
 With a `ring` (`edgert.bus.ring`, a memory-mapped file under the runtime
 directory), every point is also written there when `publish` takes it, and
@@ -44,8 +46,16 @@ batches, counted in `dropped` like the `max_points` bound. A ring that fails
 (no space left for its file) is deleted with an error logged, and the outbox
 goes on in memory only.
 
+Acks come on a socket of their own (`acks`, see `edgert.bus.frames`) when the
+process has one: the owner's loop reads them at each wake-up (`read_acks`) and
+waits on them only while `wants_acks` says one would change something before
+its next wake-up, so a driver polling once a second wakes once a second, not
+also for the ack of each batch, and reads that ack before it publishes its
+next one (an ack read then is not "slow": the batch it acknowledges left the
+flight before the linger looks at its age).
+
 Not thread-safe: it belongs to the one loop of the actor that owns it. The
-socket and the ring are created and closed by the process that runs the actor.
+sockets and the ring are created and closed by the process that runs the actor.
 """
 
 from __future__ import annotations
@@ -258,8 +268,10 @@ class Outbox:
         max_linger: float = 0.25,
         slow_ack: float = 0.1,
         ring: Ring | None = None,
+        acks: zmq.Socket | None = None,
     ) -> None:
         self.sock = sock
+        self.acks = acks  # the bridge's acks, apart from the bus (None: they come on it)
         self.epoch = epoch
         self.max_points = max_points
         self.resend_after = resend_after
@@ -564,6 +576,11 @@ class Outbox:
             self._sent_upto = seq
             self._sent_max = max(self._sent_max, seq)
             now = now or time.monotonic()
+            if not self._flight:
+                # the resend clock runs from the oldest batch in flight, not from the
+                # last ack: after a quiet spell (a driver polling every 5 s) a batch
+                # is not taken as lost the moment it leaves
+                self._last_progress = now
             self._flight.append((seq, n, now))
             self._flight_points += n
         if now:
@@ -596,16 +613,47 @@ class Outbox:
         the flag enum pyzmq's `getsockopt` makes of it: this runs at every wake-up)."""
         return bool(_sock_get(self.sock, _EVENTS) & _POLLIN)
 
+    def acks_waiting(self) -> bool:
+        """True when an ack waits on the ack socket (asked as `readable` asks the bus)."""
+        return self.acks is not None and bool(_sock_get(self.acks, _EVENTS) & _POLLIN)
+
+    def wants_acks(self, until: float | None) -> bool:
+        """Would an ack change what this outbox does before `until` (monotonic; None:
+        whenever)? Then the owner's wait should end when one comes: points wait in
+        it for one (`lingering`), the window is half used, or the resend of what is
+        in flight falls due before then. Otherwise acks can wait on their socket
+        until the owner wakes anyway (`read_acks`)."""
+        if self._pending or self._flight_points * 2 >= self.window:
+            return True
+        if not self._unacked:
+            return False
+        return until is None or self._last_progress + self.resend_after <= until
+
+    def read_acks(self) -> None:
+        """Apply the acks waiting on the ack socket (none: one question to it)."""
+        if self.acks_waiting():
+            self._read(self.acks, [])
+            self._pump()
+
     def on_readable(self) -> list[Command]:
-        """Read every waiting frame: apply acks, return the commands that came."""
+        """Read every waiting frame (the bus, then the ack socket): apply acks, return
+        the commands that came."""
         cmds: list[Command] = []
+        self._read(self.sock, cmds)
+        if self.acks_waiting():
+            self._read(self.acks, cmds)
+        self._pump()
+        return cmds
+
+    def _read(self, sock: zmq.Socket, cmds: list[Command]) -> None:
         more = True
         while more:
             try:
-                data = self.sock.recv(zmq.NOBLOCK)
+                data = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            more = self.readable()  # asking is cheaper than a receive raising zmq.Again
+            # asking is cheaper than a receive raising zmq.Again
+            more = bool(_sock_get(sock, _EVENTS) & _POLLIN)
             try:
                 frame = decode_frame(data)
             except BadFrame as e:
@@ -614,13 +662,11 @@ class Outbox:
                 continue
             if frame[0] == "A":
                 self._ack(frame[1], frame[2])
-            elif frame[0] == "C":
+            elif frame[0] == "C" and sock is self.sock:
                 cmds.append(Command(frame[1], frame[2]))
             else:
                 self.bad_frames += 1
                 log.warning("bus: unexpected frame kind %r from the bridge", frame[0])
-        self._pump()
-        return cmds
 
     def _ack(self, epoch: str, seq: int) -> None:
         if epoch != self.epoch:
@@ -677,6 +723,8 @@ class Outbox:
         deadline = time.monotonic() + timeout
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
+        if self.acks is not None:
+            poller.register(self.acks, zmq.POLLIN)
         while self._unacked:
             left = deadline - time.monotonic()
             if left <= 0:

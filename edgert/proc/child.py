@@ -188,7 +188,7 @@ def _open_ring(spec: Any) -> Any:
 
 
 def _run_actor(spec: Any, link: Link) -> None:
-    from ..bus import Outbox, bus_endpoint, new_epoch
+    from ..bus import Outbox, ack_endpoint, bus_endpoint, new_epoch
     from ..context import Context
 
     cls = spec.actor_class()
@@ -199,7 +199,7 @@ def _run_actor(spec: Any, link: Link) -> None:
     # process group before this process led its own) now stops the actor, which sees
     # the stop at its first `receive`, as one over the link
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-    zctx = sock = outbox = ring = None
+    zctx = sock = acks = outbox = ring = None
     clean = False
     if getattr(actor, "uses_bus", True):
         import zmq
@@ -212,9 +212,15 @@ def _run_actor(spec: Any, link: Link) -> None:
         sock.setsockopt(zmq.RECONNECT_IVL, 20)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
         sock.connect(bus_endpoint(spec.runtime_dir))
+        acks = zctx.socket(zmq.DEALER)  # the bridge's acks, read when the actor wakes
+        acks.setsockopt(zmq.ROUTING_ID, spec.name.encode())
+        acks.setsockopt(zmq.LINGER, 0)
+        acks.setsockopt(zmq.RECONNECT_IVL, 20)
+        acks.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+        acks.connect(ack_endpoint(spec.runtime_dir))
         ring = _open_ring(spec) if spec.crash_safe else None
         epoch = ring.epoch if ring is not None else new_epoch(spec.name)
-        outbox = Outbox(sock, epoch, max_points=spec.outbox_max_points, ring=ring)
+        outbox = Outbox(sock, epoch, max_points=spec.outbox_max_points, ring=ring, acks=acks)
     ctx = Context(
         actor,
         name=spec.name,
@@ -243,7 +249,8 @@ def _run_actor(spec: Any, link: Link) -> None:
         if ring is not None:
             ring.close(remove=not kept)
         ctx._close()
-        if sock is not None:
-            sock.close(0)
+        for s in (sock, acks):
+            if s is not None:
+                s.close(0)
         if zctx is not None:
             zctx.term()
