@@ -43,6 +43,9 @@ HB_EARLY = 0.25  # a heartbeat due within this share of its interval goes with a
 # batches that polls on the same grid send, so that an actor woken by those (the
 # bridge) sends its heartbeat with them (`beat`) instead of in a wake-up of its own
 HB_PHASE = 0.1
+# a change of state (`report(now=...)`, the bridge's connection) goes to the supervisor
+# at once, in a heartbeat of its own, unless one went less than this long ago
+HB_PROMPT_GAP = 0.2
 ACK_LAG = 0.02  # seconds: an actor due back within this long is not woken for bus frames alone
 
 
@@ -77,6 +80,7 @@ class Context(Generic[C]):
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
         self._next_hb = 0.0
+        self._last_hb = -HB_PROMPT_GAP
         self._atimeout: Any = None  # the timeout of an `areceive` waiting (see `beat`)
         self._adeadline: float | None = None  # ... and that areceive's own deadline
         self._extra: dict[str, Any] = {}
@@ -287,10 +291,20 @@ class Context(Generic[C]):
         if now < self._next_hb - iv * HB_EARLY:
             return False
         self._send_link("hb", self._stats())
+        self._last_hb = now
         # the next on the host's grid of the interval (as `every`'s slots), HB_PHASE
         # after it: the actors' heartbeats reach the supervisor together, in one wake-up
         self._next_hb = (math.floor((now - HB_PHASE + iv * HB_EARLY) / iv) + 1) * iv + HB_PHASE
         return True
+
+    def _prompt(self) -> None:
+        """A change `edgert status` should show without waiting for the next heartbeat:
+        send one now, unless one went less than HB_PROMPT_GAP ago (then the next on the
+        grid carries it). The grid's schedule is left as it is."""
+        now = time.monotonic()
+        if self._link is not None and now - self._last_hb >= HB_PROMPT_GAP:
+            self._send_link("hb", self._stats())
+            self._last_hb = now
 
     def beat(self) -> None:
         """For a runtime actor awake in another task of its asyncio loop (the bridge's
@@ -406,12 +420,16 @@ class Context(Generic[C]):
 
         `now` is a short note on the actor's present state ("polling 3 devices",
         "waiting for /dev/ttyUSB0"), shown in the NOW column; `now=""` clears it.
+        A new `now` reaches the supervisor at once, not with the next heartbeat.
         The figures (counters, values) are in `edgert status --json` under "stats".
         A figure keeps its value until reported again.
         """
+        changed = now is not None and self._extra.get("now") != now
         if now is not None:
             self._extra["now"] = now
         self._extra.update(figures)
+        if changed:
+            self._prompt()
 
     def _stats(self) -> dict[str, Any]:
         s: dict[str, Any] = dict(self._extra)

@@ -680,6 +680,7 @@ class _Run:
         if key != self.status_key:
             self.status_key = key
             self.status_changed.set()
+            self.ctx._prompt()  # and to `edgert status` now, not at the next heartbeat
 
     async def statuses(self, nc: Any) -> None:
         """The status subject: now, every `status_interval`, and on change."""
