@@ -11,15 +11,16 @@ carries out what it returns:
   maps, a malformed frame refused whole, counted and logged), shows accepted
   parts on the tail socket (`ipc://<runtime_dir>/tail.sock`, for
   `edgert tail`), feeds the forwarder, publishes what it asks for in the same
-  turn, and sends the acks it owes, gathered for up to `ACK_DELAY` (or until
-  `ACK_POINTS` points are owed): a driver does not wait for an ack to send
-  its next batch (`edgert.bus.outbox`), so an ack only returns credit, and one
-  ack every few batches costs the bridge and the drivers fewer wake-ups (a
-  quiet sender's ack goes at once: a driver polling once a second gets its
-  ack in the turn that NATS took its batch, not in a turn of its own). Acks
-  go on a ROUTER of their own (`ipc://<runtime_dir>/ack.sock`), which a driver
-  reads when it wakes anyway unless it waits for one, and on the bus to a
-  sender with no ack socket connected;
+  turn, lets the NATS client write it, and only then sends the acks it owes,
+  gathered for up to `ACK_DELAY` (or until `ACK_POINTS` points are owed): a
+  driver does not wait for an ack to send its next batch (`edgert.bus.outbox`),
+  so an ack only returns credit, and one ack every few batches costs the
+  bridge and the drivers fewer wake-ups (a quiet sender's ack goes at once: a
+  driver polling once a second gets its ack in the turn that NATS took its
+  batch, not in a turn of its own). Acks go on a ROUTER of their own
+  (`ipc://<runtime_dir>/ack.sock`), which a driver reads when it wakes anyway
+  unless it waits for one, and on the bus to a sender with no ack socket
+  connected;
 - the spool: `<data_dir>/spool.db`, opened, used and closed by ONE worker
   thread (sqlite never runs on the loop); commits and reads are queued to it
   in order and their results fed back in that order. A spool with nothing on
@@ -455,18 +456,27 @@ class _Run:
         with _reader(router, self.poke):  # for the task's whole life: no futures per wait
             while True:
                 deadline = self.fwd.next_deadline()
-                if self.ack_due is not None:
-                    deadline = self.ack_due if deadline is None else min(deadline, self.ack_due)
+                for due in (self.ack_due, self.uplink.mark_due()):
+                    if due is not None:
+                        deadline = due if deadline is None or due < deadline else deadline
                 await _readable(router, self.poke, deadline)
                 frames: list[list[bytes]] = []
                 _drain(router, frames)
-                self.receive(frames)
-                self.feed(self.fwd.tick(time.monotonic()))
-                await self.uplink.send()  # this turn's batches leave in this turn
+                self.uplink.batching = True  # this task sends what the turn publishes
+                try:
+                    self.receive(frames)
+                    self.feed(self.fwd.tick(time.monotonic()), False)
+                finally:
+                    self.uplink.batching = False
+                await self.uplink.send()  # this turn's batches leave in this turn...
+                # ...first: the client's flusher writes them at this yield (a busy bus
+                # must not starve the other tasks either), then the credit goes back
+                await asyncio.sleep(0)
+                if self.acks:
+                    self._acks_owed()
                 if frames:
                     self._report()
                     self._periodic_early()
-                await asyncio.sleep(0)  # a busy bus must not starve the other tasks
 
     def _periodic_early(self) -> None:
         """Awake for batches: the heartbeat and the timed clock reading, when due soon,
@@ -527,8 +537,6 @@ class _Run:
                 self.commands.answer(cmd_id, ok, error)
             else:
                 self._bad(f"frame kind {kind!r} is not sent by actors")
-        if self.acks:
-            self._acks_owed()
 
     async def values(self) -> None:
         """Answer `edgert values` and `tail --last` from the latest-values table."""

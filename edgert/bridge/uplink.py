@@ -9,8 +9,13 @@ said once, in the log and on the status subject, and looked at again every
 publishes what the forwarder asks in order (the bus task calls `send` at the
 end of its turn, so a batch leaves in the turn it came in), and tells
 the forwarder when NATS took each message: the JetStream ack, or on core NATS
-a marker the bridge publishes to its own inbox behind each round of messages
-(when the server delivers it back, it has processed everything before it).
+a marker the bridge publishes to its own inbox behind a round of messages
+(when the server delivers it back, it has processed everything before it); at
+most one marker every `MARK_EVERY` (a round that comes sooner is covered by the
+next marker, sent by the bus task's next turn, which comes by `mark_due` when
+no frame does): a busy bus turns several hundred times a second, and each
+marker back is one more wake-up of the bridge and of the server, while acks
+only return credit.
 A publish error, an ack missing for `[nats] ack_timeout` seconds or a lost
 connection ends the session; the forwarder then takes back what was in flight.
 While NATS is down or refuses the credentials the uplink logs why and retries
@@ -52,6 +57,7 @@ LAG_EVERY = 0.2  # seconds between measures of how far behind the reading of com
 COMMANDS_STABLE = 10.0  # seconds up after which the command connection's next loss is logged
 LAG_TIMEOUT = 30.0  # a measure given up on (the connection's own pings end a dead one)
 ACK_LATE = 0.5  # seconds: an oldest JetStream ack this late holds further publishes (`_held`)
+MARK_EVERY = 0.005  # seconds between core NATS markers at most (see the module doc)
 
 
 def nats_options(section: NatsSection, name: str = "edgert") -> dict[str, Any]:
@@ -175,6 +181,8 @@ class Session:
         self.mark = 0
         self.marks: deque[tuple[int, int]] = deque()  # (marker, messages before it)
         self.mark_progress = 0.0  # when a marker last came back (or the first went out)
+        self.marked_at = 0.0  # when the last marker went out
+        self.unmarked = 0  # messages published behind the last marker
         self.outgoing: deque[Publish] = deque()
         self.more = asyncio.Event()
         self.sending = False  # a task is publishing `outgoing` (`Uplink._send`)
@@ -208,12 +216,15 @@ class Uplink:
         self.attempts = 0
         self.stream_note = ""  # what the last session found of the JetStream stream
         self.stream_error = ""  # why the last session could not use it (logged once)
+        self.batching = False  # the bus task is in its turn: it calls `send` at the end
+        self.in_turn = False  # the bus task is publishing (`send`)
 
     def publish(self, action: Publish) -> None:
         s = self.session
         if s is not None and s.number == action.session:
             s.outgoing.append(action)
-            s.more.set()
+            if not self.batching:
+                s.more.set()  # the session's sender publishes it (no bus turn is coming)
 
     async def run_forever(self) -> None:
         import nats as nats_py
@@ -418,13 +429,25 @@ class Uplink:
         of each turn, so a batch leaves in the turn it came in, without waiting for
         another task's turn of the loop."""
         s = self.session
-        if s is None or not s.outgoing:
+        if s is None or not (s.outgoing or s.unmarked):
             return
+        self.in_turn = True
         try:
             await self._send(s)
+            now = time.monotonic()
+            if s.unmarked and now - s.marked_at >= MARK_EVERY:
+                await self._mark(s, now)  # behind what any task published so far
         except Exception as e:  # noqa: BLE001 - the session's own task ends it with this
             s.failed = e
             s.more.set()
+        finally:
+            self.in_turn = False
+
+    def mark_due(self) -> float | None:
+        """Core NATS: when the bus task's turn must come to send the marker behind
+        messages published without one (monotonic seconds), or None."""
+        s = self.session
+        return s.marked_at + MARK_EVERY if s is not None and s.unmarked else None
 
     async def _send(self, sess: Session) -> None:
         """Publish everything queued, in order, as rounds; on core NATS a marker behind
@@ -469,19 +492,34 @@ class Uplink:
                     futs.append(fut)
                 else:
                     await nc.publish(subject, payload, headers=headers)
-            n += 1
             if js is not None:
                 sess.acks.append((time.monotonic(), futs))
                 sess.acked.set()
-        if js is None and n:
-            # a marker to ourselves, behind the messages on the same connection: when
-            # it comes back, the server has taken them (rounds are pipelined)
-            sess.mark += 1
-            if not sess.marks:
-                sess.mark_progress = time.monotonic()
-            sess.marks.append((sess.mark, n))
-            await nc.publish(sess.inbox, b"%d" % sess.mark)
-            sess.acked.set()
+            else:
+                sess.unmarked += 1  # in the client's buffer: any marker from now is behind it
+                n += 1
+        if n:
+            now = time.monotonic()
+            if now - sess.marked_at >= MARK_EVERY:
+                await self._mark(sess, now)
+            elif sess.unmarked == n and not self.in_turn:
+                self.run.poke.set()  # the bus task's next turn marks them (`mark_due`)
+
+    @staticmethod
+    async def _mark(sess: Session, now: float) -> None:
+        """Core NATS: a marker to ourselves, behind the messages published so far on
+        the same connection: when it comes back, the server has taken them (markers
+        are pipelined)."""
+        sess.mark += 1
+        first = not sess.marks
+        if first:
+            sess.mark_progress = now
+        sess.marks.append((sess.mark, sess.unmarked))
+        sess.unmarked = 0
+        sess.marked_at = now
+        await sess.nc.publish(sess.inbox, b"%d" % sess.mark)
+        if first:
+            sess.acked.set()  # the ack task starts waiting for it
 
     @staticmethod
     def _held(sess: Session) -> bool:

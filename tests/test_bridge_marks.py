@@ -1,0 +1,100 @@
+"""Core NATS confirmations: a marker behind the messages, at most one per `MARK_EVERY`.
+
+The uplink learns that the server took its messages from a marker it publishes
+to its own inbox behind them. Rounds that come sooner than `MARK_EVERY` after a
+marker go without one of their own; `mark_due` tells the bus task when its next
+turn must come, and that turn's `send` publishes the marker behind them, so
+every message is confirmed, the last round's too, with no further round to
+carry it. A real nats-server and the uplink's own session; the test plays the
+bus task; `MARK_EVERY` is made long so that the rounds surely fall inside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import msgpack
+import nats
+
+from edgert.bridge import uplink as uplink_module
+from edgert.bridge.forwarder import Publish
+from edgert.bridge.uplink import Session, Uplink
+from edgert.point import Point
+from edgert.testing.nats import NatsProcess
+
+
+class Confirmed:
+    """What the forwarder is told: messages NATS took, per `published` call."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def published(self, session: int, now: float, n: int) -> list[Any]:
+        self.calls.append(n)
+        return []
+
+
+def _run(fwd: Confirmed) -> Any:
+    return SimpleNamespace(
+        cfg=SimpleNamespace(nats=SimpleNamespace(ack_timeout=5.0)),
+        base="edgert.gw",
+        enc="msgpack",
+        fwd=fwd,
+        feed=lambda actions: None,
+        clock_check=lambda a: (a.data, ""),
+        poke=asyncio.Event(),
+    )
+
+
+def test_rounds_inside_mark_every_share_the_marker_of_the_next_turn(
+    nats_server: NatsProcess, monkeypatch
+) -> None:
+    monkeypatch.setattr(uplink_module, "MARK_EVERY", 0.5)
+    fwd = Confirmed()
+
+    async def main() -> tuple[list[int], list[bytes], list[int]]:
+        nc = await nats.connect(nats_server.url)
+        seen = await nc.subscribe("edgert.gw.p.>")
+        up = Uplink(_run(fwd))
+        sess = up.session = Session(nc, None, 1, nc.new_inbox())
+        markers: list[bytes] = []
+
+        async def marked(msg: Any) -> None:
+            markers.append(msg.data)
+            up._marked(sess, msg)
+
+        await nc.subscribe(sess.inbox, cb=marked)
+        acks = asyncio.create_task(up._core_acks(sess))
+        try:
+            assert up.mark_due() is None
+            for seq in range(1, 4):  # three rounds, one message each, back to back
+                data = msgpack.packb([Point("gen", "n", "0", seq).to_map()])
+                up.publish(Publish(1, "gen", f"e:{seq}:gen", data, 1, 0))
+                await up.send()
+            due = up.mark_due()  # two messages without a marker: a turn is due then
+            assert due == sess.marked_at + 0.5
+            await up.send()  # a turn before it: no marker yet
+            assert sess.unmarked == 2
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            await up.send()  # the turn at `mark_due`
+            assert up.mark_due() is None
+            deadline = time.monotonic() + 10
+            while sum(fwd.calls) < 3 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            got = []
+            while len(got) < 3:
+                msg = await seen.next_msg(timeout=5)
+                got += [p["value"] for p in msgpack.unpackb(msg.data)]
+            return fwd.calls, markers, got
+        finally:
+            acks.cancel()
+            await nc.close()
+
+    calls, markers, got = asyncio.run(main())
+    assert got == [1, 2, 3]
+    assert sum(calls) == 3  # every message confirmed, the last round's too
+    assert markers == [b"1", b"2"]  # the first round's, then one behind the other two
+    assert calls == [1, 2]
