@@ -94,7 +94,8 @@ def render(
             overflow="fold" if h in wrap else "ellipsis",
             no_wrap=h not in wrap,
             ratio=1 if h in wrap else None,
-            min_width=first if i == 0 else None,  # what the row is about: never cut
+            # what the row is about: never cut (piped, nothing is: no width limit)
+            min_width=first if i == 0 and width < PIPED_WIDTH else None,
         )
     styles = styles or {}
     for row in rows:
