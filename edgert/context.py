@@ -290,8 +290,7 @@ class Context(Generic[C]):
         iv = self._heartbeat_interval
         if now < self._next_hb - iv * HB_EARLY:
             return False
-        self._send_link("hb", self._stats())
-        self._last_hb = now
+        self._send_hb(now)
         # the next on the host's grid of the interval (as `every`'s slots), HB_PHASE
         # after it: the actors' heartbeats reach the supervisor together, in one wake-up
         self._next_hb = (math.floor((now - HB_PHASE + iv * HB_EARLY) / iv) + 1) * iv + HB_PHASE
@@ -303,8 +302,11 @@ class Context(Generic[C]):
         grid carries it). The grid's schedule is left as it is."""
         now = time.monotonic()
         if self._link is not None and now - self._last_hb >= HB_PROMPT_GAP:
-            self._send_link("hb", self._stats())
-            self._last_hb = now
+            self._send_hb(now)
+
+    def _send_hb(self, now: float) -> None:
+        self._send_link("hb", self._stats())
+        self._last_hb = now
 
     def beat(self) -> None:
         """For a runtime actor awake in another task of its asyncio loop (the bridge's

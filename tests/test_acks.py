@@ -16,18 +16,9 @@ import zmq
 from edgert.bus import bus_endpoint, decode_frame, p_frame
 from edgert.point import Point
 from edgert.testing import running_gateway, status, wait_for
+from edgert.testing.configs import nats_section, sim_driver
 
-BODY = """
-[nats]
-url = "{url}"
-[[driver]]
-name = "slow"
-type = "sim"
-[[driver.signal]]
-name = "n"
-shape = "counter"
-rate = 1.0
-"""
+BODY = nats_section("{url}") + sim_driver("slow", rate=1.0)  # a counter, once a second
 
 
 def voluntary_switches(pid: int) -> int:

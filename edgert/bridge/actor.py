@@ -296,16 +296,18 @@ class _Run:
         while self.jobs:  # commits asked for after the spool task returned
             job = self.jobs.popleft()
             if isinstance(job, Commit):
-                spool = await self._spool_open()
-                ids, removed = await self._in_worker(spool.apply, job.rows, job.seqs, job.done)
-                self._send_acks(self.fwd.committed(ids, removed, time.monotonic()))
+                await self._commit_final(job)
         for a in self.fwd.stop(time.monotonic()):
             if isinstance(a, Commit):
-                spool = await self._spool_open()
-                ids, removed = await self._in_worker(spool.apply, a.rows, a.seqs, a.done)
-                self._send_acks(self.fwd.committed(ids, removed, time.monotonic()))
+                await self._commit_final(a)
             elif isinstance(a, Ack):
                 self._send_acks([a])
+
+    async def _commit_final(self, c: Commit) -> None:
+        """A commit at the stop: written, and its points acked at once."""
+        spool = await self._spool_open()
+        ids, removed = await self._in_worker(spool.apply, c.rows, c.seqs, c.done)
+        self._send_acks(self.fwd.committed(ids, removed, time.monotonic()))
 
     async def inbox(self) -> None:
         """The supervisor's snapshots, for the status subject; returns on Stop."""
