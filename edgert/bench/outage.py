@@ -78,7 +78,7 @@ def outage(
             t_up = time.monotonic()
             res |= _spooling(a, b, io_a, io_b, names, bridge)
             res |= _drain(heard, b, t_down, t_up, names, rate, drain_timeout)
-            res |= _loss(gw, heard, names)
+            res |= _loss(gw, heard, names, b)
             res["pids"] = list(gw.seen)
     return res
 
@@ -149,9 +149,19 @@ def _drain(
     }
 
 
-def _loss(gw: GatewayProcess, heard: Listener, names: list[str]) -> dict[str, Any]:
-    """Every value each driver had published by now arrived? (waits a little for stragglers)"""
-    st = gw.status()["by_name"]
+def _loss(gw: GatewayProcess, heard: Listener, names: list[str], b: Sample) -> dict[str, Any]:
+    """Every value each driver had published by now arrived? (waits a little for stragglers)
+    The drivers' counts come with their heartbeats: taken from one newer than `b`'s."""
+    seen = {n: stat(b, n, "points_out") or 0 for n in names}
+
+    def fresh() -> dict[str, Any] | None:
+        st = gw.status()["by_name"]
+        return st if all((st[n].get("points_out") or 0) > seen[n] for n in names) else None
+
+    try:
+        st = wait_for(fresh, 10, "the drivers' counts after the outage", interval=0.1)
+    except TimeoutError:
+        st = gw.status()["by_name"]
     published = {n: st[n]["points_out"] for n in names}
     dropped = sum(st[n].get("dropped", 0) for n in names)
 
