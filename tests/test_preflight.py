@@ -225,3 +225,24 @@ def test_embedded_nats_without_a_nats_server_installed_is_an_error(
     (sbin / "nats-server").write_text("#!/bin/sh\n")
     (sbin / "nats-server").chmod(0o755)
     assert CliRunner().invoke(cli, ["check", cfg]).exit_code == 0
+
+
+@pytest.mark.parametrize("pure", [True, False])
+def test_msgpack_without_its_c_extension_is_a_warning(tmp_path: Path, pure: bool) -> None:
+    cfg = write(tmp_path, f"[nats]\nenabled = false\n{DRIVER}")
+    env = {k: v for k, v in os.environ.items() if k != "MSGPACK_PUREPYTHON"}
+    if pure:
+        env["MSGPACK_PUREPYTHON"] = "1"
+    res = subprocess.run(
+        [sys.executable, "-m", "edgert", "check", cfg],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    import msgpack
+
+    # This environment's own msgpack may be a source build without the extension.
+    expected = pure or msgpack.Unpacker.__module__.endswith(".fallback")
+    assert ("without its C extension" in res.stderr) == expected, res.stderr
