@@ -169,15 +169,22 @@ class Context(Generic[C]):
         data, or None when the timeout passed. Publishing is flushed, acks read
         and heartbeats sent while waiting.
 
-        Acks are read at every wake-up, but wake the actor only when the outbox
-        wants one before the actor's deadline (`Outbox.wants_acks`: points
-        lingering for it, credit running low, a resend due): a driver polling
-        once a second wakes for its poll, and reads there the ack of its last
-        batch. An actor that asked to be back within `ACK_LAG` is not woken for
-        the bridge's frames at all (commands too): they are read when it wakes
-        anyway, so a driver that polls every few milliseconds wakes once per
-        tick. Unless published points linger in the outbox for an ack: that
-        ack wakes it.
+        Acks are looked for at every wake-up, but wake the actor only when the
+        outbox wants one before the actor's deadline (`Outbox.wants_acks`:
+        points lingering for it, credit running low, a resend due): a driver
+        polling once a second wakes for its poll, and reads there the ack of
+        its last batch. An actor that asked to be back within `ACK_LAG` is not
+        woken for the bridge's frames at all (commands too): they are read when
+        it wakes anyway, so a driver that polls every few milliseconds wakes
+        once per tick. Unless published points linger in the outbox for an
+        ack: that ack wakes it.
+
+        Each wait is one poll of plain fds. A ZeroMQ socket is asked (EVENTS:
+        in libzmq a getpid and a poll each) only when a send or a receive on it
+        since it was last found empty may have hidden a frame from its FD
+        (`Outbox.quiet`): at a tick the bus after the batch went, the ack
+        socket when its FD fired. A socket left out of the wait is looked at
+        by its FD after it, both in one poll.
         """
         now = time.monotonic()  # the one clock reading of each turn of the loop
         deadline = None if timeout is None else now + timeout
