@@ -208,8 +208,10 @@ class Context(Generic[C]):
                 poll = self._poll_acks
             else:
                 poll = self._poll
-            if poll is not self._poll_lazy and outbox is not None:
-                # a socket waited on by its FD must be quiet: ask it first if it may not be
+            if outbox is not None:
+                # a socket waited on by its FD must be quiet: ask it first if it may not
+                # be. The bus is asked even for a wait without it, while the send that
+                # left it so has just run (warm): after the wait, its FD tells
                 got = False
                 if not outbox.quiet:
                     cmds = outbox.read_bus()
