@@ -24,7 +24,7 @@ import os
 import select
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Container, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic
 
 import zmq
@@ -47,6 +47,7 @@ HB_PHASE = 0.1
 # at once, in a heartbeat of its own, unless one went less than this long ago
 HB_PROMPT_GAP = 0.2
 ACK_LAG = 0.02  # seconds: an actor due back within this long is not woken for bus frames alone
+_NONE: frozenset[int] = frozenset()
 
 
 class Context(Generic[C]):
@@ -87,21 +88,32 @@ class Context(Generic[C]):
         self._parent_gone = False
         self._watched: set[int] = set()
         self._decode_link: Any = None
-        self._poll = zmq.Poller()  # handles the edge-triggered FD of zmq sockets correctly
-        self._poll_acks = zmq.Poller()  # the same and the ack socket: when an ack is needed
-        # without the bus (acks wait for a wake-up): plain fds only, so the kernel's
-        # poll, one system call where zmq_poll makes two (a look, then the wait)
+        self._encode_link: Any = None
+        # The waits are the kernel's poll on plain fds, one system call each: the zmq
+        # sockets by their FD, which signals a new frame only while the socket is
+        # `quiet` (`Outbox.quiet`), so a socket is asked (EVENTS) before a wait on its
+        # FD only when a send or a receive since may have taken in such a signal.
+        # _poll_lazy: the wake pipe, the link, watched fds (acks and the bus wait for
+        # the wake-up); _poll: and the bus; _poll_acks: and the ack socket; _peek:
+        # after a wait that left out the bus or the ack socket, one look at both.
+        self._fd_bus = self._fd_acks = -1
         self._poll_lazy = select.poll()
+        self._poll = select.poll()
+        self._poll_acks = select.poll()
+        self._peek = select.poll()
         self._polls: tuple[Any, ...] = (self._poll, self._poll_acks, self._poll_lazy)
         for poll in self._polls:
-            poll.register(self._wake_r, zmq.POLLIN)
+            poll.register(self._wake_r, select.POLLIN)
             if link is not None:
-                poll.register(link.fileno(), zmq.POLLIN)
+                poll.register(link.fileno(), select.POLLIN)
         if outbox is not None:
-            self._poll.register(outbox.sock, zmq.POLLIN)
-            self._poll_acks.register(outbox.sock, zmq.POLLIN)
+            self._fd_bus = outbox.sock.getsockopt(zmq.FD)
+            for poll in (self._poll, self._poll_acks, self._peek):
+                poll.register(self._fd_bus, select.POLLIN)
             if outbox.acks is not None:
-                self._poll_acks.register(outbox.acks, zmq.POLLIN)
+                self._fd_acks = outbox.acks.getsockopt(zmq.FD)
+                for poll in (self._poll_acks, self._peek):
+                    poll.register(self._fd_acks, select.POLLIN)
         actor._ctx = self
 
     # -- lifecycle (the runtime's) ---------------------------------------------------
@@ -139,7 +151,7 @@ class Context(Generic[C]):
         """
         if fd not in self._watched:
             for poll in self._polls:
-                poll.register(fd, zmq.POLLIN)
+                poll.register(fd, select.POLLIN)
             self._watched.add(fd)
 
     def unwatch(self, fd: int) -> None:
@@ -157,51 +169,73 @@ class Context(Generic[C]):
         data, or None when the timeout passed. Publishing is flushed, acks read
         and heartbeats sent while waiting.
 
-        Acks are read at every wake-up, but wake the actor only when the outbox
-        wants one before the actor's deadline (`Outbox.wants_acks`: points
-        lingering for it, credit running low, a resend due): a driver polling
-        once a second wakes for its poll, and reads there the ack of its last
-        batch. An actor that asked to be back within `ACK_LAG` is not woken for
-        the bridge's frames at all (commands too): they are read when it wakes
-        anyway, so a driver that polls every few milliseconds wakes once per
-        tick. Unless published points linger in the outbox for an ack: that
-        ack wakes it.
+        Acks are looked for at every wake-up, but wake the actor only when the
+        outbox wants one before the actor's deadline (`Outbox.wants_acks`:
+        points lingering for it, credit running low, a resend due): a driver
+        polling once a second wakes for its poll, and reads there the ack of
+        its last batch. An actor that asked to be back within `ACK_LAG` is not
+        woken for the bridge's frames at all (commands too): they are read when
+        it wakes anyway, so a driver that polls every few milliseconds wakes
+        once per tick. Unless published points linger in the outbox for an
+        ack: that ack wakes it.
+
+        Each wait is one poll of plain fds. A ZeroMQ socket is asked (EVENTS:
+        in libzmq a getpid and a poll each) only when a send or a receive on it
+        since it was last found empty may have hidden a frame from its FD
+        (`Outbox.quiet`): at a tick the bus after the batch went, the ack
+        socket when its FD fired. A socket left out of the wait is looked at
+        by its FD after it, both in one poll.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        now = time.monotonic()  # the one clock reading of each turn of the loop
+        deadline = None if timeout is None else now + timeout
         polled = False  # look at the inputs at least once, even with timeout=0
+        outbox = self._outbox
         while True:
             msg = self._next_message()
             if msg is not None:
                 return msg
-            wait = self._service(read_bus=not polled)  # after a poll, read below if it had frames
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0 and polled:
-                return None
-            outbox = self._outbox
-            lazy = left is not None and left <= ACK_LAG
-            if lazy and outbox is not None and outbox.lingering():
-                lazy = False  # points wait for an ack to leave: be woken by it
-            if lazy:
+            wait = self._service(now)
+            left = None if deadline is None else deadline - now
+            if left is not None and left <= 0:
+                if polled:
+                    return None
+                poll = self._poll_acks  # timeout=0: one look at everything
+            elif outbox is None:
                 poll = self._poll_lazy
-            elif outbox is not None and outbox.wants_acks(deadline):
+            elif left is not None and left <= ACK_LAG and not outbox.lingering():
+                poll = self._poll_lazy  # no wake-up for the bus: it is read on waking
+            elif outbox.wants_acks(deadline):
                 poll = self._poll_acks
             else:
                 poll = self._poll
+            if outbox is not None:
+                # a socket waited on by its FD must be quiet: ask it first if it may not
+                # be. The bus is asked even for a wait without it, while the send that
+                # left it so has just run (warm): after the wait, its FD tells
+                got = False
+                if not outbox.quiet:
+                    cmds = outbox.read_bus()
+                    self._queue.extend(cmds)
+                    got = bool(cmds) or not outbox.quiet  # an ack there sent a batch
+                if poll is self._poll_acks and not outbox.acks_quiet and outbox.read_acks():
+                    got = True
+                if got:  # what came may change what to do (a command, a batch to send)
+                    now = time.monotonic()
+                    continue
             for t in (left, wait):
                 if t is not None:
                     left = t if left is None else min(left, t)
             ms = -1 if left is None else max(0, int(left * 1000 + 0.999))
             ready = poll.poll(ms)
-            fds = {fd for fd, _ in ready}
-            # the full poll reports the bus when it has frames; the lazy one does not
-            # look: read it anyway, so what the actor publishes next sees the acks
-            bus = lazy or (outbox is not None and outbox.sock in fds)
-            self._drain_inputs(fds, bus=bus)
-            if outbox is not None and not bus:
-                outbox.read_acks()  # waited on or not: read before the actor goes on
-            if self._watched:
-                self._queue_readable(fd for fd, _ in ready if fd in self._watched)
             polled = True
+            now = time.monotonic()
+            fds = {fd for fd, _ in ready} if ready else _NONE
+            if fds:
+                self._drain_inputs(fds)
+                if self._watched:
+                    self._queue_readable(fd for fd, _ in ready if fd in self._watched)
+            if outbox is not None:
+                self._read_bus(poll, fds)
 
     async def areceive(self, timeout: float | None = None) -> Message:
         """`receive` for actors whose loop is asyncio: waits without blocking the loop."""
@@ -220,8 +254,9 @@ class Context(Generic[C]):
             msg = self._next_message()
             if msg is not None:
                 return msg
-            wait = self._service()
-            left = None if deadline is None else deadline - time.monotonic()
+            now = time.monotonic()
+            wait = self._service(now)
+            left = None if deadline is None else deadline - now
             if left is not None and left <= 0:
                 return None
             for t in (left, wait):
@@ -249,6 +284,9 @@ class Context(Generic[C]):
                 for fd in self._watched:
                     loop.remove_reader(fd)
             self._drain_inputs()
+            if self._outbox is not None:
+                self._queue.extend(self._outbox.read_bus())
+                self._outbox.read_acks()
             if self._watched:
                 self._queue_readable(_readable_now(self._watched))
 
@@ -265,23 +303,19 @@ class Context(Generic[C]):
             return self._actor._stopping
         return None
 
-    def _service(self, read_bus: bool = True) -> float | None:
-        """Flush, resend and heartbeat; returns seconds until this needs doing again.
-        `read_bus=False`: the bus was read since the last wait (no need to ask it)."""
-        now = time.monotonic()
-        waits: list[float] = []
+    def _service(self, now: float) -> float | None:
+        """Flush, resend and heartbeat; returns seconds until this needs doing again."""
+        wait = None
         if self._outbox is not None:
-            # acks open the window even for a loop that never waits (receive(timeout=0))
-            if read_bus:
-                self._read_bus()
             self._outbox.tick(now)  # seals a batch whose linger is over, resends
             d = self._outbox.next_deadline()
             if d is not None:
-                waits.append(max(0.0, d - now))
+                wait = max(0.0, d - now)
         if self._link is not None:
             self._beat(now)
-            waits.append(max(0.0, self._next_hb - now))
-        return min(waits) if waits else None
+            hb = max(0.0, self._next_hb - now)
+            wait = hb if wait is None or hb < wait else wait
+        return wait
 
     def _beat(self, now: float) -> bool:
         """Send the heartbeat if it is due soon; True if it went."""
@@ -324,10 +358,9 @@ class Context(Generic[C]):
                 when.append(d)
             t.reschedule(min(when))
 
-    def _drain_inputs(self, ready: set[Any] | None = None, bus: bool = True) -> None:
-        """Read what came in: the wake pipe and the link when `ready` (the fds a poll
-        reported; None: look at each) names them, and the bus when `bus` and it has
-        frames."""
+    def _drain_inputs(self, ready: Container[int] | None = None) -> None:
+        """Read what came in on the wake pipe and the link when `ready` (the fds a poll
+        reported; None: look at each) names them."""
         if ready is None or self._wake_r in ready:
             try:
                 while os.read(self._wake_r, 512):
@@ -353,17 +386,31 @@ class Context(Generic[C]):
                 self._actor.stop()
                 for poll in self._polls:
                     poll.unregister(link.fileno())
-        if bus:
-            self._read_bus()
 
-    def _read_bus(self) -> None:
-        """Apply the acks and queue the commands waiting on the bus and the ack socket
-        (if any: asking a socket is cheaper than a receive that finds nothing)."""
+    def _read_bus(self, waited: Any, ready: Container[int]) -> None:
+        """After the wait on `waited`, which reported `ready`: apply the acks and queue
+        the commands that came. A socket whose FD was waited on (it was quiet then) is
+        read only when the FD fired; one left out of the wait is asked when it is not
+        quiet, else looked at by its FD with the other (one poll for both)."""
         outbox = self._outbox
-        if outbox is not None:
-            if outbox.readable():
-                self._queue.extend(outbox.on_readable())  # the ack socket too
-            else:
+        assert outbox is not None
+        bus_in = waited is not self._poll_lazy
+        acks_in = waited is self._poll_acks
+        look_bus = look_acks = False
+        if bus_in and self._fd_bus in ready or not (bus_in or outbox.quiet):
+            self._queue.extend(outbox.read_bus())
+        elif not bus_in:
+            look_bus = True
+        if outbox.acks is not None:
+            if acks_in and self._fd_acks in ready or not (acks_in or outbox.acks_quiet):
+                outbox.read_acks()
+            elif not acks_in:
+                look_acks = True
+        if look_bus or look_acks:
+            fds = {fd for fd, _ in self._peek.poll(0)}
+            if look_bus and self._fd_bus in fds:
+                self._queue.extend(outbox.read_bus())
+            if look_acks and self._fd_acks in fds:
                 outbox.read_acks()
 
     # -- output ------------------------------------------------------------------
@@ -442,10 +489,12 @@ class Context(Generic[C]):
     def _send_link(self, kind: str, data: Any = None) -> None:
         if self._link is None or self._parent_gone:
             return
-        from .proc.link import encode_link
+        if self._encode_link is None:
+            from .proc.link import encode_link
 
+            self._encode_link = encode_link
         try:
-            self._link.send_bytes(encode_link(kind, data))
+            self._link.send_bytes(self._encode_link(kind, data))
         except OSError:
             self._parent_gone = True
             self._actor.stop()

@@ -163,13 +163,16 @@ class SimDriver(Actor[SimConfig]):
                     ctx.reply(msg, self._write(ctx, gens, msg))
                 case None:
                     woke = ctx.now()
-                    self._emit(ctx, gens, wall_ns)
+                    self._emit(ctx, gens, wall_ns, woke)
 
-    def _emit(self, ctx: Context[SimConfig], gens: dict[str, _Gen], wall_ns: int) -> None:
+    def _emit(
+        self, ctx: Context[SimConfig], gens: dict[str, _Gen], wall_ns: int, now: float
+    ) -> None:
+        """Publish the points whose slots came by `now` (the wake-up's clock reading)."""
         self.starved = False
         for g in gens.values():
             if g.sig.rate >= FULL_SPEED:
-                came = g.slots.take()  # every slot passed; points only for the credit
+                came = g.slots.take(now=now)  # every slot passed; points only for the credit
                 n = min(came, ctx.room(), MAX_PER_WAKE)
                 if came > n:
                     self.starved = True
@@ -180,7 +183,7 @@ class SimDriver(Actor[SimConfig]):
                     ctx.publish_series(g.sig.name, values, times)
                 continue
             slots = g.slots
-            n = slots.take(MAX_PER_WAKE)
+            n = slots.take(MAX_PER_WAKE, now=now)
             # once per wake-up, not per point: the names, the bound methods
             node, typ, at, value, publish = ctx.name, g.sig.name, slots.at, g.value, ctx.publish
             for k in range(slots.taken - n, slots.taken):

@@ -299,6 +299,12 @@ class Outbox:
         self.dropped = 0  # points dropped because the outbox was full
         self.bad_frames = 0
         self.recovered = 0  # points a previous process of this actor left unacknowledged
+        # True while the last word on the socket was an EVENTS without POLLIN: its FD then
+        # signals whatever comes next, so a wait on the FD alone misses nothing. Any send
+        # or receive may take in the notice of a new frame without the FD showing it:
+        # until the socket is asked again, only asking tells
+        self.quiet = False  # the bus
+        self.acks_quiet = False  # the ack socket
         self._ring = ring
         if ring is not None:
             self._restore(ring)
@@ -478,8 +484,9 @@ class Outbox:
         """True while published points wait to be sealed into a batch (an ack may send them)."""
         return bool(self._pending)
 
-    def flush(self) -> None:
-        """Seal pending points into batches now and send what the socket and window take."""
+    def flush(self, now: float | None = None) -> None:
+        """Seal pending points into batches now and send what the socket and window take
+        (`now`: the monotonic time, when the caller has read it)."""
         self._seal_at = None
         while self._pending:
             chunk = self._pending[: self.max_batch]
@@ -491,7 +498,7 @@ class Outbox:
                 (self._seq, array_header(len(chunk)) + b"".join(chunk), len(chunk))
             )
         self._trim()
-        self._pump()
+        self._pump(now)
 
     def _trim(self) -> None:
         while self.buffered > self.max_points and self._unacked:
@@ -559,23 +566,28 @@ class Outbox:
         ring.close(remove=True)
         self._ring = None
 
-    def _pump(self) -> None:
-        now = 0.0
+    def _pump(self, now: float | None = None) -> None:
+        """Send what the window takes of the batches not sent yet; `now`: the time, when
+        the caller has read it (else read at the first send)."""
+        sent = False
         for seq, packed, n in self._unacked:
             if seq <= self._sent_upto:
                 continue
             if self._flight_points >= self.window:
-                return  # more would only queue in the pipe and time out into resends
+                break  # more would only queue in the pipe and time out into resends
             frame = p_frame(self.epoch, seq, self._unacked[0][0], packed, seq <= self._sent_max)
+            self.quiet = False
             try:
                 self.sock.send(frame, zmq.NOBLOCK)
             except zmq.Again:
                 self._refused = True  # no bridge to take it (or its pipe is full)
-                return
+                break
             self._refused = False
             self._sent_upto = seq
             self._sent_max = max(self._sent_max, seq)
-            now = now or time.monotonic()
+            if now is None:
+                now = time.monotonic()
+            sent = True
             if not self._flight:
                 # the resend clock runs from the oldest batch in flight, not from the
                 # last ack: after a quiet spell (a driver polling every 5 s) a batch
@@ -583,21 +595,25 @@ class Outbox:
                 self._last_progress = now
             self._flight.append((seq, n, now))
             self._flight_points += n
-        if now:
-            self._last_sent = now
+        if sent:
+            self._last_sent = now  # type: ignore[assignment]
 
     def tick(self, now: float | None = None) -> None:
         """Seal a batch whose linger is over; resend from the oldest unacknowledged
         batch when acks stopped coming."""
         now = time.monotonic() if now is None else now
+        pumped = False
         if self._seal_at is not None and now >= self._seal_at:
-            self.flush()
+            self.flush(now)
+            pumped = True
         if self._unacked and now - self._last_progress >= self.resend_after:
             self._sent_upto = self._acked
             self._last_progress = now
             self._flight.clear()  # what was in flight is taken as lost
             self._flight_points = 0
-        self._pump()
+            pumped = False
+        if not pumped:
+            self._pump(now)
 
     def next_deadline(self) -> float | None:
         """When `tick` has work next (monotonic seconds), or None."""
@@ -610,12 +626,18 @@ class Outbox:
     # -- receiving -----------------------------------------------------------------
     def readable(self) -> bool:
         """True when a frame from the bridge waits (the socket's EVENTS, asked without
-        the flag enum pyzmq's `getsockopt` makes of it: this runs at every wake-up)."""
-        return bool(_sock_get(self.sock, _EVENTS) & _POLLIN)
+        the flag enum pyzmq's `getsockopt` makes of it)."""
+        waiting = bool(_sock_get(self.sock, _EVENTS) & _POLLIN)
+        self.quiet = not waiting
+        return waiting
 
     def acks_waiting(self) -> bool:
         """True when an ack waits on the ack socket (asked as `readable` asks the bus)."""
-        return self.acks is not None and bool(_sock_get(self.acks, _EVENTS) & _POLLIN)
+        if self.acks is None:
+            return False
+        waiting = bool(_sock_get(self.acks, _EVENTS) & _POLLIN)
+        self.acks_quiet = not waiting
+        return waiting
 
     def wants_acks(self, until: float | None) -> bool:
         """Would an ack change what this outbox does before `until` (monotonic; None:
@@ -629,11 +651,24 @@ class Outbox:
             return False
         return until is None or self._last_progress + self.resend_after <= until
 
-    def read_acks(self) -> None:
-        """Apply the acks waiting on the ack socket (none: one question to it)."""
-        if self.acks_waiting():
-            self._read(self.acks, [])
-            self._pump()
+    def read_acks(self) -> bool:
+        """Apply the acks waiting on the ack socket (none: one question to it); True
+        when there were some."""
+        if not self.acks_waiting():
+            return False
+        self._read(self.acks, [])
+        self._pump()
+        return True
+
+    def read_bus(self) -> list[Command]:
+        """The commands waiting on the bus, with any acks there applied (none: one
+        question to it). The ack socket is left to `read_acks`."""
+        if not self.readable():
+            return []
+        cmds: list[Command] = []
+        self._read(self.sock, cmds)
+        self._pump()
+        return cmds
 
     def on_readable(self) -> list[Command]:
         """Read every waiting frame (the bus, then the ack socket): apply acks, return
@@ -646,14 +681,23 @@ class Outbox:
         return cmds
 
     def _read(self, sock: zmq.Socket, cmds: list[Command]) -> None:
+        """Read every frame waiting on `sock`; the socket is quiet after (see `quiet`)."""
+        bus = sock is self.sock
         more = True
         while more:
             try:
                 data = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
-                break
-            # asking is cheaper than a receive raising zmq.Again
-            more = bool(_sock_get(sock, _EVENTS) & _POLLIN)
+                data, more = None, False
+            else:  # asking is cheaper than a receive raising zmq.Again
+                more = bool(_sock_get(sock, _EVENTS) & _POLLIN)
+            if not more:  # before the frame is applied: an ack may send (`_pump`)
+                if bus:
+                    self.quiet = True
+                else:
+                    self.acks_quiet = True
+                if data is None:
+                    break
             try:
                 frame = decode_frame(data)
             except BadFrame as e:
@@ -662,7 +706,7 @@ class Outbox:
                 continue
             if frame[0] == "A":
                 self._ack(frame[1], frame[2])
-            elif frame[0] == "C" and sock is self.sock:
+            elif frame[0] == "C" and bus:
                 cmds.append(Command(frame[1], frame[2]))
             else:
                 self.bad_frames += 1
@@ -691,18 +735,19 @@ class Outbox:
         if progressed:
             now = self._last_progress = time.monotonic()
             if self._pending and not self._flight:
-                self.flush()  # the ack freed the pipe: what waited goes now
+                self.flush(now)  # the ack freed the pipe: what waited goes now
             elif self._pending and self._seal_at:
                 # the path may be quick again: a linger grown while acks were slow
                 # shrinks with the age of what is still in flight
                 at = self._last_sent + self._linger(now)
                 if at <= now:
-                    self.flush()
+                    self.flush(now)
                 elif at < self._seal_at:
                     self._seal_at = at
 
     def reply(self, cmd_id: int, error: str | None) -> None:
         frame = encode_frame("R", cmd_id, error is None, error or "")
+        self.quiet = False
         try:
             self.sock.send(frame, zmq.NOBLOCK)
         except zmq.Again:
