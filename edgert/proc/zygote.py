@@ -56,6 +56,7 @@ carries the method too (`"clone"`, or `"fork twice (reason)"`).
 
 from __future__ import annotations
 
+import _signal
 import ctypes
 import errno
 import gc
@@ -74,7 +75,7 @@ from typing import Any
 
 import msgpack
 
-from .child import set_name, set_pdeathsig
+from .child import _libc, set_name, set_pdeathsig
 from .clone import Cloner
 
 __all__ = ["Zygote", "ZygoteError", "PRELOAD", "clean_path", "fingerprint"]
@@ -304,7 +305,7 @@ class _Forked:
 def trim() -> None:
     """Give the C heap's free pages back to the system (glibc), so a fork shares fewer."""
     try:
-        ctypes.CDLL(None).malloc_trim(0)
+        _libc().malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
 
@@ -324,6 +325,15 @@ def _fork_zygote(theirs: socket.socket, args: dict[str, Any]) -> int:
             stream.flush()
         except (AttributeError, OSError, ValueError):
             pass
+    # What the zygote would do first is done here, so that its objects are made before
+    # the fork and shared: every page the zygote writes after it costs twice, its copy
+    # and this process's original. Python code run in the zygote writes to the pages of
+    # whatever it touches (reference counts), so it runs as little as it can.
+    _libc().prctl  # noqa: B018 - set_name's and set_pdeathsig's function, made once
+    cloner, why = Cloner.probe() if args["clone"] else (None, "not asked to clone")
+    opened = os.sysconf("SC_OPEN_MAX")
+    stop = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+    default = _signal.SIG_DFL
     gc.collect()
     gc.freeze()  # here too: the collector would write into every page we share
     trim()
@@ -333,35 +343,46 @@ def _fork_zygote(theirs: socket.socket, args: dict[str, Any]) -> int:
     try:  # the zygote
         fd = theirs.fileno()
         os.closerange(3, fd)
-        os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
-            signal.signal(sig, signal.SIG_DFL)
+        os.closerange(fd + 1, opened)
+        for sig in stop:
+            _signal.signal(sig, default)  # `signal.signal` converts to and from enums
         sys.path[:] = args["path"]
         set_name("edgert-zygote")
-        serve(args)
+        if cloner is not None and not cloner.here():
+            cloner, why = Cloner.probe()
+        serve(args, (cloner, why))
     finally:
         os._exit(1)
 
 
 # -- the zygote process --------------------------------------------------------------
-def serve(args: dict[str, Any]) -> None:
-    """The zygote's main: preload, then fork on request until EOF. Runs in the zygote."""
+def serve(args: dict[str, Any], probed: tuple[Cloner | None, str] | None = None) -> None:
+    """The zygote's main: preload, then fork on request until EOF. Runs in the zygote.
+
+    `probed` is the Cloner (or None, and why) the supervisor made for a forked zygote."""
     set_pdeathsig()
     supervisor = int(args["supervisor"])
     if os.getppid() != supervisor:
         os._exit(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _signal.signal(signal.SIGINT, _signal.SIG_IGN)
     sock = socket.socket(fileno=int(args["fd"]))
     failed: dict[str, str] = {}
+    imported = False
     for mod in args["preload"]:
+        if mod in sys.modules:  # a forked zygote's are, and touching them costs pages
+            continue
+        imported = True
         try:
             importlib.import_module(mod)
         except BaseException as e:  # noqa: BLE001 - reported; the actor's start shows it too
             failed[mod] = "".join(traceback.format_exception_only(e)).strip()
-    gc.collect()
-    gc.freeze()
-    trim()
-    cloner, why = Cloner.probe() if args.get("clone", True) else (None, "not asked to clone")
+    if imported:
+        gc.collect()
+        gc.freeze()
+        trim()
+    if probed is None:
+        probed = Cloner.probe() if args.get("clone", True) else (None, "not asked to clone")
+    cloner, why = probed
     method = "clone" if cloner is not None else f"fork twice ({why})"
     sock.sendall(msgpack.packb(["ready", failed, method]))
     while True:
