@@ -14,6 +14,10 @@ if sys.argv[1] == "elsewhere":
 nats = ni.import_nats()
 import nats.aio.client
 loaded = "importlib.metadata" in sys.modules
+email_loaded = "email.feedparser" in sys.modules or "calendar" in sys.modules
+import nats.js.manager
+parsed = nats.js.manager.BytesParser().parsebytes(b"Nats-Msg-Id: 7\\r\\n\\r\\n")["Nats-Msg-Id"]
+real_parser = "email.feedparser" in sys.modules and hasattr(sys.modules["email.parser"], "Parser")
 real = sys.modules.get("importlib.metadata")
 import inspect  # nats-py before 2.10 wrote its version in its source: no lookup at all
 asks = "importlib.metadata" in inspect.getsource(nats.aio.client)
@@ -26,6 +30,9 @@ print(json.dumps({
     "real": real is None or hasattr(real, "entry_points"),
     "js": "nats.js" in sys.modules,
     "again": ni.import_nats() is nats,
+    "email_loaded": email_loaded,
+    "parsed": parsed,
+    "real_parser": real_parser,
 }))
 """
 
@@ -43,6 +50,9 @@ def test_nats_is_imported_without_importlib_metadata_and_knows_its_version() -> 
     assert got["client"] == got["version"] != "0.0.0"
     assert got["loaded"] is False  # nor zipfile, email.message, csv with it
     assert got["js"] and got["again"] and got["real"]
+    # nor the email package until a JetStream parser parses: then the real one does
+    assert got["email_loaded"] is False
+    assert got["parsed"] == "7" and got["real_parser"]
 
 
 def test_without_its_dist_info_folder_the_real_lookup_gives_the_version() -> None:

@@ -10,7 +10,11 @@ stand-in for that module whose `version` reads nats-py's version from the name
 of its `.dist-info` folder, and takes the stand-in out of `sys.modules` at
 once: whatever imports importlib.metadata later gets the real one. Where the
 folder is not found (nats-py installed some other way), the stand-in asks the
-real importlib.metadata, as nats-py would have.
+real importlib.metadata, as nats-py would have. Likewise nats-py's JetStream
+modules each make an `email.parser.BytesParser` at their import, which loads
+a dozen `email` modules and `calendar` (0.4 MB), to parse the headers of a
+message read with `get_msg(direct=False)`, which the bridge never calls: they
+get a `BytesParser` that makes the real one at its first use.
 
 asyncio, nats-py and the uplink all import `ssl`, and nats-py's `secrets`
 imports `hmac` and with it `_hashlib`: both load OpenSSL (libcrypto, libssl),
@@ -49,11 +53,18 @@ def import_nats() -> types.ModuleType:
         stand_in = types.ModuleType("importlib.metadata")
         stand_in.version = _version  # type: ignore[attr-defined]
         sys.modules["importlib.metadata"] = stand_in
+        parser = None
+        if "email.parser" not in sys.modules:
+            parser = types.ModuleType("email.parser")
+            parser.BytesParser = _BytesParser  # type: ignore[attr-defined]
+            sys.modules["email.parser"] = parser
         try:
             import nats.js  # noqa: F401 - the client imports it anyway
         finally:
             if sys.modules.get("importlib.metadata") is stand_in:
                 del sys.modules["importlib.metadata"]
+            if parser is not None and sys.modules.get("email.parser") is parser:
+                del sys.modules["email.parser"]  # the real one for whoever imports it
     import nats
 
     return nats
@@ -65,9 +76,26 @@ def _version(name: str) -> str:
     if found:
         return found
     del sys.modules["importlib.metadata"]  # the stand-in: the real one from here on
+    if getattr(sys.modules.get("email.parser"), "BytesParser", None) is _BytesParser:
+        del sys.modules["email.parser"]  # the real lookup reads the metadata with it
     from importlib.metadata import version
 
     return version(name)
+
+
+class _BytesParser:
+    """`email.parser.BytesParser`, made at the first use of one of its attributes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._made: tuple[Any, ...] = (args, kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        made = self.__dict__["_made"]
+        if isinstance(made, tuple):
+            from email.parser import BytesParser
+
+            made = self._made = BytesParser(*made[0], **made[1])
+        return getattr(made, name)
 
 
 def _dist_info_version() -> str | None:
