@@ -19,7 +19,11 @@ single thread (as under `edgert run`; the supervisor itself starts none): the
 zygote then shares the supervisor's pages (the interpreter, edgert, pyzmq, the drivers,
 already imported to read the config), which saves a whole interpreter's memory
 and start-up. Both freeze their objects first (`gc.freeze()`), so neither
-collector writes into the pages they share. The forked zygote closes every
+collector writes into the pages they share. What the forked zygote would do
+first (probe the clone, load libc's functions) the supervisor does before the
+fork, and the zygote skips the preload imports already done: every page it
+writes after the fork costs twice, its copy and the supervisor's original.
+The forked zygote closes every
 descriptor it inherited but stdio and its socket, restores the default signal
 handlers, drops the working directory from its import path and names itself
 `edgert-zygote`. A zygote started later (one that died, or new driver code
