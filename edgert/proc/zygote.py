@@ -387,6 +387,7 @@ def serve(args: dict[str, Any], probed: tuple[Cloner | None, str] | None = None)
     if probed is None:
         probed = Cloner.probe() if args.get("clone", True) else (None, "not asked to clone")
     cloner, why = probed
+    term = {_signal.SIGTERM}
     method = "clone" if cloner is not None else f"fork twice ({why})"
     sock.sendall(msgpack.packb(["ready", failed, method]))
     while True:
@@ -407,7 +408,7 @@ def serve(args: dict[str, Any], probed: tuple[Cloner | None, str] | None = None)
             pid = 0
             # the actor starts with SIGTERM blocked: one that comes before it can stop
             # its actor waits for it (see `edgert.proc.child`) instead of killing it
-            old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            old = _signal.pthread_sigmask(_signal.SIG_BLOCK, term)
             try:
                 if cloner is not None:
                     try:
@@ -419,7 +420,7 @@ def serve(args: dict[str, Any], probed: tuple[Cloner | None, str] | None = None)
                 if not pid:
                     pid = _fork_twice(sock, spec_bytes, fds[0], supervisor)
             finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+                _signal.pthread_sigmask(_signal.SIG_SETMASK, old)
             reply = ["started", pid, method]
         except Exception as e:  # noqa: BLE001 - the supervisor gets the reason
             reply = ["error", f"{type(e).__name__}: {e}"]
