@@ -47,6 +47,10 @@ yet safe to the spool in one last commit, acks it, and closes what it opened.
 
 from __future__ import annotations
 
+from .natsimport import defer_openssl
+
+defer_openssl()  # first: asyncio, nats-py and the uplink load OpenSSL only to use it
+
 import asyncio
 import contextlib
 import sys

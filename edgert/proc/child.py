@@ -34,6 +34,7 @@ fails, the reason goes over the link and it exits 127.
 
 from __future__ import annotations
 
+import _signal
 import ctypes
 import functools
 import logging
@@ -90,8 +91,8 @@ def main(spec_bytes: bytes, link_fd: int, supervisor_pid: int, intermediate_pid:
             os.setpgid(0, 0)
         except OSError:
             pass
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
         link = Link.from_fd(link_fd)
         code = _main(spec_bytes, link)
     finally:
@@ -194,11 +195,11 @@ def _run_actor(spec: Any, link: Link) -> None:
     cls = spec.actor_class()
     config = spec.actor_config()
     actor = cls(config, name=spec.name)
-    signal.signal(signal.SIGTERM, lambda *_: actor.stop())
+    _signal.signal(_signal.SIGTERM, lambda *_: actor.stop())
     # born with SIGTERM blocked (by the zygote): one sent since (a SIGTERM to the whole
     # process group before this process led its own) now stops the actor, which sees
     # the stop at its first `receive`, as one over the link
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, {_signal.SIGTERM})
     zctx = sock = acks = outbox = ring = None
     clean = False
     if getattr(actor, "uses_bus", True):

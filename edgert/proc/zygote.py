@@ -19,7 +19,11 @@ single thread (as under `edgert run`; the supervisor itself starts none): the
 zygote then shares the supervisor's pages (the interpreter, edgert, pyzmq, the drivers,
 already imported to read the config), which saves a whole interpreter's memory
 and start-up. Both freeze their objects first (`gc.freeze()`), so neither
-collector writes into the pages they share. The forked zygote closes every
+collector writes into the pages they share. What the forked zygote would do
+first (probe the clone, load libc's functions) the supervisor does before the
+fork, and the zygote skips the preload imports already done: every page it
+writes after the fork costs twice, its copy and the supervisor's original.
+The forked zygote closes every
 descriptor it inherited but stdio and its socket, restores the default signal
 handlers, drops the working directory from its import path and names itself
 `edgert-zygote`. A zygote started later (one that died, or new driver code
@@ -56,6 +60,7 @@ carries the method too (`"clone"`, or `"fork twice (reason)"`).
 
 from __future__ import annotations
 
+import _signal
 import ctypes
 import errno
 import gc
@@ -74,7 +79,7 @@ from typing import Any
 
 import msgpack
 
-from .child import set_name, set_pdeathsig
+from .child import _libc, set_name, set_pdeathsig
 from .clone import Cloner
 
 __all__ = ["Zygote", "ZygoteError", "PRELOAD", "clean_path", "fingerprint"]
@@ -304,7 +309,7 @@ class _Forked:
 def trim() -> None:
     """Give the C heap's free pages back to the system (glibc), so a fork shares fewer."""
     try:
-        ctypes.CDLL(None).malloc_trim(0)
+        _libc().malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
 
@@ -324,6 +329,15 @@ def _fork_zygote(theirs: socket.socket, args: dict[str, Any]) -> int:
             stream.flush()
         except (AttributeError, OSError, ValueError):
             pass
+    # What the zygote would do first is done here, so that its objects are made before
+    # the fork and shared: every page the zygote writes after it costs twice, its copy
+    # and this process's original. Python code run in the zygote writes to the pages of
+    # whatever it touches (reference counts), so it runs as little as it can.
+    _libc().prctl  # noqa: B018 - set_name's and set_pdeathsig's function, made once
+    cloner, why = Cloner.probe() if args["clone"] else (None, "not asked to clone")
+    opened = os.sysconf("SC_OPEN_MAX")
+    stop = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+    default = _signal.SIG_DFL
     gc.collect()
     gc.freeze()  # here too: the collector would write into every page we share
     trim()
@@ -333,35 +347,47 @@ def _fork_zygote(theirs: socket.socket, args: dict[str, Any]) -> int:
     try:  # the zygote
         fd = theirs.fileno()
         os.closerange(3, fd)
-        os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
-            signal.signal(sig, signal.SIG_DFL)
+        os.closerange(fd + 1, opened)
+        for sig in stop:
+            _signal.signal(sig, default)  # `signal.signal` converts to and from enums
         sys.path[:] = args["path"]
         set_name("edgert-zygote")
-        serve(args)
+        if cloner is not None and not cloner.here():
+            cloner, why = Cloner.probe()
+        serve(args, (cloner, why))
     finally:
         os._exit(1)
 
 
 # -- the zygote process --------------------------------------------------------------
-def serve(args: dict[str, Any]) -> None:
-    """The zygote's main: preload, then fork on request until EOF. Runs in the zygote."""
+def serve(args: dict[str, Any], probed: tuple[Cloner | None, str] | None = None) -> None:
+    """The zygote's main: preload, then fork on request until EOF. Runs in the zygote.
+
+    `probed` is the Cloner (or None, and why) the supervisor made for a forked zygote."""
     set_pdeathsig()
     supervisor = int(args["supervisor"])
     if os.getppid() != supervisor:
         os._exit(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _signal.signal(signal.SIGINT, _signal.SIG_IGN)
     sock = socket.socket(fileno=int(args["fd"]))
     failed: dict[str, str] = {}
+    imported = False
     for mod in args["preload"]:
+        if mod in sys.modules:  # a forked zygote's are, and touching them costs pages
+            continue
+        imported = True
         try:
             importlib.import_module(mod)
         except BaseException as e:  # noqa: BLE001 - reported; the actor's start shows it too
             failed[mod] = "".join(traceback.format_exception_only(e)).strip()
-    gc.collect()
-    gc.freeze()
-    trim()
-    cloner, why = Cloner.probe() if args.get("clone", True) else (None, "not asked to clone")
+    if imported:
+        gc.collect()
+        gc.freeze()
+        trim()
+    if probed is None:
+        probed = Cloner.probe() if args.get("clone", True) else (None, "not asked to clone")
+    cloner, why = probed
+    term = {_signal.SIGTERM}
     method = "clone" if cloner is not None else f"fork twice ({why})"
     sock.sendall(msgpack.packb(["ready", failed, method]))
     while True:
@@ -382,7 +408,7 @@ def serve(args: dict[str, Any]) -> None:
             pid = 0
             # the actor starts with SIGTERM blocked: one that comes before it can stop
             # its actor waits for it (see `edgert.proc.child`) instead of killing it
-            old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            old = _signal.pthread_sigmask(_signal.SIG_BLOCK, term)
             try:
                 if cloner is not None:
                     try:
@@ -394,7 +420,7 @@ def serve(args: dict[str, Any]) -> None:
                 if not pid:
                     pid = _fork_twice(sock, spec_bytes, fds[0], supervisor)
             finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+                _signal.pthread_sigmask(_signal.SIG_SETMASK, old)
             reply = ["started", pid, method]
         except Exception as e:  # noqa: BLE001 - the supervisor gets the reason
             reply = ["error", f"{type(e).__name__}: {e}"]
