@@ -72,10 +72,17 @@ def mapped(lib):
     with open("/proc/self/maps") as f:
         return lib in f.read()
 
+from edgert.bridge.natsimport import ASYNCIO_SSL
 before = {
     "ssl": "_ssl" in sys.modules, "hashlib": "_hashlib" in sys.modules,
     "libssl": mapped("libssl"), "libcrypto": mapped("libcrypto"),
 }
+# every asyncio module left holding `ssl = None` is one the first use gives it back to
+unreturned = sorted(
+    name for name, mod in list(sys.modules.items())
+    if name.startswith("asyncio") and name not in ASYNCIO_SSL
+    and mod is not None and "ssl" in vars(mod) and vars(mod)["ssl"] is None
+)
 import asyncio, hashlib, ssl
 
 ca, cert, key = sys.argv[1:4]
@@ -102,6 +109,7 @@ async def main():
 
 print(json.dumps({
     "before": before,
+    "unreturned": unreturned,
     "echo": asyncio.run(main()),
     "asyncio_has_ssl": asyncio.sslproto.ssl is sys.modules["ssl"] is asyncio.base_events.ssl,
     "real": hasattr(sys.modules["ssl"], "_ssl") and "_ssl" in sys.modules,
@@ -122,6 +130,7 @@ def test_the_bridge_loads_openssl_only_when_tls_is_used(short_dir) -> None:
     )
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
+    assert got["unreturned"] == []
     # asyncio, nats-py, hashlib and the bridge's modules imported: no OpenSSL yet
     assert got["before"] == {"ssl": False, "hashlib": False, "libssl": False, "libcrypto": False}
     # its first use loads it, and asyncio speaks TLS with it as it always did

@@ -117,12 +117,18 @@ def _dist_info_version() -> str | None:
 # -- OpenSSL at its first use ----------------------------------------------------------
 # asyncio's modules that import ssl (`ssl = None` without it), on Python 3.11 to 3.13
 ASYNCIO_SSL = ("asyncio.base_events", "asyncio.selector_events", "asyncio.sslproto")
+# the Pythons whose asyncio was read for them (and is tested): on another, the bridge
+# loads OpenSSL at once, as it did, rather than guess what a new asyncio holds
+CHECKED = ((3, 11), (3, 12), (3, 13))
 
 
 def defer_openssl() -> bool:
     """Import asyncio, hashlib and hmac without OpenSSL, and leave `ssl` to be imported
     at its first use (see the module's doc). True when it did; False, changing nothing,
-    when this process has imported ssl or asyncio already."""
+    when this process has imported ssl or asyncio already, or on a Python not in
+    `CHECKED`."""
+    if sys.version_info[:2] not in CHECKED:
+        return False
     if any(m in sys.modules for m in ("ssl", "_ssl", "_hashlib", "asyncio", "hashlib", "hmac")):
         return False
     spec = importlib.util.find_spec("ssl")
