@@ -1,9 +1,9 @@
-"""Core NATS confirmations: a marker behind the messages, at most one per `MARK_EVERY`.
+"""Core NATS confirmations: a marker behind the messages, one per `MARK_EVERY` at most.
 
 The uplink learns that the server took its messages from a marker it publishes
 to its own inbox behind them. Rounds that come sooner than `MARK_EVERY` after a
-marker go without one of their own; `mark_due` tells the bus task when its next
-turn must come, and that turn's `send` publishes the marker behind them, so
+marker go without one of their own; `mark_due` (`MARK_EVERY` after the oldest
+of them) tells the bus task when its next turn must come, and that turn's `send` publishes the marker behind them, so
 every message is confirmed, the last round's too, with no further round to
 carry it. A real nats-server and the uplink's own session; the test plays the
 bus task; `MARK_EVERY` is made long so that the rounds surely fall inside it.
@@ -43,7 +43,8 @@ def _run(fwd: Confirmed) -> Any:
         base="edgert.gw",
         enc="msgpack",
         fwd=fwd,
-        feed=lambda actions: None,
+        feed=lambda actions, **kw: None,
+        wake_at=lambda when: None,
         clock_check=lambda a: (a.data, ""),
         poke=asyncio.Event(),
     )
@@ -75,7 +76,7 @@ def test_rounds_inside_mark_every_share_the_marker_of_the_next_turn(
                 up.publish(Publish(1, "gen", f"e:{seq}:gen", data, 1, 0))
                 await up.send()
             due = up.mark_due()  # two messages without a marker: a turn is due then
-            assert due == sess.marked_at + 0.5
+            assert due == sess.unmarked_since + 0.5  # the oldest without a marker
             await up.send()  # a turn before it: no marker yet
             assert sess.unmarked == 2
             await asyncio.sleep(max(0.0, due - time.monotonic()))
@@ -97,4 +98,43 @@ def test_rounds_inside_mark_every_share_the_marker_of_the_next_turn(
     assert got == [1, 2, 3]
     assert sum(calls) == 3  # every message confirmed, the last round's too
     assert markers == [b"1", b"2"]  # the first round's, then one behind the other two
+    assert calls == [1, 2]
+
+
+def test_a_round_of_many_points_gets_its_marker_at_once(
+    nats_server: NatsProcess, monkeypatch
+) -> None:
+    """A fast path's credit does not wait for `MARK_EVERY`: a round that brings
+    `MARK_POINTS` points without a marker gets one in its own turn."""
+    monkeypatch.setattr(uplink_module, "MARK_EVERY", 5.0)
+    fwd = Confirmed()
+
+    async def main() -> tuple[list[int], list[bytes], int]:
+        nc = await nats.connect(nats_server.url)
+        up = Uplink(_run(fwd))
+        sess = up.session = Session(nc, None, 1, nc.new_inbox())
+        markers: list[bytes] = []
+
+        async def marked(msg: Any) -> None:
+            markers.append(msg.data)
+            up._marked(sess, msg)
+
+        await nc.subscribe(sess.inbox, cb=marked)
+        try:
+            small, big = 1, uplink_module.MARK_POINTS
+            for seq, points in ((1, small), (2, small), (3, big)):
+                data = msgpack.packb([Point("gen", "n", "0", seq).to_map()])
+                up.publish(Publish(1, "gen", f"e:{seq}:gen", data, points, 0))
+                await up.send()
+            unmarked = sess.unmarked  # the big round's marker covered the small one too
+            deadline = time.monotonic() + 10
+            while sum(fwd.calls) < 3 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            return fwd.calls, markers, unmarked
+        finally:
+            await nc.close()
+
+    calls, markers, unmarked = asyncio.run(main())
+    assert unmarked == 0
+    assert markers == [b"1", b"2"]
     assert calls == [1, 2]

@@ -168,6 +168,7 @@ class _Run:
         self.last_acked: dict[str, float] = {}  # epoch -> when it was last acked
         self.job_ready = asyncio.Event()
         self.poke = asyncio.Event()  # wakes the bus task: the ROUTER's FD, or a send on it
+        self.bus_timer: asyncio.Timeout | None = None  # the bus task's wait, while it waits
         self.status_changed = asyncio.Event()
         self.snapshot: dict[str, Any] = {}
         self.status_key: Any = None
@@ -320,9 +321,12 @@ class _Run:
             self.changed()
 
     # -- carrying out the forwarder's actions ------------------------------------------
-    def feed(self, actions: list[Action], send_acks: bool = True) -> None:
+    def feed(self, actions: list[Action], send_acks: bool = True, at_once: bool = False) -> None:
         """Carry out the forwarder's actions; acks are sent once per turn, the latest
-        per sender (they are cumulative)."""
+        per sender (they are cumulative); `at_once`: every ack owed goes now (a core
+        NATS marker came back: those are paced as acks are, see `edgert.bridge.uplink`).
+        Fed outside the bus task's turn, the forwarder may have work sooner than that
+        task waits for: its wait is brought forward (`wake_at`)."""
         for a in actions:
             if isinstance(a, Publish):
                 self.uplink.publish(a)
@@ -331,8 +335,31 @@ class _Run:
             else:
                 self.jobs.append(a)
                 self.job_ready.set()
-        if send_acks and self.acks:
+        if at_once and self.acks:
+            self._flush_acks()
+        elif send_acks and self.acks:
             self._acks_owed()
+        if self.bus_timer is not None and (due := self.fwd.next_deadline()) is not None:
+            self.wake_at(due)
+
+    def wake_at(self, when: float) -> None:
+        """The bus task's next turn must come by `when` (monotonic seconds): its wait,
+        if it waits, ends then at the latest. (A turn would recompute its deadline
+        from scratch; moving the timer costs no turn.)"""
+        t = self.bus_timer
+        if t is not None:
+            current = t.when()
+            if current is None or when < current:
+                t.reschedule(when)
+
+    def _bus_deadline(self) -> float | None:
+        """When the bus task's next turn must come with no frame: the forwarder's next
+        deadline, the acks owed, the core NATS marker due."""
+        deadline = self.fwd.next_deadline()
+        for due in (self.ack_due, self.uplink.mark_due()):
+            if due is not None and (deadline is None or due < deadline):
+                deadline = due
+        return deadline
 
     def _acks_owed(self) -> None:
         """Send the acks owed once the oldest is `ACK_DELAY` old, or `ACK_POINTS` points
@@ -349,7 +376,7 @@ class _Run:
             return
         if self.ack_due is None:
             self.ack_due = now + ACK_DELAY
-            self.poke.set()  # the bus task waits until then at most
+            self.wake_at(self.ack_due)  # the bus task waits until then at most
         if now >= self.ack_due or self._points_in() - self.acked_points >= ACK_POINTS:
             self._flush_acks()
 
@@ -457,17 +484,29 @@ class _Run:
 
     # -- the bus -------------------------------------------------------------------
     async def bus(self) -> None:
+        """The bus task: one turn per wake-up, which reads every frame waiting (asking
+        the ROUTER's EVENTS between frames: no receive ends on a raised `zmq.Again`),
+        carries them through, publishes, and sends the acks owed."""
         router = self.router
         assert router is not None
-        with _reader(router, self.poke):  # for the task's whole life: no futures per wait
+        poke = self.poke
+        empty = False  # the last look found no frame waiting, which re-armed the FD
+        with _reader(router, poke):  # for the task's whole life: no futures per wait
             while True:
-                deadline = self.fwd.next_deadline()
-                for due in (self.ack_due, self.uplink.mark_due()):
-                    if due is not None:
-                        deadline = due if deadline is None or due < deadline else deadline
-                await _readable(router, self.poke, deadline)
+                # The FD only signals a change, and any operation on the socket may take
+                # that signal: the last look (the drain's, or a send's, `_send_router`)
+                # must have seen nothing waiting before the task sleeps on it. `poke`
+                # says "maybe", not "yes": the loop reports the FD readable once more in
+                # the iteration that runs this task's turn, after the turn read it, so
+                # it is checked rather than taken for a turn.
+                if poke.is_set() or not empty:
+                    poke.clear()
+                    empty = not _sock_get(router, _EVENTS) & _POLLIN
+                if empty:
+                    await self._bus_wait(self._bus_deadline())
+                    poke.clear()
                 frames: list[list[bytes]] = []
-                _drain(router, frames)
+                empty = _take(router, frames)
                 self.uplink.batching = True  # this task sends what the turn publishes
                 try:
                     self.receive(frames)
@@ -483,6 +522,19 @@ class _Run:
                 if frames:
                     self._report()
                     self._periodic_early()
+
+    async def _bus_wait(self, deadline: float | None) -> None:
+        """Until `poke` (the ROUTER's FD, a send on it), or `deadline`, which `wake_at`
+        may bring forward meanwhile."""
+        if deadline is not None and deadline <= time.monotonic():
+            return
+        try:
+            async with asyncio.timeout_at(deadline) as self.bus_timer:
+                await self.poke.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self.bus_timer = None
 
     def _periodic_early(self) -> None:
         """Awake for batches: the heartbeat and the timed clock reading, when due soon,
@@ -599,9 +651,15 @@ class _Run:
         takes batches does not wake for it."""
         iv = self._clock_interval()
         phase = HB_PHASE if iv >= 4 * HB_PHASE else 0.0
-        self.clock_due = grid_after(now - phase + (0.0 if first else iv / 2), iv) + phase
-        if self.clock_timer is not None:
-            self.clock_timer.reschedule(self.clock_due)
+        self.clock_due = due = grid_after(now - phase + (0.0 if first else iv / 2), iv) + phase
+        t = self.clock_timer
+        if t is not None:
+            # moved only when it would come sooner than half an interval from this
+            # reading (or after the new time): a busy bus reads the clock a hundred
+            # times a second, and each move is a timer cancelled and one made
+            when = t.when()
+            if when is None or when < now + iv / 2 or due < when:
+                t.reschedule(due)
 
     def _read_clock(self) -> None:
         """One reading of the clock (one adjtimex): a step is told to the forwarder
@@ -795,6 +853,27 @@ async def _readable(sock: zmq.Socket, wake: asyncio.Event, deadline: float | Non
                     async with asyncio.timeout(left):
                         await wake.wait()
     wake.clear()
+
+
+_sock_get = zmq.backend.Socket.get  # the plain option read, an int (no flag enum built)
+_EVENTS, _POLLIN, _RCVMORE = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE)
+
+
+def _take(sock: zmq.Socket, into: list[list[bytes]]) -> bool:
+    """Read the messages waiting, up to a burst, asking EVENTS after each (cheaper than
+    a receive raising `zmq.Again`); True when it stopped because none was waiting
+    (that look also re-armed the socket's FD)."""
+    size = 0
+    recv = sock.recv
+    while len(into) < MAX_BURST and size < MAX_BURST_BYTES:
+        if not _sock_get(sock, _EVENTS) & _POLLIN:
+            return True
+        parts = [recv(zmq.NOBLOCK)]
+        while _sock_get(sock, _RCVMORE):
+            parts.append(recv(zmq.NOBLOCK))
+        into.append(parts)
+        size += len(parts[-1])
+    return False
 
 
 def _drain(sock: zmq.Socket, into: list[list[bytes]]) -> None:

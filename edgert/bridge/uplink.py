@@ -10,12 +10,18 @@ publishes what the forwarder asks in order (the bus task calls `send` at the
 end of its turn, so a batch leaves in the turn it came in), and tells
 the forwarder when NATS took each message: the JetStream ack, or on core NATS
 a marker the bridge publishes to its own inbox behind a round of messages
-(when the server delivers it back, it has processed everything before it); at
-most one marker every `MARK_EVERY` (a round that comes sooner is covered by the
-next marker, sent by the bus task's next turn, which comes by `mark_due` when
-no frame does): a busy bus turns several hundred times a second, and each
-marker back is one more wake-up of the bridge and of the server, while acks
-only return credit.
+(when the server delivers it back, it has processed everything before it); and
+the acks that marker releases go to the drivers at once (`_Run.feed`). A marker
+goes behind a round once `MARK_EVERY` has passed since the last one, or
+`MARK_POINTS` points or `MARK_MESSAGES` messages wait for one (a fast path's
+credit, well inside a driver's window and the forwarder's `max_in_flight`); a
+round that comes sooner is covered by the marker of a later turn of the bus
+task, which comes by `mark_due` (`MARK_EVERY` after the oldest message without
+one) when no frame does. A busy bus turns a hundred times a second or more,
+and each marker back costs the bridge three turns of its loop (the client's
+reader, the subscription's task, the acks) and the server a delivery, while
+acks only return credit: one every `MARK_EVERY` is what the acks need (the
+bridge gathered acks for as long before, and no longer has to).
 A publish error, an ack missing for `[nats] ack_timeout` seconds or a lost
 connection ends the session; the forwarder then takes back what was in flight.
 While NATS is down or refuses the credentials the uplink logs why and retries
@@ -57,7 +63,9 @@ LAG_EVERY = 0.2  # seconds between measures of how far behind the reading of com
 COMMANDS_STABLE = 10.0  # seconds up after which the command connection's next loss is logged
 LAG_TIMEOUT = 30.0  # a measure given up on (the connection's own pings end a dead one)
 ACK_LATE = 0.5  # seconds: an oldest JetStream ack this late holds further publishes (`_held`)
-MARK_EVERY = 0.005  # seconds between core NATS markers at most (see the module doc)
+MARK_EVERY = 0.02  # seconds between core NATS markers at most (see the module doc)...
+MARK_POINTS = 1000  # ... unless this many points wait for one
+MARK_MESSAGES = 16  # ... or this many messages
 
 
 def nats_options(section: NatsSection, name: str = "edgert") -> dict[str, Any]:
@@ -183,6 +191,8 @@ class Session:
         self.mark_progress = 0.0  # when a marker last came back (or the first went out)
         self.marked_at = 0.0  # when the last marker went out
         self.unmarked = 0  # messages published behind the last marker
+        self.unmarked_points = 0  # ... and their points
+        self.unmarked_since = 0.0  # when the oldest of them was published
         self.outgoing: deque[Publish] = deque()
         self.more = asyncio.Event()
         self.sending = False  # a task is publishing `outgoing` (`Uplink._send`)
@@ -435,7 +445,7 @@ class Uplink:
         try:
             await self._send(s)
             now = time.monotonic()
-            if s.unmarked and now - s.marked_at >= MARK_EVERY:
+            if s.unmarked and self._mark_now(s, now):
                 await self._mark(s, now)  # behind what any task published so far
         except Exception as e:  # noqa: BLE001 - the session's own task ends it with this
             s.failed = e
@@ -447,7 +457,17 @@ class Uplink:
         """Core NATS: when the bus task's turn must come to send the marker behind
         messages published without one (monotonic seconds), or None."""
         s = self.session
-        return s.marked_at + MARK_EVERY if s is not None and s.unmarked else None
+        return s.unmarked_since + MARK_EVERY if s is not None and s.unmarked else None
+
+    @staticmethod
+    def _mark_now(sess: Session, now: float) -> bool:
+        """Core NATS: does the marker behind the unmarked messages go now?"""
+        return (
+            now - sess.marked_at >= MARK_EVERY
+            or sess.unmarked_points >= MARK_POINTS
+            or sess.unmarked >= MARK_MESSAGES
+            or now - sess.unmarked_since >= MARK_EVERY
+        )
 
     async def _send(self, sess: Session) -> None:
         """Publish everything queued, in order, as rounds; on core NATS a marker behind
@@ -496,14 +516,17 @@ class Uplink:
                 sess.acks.append((time.monotonic(), futs))
                 sess.acked.set()
             else:
+                if not sess.unmarked:
+                    sess.unmarked_since = time.monotonic()
                 sess.unmarked += 1  # in the client's buffer: any marker from now is behind it
+                sess.unmarked_points += a.points
                 n += 1
         if n:
             now = time.monotonic()
-            if now - sess.marked_at >= MARK_EVERY:
+            if self._mark_now(sess, now):
                 await self._mark(sess, now)
             elif sess.unmarked == n and not self.in_turn:
-                self.run.poke.set()  # the bus task's next turn marks them (`mark_due`)
+                self.run.wake_at(sess.unmarked_since + MARK_EVERY)  # the bus task marks them
 
     @staticmethod
     async def _mark(sess: Session, now: float) -> None:
@@ -515,7 +538,7 @@ class Uplink:
         if first:
             sess.mark_progress = now
         sess.marks.append((sess.mark, sess.unmarked))
-        sess.unmarked = 0
+        sess.unmarked = sess.unmarked_points = 0
         sess.marked_at = now
         await sess.nc.publish(sess.inbox, b"%d" % sess.mark)
         if first:
@@ -557,8 +580,8 @@ class Uplink:
         while sess.marks and sess.marks[0][0] <= back:
             n += sess.marks.popleft()[1]
         if n and self.session is sess:
-            run = self.run
-            run.feed(run.fwd.published(sess.number, time.monotonic(), n))
+            run = self.run  # the acks it releases go now: markers are paced as acks were
+            run.feed(run.fwd.published(sess.number, time.monotonic(), n), at_once=True)
 
     async def _core_acks(self, sess: Session) -> None:
         """Core NATS: markers must keep coming back (`_marked` takes them): none for
