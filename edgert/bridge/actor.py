@@ -17,7 +17,11 @@ carries out what it returns:
   so an ack only returns credit, and one ack every few batches costs the
   bridge and the drivers fewer wake-ups (a quiet sender's ack goes at once: a
   driver polling once a second gets its ack in the turn that NATS took its
-  batch, not in a turn of its own). Acks go on a ROUTER of their own
+  batch, not in a turn of its own). On core NATS the markers are paced as the
+  acks are (`edgert.bridge.uplink`), so the acks a marker releases go when it
+  comes back, in its turn of the loop. A deadline set outside the bus task's
+  turn moves the timer it waits on (`wake_at`) rather than waking it for a
+  turn. Acks go on a ROUTER of their own
   (`ipc://<runtime_dir>/ack.sock`), which a driver reads when it wakes anyway
   unless it waits for one, and on the bus to a sender with no ack socket
   connected;
