@@ -38,7 +38,6 @@ LONGEST_FIRST = (
     "test_bench.py",
     "test_fleet_config.py",
     "test_cli_locate.py",
-    "test_jetstream_fleet.py",
     "test_driver_crash.py",
     "test_clock.py",
     "test_bridge.py",
