@@ -233,7 +233,9 @@ def test_held_points_leave_unsynced_when_the_hold_expires(
     make_config, short_dir: Path, nats_server: NatsProcess, capfd: pytest.CaptureFixture[str]
 ) -> None:
     with Subscriber(nats_server.url, "edgert.gw.p.gen") as sub:
-        cfg, clock = config(make_config, short_dir, nats_server.url, hold="10s")
+        # 5 s: time to see the points held with NATS up (a second or two under load), and
+        # a hold that ends within the test
+        cfg, clock = config(make_config, short_dir, nats_server.url, hold="5s")
 
         def held_and_nothing_out() -> bool:
             quiet = not sub.messages  # looked at first: nothing had come by then

@@ -112,8 +112,14 @@ def test_two_gateways_share_one_server_each_in_its_own_stream(
 
 
 def test_a_stream_without_the_gateways_subjects_is_one_clear_error(
-    nats_server: NatsProcess, make_config, capfd: pytest.CaptureFixture[str]
+    nats_server: NatsProcess,
+    make_config,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # the bridge looks at the refused stream again every second, not every 10 s: the test
+    # waits for one more look, and for the look that finds the stream fixed
+    monkeypatch.setenv("EDGERT_STREAM_RETRY", "1.0")
     add_stream(nats_server.url, "PLANT", ["plant.>"])
     cfg = gateway(
         make_config, "gw", f'url = "{nats_server.url}"\njetstream = true\nstream = "PLANT"'

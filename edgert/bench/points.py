@@ -290,6 +290,7 @@ def _zmq_baseline(d: str, warmup: float, seconds: float, prepacked: bool) -> flo
             raise RuntimeError("the baseline receiver did not start")
         send.start()
         res = _result(parent, warmup + seconds + 60)
+        send.terminate()  # the figures are in: no need to wait out the sender's deadline
     finally:
         _reap([send, recv], warmup + seconds + 30)
         parent.close()
@@ -346,6 +347,8 @@ def _latency_baseline(
                 raise RuntimeError("the baseline forwarder did not start")
             send.start()
             res = _result(conn, total + 60)
+            for p in (send, fwd):  # the figures are in: no need to wait out their deadlines
+                p.terminate()
         finally:
             _reap([send, fwd], total + 30)
             p2.close()

@@ -5,7 +5,8 @@ TLS, URLs). `Uplink.run` connects, and while connected runs one `Session`:
 it makes sure the JetStream stream exists and takes the gateway's subjects
 (when `jetstream = true`, `edgert.bridge.stream`; a stream that does not is
 said once, in the log and on the status subject, and looked at again every
-`STREAM_RETRY` seconds while points wait in the spool),
+`STREAM_RETRY` seconds while points wait in the spool; the environment variable
+`EDGERT_STREAM_RETRY` shortens it for tests that watch the looks again),
 publishes what the forwarder asks in order (the bus task calls `send` at the
 end of its turn, so a batch leaves in the turn it came in), and tells
 the forwarder when NATS took each message: the JetStream ack, or on core NATS
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import ssl
 import time
@@ -58,7 +60,8 @@ if TYPE_CHECKING:
 
 __all__ = ["nats_options", "Uplink", "Session"]
 
-STREAM_RETRY = 10.0  # seconds between looks at a JetStream stream that was refused
+# seconds between looks at a JetStream stream that was refused (tests: EDGERT_STREAM_RETRY)
+STREAM_RETRY = float(os.environ.get("EDGERT_STREAM_RETRY", "10.0"))
 LAG_EVERY = 0.2  # seconds between measures of how far behind the reading of commands is
 COMMANDS_STABLE = 10.0  # seconds up after which the command connection's next loss is logged
 LAG_TIMEOUT = 30.0  # a measure given up on (the connection's own pings end a dead one)
