@@ -233,12 +233,12 @@ def test_tail_says_when_the_gateway_stops_and_ends_a_count_it_cannot_reach(
         gateway.send_signal(signal.SIGKILL)  # the hardest stop: nothing cleaned up
         gateway.wait(10)
         # --count cannot be reached any more: it ends, saying why, exit 1.
-        _, err = counted.communicate(timeout=20)
+        _, err = counted.communicate(timeout=60)  # a deadline: its backlog first
         assert counted.returncode == 1, err
         assert err.startswith(b"edgert: error: the gateway at ") and b"stopped after" in err, err
         assert len(err.splitlines()) == 1
         # Without --count it says so, and waits for the gateway to come back...
-        wait_for(lambda: "stopped: waiting for it to start again" in read.err(), 10, "the word")
+        wait_for(lambda: "stopped: waiting for it to start again" in read.err(), 30, "the word")
         seen = len(read.out())
         gateway = subprocess.Popen(run, env=env, stderr=subprocess.DEVNULL)
         # ...and follows it again when it does.

@@ -196,13 +196,17 @@ def test_points_read_before_the_sync_wait_in_the_spool_with_nats_up_then_leave_c
         cfg, clock = config(make_config, short_dir, nats_server.url, hold="10m")
         t0 = time.time_ns()
         with running_gateway(cfg):
-            wait_for(
-                lambda: (b := bridge(cfg))["nats"] == "connected" and b["clock_held"] > 20,
+            b = wait_for(  # held, and in the spool: one status shows both
+                lambda: (
+                    (b := bridge(cfg))["nats"] == "connected"
+                    and b["clock_held"] > 20
+                    and b["buffered"] > 0
+                    and b
+                ),
                 20,
                 "points held with NATS up",
             )
-            b = bridge(cfg)
-            assert b["clock_holding"] and b["buffered"] > 0
+            assert b["clock_holding"]
             assert sub.messages == []  # NATS is up, yet nothing left
             # NTP arrives: the true time is an hour later than the clock said
             set_clock(clock, synced=True, shift_ns=HOUR)

@@ -60,8 +60,19 @@ if TYPE_CHECKING:
 
 __all__ = ["nats_options", "Uplink", "Session"]
 
-# seconds between looks at a JetStream stream that was refused (tests: EDGERT_STREAM_RETRY)
-STREAM_RETRY = float(os.environ.get("EDGERT_STREAM_RETRY", "10.0"))
+
+def _stream_retry(default: float = 10.0) -> float:
+    """Seconds between looks at a JetStream stream that was refused: `default`, or
+    EDGERT_STREAM_RETRY (for tests that watch the looks) when it is a number from 0.1
+    to 3600; anything else there is ignored."""
+    try:
+        value = float(os.environ.get("EDGERT_STREAM_RETRY", default))
+    except ValueError:
+        return default
+    return value if 0.1 <= value <= 3600 else default
+
+
+STREAM_RETRY = _stream_retry()
 LAG_EVERY = 0.2  # seconds between measures of how far behind the reading of commands is
 COMMANDS_STABLE = 10.0  # seconds up after which the command connection's next loss is logged
 LAG_TIMEOUT = 30.0  # a measure given up on (the connection's own pings end a dead one)
