@@ -18,6 +18,7 @@ from typing import Any
 
 import msgpack
 import nats
+import pytest
 
 from edgert.bridge import uplink as uplink_module
 from edgert.bridge.forwarder import Publish
@@ -138,3 +139,52 @@ def test_a_round_of_many_points_gets_its_marker_at_once(
     assert unmarked == 0
     assert markers == [b"1", b"2"]
     assert calls == [1, 2]
+
+
+def test_a_wait_whose_end_came_is_not_moved() -> None:
+    """Another task brings the bus task's wait forward in the loop's turn in which
+    that wait's end came (asyncio's Timeout is expiring, its task not yet resumed):
+    nothing is moved, nothing raises, and the wait ends as it would have."""
+    from edgert.bridge.actor import bring_forward
+
+    async def main() -> tuple[bool, bool]:
+        loop = asyncio.get_running_loop()
+        held: list[asyncio.Timeout] = []
+        ended = asyncio.Event()
+
+        async def waiter() -> None:
+            try:
+                async with asyncio.timeout_at(loop.time() + 0.01) as t:
+                    held.append(t)
+                    await asyncio.Event().wait()
+            except TimeoutError:
+                ended.set()
+
+        task = asyncio.create_task(waiter())
+        while not (held and held[0].expired()):
+            await asyncio.sleep(0)  # our turn comes before the waiter's resumption
+        expiring = not ended.is_set()
+        bring_forward(held[0], loop.time() + 60)  # asyncio would raise RuntimeError
+        bring_forward(held[0], loop.time() - 1)
+        await asyncio.wait_for(task, 5)
+        return expiring, ended.is_set()
+
+    assert asyncio.run(main()) == (True, True)
+
+
+def test_a_wait_is_brought_forward_never_put_off() -> None:
+    from edgert.bridge.actor import bring_forward
+
+    async def main() -> list[float | None]:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout_at(loop.time() + 30) as t:
+            now = loop.time()
+            bring_forward(t, now + 60)  # later: kept
+            a = t.when()
+            bring_forward(t, now + 5)  # sooner: moved
+            b = t.when()
+            bring_forward(None, now)  # no wait: nothing
+        return [a and a - now, b and b - now]
+
+    a, b = asyncio.run(main())
+    assert a is not None and 29 < a <= 30 and b == pytest.approx(5)

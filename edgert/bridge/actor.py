@@ -350,11 +350,7 @@ class _Run:
         """The bus task's next turn must come by `when` (monotonic seconds): its wait,
         if it waits, ends then at the latest. (A turn would recompute its deadline
         from scratch; moving the timer costs no turn.)"""
-        t = self.bus_timer
-        if t is not None:
-            current = t.when()
-            if current is None or when < current:
-                t.reschedule(when)
+        bring_forward(self.bus_timer, when)
 
     def _bus_deadline(self) -> float | None:
         """When the bus task's next turn must come with no frame: the forwarder's next
@@ -656,7 +652,7 @@ class _Run:
         phase = HB_PHASE if iv >= 4 * HB_PHASE else 0.0
         self.clock_due = due = grid_after(now - phase + (0.0 if first else iv / 2), iv) + phase
         t = self.clock_timer
-        if t is not None:
+        if t is not None and not t.expired():  # (an expired one: the reading comes now)
             # moved only when it would come sooner than half an interval from this
             # reading (or after the new time): a busy bus reads the clock a hundred
             # times a second, and each move is a timer cancelled and one made
@@ -836,6 +832,16 @@ def _reader(sock: zmq.Socket, wake: asyncio.Event) -> Iterator[None]:
         yield
     finally:
         loop.remove_reader(fd)
+
+
+def bring_forward(t: asyncio.Timeout | None, when: float) -> None:
+    """Move `t` to end at `when` if that is sooner. An expired one (its end came in
+    this turn of the loop, its task not yet resumed) is left alone: its wait ends
+    anyway, and asyncio refuses to move it."""
+    if t is not None and not t.expired():
+        current = t.when()
+        if current is None or when < current:
+            t.reschedule(when)
 
 
 async def _readable(sock: zmq.Socket, wake: asyncio.Event, deadline: float | None) -> None:
