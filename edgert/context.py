@@ -350,7 +350,9 @@ class Context(Generic[C]):
         if self._link is None or not self._beat(time.monotonic()):
             return
         t = self._atimeout
-        if t is not None:
+        # an expired one (its end came in this turn of the loop, its task not yet
+        # resumed) is left alone: that wait ends anyway, and asyncio refuses to move it
+        if t is not None and not t.expired():
             when = [self._next_hb]
             if self._adeadline is not None:
                 when.append(self._adeadline)

@@ -42,3 +42,32 @@ def test_a_new_now_goes_at_once_and_an_unchanged_one_waits_for_the_grid() -> Non
         ctx._close()
         here.close()
         there.close()
+
+
+def test_a_heartbeat_sent_while_an_areceive_wait_is_ending_leaves_that_wait_alone() -> None:
+    """The bridge's bus task sends the heartbeat due (`beat`) in the loop's turn in which
+    the `areceive` waiting for that heartbeat timed out (its Timeout expiring, its task
+    not yet resumed): asyncio refuses to move such a Timeout, so `beat` must not."""
+    import asyncio
+
+    here, there = Pipe()
+    ctx = Context(Idle(), name="bridge", link=there, heartbeat_interval=0.05)
+
+    async def main() -> tuple[bool, int]:
+        waiter = asyncio.create_task(ctx.areceive())
+        while not (ctx._atimeout is not None and ctx._atimeout.expired()):
+            await asyncio.sleep(0)  # our turn comes before the waiter's resumption
+        before = len(_heartbeats(here))
+        ctx.beat()  # asyncio raised RuntimeError here: the bus task, and the bridge, died
+        sent = len(_heartbeats(here))
+        ctx._actor.stop()  # wakes the waiter: it returns Stop
+        await asyncio.wait_for(waiter, 5)
+        return before > 0, sent
+
+    try:
+        first, sent = asyncio.run(main())
+        assert first and sent == 1  # the first heartbeat went, then the one beat sent
+    finally:
+        ctx._close()
+        here.close()
+        there.close()
