@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -161,3 +162,63 @@ def test_a_server_that_asks_for_tls_gets_it_from_a_nats_url(
         client = __import__("ssl").create_default_context(cafile=c["ca"])
         with Subscriber(srv.url, "edgert.gw.p.gen", tls=client) as sub, running_gateway(cfg):
             wait_for(lambda: len(sub.points()) >= 20, 20, "points over TLS from a nats:// URL")
+
+
+TLS_SERVER = """
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+with socket.create_server(("127.0.0.1", 0)) as srv:
+    print(srv.getsockname()[1], flush=True)
+    srv.settimeout(30)
+    conn, _ = srv.accept()
+    with ctx.wrap_socket(conn, server_side=True) as tls:
+        tls.sendall(tls.recv(100).upper())
+"""
+
+ASYNCIO_TLS_TRUE = """
+import sys
+import edgert.bridge.actor  # what the bridge's process imports, first thing
+import asyncio
+print(type(sys.modules["ssl"]).__name__, "_ssl" in sys.modules)
+
+async def main():
+    # ssl=True: asyncio makes the default context itself, no one touched `ssl` before
+    r, w = await asyncio.open_connection("127.0.0.1", int(sys.argv[1]), ssl=True)
+    w.write(b"hello")
+    got = await r.read(5)
+    w.close()
+    return got.decode()
+
+print(asyncio.run(main()))
+"""
+
+
+def test_asyncio_makes_its_own_tls_context_in_the_bridges_process(short_dir) -> None:
+    """`ssl=True` to asyncio is a first use of OpenSSL that never goes through the
+    stand-in `ssl` (asyncio builds the context itself): it must work as it did,
+    not fail with "stdlib ssl module not available"."""
+    from edgert.testing.nats import make_certificates
+
+    c = make_certificates(short_dir / "certs")
+    server = subprocess.Popen(
+        [sys.executable, "-c", TLS_SERVER, c["server_cert"], c["server_key"]],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        port = server.stdout.readline().strip()
+        r = subprocess.run(
+            [sys.executable, "-c", ASYNCIO_TLS_TRUE, port],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "SSL_CERT_FILE": c["ca"]},  # the default context trusts it
+        )
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["_SSL", "False", "HELLO"]  # deferred, then used
+    finally:
+        server.kill()
+        server.wait(30)
+        server.stdout.close()

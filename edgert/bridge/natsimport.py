@@ -26,7 +26,8 @@ holds `ssl = None`, as on a Python built without it) and hashlib and hmac
 while `_hashlib` cannot be (they then use Python's own hash functions: the
 bridge hashes nothing where speed matters), and puts in `sys.modules` a
 stand-in `ssl` that imports the real module at its first use: a `tls_ca`
-option, a `tls://` URL, or a server that asks for TLS. That first use also
+option, a `tls://` URL, a server that asks for TLS, or asyncio asked for TLS
+with `ssl=True` (its TLS protocol holds the stand-in). That first use also
 gives asyncio the real module back (its three modules that hold it, and the
 one tuple of exceptions it builds from it), so TLS works as before.
 """
@@ -142,7 +143,13 @@ def defer_openssl() -> bool:
         import hmac  # noqa: F401
     finally:
         del sys.modules["_hashlib"]  # an explicit import of it later loads it
-        sys.modules["ssl"] = _SSL(spec)
+        sys.modules["ssl"] = stand_in = _SSL(spec)
+    # asyncio's TLS protocol refuses to start while it holds ssl = None, and with
+    # `ssl=True` it makes the context itself, a first use no one else sees: it gets the
+    # stand-in (it touches `ssl` only for TLS), whose first use gives asyncio the real one
+    sslproto = sys.modules.get("asyncio.sslproto")
+    if sslproto is not None and vars(sslproto).get("ssl", 0) is None:
+        sslproto.ssl = stand_in  # type: ignore[attr-defined]
     return True
 
 
@@ -165,7 +172,7 @@ def _load_ssl(stand_in: types.ModuleType) -> types.ModuleType:
     real = importlib.import_module("ssl")
     for name in ASYNCIO_SSL:
         mod = sys.modules.get(name)
-        if mod is not None and getattr(mod, "ssl", stand_in) is None:
+        if mod is not None and vars(mod).get("ssl", 0) in (None, stand_in):
             mod.ssl = real  # type: ignore[attr-defined]
     sslproto = sys.modules.get("asyncio.sslproto")
     if sslproto is not None and not hasattr(sslproto, "SSLAgainErrors"):
