@@ -425,6 +425,7 @@ class Context(Generic[C]):
             outbox.publish_one(points)
         else:
             outbox.publish(points)
+        self._nudge()
 
     def publish_series(
         self,
@@ -451,6 +452,7 @@ class Context(Generic[C]):
         if times is None:
             times = [time.time_ns()] * len(values)
         outbox.publish_series(self.name if node is None else node, type, key, values, times, origin)
+        self._nudge()
 
     def room(self) -> int:
         """Points `publish` takes now without waiting for the bridge's credit.
@@ -465,6 +467,14 @@ class Context(Generic[C]):
         """Answer a command: `error=None` means it was applied."""
         if self._outbox is not None:
             self._outbox.reply(cmd.id, error)
+            self._nudge()
+
+    def _nudge(self) -> None:
+        """Another task of an asyncio actor's loop published or replied while `areceive`
+        waits: wake it. A send may have taken in the notice of a frame without the
+        bus's FD showing it, and new points may be due before that wait ends."""
+        if self._atimeout is not None:
+            self._wake()
 
     def report(self, *, now: str | None = None, **figures: Any) -> None:
         """Add figures of the actor's own to its heartbeats (`edgert status` shows them).
