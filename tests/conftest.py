@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import zmq
 from hypothesis import HealthCheck, settings
 
 from edgert.config import GatewayConfig
@@ -118,3 +119,22 @@ def nats_server(short_dir: Path) -> Iterator[NatsProcess]:
     """A real nats-server (JetStream on) on a free port, for the test."""
     with NatsProcess(short_dir / "nats") as srv:
         yield srv
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[zmq.Socket, zmq.Socket]]:
+    """A connected ROUTER (the bridge's side) and DEALER (a driver's, id b"drv") on ipc."""
+    zctx = zmq.Context(1)
+    router = zctx.socket(zmq.ROUTER)
+    dealer = zctx.socket(zmq.DEALER)
+    for s in (router, dealer):
+        s.setsockopt(zmq.LINGER, 0)
+    dealer.setsockopt(zmq.ROUTING_ID, b"drv")
+    router.bind(f"ipc://{tmp_path}/b.sock")
+    dealer.connect(f"ipc://{tmp_path}/b.sock")
+    try:
+        yield router, dealer
+    finally:
+        router.close(0)
+        dealer.close(0)
+        zctx.term()

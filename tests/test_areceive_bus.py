@@ -7,10 +7,7 @@ from __future__ import annotations
 import asyncio
 import select
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 import zmq
 
 from edgert.actor import Actor
@@ -22,24 +19,6 @@ from edgert.context import Context
 class Idle(Actor):
     def run(self, ctx: Context) -> None:  # never run: the test drives the Context
         pass
-
-
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[zmq.Socket, zmq.Socket]]:
-    zctx = zmq.Context(1)
-    router = zctx.socket(zmq.ROUTER)
-    dealer = zctx.socket(zmq.DEALER)
-    for s in (router, dealer):
-        s.setsockopt(zmq.LINGER, 0)
-    dealer.setsockopt(zmq.ROUTING_ID, b"drv")
-    router.bind(f"ipc://{tmp_path}/b.sock")
-    dealer.connect(f"ipc://{tmp_path}/b.sock")
-    try:
-        yield router, dealer
-    finally:
-        router.close(0)
-        dealer.close(0)
-        zctx.term()
 
 
 def test_a_command_that_came_while_another_task_replied_wakes_areceive(pair) -> None:

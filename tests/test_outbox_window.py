@@ -16,7 +16,6 @@ never by timing a run.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,24 +25,6 @@ import zmq
 from edgert.bus import Outbox, decode_frame, encode_frame
 from edgert.bus import outbox as outbox_module
 from edgert.point import Point
-
-
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[zmq.Socket, zmq.Socket]]:
-    zctx = zmq.Context(1)
-    router = zctx.socket(zmq.ROUTER)
-    dealer = zctx.socket(zmq.DEALER)
-    for s in (router, dealer):
-        s.setsockopt(zmq.LINGER, 0)
-    dealer.setsockopt(zmq.ROUTING_ID, b"drv")
-    router.bind(f"ipc://{tmp_path}/b.sock")
-    dealer.connect(f"ipc://{tmp_path}/b.sock")
-    try:
-        yield router, dealer
-    finally:
-        router.close(0)
-        dealer.close(0)
-        zctx.term()
 
 
 def received(router: zmq.Socket) -> list[int]:
