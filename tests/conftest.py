@@ -29,31 +29,6 @@ settings.register_profile("dev", max_examples=50, **_UNDER_LOAD)
 settings.register_profile("ci", max_examples=100, print_blob=True, **_UNDER_LOAD)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
-# The modules holding the longest tests (over 10 s each in a full run under load), longest
-# first. pytest-xdist hands tests out in collection order: a long test collected last can
-# run alone at the end while the other workers sit idle. These modules are collected
-# first, each kept whole (its module-scoped fixtures set up once per worker), so their
-# long tests are dealt out across the workers at the start. Re-rank from
-# `pytest -n 3 --durations=60` when the slowest tests change.
-LONGEST_FIRST = (
-    "test_bench.py",
-    "test_fleet_config.py",
-    "test_cli_locate.py",
-    "test_driver_crash.py",
-    "test_clock.py",
-    "test_bridge.py",
-    "test_fleet.py",
-    "test_gateway_credentials.py",
-    "test_scaffold.py",
-    "test_modbus_faults.py",
-    "test_acks.py",
-    "test_modbus_scan.py",
-    "test_private.py",
-    "test_modbus_defects.py",
-    "test_lost_at_stop.py",
-    "test_modbus_scale.py",
-)
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
@@ -76,12 +51,6 @@ def pytest_configure(config: pytest.Config) -> None:
     variant = config.getoption("--chaos-variant", None)
     if variant:
         os.environ["EDGERT_CHAOS_VARIANT"] = variant
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Collect the modules of LONGEST_FIRST first, in its order; the rest as they were."""
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: modules stay whole
 
 
 @pytest.fixture
