@@ -551,7 +551,7 @@ class _Run:
         wake = asyncio.Event()
         with _reader(monitor, wake):
             while True:
-                await _readable(monitor, wake, None)
+                await _readable(monitor, wake)
                 while monitor.poll(0):
                     monitor.recv_multipart()
                     self.bus_disconnects += 1
@@ -602,9 +602,9 @@ class _Run:
         wake = asyncio.Event()
         with _reader(sock, wake):
             while True:
-                await _readable(sock, wake, None)
+                await _readable(sock, wake)
                 requests: list[list[bytes]] = []
-                _drain(sock, requests)
+                _take(sock, requests)
                 for parts in requests:
                     if len(parts) < 2:
                         continue
@@ -844,8 +844,8 @@ def bring_forward(t: asyncio.Timeout | None, when: float) -> None:
             t.reschedule(when)
 
 
-async def _readable(sock: zmq.Socket, wake: asyncio.Event, deadline: float | None) -> None:
-    """Wait until `sock` has a message, `wake` is set, or the monotonic `deadline`.
+async def _readable(sock: zmq.Socket, wake: asyncio.Event) -> None:
+    """Wait until `sock` has a message or `wake` is set.
 
     The zmq FD (whose reader sets `wake`) only signals that the socket's state
     may have changed, and any send on the socket may consume that signal: so
@@ -853,14 +853,7 @@ async def _readable(sock: zmq.Socket, wake: asyncio.Event, deadline: float | Non
     and whoever sends on the socket sets `wake` when frames are waiting.
     """
     if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN and not wake.is_set():
-        if deadline is None:
-            await wake.wait()
-        else:
-            left = deadline - time.monotonic()
-            if left > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(left):
-                        await wake.wait()
+        await wake.wait()
     wake.clear()
 
 
@@ -888,13 +881,3 @@ def _take(sock: zmq.Socket, into: list[list[bytes]]) -> bool:
     except zmq.Again:
         return True
     return False
-
-
-def _drain(sock: zmq.Socket, into: list[list[bytes]]) -> None:
-    size = sum(len(f[-1]) for f in into)
-    while len(into) < MAX_BURST and size < MAX_BURST_BYTES:
-        try:
-            into.append(sock.recv_multipart(zmq.NOBLOCK))
-        except zmq.Again:
-            return
-        size += len(into[-1][-1])

@@ -476,11 +476,10 @@ class Uplink:
     @staticmethod
     def _mark_now(sess: Session, now: float) -> bool:
         """Core NATS: does the marker behind the unmarked messages go now?"""
-        return (
+        return (  # (the oldest unmarked message is never older than the last marker)
             now - sess.marked_at >= MARK_EVERY
             or sess.unmarked_points >= MARK_POINTS
             or sess.unmarked >= MARK_MESSAGES
-            or now - sess.unmarked_since >= MARK_EVERY
         )
 
     async def _send(self, sess: Session) -> None:
