@@ -69,15 +69,16 @@ def preflight(cfg: GatewayConfig) -> list[Finding]:
 
 def msgpack_interpreted() -> str | None:
     """A warning when msgpack runs without its C extension (a source build without a
-    compiler, or MSGPACK_PUREPYTHON set): every point is then packed and unpacked in
-    Python: unpacking a point map took 25 µs instead of 1.8 on an x86-64 test host."""
+    compiler, or MSGPACK_PUREPYTHON set): it then packs and unpacks in Python, 10 to 25
+    times slower a call (a point map unpacked in 25 µs instead of 1.8 on an x86-64 test
+    host); the point path itself leans on it little (README, Dependencies)."""
     import msgpack
 
     if not msgpack.Unpacker.__module__.endswith(".fallback"):
         return None
     return (
-        "msgpack is running without its C extension (msgpack.fallback): every point "
-        "is packed and unpacked 10 to 25 times slower; install a msgpack wheel (pip) "
+        "msgpack is running without its C extension (msgpack.fallback): what it packs "
+        "and unpacks takes 10 to 25 times longer; install a msgpack wheel (pip) "
         "or python3-msgpack (apt), or unset MSGPACK_PUREPYTHON"
     )
 
