@@ -228,12 +228,16 @@ def test_tail_says_when_the_gateway_stops_and_ends_a_count_it_cannot_reach(
         wait_for(lambda: subprocess.run(values, env=env).returncode == 0, 30, "points flowing")
         counted = subprocess.Popen([*tail, "--count", "100000"], **pipes)  # type: ignore[call-overload]
         follows = subprocess.Popen(tail, **pipes)  # type: ignore[call-overload]
-        read = Reader(follows)
+        read, counting = Reader(follows), Reader(counted)
+        # both print points, so both saw the gateway running (a --count tail that
+        # starts after it stopped waits for one to start, as it says)
         wait_for(lambda: "  gen  n  " in read.out(), 20, "tail printing")
+        wait_for(lambda: "  gen  n  " in counting.out(), 20, "tail --count printing")
         gateway.send_signal(signal.SIGKILL)  # the hardest stop: nothing cleaned up
         gateway.wait(10)
         # --count cannot be reached any more: it ends, saying why, exit 1.
-        _, err = counted.communicate(timeout=60)  # a deadline: its backlog first
+        wait_for(lambda: counting.out() is not None and counted.poll() is not None, 60, "its end")
+        err = counting.err().encode()
         assert counted.returncode == 1, err
         assert err.startswith(b"edgert: error: the gateway at ") and b"stopped after" in err, err
         assert len(err.splitlines()) == 1
