@@ -20,7 +20,7 @@ import pytest
 from edgert.bench.gateway import GatewayProcess, config_text
 from edgert.bench.modbus_scale import bench_gateway, modbus_driver
 from edgert.bench.workdir import workdir
-from edgert.testing import descendants, pid_alive, wait_for
+from edgert.testing import descendants, open_fds, pid_alive, wait_for
 from edgert.testing.harness import run_driver
 from edgert_drivers.modbus import ModbusDriver
 
@@ -103,6 +103,5 @@ def test_a_driver_config_larger_than_a_datagram_starts(no_leftovers) -> None:
             assert bus.get("stats", {}).get("connections", 100) == 100
             # the spec's memfd was read and closed before the fork: no process keeps it
             for a in gw.status()["actors"]:
-                fds = Path(f"/proc/{a['pid']}/fd")
-                links = [os.readlink(f) for f in fds.iterdir()] if fds.exists() else []
+                links = list(open_fds(a["pid"]).values())
                 assert not [x for x in links if "edgert-spec" in x], (a["name"], links)

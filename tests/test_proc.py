@@ -15,7 +15,7 @@ from edgert.context import Context
 from edgert.control import ControlError, request
 from edgert.proc import ActorProcess, ActorSpec, Link, decode_link
 from edgert.proc.zygote import Zygote, clean_path, fingerprint
-from edgert.testing import descendants, running_gateway, status, wait_for
+from edgert.testing import descendants, open_fds, running_gateway, status, wait_for
 
 
 def test_sends_to_a_child_that_does_not_read_never_block_and_status_is_latest_wins() -> None:
@@ -183,7 +183,7 @@ def test_edgert_run_forks_its_zygote_which_keeps_only_its_socket(short_dir: Path
         assert len(zygotes) == 1, {p: _comm(p) for p in kids}
         (z,) = zygotes
         assert _cmdline(z) == _cmdline(proc.pid)  # a fork, not a new interpreter
-        fds = {int(fd): os.readlink(f"/proc/{z}/fd/{fd}") for fd in os.listdir(f"/proc/{z}/fd")}
+        fds = open_fds(z)
         rest = [t for fd, t in fds.items() if fd > 2]
         assert len(rest) == 1 and rest[0].startswith("socket:"), fds
         assert _comm(gen["pid"]) == "gen"

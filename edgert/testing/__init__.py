@@ -151,6 +151,22 @@ def descendants(pid: int) -> set[int]:
     return out
 
 
+def open_fds(pid: int) -> dict[int, str]:
+    """What each descriptor `pid` holds open points at (from /proc); a descriptor closed
+    while it is read is left out, and a process gone gives an empty map."""
+    out: dict[int, str] = {}
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return out
+    for name in names:
+        try:
+            out[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:  # closed between the listing and the read (a socket, a pipe)
+            continue
+    return out
+
+
 def pid_alive(pid: int) -> bool:
     """True while `pid` exists and is not a zombie."""
     try:
