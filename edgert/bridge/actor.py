@@ -96,7 +96,6 @@ __all__ = ["Bridge", "BridgeConfig"]
 MAX_BURST = 2000  # frames read per turn of the loop at most
 MAX_BURST_BYTES = 1024 * 1024  # and at most this much
 LOG_FIRST_BAD = 10  # malformed frames logged one by one, then every 1000th
-REPORT_EVERY = 0.2  # seconds between heartbeat figures updates while busy
 DISK_RETRY = 1.0  # seconds between tries of a commit the disk refused
 SYNCED_EVERY = 5  # timed clock readings are this many clock_intervals apart once synced
 BUS_MAX_BYTES = MAX_BATCH_BYTES + 64 * 1024  # the largest frame a batch makes, and room
@@ -191,7 +190,7 @@ class _Run:
         self.bus_disconnects = 0  # bus connections that ended (see `disconnects`)
         self.disk_error = ""
         self.disk_faults = 0
-        self.last_report = 0.0
+        ctx._figures = self._figures  # the heartbeats' figures, made when one goes
 
     # -- the whole run -------------------------------------------------------------
     async def main(self) -> None:
@@ -251,7 +250,6 @@ class _Run:
                 self.tail.bind(tail_endpoint(cfg.runtime_dir))
                 self.values_sock = stack.enter_context(_socket(zctx, zmq.ROUTER))
                 self.values_sock.bind(values_endpoint(cfg.runtime_dir))
-                self._report()
                 async with asyncio.TaskGroup() as tg:
                     tasks = [tg.create_task(self.bus()), tg.create_task(self.disconnects(monitor))]
                     tasks.append(tg.create_task(self.values()))
@@ -480,7 +478,6 @@ class _Run:
                 await self._spool_open()  # (rows to read were written by an open spool)
                 rows = await self._in_worker(spool.read, job.after, job.limit)
                 self.feed(self.fwd.rows(job.session, rows, job.limit, time.monotonic()))
-            self._report()
 
     # -- the bus -------------------------------------------------------------------
     async def bus(self) -> None:
@@ -519,7 +516,6 @@ class _Run:
                 if self.acks:
                     self._acks_owed()
                 if frames:
-                    self._report()
                     self._periodic_early()
 
     async def _bus_wait(self, deadline: float | None) -> None:
@@ -555,7 +551,6 @@ class _Run:
                 while monitor.poll(0):
                     monitor.recv_multipart()
                     self.bus_disconnects += 1
-                self._report()
 
     def receive(self, frames: list[list[bytes]]) -> None:
         """Check each frame and feed the forwarder (a malformed one is counted, skipped)."""
@@ -695,7 +690,6 @@ class _Run:
             self.disk_error = error
             self.disk_faults += 1
             self.changed()
-        self._report(force=True)
 
     def _bad(self, why: str) -> None:
         self.bad_frames += 1
@@ -719,11 +713,9 @@ class _Run:
         s["disk_faults"] = self.disk_faults
         return s
 
-    def _report(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.last_report < REPORT_EVERY:
-            return
-        self.last_report = now
+    def _figures(self) -> dict[str, Any]:
+        """The figures each heartbeat carries (`edgert status` shows them): made when one
+        goes, not at every turn of the loop."""
         s = self.stats()
         if self.spool is not None:
             s.update(self.spool.stats())
@@ -738,11 +730,10 @@ class _Run:
         s["clock_holding"] = self.fwd.holding  # points wait in the spool for the sync
         s["clock_unsynced_out"] = self.clock_unsynced_out
         s["clock_corrected"] = self.clock_watch.corrected
-        self.ctx.report(**s)
+        return s
 
     def changed(self) -> None:
-        """Something status shows may have changed: report, and publish it if it did."""
-        self._report(force=True)
+        """Something status shows may have changed: publish it if it did."""
         key = change_key(
             self.snapshot,
             self.spool.dropped_points if self.spool is not None else 0,
