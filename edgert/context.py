@@ -24,7 +24,7 @@ import os
 import select
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Container, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Container, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic
 
 import zmq
@@ -85,6 +85,9 @@ class Context(Generic[C]):
         self._atimeout: Any = None  # the timeout of an `areceive` waiting (see `beat`)
         self._adeadline: float | None = None  # ... and that areceive's own deadline
         self._extra: dict[str, Any] = {}
+        # a runtime actor's figures, made when a heartbeat goes rather than at every
+        # turn of its loop (the bridge's: three dozen, read from its parts)
+        self._figures: Callable[[], dict[str, Any]] | None = None
         self._parent_gone = False
         self._watched: set[int] = set()
         self._decode_link: Any = None
@@ -494,6 +497,8 @@ class Context(Generic[C]):
 
     def _stats(self) -> dict[str, Any]:
         s: dict[str, Any] = dict(self._extra)
+        if self._figures is not None:
+            s.update(self._figures())
         if self._outbox is not None:
             s.update(self._outbox.stats())
         return s

@@ -1,4 +1,5 @@
-"""Core NATS confirmations: a marker behind the messages, one per `MARK_EVERY` at most.
+"""Core NATS confirmations: a marker behind the messages, one per `MARK_EVERY` at most
+(but for a few spare ones, which let the rounds of a quiet bridge go with their own).
 
 The uplink learns that the server took its messages from a marker it publishes
 to its own inbox behind them. Rounds that come sooner than `MARK_EVERY` after a
@@ -55,6 +56,7 @@ def test_rounds_inside_mark_every_share_the_marker_of_the_next_turn(
     nats_server: NatsProcess, monkeypatch
 ) -> None:
     monkeypatch.setattr(uplink_module, "MARK_EVERY", 0.5)
+    monkeypatch.setattr(uplink_module, "MARK_SPARE", 0)  # the pacing alone
     fwd = Confirmed()
 
     async def main() -> tuple[list[int], list[bytes], list[int]]:
@@ -102,12 +104,58 @@ def test_rounds_inside_mark_every_share_the_marker_of_the_next_turn(
     assert calls == [1, 2]
 
 
+def test_a_quiet_bridge_spends_spare_markers_then_paces_them(
+    nats_server: NatsProcess, monkeypatch
+) -> None:
+    """Rounds sooner than `MARK_EVERY` after a marker each get their own while the
+    bucket of `MARK_SPARE` lasts (an idle bridge's few rounds a second wait for no
+    timer); then they wait for `mark_due` again, and the bucket fills with time."""
+    monkeypatch.setattr(uplink_module, "MARK_EVERY", 5.0)
+    monkeypatch.setattr(uplink_module, "MARK_SPARE", 2)
+    monkeypatch.setattr(uplink_module, "MARK_SPARE_EVERY", 0.2)
+    fwd = Confirmed()
+
+    async def main() -> tuple[list[int], list[int], int, int]:
+        nc = await nats.connect(nats_server.url)
+        up = Uplink(_run(fwd))
+        sess = up.session = Session(nc, None, 1, nc.new_inbox())
+
+        async def marked(msg: Any) -> None:
+            up._marked(sess, msg)
+
+        await nc.subscribe(sess.inbox, cb=marked)
+        unmarked = []
+        try:
+            for seq in range(1, 5):  # the first goes with a marker (none went for 5 s)
+                data = msgpack.packb([Point("gen", "n", "0", seq).to_map()])
+                up.publish(Publish(1, "gen", f"e:{seq}:gen", data, 1, 0))
+                await up.send()
+                unmarked.append(sess.unmarked)
+            await asyncio.sleep(0.25)  # the bucket gets one back
+            data = msgpack.packb([Point("gen", "n", "0", 5).to_map()])
+            up.publish(Publish(1, "gen", "e:5:gen", data, 1, 0))
+            await up.send()
+            after = sess.unmarked
+            deadline = time.monotonic() + 10
+            while sum(fwd.calls) < 5 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            return fwd.calls, unmarked, after, sess.mark
+        finally:
+            await nc.close()
+
+    calls, unmarked, after, marks = asyncio.run(main())
+    assert unmarked == [0, 0, 0, 1]  # the first by MARK_EVERY, two spare, then none left
+    assert after == 0 and marks == 4  # the spare that came back covers the 4th and 5th
+    assert calls == [1, 1, 1, 2]
+
+
 def test_a_round_of_many_points_gets_its_marker_at_once(
     nats_server: NatsProcess, monkeypatch
 ) -> None:
     """A fast path's credit does not wait for `MARK_EVERY`: a round that brings
     `MARK_POINTS` points without a marker gets one in its own turn."""
     monkeypatch.setattr(uplink_module, "MARK_EVERY", 5.0)
+    monkeypatch.setattr(uplink_module, "MARK_SPARE", 0)  # the pacing alone
     fwd = Confirmed()
 
     async def main() -> tuple[list[int], list[bytes], int]:

@@ -96,7 +96,6 @@ __all__ = ["Bridge", "BridgeConfig"]
 MAX_BURST = 2000  # frames read per turn of the loop at most
 MAX_BURST_BYTES = 1024 * 1024  # and at most this much
 LOG_FIRST_BAD = 10  # malformed frames logged one by one, then every 1000th
-REPORT_EVERY = 0.2  # seconds between heartbeat figures updates while busy
 DISK_RETRY = 1.0  # seconds between tries of a commit the disk refused
 SYNCED_EVERY = 5  # timed clock readings are this many clock_intervals apart once synced
 BUS_MAX_BYTES = MAX_BATCH_BYTES + 64 * 1024  # the largest frame a batch makes, and room
@@ -157,7 +156,8 @@ class _Run:
         self.log = ctx.log
         self.router: zmq.Socket | None = None
         self.ack_router: zmq.Socket | None = None  # acks, apart from the bus (`_ack`)
-        self.tail: zmq.Socket | None = None
+        self.tail: zmq.Socket | None = None  # XPUB: it says who subscribes (`_tailed`)
+        self.tail_topics: set[bytes] = set()  # the topics `edgert tail` subscribed to
         self.values_sock: zmq.Socket | None = None
         self.latest = Latest()
         self.spool: Spool | None = None
@@ -191,7 +191,7 @@ class _Run:
         self.bus_disconnects = 0  # bus connections that ended (see `disconnects`)
         self.disk_error = ""
         self.disk_faults = 0
-        self.last_report = 0.0
+        ctx._figures = self._figures  # the heartbeats' figures, made when one goes
 
     # -- the whole run -------------------------------------------------------------
     async def main(self) -> None:
@@ -246,12 +246,11 @@ class _Run:
                 monitor = self.router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
                 stack.callback(monitor.close, 0)
                 stack.callback(self.router.disable_monitor)
-                self.tail = stack.enter_context(_socket(zctx, zmq.PUB))
+                self.tail = stack.enter_context(_socket(zctx, zmq.XPUB))
                 self.tail.setsockopt(zmq.SNDHWM, 10_000)
                 self.tail.bind(tail_endpoint(cfg.runtime_dir))
                 self.values_sock = stack.enter_context(_socket(zctx, zmq.ROUTER))
                 self.values_sock.bind(values_endpoint(cfg.runtime_dir))
-                self._report()
                 async with asyncio.TaskGroup() as tg:
                     tasks = [tg.create_task(self.bus()), tg.create_task(self.disconnects(monitor))]
                     tasks.append(tg.create_task(self.values()))
@@ -405,8 +404,9 @@ class _Run:
         last[a.epoch] = time.monotonic() if now is None else now
         frame = encode_frame("A", a.epoch, a.seq)
         if self.ack_router is not None:
-            try:
-                self.ack_router.send_multipart([a.ident, frame], zmq.NOBLOCK)
+            try:  # two plain sends: pyzmq's send_multipart builds flag enums (5 us of 6)
+                _send(self.ack_router, a.ident, _NOBLOCK_MORE)
+                _send(self.ack_router, frame, _NOBLOCK)
                 return
             except zmq.ZMQError:
                 pass
@@ -480,7 +480,6 @@ class _Run:
                 await self._spool_open()  # (rows to read were written by an open spool)
                 rows = await self._in_worker(spool.read, job.after, job.limit)
                 self.feed(self.fwd.rows(job.session, rows, job.limit, time.monotonic()))
-            self._report()
 
     # -- the bus -------------------------------------------------------------------
     async def bus(self) -> None:
@@ -519,7 +518,6 @@ class _Run:
                 if self.acks:
                     self._acks_owed()
                 if frames:
-                    self._report()
                     self._periodic_early()
 
     async def _bus_wait(self, deadline: float | None) -> None:
@@ -555,7 +553,6 @@ class _Run:
                 while monitor.poll(0):
                     monitor.recv_multipart()
                     self.bus_disconnects += 1
-                self._report()
 
     def receive(self, frames: list[list[bytes]]) -> None:
         """Check each frame and feed the forwarder (a malformed one is counted, skipped)."""
@@ -564,7 +561,7 @@ class _Run:
             # many steps came before it): until the sync, read the clock every turn
             self._read_clock()
         now = time.monotonic()
-        tail = self.tail
+        tail = self.tail if frames and self._tailed() else None
         for parts in frames:
             if len(parts) != 2:
                 self._bad(f"a message of {len(parts)} parts (expected one frame)")
@@ -583,17 +580,35 @@ class _Run:
             kind = frame[0]
             if kind == "P":
                 _, epoch, seq, first, resent, nodes = frame
-                if tail is not None:
-                    for node, _n, packed, latest in nodes:
+                for node, _n, packed, latest in nodes:
+                    if tail is not None:
                         with contextlib.suppress(zmq.ZMQError):
                             tail.send_multipart([node.encode() + b"\0", packed], zmq.NOBLOCK)
-                        self.latest.add(latest)
+                    self.latest.add(latest)
                 self.feed(self.fwd.batch(ident, epoch, seq, first, resent, nodes, now), False)
             elif kind == "R":
                 _, cmd_id, ok, error = frame
                 self.commands.answer(cmd_id, ok, error)
             else:
                 self._bad(f"frame kind {kind!r} is not sent by actors")
+
+    def _tailed(self) -> bool:
+        """Does anyone tail the points? The tail socket (XPUB) hands up the topics its
+        subscribers ask for and drop: one look per turn with batches, instead of a
+        send per part that no one receives."""
+        tail, topics = self.tail, self.tail_topics
+        if tail is None:
+            return False
+        try:
+            while _sock_get(tail, _EVENTS) & _POLLIN:
+                msg = tail.recv(zmq.NOBLOCK)
+                if msg[:1] == b"\x01":
+                    topics.add(msg[1:])
+                elif msg[:1] == b"\x00":
+                    topics.discard(msg[1:])
+        except zmq.ZMQError:
+            pass
+        return bool(topics)
 
     async def values(self) -> None:
         """Answer `edgert values` and `tail --last` from the latest-values table."""
@@ -695,7 +710,6 @@ class _Run:
             self.disk_error = error
             self.disk_faults += 1
             self.changed()
-        self._report(force=True)
 
     def _bad(self, why: str) -> None:
         self.bad_frames += 1
@@ -719,11 +733,9 @@ class _Run:
         s["disk_faults"] = self.disk_faults
         return s
 
-    def _report(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.last_report < REPORT_EVERY:
-            return
-        self.last_report = now
+    def _figures(self) -> dict[str, Any]:
+        """The figures each heartbeat carries (`edgert status` shows them): made when one
+        goes, not at every turn of the loop."""
         s = self.stats()
         if self.spool is not None:
             s.update(self.spool.stats())
@@ -738,11 +750,10 @@ class _Run:
         s["clock_holding"] = self.fwd.holding  # points wait in the spool for the sync
         s["clock_unsynced_out"] = self.clock_unsynced_out
         s["clock_corrected"] = self.clock_watch.corrected
-        self.ctx.report(**s)
+        return s
 
     def changed(self) -> None:
-        """Something status shows may have changed: report, and publish it if it did."""
-        self._report(force=True)
+        """Something status shows may have changed: publish it if it did."""
         key = change_key(
             self.snapshot,
             self.spool.dropped_points if self.spool is not None else 0,
@@ -858,7 +869,9 @@ async def _readable(sock: zmq.Socket, wake: asyncio.Event) -> None:
 
 
 _sock_get = zmq.backend.Socket.get  # the plain option read, an int (no flag enum built)
+_send = zmq.backend.Socket.send  # the plain send, with int flags
 _EVENTS, _POLLIN, _RCVMORE = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE)
+_NOBLOCK, _NOBLOCK_MORE = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)
 
 
 def _take(sock: zmq.Socket, into: list[list[bytes]]) -> bool:

@@ -18,7 +18,13 @@ goes behind a round once `MARK_EVERY` has passed since the last one, or
 credit, well inside a driver's window and the forwarder's `max_in_flight`); a
 round that comes sooner is covered by the marker of a later turn of the bus
 task, which comes by `mark_due` (`MARK_EVERY` after the oldest message without
-one) when no frame does. A busy bus turns a hundred times a second or more,
+one) when no frame does. Unless the bridge is quiet: a round may also have its
+marker sooner, up to `MARK_SPARE` of them, one more every `MARK_SPARE_EVERY`
+(a bucket), so the few rounds of an idle second (drivers polling on the host's
+shared grid send their batches together, in two or three turns of the bus
+task) each go with their marker in the same write, and the bus task does not
+wake `MARK_EVERY` later for a marker alone; a busy bus has spent the bucket
+after a few turns, and gets one more marker every `MARK_SPARE_EVERY`. A busy bus turns a hundred times a second or more,
 and each marker back costs the bridge three turns of its loop (the client's
 reader, the subscription's task, the acks) and the server a delivery, while
 acks only return credit: one every `MARK_EVERY` is what the acks need (the
@@ -80,6 +86,8 @@ ACK_LATE = 0.5  # seconds: an oldest JetStream ack this late holds further publi
 MARK_EVERY = 0.02  # seconds between core NATS markers at most (see the module doc)...
 MARK_POINTS = 1000  # ... unless this many points wait for one
 MARK_MESSAGES = 16  # ... or this many messages
+MARK_SPARE = 4  # markers a round may have sooner than MARK_EVERY after the last one...
+MARK_SPARE_EVERY = 0.25  # ... of which one comes back every this many seconds
 
 
 def nats_options(section: NatsSection, name: str = "edgert") -> dict[str, Any]:
@@ -207,6 +215,8 @@ class Session:
         self.unmarked = 0  # messages published behind the last marker
         self.unmarked_points = 0  # ... and their points
         self.unmarked_since = 0.0  # when the oldest of them was published
+        self.spare = float(MARK_SPARE)  # markers that may go sooner than MARK_EVERY...
+        self.spare_at = 0.0  # ... as of then (the bucket fills again with time)
         self.outgoing: deque[Publish] = deque()
         self.more = asyncio.Event()
         self.sending = False  # a task is publishing `outgoing` (`Uplink._send`)
@@ -475,12 +485,21 @@ class Uplink:
 
     @staticmethod
     def _mark_now(sess: Session, now: float) -> bool:
-        """Core NATS: does the marker behind the unmarked messages go now?"""
-        return (  # (the oldest unmarked message is never older than the last marker)
+        """Core NATS: does the marker behind the unmarked messages go now? (It goes when
+        this says so: a spare one is taken from the bucket.)"""
+        if (  # (the oldest unmarked message is never older than the last marker)
             now - sess.marked_at >= MARK_EVERY
             or sess.unmarked_points >= MARK_POINTS
             or sess.unmarked >= MARK_MESSAGES
-        )
+        ):
+            return True
+        spare = min(float(MARK_SPARE), sess.spare + (now - sess.spare_at) / MARK_SPARE_EVERY)
+        sess.spare_at = now
+        if spare >= 1.0:  # a quiet bridge: this round's marker goes with it
+            sess.spare = spare - 1.0
+            return True
+        sess.spare = spare
+        return False
 
     async def _send(self, sess: Session) -> None:
         """Publish everything queued, in order, as rounds; on core NATS a marker behind

@@ -284,13 +284,21 @@ class Supervisor:
                 self._try_reload()
             now = time.monotonic()
             for c in list(self._children):
-                if c.proc is None:
+                proc = c.proc
+                if proc is None:
                     continue
-                self._read_link(c, now)
-                c.proc.flush()
-                code = c.proc.poll_exit()
-                if code is not None:
-                    self._on_exit(c, code, now)
+                # only a child whose link or pidfd the poll reported has something to
+                # read or has exited: the others cost no system call (a wake-up for the
+                # heartbeats reads those that came, not every link and exit status)
+                link = proc.link
+                if proc.pidfd in ready or (link is not None and link.fileno() in ready):
+                    self._read_link(c, now)
+                    proc.flush()
+                    code = proc.poll_exit()
+                    if code is not None:
+                        self._on_exit(c, code, now)
+                elif proc.pending:
+                    proc.flush()
             if sock is not None:
                 self._serve_control(sock, ready)
             now = time.monotonic()
