@@ -3,8 +3,10 @@
 The supervisor never forks an actor itself (it may run in a process with
 threads, and its own state is no actor's business). `Zygote.start()` starts `python -P` with a clean import path (the
 supervisor's, without the working directory), which imports edgert and every
-configured driver module once, freezes what it loaded out of the garbage
-collector's reach (`gc.freeze()`, so children do not copy the pages they share
+configured driver module once, runs a driver's start and publish path once on
+scratch sockets and files (`edgert.proc.rehearsal`: what Python writes into
+the code and caches it runs for the first times is then shared, not copied in
+every actor), freezes what it loaded out of the garbage collector's reach (`gc.freeze()`, so children do not copy the pages they share
 with it), returns the C heap's free pages (`malloc_trim`), and waits for
 requests on a socket. A start is then a fork of that warm interpreter:
 milliseconds, and shared pages. Its lifetime is the
@@ -20,8 +22,8 @@ zygote then shares the supervisor's pages (the interpreter, edgert, pyzmq, the d
 already imported to read the config), which saves a whole interpreter's memory
 and start-up. Both freeze their objects first (`gc.freeze()`), so neither
 collector writes into the pages they share. What the forked zygote would do
-first (probe the clone, load libc's functions) the supervisor does before the
-fork, and the zygote skips the preload imports already done: every page it
+first (probe the clone, load libc's functions, the rehearsal) the supervisor
+does before the fork, and the zygote skips the preload imports already done: every page it
 writes after the fork costs twice, its copy and the supervisor's original.
 The forked zygote closes every
 descriptor it inherited but stdio and its socket, restores the default signal
@@ -81,6 +83,7 @@ import msgpack
 
 from .child import _libc, set_name, set_pdeathsig
 from .clone import Cloner
+from .rehearsal import rehearse
 
 __all__ = ["Zygote", "ZygoteError", "PRELOAD", "clean_path", "fingerprint"]
 
@@ -338,6 +341,7 @@ def _fork_zygote(theirs: socket.socket, args: dict[str, Any]) -> int:
     opened = os.sysconf("SC_OPEN_MAX")
     stop = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
     default = _signal.SIG_DFL
+    rehearse()  # a driver's first run, so that its writes are shared (see there)
     gc.collect()
     gc.freeze()  # here too: the collector would write into every page we share
     trim()
@@ -381,6 +385,7 @@ def serve(args: dict[str, Any], probed: tuple[Cloner | None, str] | None = None)
         except BaseException as e:  # noqa: BLE001 - reported; the actor's start shows it too
             failed[mod] = "".join(traceback.format_exception_only(e)).strip()
     if imported:
+        rehearse()
         gc.collect()
         gc.freeze()
         trim()
