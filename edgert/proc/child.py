@@ -189,6 +189,9 @@ def _open_ring(spec: Any) -> Any:
 
 
 def _run_actor(spec: Any, link: Link) -> None:
+    from ..bus import Outbox, ack_endpoint, bus_endpoint, new_epoch
+    from ..context import Context
+
     cls = spec.actor_class()
     config = spec.actor_config()
     actor = cls(config, name=spec.name)
@@ -197,14 +200,6 @@ def _run_actor(spec: Any, link: Link) -> None:
     # process group before this process led its own) now stops the actor, which sees
     # the stop at its first `receive`, as one over the link
     _signal.pthread_sigmask(_signal.SIG_UNBLOCK, {_signal.SIGTERM})
-    serve(actor, spec, config, link)
-
-
-def serve(actor: Any, spec: Any, config: Any, link: Link) -> None:
-    """Run `actor` with its ZeroMQ context, sockets, ring and Context, and close them."""
-    from ..bus import Outbox, ack_endpoint, bus_endpoint, new_epoch
-    from ..context import Context
-
     zctx = sock = acks = outbox = ring = None
     clean = False
     if getattr(actor, "uses_bus", True):

@@ -341,7 +341,7 @@ def _fork_zygote(theirs: socket.socket, args: dict[str, Any]) -> int:
     opened = os.sysconf("SC_OPEN_MAX")
     stop = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
     default = _signal.SIG_DFL
-    rehearse()  # a driver's first run, so that its writes are shared (see there)
+    rehearse()  # a driver's first run, so that what it writes is shared (see there)
     gc.collect()
     gc.freeze()  # here too: the collector would write into every page we share
     trim()
