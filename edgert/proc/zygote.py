@@ -85,7 +85,14 @@ from .child import _libc, set_name, set_pdeathsig
 from .clone import Cloner
 from .rehearsal import rehearse
 
-__all__ = ["Zygote", "ZygoteError", "PRELOAD", "clean_path", "fingerprint"]
+__all__ = [
+    "Zygote",
+    "ZygoteError",
+    "PRELOAD",
+    "clean_path",
+    "fingerprint",
+    "fixed_mmap_threshold",
+]
 
 PRELOAD = [
     "edgert",
@@ -314,6 +321,23 @@ def trim() -> None:
     try:
         _libc().malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
+        pass
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+def fixed_mmap_threshold(size: int = 128 * 1024) -> None:
+    """glibc: blocks of `size` bytes and more get mappings of their own, unmapped when
+    freed, and free memory past `size` at the heap's top is given back. Left to itself
+    glibc raises the threshold to the largest such block freed, and from then on
+    keeps blocks that size in the heap, where they stay when freed (the bridge's heap
+    held 0.16 MB more at idle). No-op without glibc."""
+    try:
+        libc = _libc()
+        libc.mallopt(M_MMAP_THRESHOLD, size)
+        libc.mallopt(M_TRIM_THRESHOLD, size)
+    except (OSError, AttributeError):
         pass
 
 
