@@ -55,6 +55,7 @@ def test_the_rehearsal_runs_a_drivers_publish_path_and_leaves_nothing_behind(tmp
         "Context.receive",
         "Context.report",
         "decode_points_after",
+        "Every.take",
     ):
         assert calls.get(fn, 0) >= 9, (fn, {k: v for k, v in calls.items() if "." in k})
     assert out["threads"] == 1

@@ -8,8 +8,9 @@ the free slots of pages the processes share. Done in each actor after its
 fork, every one of those writes copies a page. `rehearse()` runs, in this
 process and before the fork, what every driver runs as it publishes: its
 ring file (in a scratch directory), its outbox and Context, points published
-one at a time and as a series, sent, decoded as the bridge decodes them,
-acknowledged, heartbeats and a report over a link, and the tear-down.
+one at a time and as a series on an `every()` timer, sent, decoded as the
+bridge decodes them, acknowledged, heartbeats and a report over a link, and
+the tear-down.
 
 Its two sockets are stand-ins that hand frames over in memory: ZeroMQ itself
 is left alone. A context made here (even one terminated at once) leaves
@@ -33,6 +34,7 @@ __all__ = ["rehearse"]
 
 ROUNDS = 9  # more than the calls after which 3.11 specializes a function (8)
 NAME = "rehearsal"
+LINGER = 0.006  # seconds: past the outbox's (5 ms), so each round sends its batch
 
 
 def rehearse() -> bool:
@@ -97,6 +99,7 @@ def _rehearse(d: str) -> None:
     from ..bus.ring import Ring, ring_capacity, ring_path
     from ..context import Context
     from ..point import Point
+    from ..timers import every
     from .link import Link
 
     logging.getLogger(f"edgert.actor.{NAME}").disabled = True  # its lines are no actor's
@@ -117,10 +120,13 @@ def _rehearse(d: str) -> None:
         class Rehearsal(Actor):
             def run(self, ctx: Any) -> None:
                 t = time.time_ns()
+                slots = every(LINGER)  # a polling driver's timer
                 for i in range(ROUNDS):
                     ctx.publish(Point(ctx.name, "v", "0", float(i), t + i))
                     ctx.publish_series("s", [i, i + 1], [t + i, t + i + 1])
-                    ctx.receive(timeout=0.006)  # past the linger: the batch goes
+                    slots.take(now=ctx.now())
+                    # past the outbox's linger: the batch goes
+                    ctx.receive(timeout=ctx.until(max(slots.next, ctx.now() + LINGER)))
                     bridge()
                     ctx.receive(timeout=0)  # its ack
                     ctx.report(now=str(i))
