@@ -34,7 +34,7 @@ __all__ = ["rehearse"]
 
 ROUNDS = 9  # more than the calls after which 3.11 specializes a function (8)
 NAME = "rehearsal"
-LINGER = 0.006  # seconds: past the outbox's (5 ms), so each round sends its batch
+LINGER = 0.001  # seconds each round waits: past its outbox's linger, so its batch goes
 
 
 def rehearse() -> bool:
@@ -104,7 +104,8 @@ def _rehearse(d: str) -> None:
 
     logging.getLogger(f"edgert.actor.{NAME}").disabled = True  # its lines are no actor's
     ours, theirs = Link.pair()
-    bus, acks = _Socket(), _Socket()
+    bus: Any = _Socket()  # for the outbox, a DEALER
+    acks: Any = _Socket()
     ring = ctx = None
     get = outbox._sock_get
     outbox._sock_get = _Socket.get  # type: ignore[assignment] - a stand-in's EVENTS
@@ -135,7 +136,9 @@ def _rehearse(d: str) -> None:
                         pass
 
         ring = Ring.open(ring_path(d, NAME), new_epoch(NAME), ring_capacity(1000))
-        box = outbox.Outbox(bus, ring.epoch, max_points=1000, ring=ring, acks=acks)  # type: ignore[arg-type]
+        box = outbox.Outbox(
+            bus, ring.epoch, max_points=1000, linger=LINGER / 2, ring=ring, acks=acks
+        )
         actor = Rehearsal(None, name=NAME)
         ctx = Context(actor, name=NAME, outbox=box, link=theirs)
         actor.run(ctx)
