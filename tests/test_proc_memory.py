@@ -31,6 +31,7 @@ print(json.dumps({
     "fds_before": before,
     "fds_after": fds(),
     "left": [n for n in left if n.startswith("edgert-rehearsal-")],
+    "heavy": sorted(m for m in ("asyncio", "nats", "sqlite3") if m in sys.modules),
 }))
 """
 
@@ -61,6 +62,7 @@ def test_the_rehearsal_runs_a_drivers_publish_path_and_leaves_nothing_behind(tmp
     assert out["threads"] == 1
     assert out["fds_after"] == out["fds_before"]
     assert out["left"] == []
+    assert out["heavy"] == []  # the supervisor's process still loads none of them
     assert list(tmp_path.iterdir()) == []
 
 
