@@ -3,12 +3,13 @@
 The supervisor never forks an actor itself (it may run in a process with
 threads, and its own state is no actor's business). `Zygote.start()` starts `python -P` with a clean import path (the
 supervisor's, without the working directory), which imports edgert and every
-configured driver module once, runs a driver's start and publish path once on
-scratch sockets and files (`edgert.proc.rehearsal`: what Python writes into
-the code and caches it runs for the first times is then shared, not copied in
-every actor), freezes what it loaded out of the garbage collector's reach (`gc.freeze()`, so children do not copy the pages they share
-with it), returns the C heap's free pages (`malloc_trim`), and waits for
-requests on a socket. A start is then a fork of that warm interpreter:
+configured driver module once, runs a driver's publish path once on stand-in
+sockets and a scratch ring file (`edgert.proc.rehearsal`: what Python writes
+into the code and caches it runs for the first times is then shared, not
+copied by every actor), freezes what it loaded out of the garbage collector's
+reach (`gc.freeze()`, so children do not copy the pages they share with it),
+returns the C heap's free pages (`malloc_trim`), and waits for requests on a
+socket. A start is then a fork of that warm interpreter:
 milliseconds, and shared pages. Its lifetime is the
 supervisor's `run`: `close()` stops it, and it dies with the supervisor
 (`PR_SET_PDEATHSIG`, and EOF on its socket). A reload that brings new driver
