@@ -76,7 +76,7 @@ from ..config import NatsSection
 from ..context import HB_EARLY, HB_PHASE, Context, statuses
 from ..fleet.service import FleetService
 from ..point import MAX_BATCH_BYTES
-from ..proc.zygote import trim
+from ..proc.zygote import fixed_mmap_threshold, trim
 from ..roundtrip import round_trip
 from ..spool import Spool, SpoolError
 from ..tasks import cancel_all
@@ -141,6 +141,7 @@ class Bridge(Actor):
     wants_status = True
 
     def run(self, ctx: Context) -> None:
+        fixed_mmap_threshold()  # its heap keeps no freed buffers (0.16 MB)
         asyncio.run(_Run(ctx).main())
 
 
