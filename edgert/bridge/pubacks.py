@@ -106,6 +106,8 @@ def ack_error(data: bytes, headers: dict[str, str] | None) -> Exception | None:
     """None when a reply is the stream's ack of the message (a duplicate's too), else
     why it was not stored: a status (503: no stream takes the subject), a JetStream
     error, or a reply that is not an ack."""
+    if not headers and data.startswith(_ACK_HEAD):
+        return None  # the common case, first: no import, no parse
     from nats.js.errors import APIError, NoStreamResponseError
 
     if headers and headers.get("Status"):
@@ -113,8 +115,6 @@ def ack_error(data: bytes, headers: dict[str, str] | None) -> Exception | None:
         if status == "503":
             return NoStreamResponseError()
         return APIError(code=int(status), description=headers.get("Description", ""))
-    if data.startswith(_ACK_HEAD):
-        return None
     try:
         reply: Any = json.loads(data)
     except ValueError:
