@@ -55,8 +55,9 @@ def test_core_bench_measures_restart_startup_and_memory() -> None:
 
 
 def test_points_bench_measures_throughput_and_latency_beside_raw_paths(no_leftovers) -> None:
-    t = points.throughput(seconds=0.5, warmup=0.25, prepacked=False)
+    t = points.throughput(seconds=0.5, warmup=0.25, prepacked=False, rounds=1)
     assert t["edgert_points_s"] > 0 and t["baseline_zmq_points_s"] > 0
+    assert len(t["edgert_points_s_by_round"]) == len(t["baseline_zmq_points_s_by_round"]) == 1
     lat = points.latency(rate=500.0, seconds=0.5, warmup=0.25)
     assert lat["edgert_samples"] > 0 and lat["baseline_samples"] > 0
     assert lat["edgert_p50_ms"] <= lat["edgert_p99_ms"]

@@ -17,12 +17,13 @@ import msgpack
 __all__ = ["CONTENT_TYPES", "encode", "messages", "request_encoding"]
 
 CONTENT_TYPES = {"msgpack": "application/msgpack", "json": "application/json"}
+_JSON = json.JSONEncoder(separators=(",", ":"))  # one for every payload: dumps makes one a call
 
 
 def encode(obj: Any, enc: str) -> bytes:
     """A payload per `nats.encoding` (compact JSON, or msgpack)."""
     if enc == "json":
-        return json.dumps(obj, separators=(",", ":")).encode()
+        return _JSON.encode(obj).encode()
     return msgpack.packb(obj, use_bin_type=True)
 
 

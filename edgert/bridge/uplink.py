@@ -29,6 +29,12 @@ and each marker back costs the bridge three turns of its loop (the client's
 reader, the subscription's task, the acks) and the server a delivery, while
 acks only return credit: one every `MARK_EVERY` is what the acks need (the
 bridge gathered acks for as long before, and no longer has to).
+JetStream acks come to `<inbox>.<n>`, one subscription for all, matched to
+their batches by the counter `n` (`edgert.bridge.pubacks`: no future, callback
+or JSON parse per message), and are taken in the subscription's own task as
+markers are: the acks to the drivers they release go at once, paced as the
+markers are (`MARK_EVERY`, `MARK_POINTS`, `MARK_MESSAGES`; in between, the
+bridge gathers them).
 A publish error, an ack missing for `[nats] ack_timeout` seconds or a lost
 connection ends the session; the forwarder then takes back what was in flight.
 While NATS is down or refuses the credentials the uplink logs why and retries
@@ -58,6 +64,7 @@ from ..config import NatsSection
 from ..roundtrip import round_trip
 from .forwarder import Publish
 from .payload import CONTENT_TYPES, messages
+from .pubacks import PubAcks, ack_error
 from .status import nats_state
 from .stream import StreamError, ensure_stream
 
@@ -221,16 +228,13 @@ class Session:
         self.more = asyncio.Event()
         self.sending = False  # a task is publishing `outgoing` (`Uplink._send`)
         self.failed: Exception | None = None  # why a publish by the bus task failed
-        # JetStream: per message, in order, when it was published and its acks' futures
-        self.acks: deque[tuple[float, list[asyncio.Future]]] = deque()
-        self.acked = asyncio.Event()
-        self.refused = False  # JetStream: an ack in flight came back as an error
+        self.acked = asyncio.Event()  # the first marker or JetStream message of a round out
+        # JetStream: the messages in flight, their acks on `<inbox>.<n>` (`edgert.bridge.pubacks`)
+        self.pubacks = PubAcks(inbox) if js is not None else None
         self.confirmed = False  # JetStream: the stream has acked a message of this session
-
-    def settled(self, fut: asyncio.Future) -> None:
-        """A JetStream ack's future is done: note an error (the session is ending)."""
-        if fut.cancelled() or fut.exception() is not None:
-            self.refused = True
+        self.released_at = 0.0  # JetStream: when acks last went to the drivers at once
+        self.released_points = 0  # ... and the points and batches acked since
+        self.released = 0
 
 
 class Uplink:
@@ -434,6 +438,14 @@ class Uplink:
                 self._marked(sess, msg)
 
             await nc.subscribe(sess.inbox, cb=marked)
+        else:
+            acks = sess.pubacks
+            assert acks is not None
+
+            async def stored(msg: Any) -> None:  # the subscription's own task calls it
+                self._js_acked(sess, acks, msg)
+
+            await nc.subscribe(acks.subject, cb=stored)
         async with asyncio.TaskGroup() as tg:
             self.session = sess
             run.feed(run.fwd.connected(time.monotonic()))
@@ -523,7 +535,7 @@ class Uplink:
         run = self.run
         enc = run.enc
         ctype = CONTENT_TYPES[enc]
-        nc, js = sess.nc, sess.js
+        nc, acks = sess.nc, sess.pubacks
         n = 0
         # a session that ended while a publish waited (NATS's back-pressure) publishes no
         # more: the forwarder has taken back what it had in flight for the next one
@@ -532,22 +544,20 @@ class Uplink:
         ):
             a = sess.outgoing.popleft()
             subject = f"{run.base}.p.{a.node}"
-            futs = []
             data, clock = run.clock_check(a)
-            for msg_id, payload in messages(a.msg_id, data, enc, nc.max_payload):
+            parts = messages(a.msg_id, data, enc, nc.max_payload)
+            replies = None
+            if acks is not None:  # JetStream: each message's ack comes to <inbox>.<n>
+                if not acks.waiting:
+                    sess.acked.set()  # the ack task times the wait from now
+                replies = acks.publish(len(parts), a.points, time.monotonic())
+            for i, (msg_id, payload) in enumerate(parts):
                 headers = {"Content-Type": ctype, "Nats-Msg-Id": msg_id}
                 if clock:
                     headers["Edgert-Clock"] = clock
-                if js is not None:
-                    fut = await js.publish_async(subject, payload, headers=headers)
-                    fut.add_done_callback(sess.settled)
-                    futs.append(fut)
-                else:
-                    await nc.publish(subject, payload, headers=headers)
-            if js is not None:
-                sess.acks.append((time.monotonic(), futs))
-                sess.acked.set()
-            else:
+                reply = replies[i] if replies is not None else ""
+                await nc.publish(subject, payload, reply=reply, headers=headers)
+            if acks is None:
                 if not sess.unmarked:
                     sess.unmarked_since = time.monotonic()
                 sess.unmarked += 1  # in the client's buffer: any marker from now is behind it
@@ -579,8 +589,8 @@ class Uplink:
     @staticmethod
     def _held(sess: Session) -> bool:
         """JetStream: publish nothing more while the oldest message in flight awaits its
-        ack and the session has had none yet, or has awaited it `ACK_LATE`, or while an
-        ack came back as an error, until that ack comes (`_js_acks` wakes the sender)
+        ack and the session has had none yet, or has awaited it `ACK_LATE`, or once an
+        ack came back as an error, until that ack comes (`_js_acked` wakes the sender)
         or the session ends.
 
         Order per subject depends on it. A message the stream did not take (dropped
@@ -592,14 +602,12 @@ class Uplink:
         otherwise go out at once, the leader coming up in the middle of it), and
         later the pipeline stops within `ACK_LATE` of a lost message, far sooner
         than a new leader is elected (seconds)."""
-        if sess.refused:
+        acks = sess.pubacks
+        if acks is None or not acks.waiting:
+            return False
+        if acks.refused:
             return True
-        if not sess.acks:
-            return False
-        sent, head = sess.acks[0]
-        if all(f.done() for f in head):
-            return False
-        return not sess.confirmed or time.monotonic() - sent >= ACK_LATE
+        return not sess.confirmed or time.monotonic() - acks.oldest_sent() >= ACK_LATE
 
     def _marked(self, sess: Session, msg: Any) -> None:
         """Core NATS: a marker came back, so the server took the messages before it."""
@@ -629,30 +637,60 @@ class Uplink:
                 raise AckTimeout(f"no marker back from NATS within {timeout:g}s")
             await asyncio.sleep(left)
 
+    def _js_acked(self, sess: Session, acks: PubAcks, msg: Any) -> None:
+        """JetStream: the stream's reply to a message (`edgert.bridge.pubacks`). The
+        batches it releases are published, for the forwarder; their acks go to the
+        drivers at once when `MARK_EVERY` has passed since acks last went so, or
+        `MARK_POINTS` points or `MARK_MESSAGES` batches wait (acks are paced as core
+        NATS markers are), else by the bridge's own gathering of acks. A refused
+        message holds further publishes, and ends the session once every message
+        before it has its ack."""
+        n = acks.number(msg.subject)
+        if not n:
+            return
+        error = ack_error(msg.data, msg.headers)
+        now = time.monotonic()
+        if error is not None:
+            acks.refuse(n, error)
+            released = points = 0
+        else:
+            released, points = acks.acked(n, now)
+        if self.session is not sess:
+            return
+        if released:
+            sess.confirmed = True
+            sess.released += released
+            sess.released_points += points
+            at_once = (
+                now - sess.released_at >= MARK_EVERY
+                or sess.released_points >= MARK_POINTS
+                or sess.released >= MARK_MESSAGES
+            )
+            if at_once:
+                sess.released_at, sess.released_points, sess.released = now, 0, 0
+            run = self.run
+            run.feed(run.fwd.published(sess.number, now, released), at_once=at_once)
+        if acks.failure is not None:
+            sess.failed = acks.failure  # the session's sender raises it
+            sess.more.set()
+        elif released and sess.outgoing:
+            sess.more.set()  # publishing may have been held behind that ack
+
     async def _js_acks(self, sess: Session) -> None:
-        """JetStream acks, oldest first; an error or a missing ack ends the session."""
-        run = self.run
+        """JetStream: acks must keep coming (`_js_acked` takes them): the oldest message
+        without one waiting `ack_timeout` ends the session."""
+        acks = sess.pubacks
+        assert acks is not None
         timeout = self.cfg.nats.ack_timeout
         while True:
-            if not sess.acks:
+            if not acks.waiting:
                 sess.acked.clear()
                 await sess.acked.wait()
                 continue
-            head = sess.acks[0][1]
-            if not all(f.done() for f in head):
-                finished, _ = await asyncio.wait(head, timeout=timeout)
-                if len(finished) < len(head):
-                    raise AckTimeout(f"no JetStream ack within {timeout:g}s")
-            n = 0
-            while sess.acks and all(f.done() for f in sess.acks[0][1]):
-                for f in sess.acks.popleft()[1]:
-                    f.result()  # a JetStream error (no stream, ...) ends the session
-                n += 1
-                sess.confirmed = True
-            if self.session is sess:
-                run.feed(run.fwd.published(sess.number, time.monotonic(), n))
-                if sess.outgoing:
-                    sess.more.set()  # publishing may have been held behind that ack
+            left = acks.progress + timeout - time.monotonic()
+            if left <= 0:
+                raise AckTimeout(f"no JetStream ack within {timeout:g}s")
+            await asyncio.sleep(left)
 
 
 class Refused(Exception):

@@ -23,6 +23,7 @@ import re
 import socket
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -411,19 +412,31 @@ class Subscriber:
 def stream_messages(
     url: str, stream: str, domain: str | None = None, **connect: Any
 ) -> list[Message]:
-    """Every message a JetStream stream (in JetStream `domain`) holds now, in stream order."""
+    """Every message a JetStream stream (in JetStream `domain`) holds now, in stream order.
+    A cluster that answers "temporarily unavailable" (a stream leader being elected
+    after a node came back) is asked again, for 30 s at most."""
 
     async def read() -> list[Message]:
         import nats
 
+        async def patiently(call: Any) -> Any:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    return await call()
+                except nats.js.errors.ServiceUnavailableError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+
         nc = await nats.connect(url, **connect)
         try:
             js = nc.jetstream(domain=domain) if domain else nc.jetstream()
-            state = (await js.stream_info(stream)).state
+            state = (await patiently(lambda: js.stream_info(stream))).state
             out: list[Message] = []
             for seq in range(state.first_seq, state.last_seq + 1):
                 try:
-                    m = await js.get_msg(stream, seq)
+                    m = await patiently(lambda seq=seq: js.get_msg(stream, seq))
                 except nats.js.errors.NotFoundError:
                     continue
                 out.append(Message(m.subject, dict(m.headers or {}), m.data or b""))
