@@ -13,6 +13,13 @@ own, and waits for that task (shielded) up to `timeout`. A late PONG then
 completes a future that is still waiting, and the reader goes on. The task
 ends when the PONG comes, or when the connection closes; an error it ends
 with is read, never left to the loop's "exception never retrieved".
+
+It also keeps the order a round trip is for. nats-py's `flush` writes its PING
+straight to the socket, while a SUB or PUB made just before it still waits in
+the client's buffer for the flusher task: the PONG can then come back before
+the server has the subscription (a subscribe-then-flush lost the first message
+of another connection in 6 tries of 100). The flush here runs in a task started
+after the flusher was woken, so the flusher writes what waits first.
 """
 
 from __future__ import annotations

@@ -75,3 +75,30 @@ def test_a_round_trip_on_a_closed_connection_says_so(nats_server) -> None:
         raise AssertionError("a closed connection answered")
 
     asyncio.run(main())
+
+
+def test_a_round_trip_comes_back_after_the_server_has_the_subscription(nats_server) -> None:
+    """Subscribe, round trip, and another connection's message right after is received:
+    every time (nats-py's bare `flush` lost it a few times in a hundred)."""
+
+    async def trial(i: int) -> bool:
+        a = await nats.connect(nats_server.url, allow_reconnect=False)
+        b = await nats.connect(nats_server.url, allow_reconnect=False)
+        try:
+            sub = await a.subscribe(f"order.{i}")
+            assert await round_trip(a, 10.0)
+            await b.publish(f"order.{i}", b"x")
+            assert await round_trip(b, 10.0)
+            try:
+                await sub.next_msg(timeout=2.0)
+            except nats.errors.TimeoutError:
+                return False
+            return True
+        finally:
+            await a.close()
+            await b.close()
+
+    async def main() -> list[int]:
+        return [i for i in range(60) if not await trial(i)]
+
+    assert asyncio.run(main()) == []

@@ -22,6 +22,8 @@ from typing import Any
 
 import msgpack
 
+from edgert.roundtrip import round_trip
+
 __all__ = ["Listener"]
 
 GAP = 0.5  # seconds of silence after which the next arrival counts as "resumed"
@@ -143,7 +145,7 @@ def _serve(url: str, subject: str, check: bool, latency: bool, conn: Any) -> Non
             await nc.subscribe(
                 subject, cb=on_msg, pending_msgs_limit=1_000_000, pending_bytes_limit=-1
             )
-            await nc.flush()
+            await round_trip(nc, 10.0)  # not nc.flush(): its PING can overtake the SUB
             loop = asyncio.get_running_loop()
             request = asyncio.Event()
             loop.add_reader(conn.fileno(), request.set)

@@ -49,6 +49,7 @@ from edgert.bench.measure import percentiles, rnd
 from edgert.bench.workdir import runtime_dir, workdir
 from edgert.config import GatewayConfig, loads
 from edgert.point import Point
+from edgert.roundtrip import round_trip
 from edgert.spool import process_io, write_cost
 from edgert.testing import running_gateway, status, wait_for
 from edgert.testing.nats import NatsProcess
@@ -72,7 +73,7 @@ def _subscriber(
 
         nc = await nats.connect(url)
         sub = await nc.subscribe(subject, pending_msgs_limit=1_000_000, pending_bytes_limit=-1)
-        await nc.flush()
+        await round_trip(nc, 10.0)  # not nc.flush(): its PING can overtake the SUB
         conn.send("ready")
         first = None
         counted = 0

@@ -31,6 +31,7 @@ from typing import Any
 import msgpack
 
 from edgert.natsserver import find_nats_server
+from edgert.roundtrip import round_trip
 from edgert.testing import wait_for
 
 __all__ = [
@@ -383,7 +384,7 @@ class Subscriber:
         )
         try:
             sub = await nc.subscribe(self.subject)
-            await nc.flush()
+            await round_trip(nc, 10.0)  # not nc.flush(): its PING can overtake the SUB
             self._ready.set()
             while not self._stop.is_set():
                 try:
