@@ -30,7 +30,7 @@ from edgert.testing.nats import NatsProcess
 pytest_plugins = ["edgert.testing.fixtures"]
 
 _UNDER_LOAD = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("dev", max_examples=50, **_UNDER_LOAD)
+settings.register_profile("dev", max_examples=30, **_UNDER_LOAD)
 settings.register_profile("ci", max_examples=100, print_blob=True, **_UNDER_LOAD)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
