@@ -17,6 +17,10 @@ desired config kept in its data directory (`edgert.fleet.store`: the revision
 being tried, else the last applied one), at start and on every reload, and a
 fleet actor watches the KV bucket for new revisions. A revision still pending
 at start is rolled back first: it may be what stopped the gateway.
+
+Actors beat at most every `HEARTBEAT_MAX` seconds; the environment variable
+`EDGERT_HEARTBEAT_MAX` shortens that for tests, which wait on the figures the
+beats carry.
 """
 
 from __future__ import annotations
@@ -50,6 +54,17 @@ log = logging.getLogger("edgert.runtime")
 # that is less): what `edgert status` shows of an actor's figures is this old at most,
 # and each beat costs the actor, the supervisor (and a small device) a little work
 HEARTBEAT_MAX = 2.0
+
+
+def heartbeat_max(default: float = HEARTBEAT_MAX) -> float:
+    """`default`, or EDGERT_HEARTBEAT_MAX (for tests that wait on an actor's figures in
+    the status) when it is a number from 0.05 to 60; anything else there is ignored.
+    Read at each start and reload of the gateway."""
+    try:
+        value = float(os.environ.get("EDGERT_HEARTBEAT_MAX", default))
+    except ValueError:
+        return default
+    return value if 0.05 <= value <= 60 else default
 
 
 class RuntimeBusy(Exception):
@@ -252,7 +267,7 @@ class Runtime:
         cfg = self.config
         sp = cfg.supervisor
         rdir = str(cfg.runtime_dir)
-        hb = max(0.05, min(HEARTBEAT_MAX, sp.heartbeat_timeout / 4))
+        hb = max(0.05, min(heartbeat_max(), sp.heartbeat_timeout / 4))
         # with no bridge, nobody acknowledges: a stopping driver need not wait for it
         drain = max(0.1, sp.shutdown_timeout / 2) if cfg.nats.enabled else 0.0
 

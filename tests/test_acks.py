@@ -31,8 +31,9 @@ def voluntary_switches(pid: int) -> int:
 
 
 def test_a_driver_polling_once_a_second_wakes_once_per_poll_and_is_acked(
-    make_config, nats_server
+    make_config, nats_server, monkeypatch
 ) -> None:
+    monkeypatch.delenv("EDGERT_HEARTBEAT_MAX", raising=False)  # the default beat: 2 s
     cfg = make_config(BODY.format(url=nats_server.url))
     with running_gateway(cfg):
 

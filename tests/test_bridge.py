@@ -200,7 +200,8 @@ def test_gateway_restart_delivers_spooled_points(make_config, short_dir) -> None
 def test_spool_cap_drops_oldest_counts_and_reports_them(make_config, short_dir) -> None:
     srv = NatsProcess(short_dir / "nats")
     cfg = make_config(
-        FAST + nats_section(srv.url, jetstream=True, spool_max_bytes=16384) + counter(rate=200.0)
+        # 1,000 points/s: the 16 KiB spool fills and drops 200 in about a second
+        FAST + nats_section(srv.url, jetstream=True, spool_max_bytes=16384) + counter(rate=1000.0)
     )
     with running_gateway(cfg):
         b = wait_for(lambda: (b := bridge(cfg))["dropped"] >= 200 and b, 20, "spool drops")

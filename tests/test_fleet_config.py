@@ -39,8 +39,17 @@ from edgert.testing.nats import NatsProcess, Subscriber, free_port, request
 GEN = sim_driver("gen", "n", rate=20.0)
 GEN2 = sim_driver("gen2", "level", "sine", rate=5.0)
 # A push that is rolled back waits out the whole health_timeout: where the test expects
-# rollbacks, a shorter one (still ample for a good config: running 1 s after a reload).
-ROLLBACK_HEALTH = 8.0
+# rollbacks, a shorter one (still ample for a good config: running 1 s after a reload,
+# judged on snapshots every 0.5 s; these tests passed three copies at once at load 6).
+ROLLBACK_HEALTH = 5.0
+
+
+@pytest.fixture(autouse=True)
+def quick_snapshots(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fleet actor learns that the restarted bridge is on NATS from the supervisor's
+    next status snapshot: every 0.5 s rather than 5 s, so a good push is judged about a
+    second after its reload instead of up to five."""
+    monkeypatch.setenv("EDGERT_STATUS_EVERY", "0.5")
 
 
 def local(url: str, health: float = 20.0, **supervisor_keys: object) -> str:

@@ -224,8 +224,10 @@ PUSHED = sim_driver(rate=10.0) + sim_driver("gen2", "level", "sine", rate=5.0)
 
 
 def test_a_push_reaches_a_gateway_that_has_only_its_own_user(
-    bare_server: NatsProcess, short_dir: Path, make_config
+    bare_server: NatsProcess, short_dir: Path, make_config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # the fleet actor judges the push on the supervisor's status snapshots: every 0.5 s
+    monkeypatch.setenv("EDGERT_STATUS_EVERY", "0.5")
     url = bare_server.url
     cfg = gateway(make_config, url, "\n[fleet]\n" + keys(enabled=True, health_timeout=20.0))
     with running_gateway(cfg):

@@ -29,6 +29,9 @@ GATEWAY = """
 backoff_min = 0.1
 backoff_max = 0.5
 heartbeat_timeout = 60
+# a stopped driver tries to hand its outbox over for half of this: the frozen bridge
+# never takes it, so each stop here waits that half out (2.5 s with the default 5 s)
+shutdown_timeout = 2.0
 [nats]
 url = "nats://127.0.0.1:{port}"
 

@@ -46,10 +46,11 @@ class Bridge:
         s.connect(self.endpoint)
         return s
 
-    def frames(self) -> list[tuple]:
-        """(seq, first, resent, values) of each P frame waiting."""
-        out = []
-        while self.router.poll(300 if not out else 50):
+    def frames(self, expect: int = 0) -> list[tuple]:
+        """(seq, first, resent, values) of each P frame waiting; with `expect`, returns
+        as soon as that many came (else once none comes for 50 ms)."""
+        out: list[tuple] = []
+        while (not expect or len(out) < expect) and self.router.poll(300 if not out else 50):
             _, data = self.router.recv_multipart()
             raw = msgpack.unpackb(data)
             f = decode_frame(data)
@@ -166,7 +167,7 @@ def test_the_ring_wraps_around_and_recovers_across_the_end(bridge, tmp_path) -> 
         box.publish(points(n, 100))
         n += 100
         box.flush()
-        bridge.frames()
+        assert len(bridge.frames(expect=1)) == 1  # the batch just flushed
         bridge.ack(box, box._seq - 1)
     assert ring._tail > 3 * ring.capacity and box.dropped == 0
     box.publish(points(n, 30))

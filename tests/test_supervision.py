@@ -266,3 +266,33 @@ def test_a_dead_zygote_stops_no_actor_and_a_new_one_serves_the_next_start(make_c
         o = actor(cfg, "other")
         assert o["pid"] == pids["other"] and o["restarts"] == 0 and pid_alive(o["pid"])
         assert [p for p in descendants(os.getpid()) if _is_zygote(p) and pid_alive(p)] != []
+
+
+def test_the_status_push_interval_is_settable_for_tests_and_keeps_its_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from edgert.supervisor.loop import STATUS_EVERY, status_every
+
+    monkeypatch.delenv("EDGERT_STATUS_EVERY", raising=False)
+    assert status_every() == STATUS_EVERY == 5.0
+    for given, want in [("0.5", 0.5), ("60", 60.0), ("0.01", 5.0), ("1e9", 5.0), ("x", 5.0)]:
+        monkeypatch.setenv("EDGERT_STATUS_EVERY", given)
+        assert status_every() == want, given
+
+
+def test_the_heartbeat_is_settable_for_tests_and_keeps_its_default(
+    monkeypatch: pytest.MonkeyPatch, make_config
+) -> None:
+    from edgert.runtime import HEARTBEAT_MAX, Runtime, heartbeat_max
+
+    def beats() -> set[float]:
+        return {c.spec.heartbeat_interval for c in Runtime(cfg).children()}
+
+    cfg = make_config(sim_driver())
+    monkeypatch.delenv("EDGERT_HEARTBEAT_MAX", raising=False)
+    assert heartbeat_max() == HEARTBEAT_MAX == 2.0 and beats() == {2.0}
+    for given, want in [("0.5", 0.5), ("0.05", 0.05), ("0.01", 2.0), ("61", 2.0), ("", 2.0)]:
+        monkeypatch.setenv("EDGERT_HEARTBEAT_MAX", given)
+        assert heartbeat_max() == want, given
+    monkeypatch.setenv("EDGERT_HEARTBEAT_MAX", "0.5")
+    assert beats() == {0.5}  # the bridge's and the driver's

@@ -31,7 +31,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 LAZY: dict[str, tuple[str, str]] = {
     "bench": (
         "edgert.bench:bench",
-        "Measure throughput, latency, restart time and memory on this machine.",
+        "Measure the point path, restarts and memory on this machine.",
     ),
     "cmd": (
         "edgert.cli.cmd:cmd",

@@ -26,12 +26,16 @@ waiting, and the control socket is served without blocking (`control.py`).
 The one wait is for a zygote to preload (at the start of
 `run`, when a start finds it gone, and on a reload that brings new driver
 code); the running actors are not its children and are never touched by it.
+Actors that want the status snapshot (the bridge, the fleet actor) get it on
+each change of state and every `STATUS_EVERY` seconds; the environment
+variable `EDGERT_STATUS_EVERY` shortens that for tests that wait on it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import pickle
 import select
 import signal
@@ -55,9 +59,22 @@ __all__ = ["Supervisor", "ChildSpec", "GroupFailed"]
 log = logging.getLogger("edgert.supervisor")
 
 STATUS_EVERY = 5.0  # seconds between snapshots pushed to the actors that want them
-# (the bridge's status messages); a change of state is pushed at once
+# (the bridge's status messages, the fleet actor's health of a pushed config); a change
+# of state is pushed at once, a change of an actor's stats only with the next push
 STATUS_EARLY = 0.25  # awake anyway within this fraction of STATUS_EVERY: push now
 IDLE_TICK = 5.0  # the longest the loop sleeps with nothing due (every deadline is exact)
+
+
+def status_every(default: float = STATUS_EVERY) -> float:
+    """Seconds between status snapshots pushed to the actors that want them: `default`,
+    or EDGERT_STATUS_EVERY (for tests that wait on a stat the snapshot carries, such as
+    the fleet actor's "bridge connected") when it is a number from 0.1 to 60; anything
+    else there is ignored. Read by each `Supervisor` when it is made."""
+    try:
+        value = float(os.environ.get("EDGERT_STATUS_EVERY", default))
+    except ValueError:
+        return default
+    return value if 0.1 <= value <= 60 else default
 
 
 class GroupFailed(Exception):
@@ -153,6 +170,7 @@ class Supervisor:
         self._control: control.ControlServer | None = None  # its counts go in the status
         self._stop_requested = False
         self._reload_requested = False
+        self._status_every = status_every()
 
     @property
     def children(self) -> list[ChildSpec]:
@@ -329,7 +347,8 @@ class Supervisor:
             self._graveyard = {g for g in self._graveyard if not reap_group(g)}
             # awake anyway (the drivers' heartbeats) and the push due soon: push it now
             # rather than wake for it alone
-            if now >= self._next_status - STATUS_EVERY * STATUS_EARLY or self._status_dirty:
+            early = self._status_every * STATUS_EARLY
+            if now >= self._next_status - early or self._status_dirty:
                 self._push_status()
 
     def _notify(self, now: float) -> None:
@@ -650,7 +669,7 @@ class Supervisor:
             ):
                 snap = snap or self.snapshot()
                 c.proc.send("status", snap)
-        self._next_status = time.monotonic() + STATUS_EVERY
+        self._next_status = time.monotonic() + self._status_every
         self._status_dirty = False
 
     def _serve_control(self, sock: control.ControlServer, ready: dict[int, int]) -> None:
