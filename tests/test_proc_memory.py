@@ -66,6 +66,52 @@ def test_the_rehearsal_runs_a_drivers_publish_path_and_leaves_nothing_behind(tmp
     assert list(tmp_path.iterdir()) == []
 
 
+KILLED = """
+import os, signal, sys
+import edgert.proc.zygote
+from edgert.proc.rehearsal import rehearse
+
+def kill(frame, event, arg):  # the process killed in the middle of the rehearsal
+    if event == "call" and frame.f_code.co_qualname == "Context.receive":
+        os.kill(os.getpid(), signal.SIGKILL)
+sys.setprofile(kill)
+rehearse()
+"""
+
+
+def test_a_process_killed_during_the_rehearsal_leaves_no_scratch_file(tmp_path) -> None:
+    """The zygote rehearses as it starts, and a gateway stopped then (the SIGTERM to its
+    process group, or the supervisor killed) must leave nothing in the temporary
+    directory: its ring file is gone from the disk once it is open."""
+    env = {"TMPDIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    r = subprocess.run(
+        [sys.executable, "-P", "-c", KILLED], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert r.returncode == -9, r.stderr  # it was killed where the probe meant it to be
+    assert list(tmp_path.iterdir()) == []
+
+
+ACTOR_LOG = """
+import logging, sys
+import edgert.proc.zygote
+from edgert.proc.rehearsal import NAME, rehearse
+
+logging.basicConfig(stream=sys.stdout, format="%(name)s %(message)s")
+assert rehearse()
+logging.getLogger(f"edgert.actor.{NAME}").warning("a driver of that name")  # after the fork
+"""
+
+
+def test_a_driver_named_as_the_rehearsal_still_logs() -> None:
+    """The rehearsal's own lines are silenced, but not those of a real driver of the same
+    name, which the processes forked after it log under the same logger."""
+    r = subprocess.run(
+        [sys.executable, "-P", "-c", ACTOR_LOG], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    assert "edgert.actor.rehearsal a driver of that name" in r.stdout
+
+
 HEAP = """
 import sys
 from edgert.proc.zygote import fixed_mmap_threshold

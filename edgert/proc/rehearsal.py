@@ -10,7 +10,8 @@ process and before the fork, what every driver runs as it publishes: its
 ring file (in a scratch directory), its outbox and Context, points published
 one at a time and as a series on an `every()` timer, sent, decoded as the
 bridge decodes them, acknowledged, heartbeats and a report over a link, and
-the tear-down.
+the tear-down. The ring file leaves the disk as soon as it is mapped, so a
+process killed during the rehearsal leaves no scratch file behind.
 
 Its two sockets are stand-ins that hand frames over in memory: ZeroMQ itself
 is left alone. A context made here (even one terminated at once) leaves
@@ -102,7 +103,9 @@ def _rehearse(d: str) -> None:
     from ..timers import every
     from .link import Link
 
-    logging.getLogger(f"edgert.actor.{NAME}").disabled = True  # its lines are no actor's
+    # its lines are no actor's; a driver of that name, forked later, logs as usual
+    logger = logging.getLogger(f"edgert.actor.{NAME}")
+    was_disabled, logger.disabled = logger.disabled, True
     ours, theirs = Link.pair()
     bus: Any = _Socket()  # for the outbox, a DEALER
     acks: Any = _Socket()
@@ -136,6 +139,8 @@ def _rehearse(d: str) -> None:
                         pass
 
         ring = Ring.open(ring_path(d, NAME), new_epoch(NAME), ring_capacity(1000))
+        # mapped: off the disk at once, so a process killed from here leaves nothing
+        shutil.rmtree(d, ignore_errors=True)
         box = outbox.Outbox(
             bus, ring.epoch, max_points=1000, linger=LINGER / 2, ring=ring, acks=acks
         )
@@ -144,8 +149,9 @@ def _rehearse(d: str) -> None:
         actor.run(ctx)
     finally:
         outbox._sock_get = get
+        logger.disabled = was_disabled
         if ring is not None:
-            ring.close(remove=True)
+            ring.close()
         if ctx is not None:
             ctx._close()
         bus.close()
