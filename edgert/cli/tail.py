@@ -1,7 +1,8 @@
 """`edgert tail`: print the points flowing through a running gateway, live.
 
-The bridge publishes every batch it accepts from the bus on a ZeroMQ PUB socket
-at `ipc://<runtime_dir>/tail.sock`, as two frames: the node name followed by a
+The bridge publishes every batch it accepts from the bus, while someone
+subscribes, on a ZeroMQ XPUB socket (a PUB that hears the subscriptions) at
+`ipc://<runtime_dir>/tail.sock`, as two frames: the node name followed by a
 NUL byte (the subscription topic, so `--node` filters in ZeroMQ), and the batch
 as a msgpack array of point maps. `tail` subscribes to it and prints one line
 per point: time (UTC), node, type, key, value, and the origin when there is
