@@ -17,6 +17,7 @@ import ssl
 import pytest
 from click.testing import CliRunner
 
+from edgert.bus.outbox import WINDOW
 from edgert.cli import cli
 from edgert.testing import running_gateway, status, wait_for
 from edgert.testing.nats import (
@@ -113,7 +114,7 @@ def test_a_full_speed_sim_driver_waits_for_credit_instead_of_dropping(
             "the driver at full speed, passing over slots",
         )
         assert gen["stats"]["dropped"] == 0  # it made no point it could not send
-        assert gen["stats"]["buffered"] <= 5_000 + 1_000  # the window and one batch ahead
+        assert gen["stats"]["buffered"] <= WINDOW + 1_000  # the window and one batch ahead
         # The first 5,000 are enough to see a gap: with msgpack's pure-Python fallback
         # (the lower-bounds run) the bridge forwards only a few thousand points a second.
         first = wait_for(

@@ -75,7 +75,7 @@ from ..point import Point, Value
 from .frames import BadFrame, decode_frame, encode_frame, p_frame
 from .ring import Ring, array_header
 
-__all__ = ["Outbox", "Command"]
+__all__ = ["Outbox", "Command", "WINDOW"]
 
 log = logging.getLogger("edgert.bus")
 
@@ -253,6 +253,11 @@ class Command:
     points: list[Point]
 
 
+WINDOW = 20_000  # points in flight at most (the credit): a full-speed driver's batches
+# cover the round trip of their acks (driver -> bridge -> NATS -> marker -> ack, ~10 ms
+# at 440k points/s: 5,000 capped a driver there; 20,000 let it reach 700k-970k)
+
+
 class Outbox:
     """Buffer, coalesce, send and resend the points of one actor (see the module doc)."""
 
@@ -263,7 +268,7 @@ class Outbox:
         max_points: int = 100_000,
         resend_after: float = 2.0,
         max_batch: int = 1000,
-        window: int = 5_000,
+        window: int = WINDOW,
         linger: float = 0.005,
         max_linger: float = 0.25,
         slow_ack: float = 0.1,
