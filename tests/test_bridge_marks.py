@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from types import SimpleNamespace
 from typing import Any
 
 import msgpack
@@ -26,30 +25,7 @@ from edgert.bridge.forwarder import Publish
 from edgert.bridge.uplink import Session, Uplink
 from edgert.point import Point
 from edgert.testing.nats import NatsProcess
-
-
-class Confirmed:
-    """What the forwarder is told: messages NATS took, per `published` call."""
-
-    def __init__(self) -> None:
-        self.calls: list[int] = []
-
-    def published(self, session: int, now: float, n: int) -> list[Any]:
-        self.calls.append(n)
-        return []
-
-
-def _run(fwd: Confirmed) -> Any:
-    return SimpleNamespace(
-        cfg=SimpleNamespace(nats=SimpleNamespace(ack_timeout=5.0)),
-        base="edgert.gw",
-        enc="msgpack",
-        fwd=fwd,
-        feed=lambda actions, **kw: None,
-        wake_at=lambda when: None,
-        clock_check=lambda a: (a.data, ""),
-        poke=asyncio.Event(),
-    )
+from edgert.testing.uplink import Confirmed, uplink_run
 
 
 def test_rounds_inside_mark_every_share_the_marker_of_the_next_turn(
@@ -62,7 +38,7 @@ def test_rounds_inside_mark_every_share_the_marker_of_the_next_turn(
     async def main() -> tuple[list[int], list[bytes], list[int]]:
         nc = await nats.connect(nats_server.url)
         seen = await nc.subscribe("edgert.gw.p.>")
-        up = Uplink(_run(fwd))
+        up = Uplink(uplink_run(fwd))
         sess = up.session = Session(nc, None, 1, nc.new_inbox())
         markers: list[bytes] = []
 
@@ -117,7 +93,7 @@ def test_a_quiet_bridge_spends_spare_markers_then_paces_them(
 
     async def main() -> tuple[list[int], list[int], int, int]:
         nc = await nats.connect(nats_server.url)
-        up = Uplink(_run(fwd))
+        up = Uplink(uplink_run(fwd))
         sess = up.session = Session(nc, None, 1, nc.new_inbox())
 
         async def marked(msg: Any) -> None:
@@ -160,7 +136,7 @@ def test_a_round_of_many_points_gets_its_marker_at_once(
 
     async def main() -> tuple[list[int], list[bytes], int]:
         nc = await nats.connect(nats_server.url)
-        up = Uplink(_run(fwd))
+        up = Uplink(uplink_run(fwd))
         sess = up.session = Session(nc, None, 1, nc.new_inbox())
         markers: list[bytes] = []
 

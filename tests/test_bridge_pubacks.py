@@ -11,9 +11,10 @@ nobody acks ends it after `ack_timeout`. The tests play the bus task.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from types import SimpleNamespace
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgpack
@@ -26,6 +27,7 @@ from edgert.bridge.pubacks import PubAcks, ack_error
 from edgert.bridge.uplink import AckTimeout, Session, Uplink
 from edgert.point import Point
 from edgert.testing.nats import NatsProcess
+from edgert.testing.uplink import Confirmed, uplink_run
 
 # -- PubAcks alone ---------------------------------------------------------------------
 
@@ -82,30 +84,6 @@ def test_replies_read_without_parsing_an_ack() -> None:
 # -- the uplink's JetStream session ----------------------------------------------------
 
 
-class Confirmed:
-    """What the forwarder is told: batches NATS took, per `published` call."""
-
-    def __init__(self) -> None:
-        self.calls: list[int] = []
-
-    def published(self, session: int, now: float, n: int) -> list[Any]:
-        self.calls.append(n)
-        return []
-
-
-def _run(fwd: Confirmed, ack_timeout: float = 5.0) -> Any:
-    return SimpleNamespace(
-        cfg=SimpleNamespace(nats=SimpleNamespace(ack_timeout=ack_timeout)),
-        base="edgert.gw",
-        enc="msgpack",
-        fwd=fwd,
-        feed=lambda actions, **kw: None,
-        wake_at=lambda when: None,
-        clock_check=lambda a: (a.data, ""),
-        poke=asyncio.Event(),
-    )
-
-
 def _batch(seq: int, msg_id: str | None = None) -> Publish:
     data = msgpack.packb([Point("gen", "n", "0", seq).to_map()])
     return Publish(1, "gen", msg_id or f"e:{seq}:gen", data, 1, 0)
@@ -140,7 +118,7 @@ def test_every_batch_is_confirmed_once_and_stored_once(nats_server: NatsProcess)
         nc = await nats.connect(nats_server.url)
         js = nc.jetstream()
         await js.add_stream(name="S", subjects=["edgert.gw.p.>"])
-        up = Uplink(_run(fwd))
+        up = Uplink(uplink_run(fwd))
         sess, sender = await _session(nc, up, js)
         try:
             for seq in range(1, 6):
@@ -184,17 +162,33 @@ class Responder:
         await self.nc.flush()
 
 
+@contextlib.asynccontextmanager
+async def _answered(
+    url: str, fwd: Confirmed, ack_timeout: float = 5.0
+) -> AsyncIterator[tuple[Uplink, Session, asyncio.Task, Responder]]:
+    """An uplink's JetStream session whose messages a `Responder` takes (and acks as
+    the test tells it), with the session's sender running."""
+    nc = await nats.connect(url)
+    other = await nats.connect(url)
+    try:
+        stream = Responder(other)
+        await stream.start()
+        up = Uplink(uplink_run(fwd, ack_timeout))
+        sess, sender = await _session(nc, up, nc.jetstream())
+        try:
+            yield up, sess, sender, stream
+        finally:
+            sender.cancel()
+    finally:
+        await nc.close()
+        await other.close()
+
+
 def test_acks_out_of_order_are_released_oldest_first(nats_server: NatsProcess) -> None:
     fwd = Confirmed()
 
     async def main() -> tuple[list[int], list[int]]:
-        nc = await nats.connect(nats_server.url)
-        other = await nats.connect(nats_server.url)
-        stream = Responder(other)
-        await stream.start()
-        up = Uplink(_run(fwd))
-        sess, sender = await _session(nc, up, nc.jetstream())
-        try:
+        async with _answered(nats_server.url, fwd) as (up, sess, sender, stream):
             up.publish(_batch(1))
             await up.send()
             await _until(lambda: len(stream.msgs) == 1, "the first message")
@@ -214,10 +208,6 @@ def test_acks_out_of_order_are_released_oldest_first(nats_server: NatsProcess) -
             await _until(lambda: sum(fwd.calls) == 4, "every confirmation")
             assert sess.failed is None
             return early, fwd.calls
-        finally:
-            sender.cancel()
-            await nc.close()
-            await other.close()
 
     early, calls = asyncio.run(main())
     assert early == [1]
@@ -228,13 +218,7 @@ def test_a_refusal_ends_the_session_after_the_acks_before_it(nats_server: NatsPr
     fwd = Confirmed()
 
     async def main() -> tuple[list[int], Exception | None, tuple[int, int]]:
-        nc = await nats.connect(nats_server.url)
-        other = await nats.connect(nats_server.url)
-        stream = Responder(other)
-        await stream.start()
-        up = Uplink(_run(fwd))
-        sess, sender = await _session(nc, up, nc.jetstream())
-        try:
+        async with _answered(nats_server.url, fwd) as (up, sess, sender, stream):
             up.publish(_batch(1))
             await up.send()
             await _until(lambda: len(stream.msgs) == 1, "the first message")
@@ -254,10 +238,6 @@ def test_a_refusal_ends_the_session_after_the_acks_before_it(nats_server: NatsPr
             with pytest.raises(APIError):
                 await asyncio.wait_for(sender, 10)
             return fwd.calls, sess.failed, held
-        finally:
-            sender.cancel()
-            await nc.close()
-            await other.close()
 
     calls, failed, held = asyncio.run(main())
     assert calls == [1, 1]  # batch 2 is stored; 3 (refused) and 4 are not confirmed
@@ -271,27 +251,20 @@ def test_a_message_nobody_acks_ends_the_session_at_ack_timeout(
     fwd = Confirmed()
 
     async def main() -> tuple[float, list[int]]:
-        nc = await nats.connect(nats_server.url)
-        other = await nats.connect(nats_server.url)
-        stream = Responder(other)  # takes the messages and never answers
-        await stream.start()
-        up = Uplink(_run(fwd, ack_timeout=0.3))
-        sess, sender = await _session(nc, up, nc.jetstream())
-        watch = asyncio.create_task(up._js_acks(sess))
-        try:
-            await asyncio.sleep(0.4)  # longer than ack_timeout: nothing waits, nothing ends
-            assert not watch.done()
-            t0 = time.monotonic()
-            up.publish(_batch(1))
-            await up.send()
-            with pytest.raises(AckTimeout):
-                await asyncio.wait_for(watch, 10)
-            return time.monotonic() - t0, fwd.calls
-        finally:
-            watch.cancel()
-            sender.cancel()
-            await nc.close()
-            await other.close()
+        async with _answered(nats_server.url, fwd, 0.3) as (up, sess, _, stream):
+            # the stream takes the messages and never answers
+            watch = asyncio.create_task(up._js_acks(sess))
+            try:
+                await asyncio.sleep(0.4)  # longer than ack_timeout: nothing waits, nothing ends
+                assert not watch.done()
+                t0 = time.monotonic()
+                up.publish(_batch(1))
+                await up.send()
+                with pytest.raises(AckTimeout):
+                    await asyncio.wait_for(watch, 10)
+                return time.monotonic() - t0, fwd.calls
+            finally:
+                watch.cancel()
 
     took, calls = asyncio.run(main())
     assert calls == []
