@@ -12,9 +12,12 @@ import os
 import signal
 import time
 
+import serial
+
 from edgert.testing import pid_alive, running_gateway, status, wait_for
 from edgert.testing.harness import run_driver
 from edgert_drivers.modbus import ModbusDriver
+from edgert_drivers.modbus.sim import raw_pty
 
 
 def two_devices(port: str, **keys) -> dict:
@@ -168,3 +171,32 @@ def test_killed_mid_request_the_restarted_driver_reopens_the_port(modbus_peer, m
         assert a["restarts"] == 1 and "SIGKILL" in a["last_error"]
         assert a["stats"]["port"] == "open" and a["stats"]["open_failures"] == 0
         assert "busy" not in a["stats"]["port_error"]
+
+
+def test_a_port_refusing_its_settings_is_one_clear_error_not_a_restart_storm(
+    make_config,
+) -> None:
+    # A raw pseudo-terminal whose only other end is the master (as `edgert sim modbus`
+    # makes) refuses even parity (tcsetattr: EINVAL), as an adapter refuses a baud rate
+    # it lacks: the driver must say which port and settings, and retry with backoff in
+    # the same process, not crash with a termios traceback and be given up on.
+    master, slave = raw_pty()
+    path = os.ttyname(slave)
+    os.close(slave)  # as the simulator does: only the master stays open
+    try:
+        # once a client with parity "N" has come and gone, as a first run would have
+        serial.Serial(port=path, baudrate=115200, parity="N", timeout=0).close()
+        bus = BUS.format(port=path, timeout=0.2).replace('parity = "N"', 'parity = "E"')
+        cfg = make_config(bus)
+        with running_gateway(cfg):
+            a = wait_for(
+                lambda: (a := stats(cfg))["stats"].get("open_failures", 0) >= 2 and a,
+                15,
+                "two failed opens",
+            )
+            assert a["state"] == "running" and a["restarts"] == 0, a
+            err = a["stats"]["port_error"]
+            assert path in err and "parity 'E'" in err, err
+            assert "termios" not in err
+    finally:
+        os.close(master)

@@ -576,6 +576,16 @@ def _open_serial(cfg: ModbusConfig) -> Transport:
             timeout=0,
             exclusive=True,
         )
+    except termios.error as e:
+        # The port exists but refuses these settings (a pseudo-terminal takes no
+        # parity; an adapter without this baud rate): name the port and the settings,
+        # and let the line retry with backoff like any port that cannot be opened.
+        why = e.args[1] if len(e.args) > 1 else e
+        raise PortError(
+            f"{cfg.port} refuses {cfg.baudrate} baud, {cfg.bytesize} data bits, "
+            f"parity {cfg.parity!r}, {cfg.stopbits} stop bits: {why}"
+            + (" (a pseudo-terminal takes parity 'N' only)" if cfg.parity != "N" else "")
+        ) from None
     except (serial.SerialException, OSError, ValueError) as e:
         msg = str(e)
         if "exclusively lock" in msg or getattr(e, "errno", None) == errno.EBUSY:
