@@ -139,7 +139,10 @@ class Runtime:
         made = _missing(rdir) + _missing(self.local.data_dir)
         started = False
         try:
-            with _runtime_dir(rdir, self.local.path), contextlib.closing(Notifier()) as notifier:
+            with (
+                _runtime_dir(rdir, self.local.path, rdir in made),
+                contextlib.closing(Notifier()) as notifier,
+            ):
                 try:
                     _private_dir(self.local.data_dir)
                 except OSError as e:
@@ -357,9 +360,10 @@ class Runtime:
 
 
 @contextlib.contextmanager
-def _runtime_dir(rdir: Path, config_path: str) -> Iterator[None]:
+def _runtime_dir(rdir: Path, config_path: str, made: bool) -> Iterator[None]:
     """Create the runtime directory 0700, hold its lock, note the config file's path
-    (`edgert cmd` finds it there), clean its sockets after."""
+    (`edgert cmd` finds it there), clean its sockets after, and remove it when it is
+    left empty if this start `made` it (ring files kept after a crash keep it)."""
     try:
         rdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as e:
@@ -394,6 +398,9 @@ def _runtime_dir(rdir: Path, config_path: str) -> Iterator[None]:
                 note.unlink()
             with contextlib.suppress(OSError):
                 os.unlink(lock_path)
+            for d in (rdir / "outbox", rdir) if made else (rdir / "outbox",):
+                with contextlib.suppress(OSError):  # not empty: a ring file kept, or more
+                    d.rmdir()
     finally:
         os.close(fd)
 

@@ -155,8 +155,8 @@ def test_cmd_finds_the_only_gateway_and_needs_only_its_nats_section(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-    # Stopped: the note of its config is gone with it.
-    assert not (short_dir / "xdg" / "edgert" / "cmdloc" / "config").exists()
+    # Stopped: the note of its config is gone with it, and its emptied runtime directory.
+    assert not (short_dir / "xdg" / "edgert" / "cmdloc").exists()
 
 
 def unflagged(edgert: Any, cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
