@@ -37,6 +37,7 @@ from typing import Any
 from . import natsserver
 from .bus.ring import discard, filesystem
 from .config import ConfigError, GatewayConfig, SupervisorSection, driver_nodes, load, overlay
+from .envtime import env_seconds
 from .fleet.store import Store
 from .preflight import embedded_port_busy, preflight, private_problem
 from .proc import ActorSpec, Build
@@ -60,11 +61,7 @@ def heartbeat_max(default: float = HEARTBEAT_MAX) -> float:
     """`default`, or EDGERT_HEARTBEAT_MAX (for tests that wait on an actor's figures in
     the status) when it is a number from 0.05 to 60; anything else there is ignored.
     Read at each start and reload of the gateway."""
-    try:
-        value = float(os.environ.get("EDGERT_HEARTBEAT_MAX", default))
-    except ValueError:
-        return default
-    return value if 0.05 <= value <= 60 else default
+    return env_seconds("EDGERT_HEARTBEAT_MAX", default, 0.05, 60)
 
 
 class RuntimeBusy(Exception):

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import ssl
 import time
@@ -61,6 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import NatsSection
+from ..envtime import env_seconds
 from ..roundtrip import round_trip
 from .forwarder import Publish
 from .payload import CONTENT_TYPES, messages
@@ -78,11 +78,7 @@ def _stream_retry(default: float = 10.0) -> float:
     """Seconds between looks at a JetStream stream that was refused: `default`, or
     EDGERT_STREAM_RETRY (for tests that watch the looks) when it is a number from 0.1
     to 3600; anything else there is ignored."""
-    try:
-        value = float(os.environ.get("EDGERT_STREAM_RETRY", default))
-    except ValueError:
-        return default
-    return value if 0.1 <= value <= 3600 else default
+    return env_seconds("EDGERT_STREAM_RETRY", default, 0.1, 3600)
 
 
 STREAM_RETRY = _stream_retry()

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import pickle
 import select
 import signal
@@ -45,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..bus.ring import discard, ring_path
+from ..envtime import env_seconds
 from ..proc import ActorProcess, ActorSpec, ProgramSpec, Zygote, ZygoteError, reap_group
 from ..proc.zygote import make_subreaper
 from ..systemd import Notifier
@@ -70,11 +70,7 @@ def status_every(default: float = STATUS_EVERY) -> float:
     or EDGERT_STATUS_EVERY (for tests that wait on a stat the snapshot carries, such as
     the fleet actor's "bridge connected") when it is a number from 0.1 to 60; anything
     else there is ignored. Read by each `Supervisor` when it is made."""
-    try:
-        value = float(os.environ.get("EDGERT_STATUS_EVERY", default))
-    except ValueError:
-        return default
-    return value if 0.1 <= value <= 60 else default
+    return env_seconds("EDGERT_STATUS_EVERY", default, 0.1, 60)
 
 
 class GroupFailed(Exception):
