@@ -181,14 +181,14 @@ def test_a_group_sigterm_stops_a_driver_as_the_supervisor_would(
     assert "not acknowledged" not in log, log
 
 
-def test_a_group_sigterm_while_the_zygote_preloads_is_a_clean_stop(short_dir: Path) -> None:
-    """The zygote dies of it before it is ready: the gateway stops, it does not fail."""
-    # edgert.bridge.actor: preloaded by the zygote, not the supervisor
+def test_a_group_sigterm_while_the_bridge_imports_is_a_clean_stop(short_dir: Path) -> None:
+    """The bridge dies of it before it runs: the gateway stops, it does not fail."""
+    # edgert.bridge.actor: imported by the bridge after its fork, not by the supervisor
     env, mark = hold_import(short_dir, "edgert.bridge.actor")
     gw = Gateway(short_dir, f"nats://127.0.0.1:{free_port()}", env=env)
     try:
-        wait_for(mark.exists, 30, "the zygote preloading")
-        assert int(mark.read_text()) != gw.proc.pid  # the zygote holds, not `edgert run`
+        wait_for(mark.exists, 30, "the bridge importing")
+        assert int(mark.read_text()) != gw.proc.pid  # the bridge holds, not `edgert run`
         os.killpg(gw.proc.pid, signal.SIGTERM)
         mark.unlink()
         log = gw.stop(signal.SIGTERM)

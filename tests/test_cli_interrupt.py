@@ -118,10 +118,10 @@ def test_ctrl_c_while_the_gateway_runs_stops_everything(short_dir: Path) -> None
         wait_for(
             lambda: (
                 (short_dir / "run" / "control.sock").exists()
-                and len(session_members(proc.pid)) >= 3
+                and len(session_members(proc.pid)) >= 2
             ),
             30,
-            "the gateway up (edgert run, the zygote, the driver)",
+            "the gateway up (edgert run, the driver)",
         )
     except BaseException:
         os.killpg(proc.pid, signal.SIGKILL)

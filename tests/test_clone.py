@@ -1,4 +1,5 @@
-"""The zygote's two ways to create an actor: clone(CLONE_PARENT), and the double fork.
+"""The zygote's ways to create an actor: clone(CLONE_PARENT), the double fork, and a
+fork of the supervisor itself when it is its own zygote (`edgert run`).
 
 Each must give the supervisor (here: this test process) an actor that is its own
 child and runs as after `os.fork()`: Python's fork handlers ran (a fresh random
@@ -132,6 +133,57 @@ def test_a_zygote_with_a_thread_creates_actors_by_forking_twice(
     finally:
         z.close()
     assert [f["ppid"] for f in facts] == [os.getpid()] * 2
+
+
+HERE = """
+import json, sys, threading
+from pathlib import Path
+import test_clone
+from edgert.proc.zygote import Zygote
+z = Zygote(["test_clone"], fork=True)
+z.start()
+out = {"forked": z.forked, "pid": z.pid, "method": z.method}
+out["facts"] = test_clone._run_two(z, Path(sys.argv[1]))
+done = threading.Event()
+t = threading.Thread(target=done.wait)
+t.start()  # forking this process is no longer safe: the next actor comes from a new zygote
+try:
+    out["then"] = test_clone._run_two(z, Path(sys.argv[1]))
+    out["then_zygote"] = [z.forked, z.pid is not None, z.method]
+finally:
+    z.close()
+    done.set()
+    t.join()
+print(json.dumps(out))
+"""
+
+
+def test_a_single_threaded_supervisor_is_its_own_zygote_until_a_thread_starts(
+    short_dir: Path,
+) -> None:
+    """`Zygote(fork=True)` in a process with one thread: the process forks its actors
+    itself (no zygote process: they share its pages), each runs as after a fork; once
+    the process has a second thread, the next actor comes from a new interpreter."""
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    r = subprocess.run(
+        [sys.executable, "-c", HERE, str(short_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=short_dir,
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.splitlines()[-1])
+    assert [out["forked"], out["pid"], out["method"]] == [True, None, "fork"]
+    for f in out["facts"] + out["then"]:  # _run_two checked each was the process's child
+        assert f["main_thread_signalled"] and f["native_id_is_pid"]
+    assert out["facts"][0]["random"] != out["facts"][1]["random"]  # reseeded by each fork
+    assert out["then_zygote"] == [False, True, "clone"]
 
 
 PROBE_IMPORTS = """

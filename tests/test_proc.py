@@ -172,25 +172,33 @@ def _all_running(short_dir: Path, actors: int) -> dict | None:
     return s if ok else None
 
 
-def test_edgert_run_forks_its_zygote_which_keeps_only_its_socket(short_dir: Path) -> None:
-    """`edgert run` forks its zygote (the two share their pages): named edgert-zygote, it
-    kept none of the supervisor's descriptors but stdio, and its actors bear their names."""
+def test_edgert_run_is_its_own_zygote_and_its_actors_keep_none_of_its_descriptors(
+    short_dir: Path,
+) -> None:
+    """`edgert run` forks its actors itself (they share its pages; no zygote process): each
+    is its child, bears its name, and kept none of its descriptors but stdio and its
+    link (no pidfd, no socket of the supervisor's)."""
     proc = _edgert_run(short_dir, "fz", "enabled = false")
     try:
         gen = wait_for(lambda: _all_running(short_dir, 1), 30, "the driver running")["actors"][0]
         kids = descendants(proc.pid)
-        zygotes = [p for p in kids if _comm(p) == "edgert-zygote"]
-        assert len(zygotes) == 1, {p: _comm(p) for p in kids}
-        (z,) = zygotes
-        assert _cmdline(z) == _cmdline(proc.pid)  # a fork, not a new interpreter
-        fds = open_fds(z)
-        rest = [t for fd, t in fds.items() if fd > 2]
-        assert len(rest) == 1 and rest[0].startswith("socket:"), fds
-        assert _comm(gen["pid"]) == "gen"
+        assert [_comm(p) for p in kids] == ["gen"], {p: _comm(p) for p in kids}
+        assert _ppid(gen["pid"]) == proc.pid
+        theirs = open_fds(gen["pid"])
+        ours = set(open_fds(proc.pid).values())
+        inherited = {fd: t for fd, t in theirs.items() if fd > 2 and t in ours}
+        assert inherited == {}, (theirs, ours)
+        assert not any("pidfd" in t for t in theirs.values()), theirs
+        assert sum(t.startswith("socket:") for t in theirs.values()) >= 1  # its link, at least
     finally:
         proc.terminate()
         code = proc.wait(timeout=20)
     assert code == 0, proc.stderr.read() if proc.stderr else ""
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
 def _maps_any(pid: int, names: tuple[str, ...]) -> set[str]:
@@ -201,9 +209,9 @@ def _maps_any(pid: int, names: tuple[str, ...]) -> set[str]:
 
 
 def test_only_the_bridge_loads_asyncio_nats_and_sqlite(short_dir: Path, nats_server) -> None:
-    """The forked zygote imports what the drivers need, not the bridge's asyncio, nats,
-    ssl and sqlite3 (importing them there copies about half the pages it shares with the
-    supervisor): the bridge imports them after its fork (sqlite3 only once it has
+    """The supervisor (the zygote of `edgert run`) imports what the drivers need, not the
+    bridge's asyncio, nats, ssl and sqlite3 (shared, they would cost every process the
+    pages it touches of them): the bridge imports them after its fork (sqlite3 only once it has
     something to spool: not while NATS takes every point; OpenSSL only for TLS, which
     this gateway does not use); no driver maps them."""
     proc = _edgert_run(short_dir, "lz", f'url = "{nats_server.url}"')
@@ -211,9 +219,8 @@ def test_only_the_bridge_loads_asyncio_nats_and_sqlite(short_dir: Path, nats_ser
     try:
         running = wait_for(lambda: _all_running(short_dir, 2), 60, "running")
         pids = {a["name"]: a["pid"] for a in running["actors"]}
-        (z,) = [p for p in descendants(proc.pid) if _comm(p) == "edgert-zygote"]
+        assert [p for p in descendants(proc.pid) if _comm(p) == "edgert-zygote"] == []
         assert _maps_any(proc.pid, heavy) == set()
-        assert _maps_any(z, heavy) == set()
         assert _maps_any(pids["gen"], heavy) == set()
         assert _maps_any(pids["bridge"], heavy) == {"_asyncio."}
     finally:

@@ -1,6 +1,7 @@
 """The main of every actor process, from the zygote's fork to `os._exit`.
 
-The zygote creates the child as the supervisor's own child: with
+The child is the supervisor's own child: a fork of the supervisor when it is
+its own zygote (`edgert run`), or created by a zygote process with
 `clone(CLONE_PARENT)`, or by forking an intermediate process that forks the
 child and exits at once, so the child is re-parented to the supervisor (a
 child subreaper, see `edgert.proc.zygote`). The child then:

@@ -1,7 +1,8 @@
 """An owned zygote: a warm interpreter that forks actor processes on request.
 
-The supervisor never forks an actor itself (it may run in a process with
-threads, and its own state is no actor's business). `Zygote.start()` starts `python -P` with a clean import path (the
+The supervisor forks an actor itself only where that is safe (see
+`Zygote(fork=True)` below: one thread, the modules of the config it runs).
+Otherwise `Zygote.start()` starts `python -P` with a clean import path (the
 supervisor's, without the working directory), which imports edgert and every
 configured driver module once, runs a driver's publish path once on stand-in
 sockets and a scratch ring file (`edgert.proc.rehearsal`: what Python writes
@@ -16,26 +17,27 @@ supervisor's `run`: `close()` stops it, and it dies with the supervisor
 code starts a fresh one; the actors already running are not its children and
 are not touched.
 
-`Zygote(fork=True)` (what `edgert run` asks for its first zygote) forks the
-supervisor instead of starting a new interpreter, when the supervisor has a
-single thread (as under `edgert run`; the supervisor itself starts none): the
-zygote then shares the supervisor's pages (the interpreter, edgert, pyzmq, the drivers,
-already imported to read the config), which saves a whole interpreter's memory
-and start-up. Both freeze their objects first (`gc.freeze()`), so neither
-collector writes into the pages they share. What the forked zygote would do
-first (probe the clone, load libc's functions, the rehearsal) the supervisor
-does before the fork, and the zygote skips the preload imports already done: every page it
-writes after the fork costs twice, its copy and the supervisor's original.
-The forked zygote closes every
-descriptor it inherited but stdio and its socket, restores the default signal
-handlers, drops the working directory from its import path and names itself
-`edgert-zygote`. A zygote started later (one that died, or new driver code
-after a reload: the supervisor's modules are the old ones) is a new interpreter.
+`Zygote(fork=True)` (what `edgert run` asks for its first zygote) makes the
+supervisor its own zygote when it has a single thread (as under `edgert run`;
+the supervisor itself starts none): it imports what is left to preload,
+rehearses, freezes and trims as a zygote would, and each start is then a fork
+of the supervisor. The actors share its pages (the interpreter, edgert,
+pyzmq, the drivers, already imported to read the config), and no zygote
+process keeps a copy of every page they all write (each process writes its
+own copy of the pages it touches; a zygote kept the originals too: 2 MB of the
+demo). The new actor closes every descriptor it inherited but stdio and its
+link, restores the default signal handlers (the supervisor's are blocked
+across the fork), drops the working directory from its import path and
+freezes what it inherited out of its collector's reach. A process that has
+started a thread since is not forked: its next start brings up a zygote of its
+own, as does a reload with new driver code (the supervisor's modules are the
+old ones): a new interpreter.
 
 How children are owned (no PID reuse races, no orphans):
 
 - the supervisor makes itself a child subreaper (`PR_SET_CHILD_SUBREAPER`);
-- for each start the zygote creates the actor with `clone(CLONE_PARENT)`
+- the supervisor that is its own zygote forks the actor: its own child;
+- for each start a zygote process creates the actor with `clone(CLONE_PARENT)`
   (`edgert.proc.clone`): one process creation, and the new process is the
   supervisor's child from its first instruction;
 - where that cannot be had (an ABI or C library it does not know, a kernel or
@@ -44,7 +46,7 @@ How children are owned (no PID reuse races, no orphans):
   once; the zygote reaps the intermediate and only then replies with the
   actor's pid. The orphaned actor has been re-parented to the nearest
   subreaper, the supervisor, before the reply is sent;
-- either way every actor is the supervisor's own child: nobody else can reap it, its
+- every way, every actor is the supervisor's own child: nobody else can reap it, its
   pid cannot be reused before the supervisor reaps it, and `os.pidfd_open`
   on it is race-free. The supervisor waits on the pidfd and collects the exit
   status with `waitid(P_PIDFD)`, never blocking;
@@ -71,7 +73,6 @@ import importlib
 import importlib.util
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -188,31 +189,38 @@ class Zygote:
         spawn_timeout: float = 10.0,
     ) -> None:
         self.preload = list(dict.fromkeys([*PRELOAD, *preload]))
-        self.fork = fork  # fork this process when it is safe (see the module's doc)
-        self.forked = False  # the running zygote is a fork of this process
+        self.fork = fork  # be this process when it is safe (see the module's doc)
+        self.forked = False  # this process is the zygote: it forks the actors itself
         self.clone = clone  # create actors with clone(CLONE_PARENT) where it can
         self.method = ""  # how the running zygote creates actors ("clone", or why not)
         self.start_timeout = start_timeout  # preloading, on a slow device
         self.spawn_timeout = spawn_timeout  # a fork; a zygote this slow is replaced
         self.failed_imports: dict[str, str] = {}
         self._sock: socket.socket | None = None
-        self._proc: subprocess.Popen[bytes] | _Forked | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._here: list[str] | None = None  # this process is the zygote: the actors' path
 
     @property
     def running(self) -> bool:
-        return self._sock is not None
+        return self._sock is not None or self._here is not None
 
     @property
     def pid(self) -> int | None:
+        """The zygote's process; None while there is none, or when it is this process."""
         return self._proc.pid if self._proc is not None else None
 
-    def fileno(self) -> int:
-        """Readable when the zygote is gone (EOF)."""
-        assert self._sock is not None
-        return self._sock.fileno()
+    def fileno(self) -> int | None:
+        """Readable when the zygote is gone (EOF); None when it is this process."""
+        return self._sock.fileno() if self._sock is not None else None
 
     def start(self) -> None:
         """Start it and wait until it has preloaded; raise ZygoteError if it cannot."""
+        if self.fork and _single_threaded():
+            self.failed_imports = _prepare_here(self.preload)
+            self._here = clean_path()
+            self.forked = True
+            self.method = "fork"
+            return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         args = {
             "fd": theirs.fileno(),
@@ -222,15 +230,11 @@ class Zygote:
             "clone": self.clone,
         }
         try:
-            if self.fork and _single_threaded():
-                self._proc = _Forked(_fork_zygote(theirs, args))
-                self.forked = True
-            else:
-                self._proc = subprocess.Popen(
-                    [sys.executable, "-P", "-c", BOOT, json.dumps(args)],
-                    pass_fds=[theirs.fileno()],
-                    stdin=subprocess.DEVNULL,
-                )
+            self._proc = subprocess.Popen(
+                [sys.executable, "-P", "-c", BOOT, json.dumps(args)],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+            )
         except OSError as e:
             ours.close()
             raise ZygoteError(f"could not start the zygote: {e}") from e
@@ -246,6 +250,12 @@ class Zygote:
 
     def spawn(self, spec_bytes: bytes, link_fd: int) -> int:
         """Fork an actor process that runs `spec_bytes` with `link_fd` as its link; its pid."""
+        if self._here is not None:
+            if _single_threaded():
+                return _fork_here(spec_bytes, link_fd, self._here)
+            # a thread started in this process since: forking it is no longer safe
+            self._here, self.forked, self.fork = None, False, False
+            self.start()
         if self._sock is None:
             raise ZygoteError("the zygote is not running")
         spec_fd = os.memfd_create("edgert-spec", os.MFD_CLOEXEC)
@@ -285,6 +295,7 @@ class Zygote:
 
     def close(self) -> None:
         """Stop the zygote (EOF on its socket) and reap it. Idempotent."""
+        self._here = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -295,26 +306,6 @@ class Zygote:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-
-class _Forked:
-    """A forked zygote's pid, waited for like a `subprocess.Popen`."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-
-    def wait(self, timeout: float | None = None) -> None:
-        if timeout is not None:
-            fd = os.pidfd_open(self.pid)
-            try:
-                if not select.select([fd], [], [], timeout)[0]:
-                    raise subprocess.TimeoutExpired(f"zygote {self.pid}", timeout)
-            finally:
-                os.close(fd)
-        os.waitpid(self.pid, 0)
-
-    def kill(self) -> None:
-        os.kill(self.pid, signal.SIGKILL)  # ours until waited for: no reuse race
 
 
 def trim() -> None:
@@ -350,73 +341,85 @@ def _single_threaded() -> bool:
         return False
 
 
-def _fork_zygote(theirs: socket.socket, args: dict[str, Any]) -> int:
-    """Fork this process into a zygote (see the module's doc); the zygote's pid."""
+def _prepare_here(preload: Iterable[str]) -> dict[str, str]:
+    """Make this process the zygote (see the module's doc); the modules that failed."""
+    failed = _preload(preload)
+    # What every actor would do first is done here, so that what it makes is made
+    # once and shared: every page an actor writes after its fork costs a copy.
+    _libc().prctl  # noqa: B018 - set_name's and set_pdeathsig's function, made once
+    rehearse()  # a driver's first run, so that what it writes is shared (see there)
+    gc.collect()
+    gc.freeze()  # the collector would write into every page we share
+    trim()
+    return failed
+
+
+def _preload(preload: Iterable[str]) -> dict[str, str]:
+    """Import what is not imported yet; {module: error} of those that failed."""
+    failed: dict[str, str] = {}
+    for mod in preload:
+        if mod in sys.modules:  # touching them again costs pages in a forked zygote
+            continue
+        try:
+            importlib.import_module(mod)
+        except BaseException as e:  # noqa: BLE001 - reported; the actor's start shows it too
+            failed[mod] = "".join(traceback.format_exception_only(e)).strip()
+    return failed
+
+
+# signals this process may handle, blocked across the fork: the actor resets them first
+FORK_BLOCKED = {signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT}
+
+
+def _fork_here(spec_bytes: bytes, link_fd: int, path: list[str]) -> int:
+    """Fork this single-threaded process into the actor of `spec_bytes`; its pid."""
     for stream in (sys.stdout, sys.stderr):  # or both would write what is buffered
         try:
             stream.flush()
         except (AttributeError, OSError, ValueError):
             pass
-    # What the zygote would do first is done here, so that its objects are made before
-    # the fork and shared: every page the zygote writes after it costs twice, its copy
-    # and this process's original. Python code run in the zygote writes to the pages of
-    # whatever it touches (reference counts), so it runs as little as it can.
-    _libc().prctl  # noqa: B018 - set_name's and set_pdeathsig's function, made once
-    cloner, why = Cloner.probe() if args["clone"] else (None, "not asked to clone")
-    opened = os.sysconf("SC_OPEN_MAX")
-    stop = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
-    default = _signal.SIG_DFL
-    rehearse()  # a driver's first run, so that what it writes is shared (see there)
-    gc.collect()
-    gc.freeze()  # here too: the collector would write into every page we share
-    trim()
-    pid = os.fork()
-    if pid:
+    me = os.getpid()
+    old = _signal.pthread_sigmask(_signal.SIG_BLOCK, FORK_BLOCKED)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the actor
+            try:
+                os.closerange(3, link_fd)  # this process's descriptors are not the actor's
+                os.closerange(link_fd + 1, os.sysconf("SC_OPEN_MAX"))
+                for sig in FORK_BLOCKED:  # `signal.signal` converts to and from enums
+                    _signal.signal(sig, _signal.SIG_DFL)
+                # a terminal's ^C is for the supervisor (a pending one included)
+                _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+                # born with SIGTERM blocked, as from the zygote (see `edgert.proc.child`)
+                _signal.pthread_sigmask(_signal.SIG_SETMASK, old | {_signal.SIGTERM})
+                sys.path[:] = path
+                gc.freeze()  # what it shares stays out of its own collector's reach
+                from .child import main
+
+                main(spec_bytes, link_fd, me, 0)
+            finally:
+                os._exit(1)
         return pid
-    try:  # the zygote
-        fd = theirs.fileno()
-        os.closerange(3, fd)
-        os.closerange(fd + 1, opened)
-        for sig in stop:
-            _signal.signal(sig, default)  # `signal.signal` converts to and from enums
-        sys.path[:] = args["path"]
-        set_name("edgert-zygote")
-        if cloner is not None and not cloner.here():
-            cloner, why = Cloner.probe()
-        serve(args, (cloner, why))
     finally:
-        os._exit(1)
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, old)
 
 
 # -- the zygote process --------------------------------------------------------------
-def serve(args: dict[str, Any], probed: tuple[Cloner | None, str] | None = None) -> None:
-    """The zygote's main: preload, then fork on request until EOF. Runs in the zygote.
-
-    `probed` is the Cloner (or None, and why) the supervisor made for a forked zygote."""
+def serve(args: dict[str, Any]) -> None:
+    """The zygote's main: preload, then fork on request until EOF. Runs in the zygote."""
     set_pdeathsig()
     supervisor = int(args["supervisor"])
     if os.getppid() != supervisor:
         os._exit(1)
+    set_name("edgert-zygote")
     _signal.signal(signal.SIGINT, _signal.SIG_IGN)
     sock = socket.socket(fileno=int(args["fd"]))
-    failed: dict[str, str] = {}
-    imported = False
-    for mod in args["preload"]:
-        if mod in sys.modules:  # a forked zygote's are, and touching them costs pages
-            continue
-        imported = True
-        try:
-            importlib.import_module(mod)
-        except BaseException as e:  # noqa: BLE001 - reported; the actor's start shows it too
-            failed[mod] = "".join(traceback.format_exception_only(e)).strip()
-    if imported:
-        rehearse()
-        gc.collect()
-        gc.freeze()
-        trim()
-    if probed is None:
-        probed = Cloner.probe() if args.get("clone", True) else (None, "not asked to clone")
-    cloner, why = probed
+    failed = _preload(args["preload"])
+    rehearse()
+    gc.collect()
+    gc.freeze()
+    trim()
+    cloner, why = Cloner.probe() if args.get("clone", True) else (None, "not asked to clone")
     term = {_signal.SIGTERM}
     method = "clone" if cloner is not None else f"fork twice ({why})"
     sock.sendall(msgpack.packb(["ready", failed, method]))

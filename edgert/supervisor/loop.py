@@ -97,8 +97,8 @@ class ChildSpec:
     wants_status: bool = False  # sent the status snapshot (its class says so too)
     # Its module is imported by the zygote, before the fork, so the actors share it.
     # False for an actor whose imports no other actor needs (the bridge: asyncio, nats,
-    # sqlite3): a zygote forked from the supervisor would copy about half the pages it
-    # shares with the supervisor importing them; the actor imports them after its fork.
+    # sqlite3): shared, every process would copy the pages of them it touches, and the
+    # supervisor must stay lean; the actor imports them after its fork.
     preload: bool = True
 
 
@@ -275,8 +275,9 @@ class Supervisor:
             if sock is not None:
                 for fd, ev in sock.events():
                     poller.register(fd, ev)
-            if self._zygote.running:
-                poller.register(self._zygote.fileno(), select.POLLIN)
+            zygote_fd = self._zygote.fileno()  # None: none, or this process is it
+            if zygote_fd is not None:
+                poller.register(zygote_fd, select.POLLIN)
             for c in self._children:
                 if c.proc is not None and c.proc.link is not None:
                     if not c.program:  # a program's end of the link is closed by its exec
@@ -286,7 +287,7 @@ class Supervisor:
             timeout = self._next_timer() - time.monotonic()
             ready = dict(poller.poll(max(0, int(timeout * 1000) + 1)))
             waker.clear()
-            if self._zygote.running and self._zygote.fileno() in ready:
+            if zygote_fd is not None and zygote_fd in ready:
                 # at stop it is expected (a SIGTERM to the whole process group reaches it)
                 quiet = self._shutting_down or self._stop_requested
                 (log.debug if quiet else log.warning)(
