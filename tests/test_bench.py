@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from multiprocessing import resource_tracker
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -170,3 +171,18 @@ def test_footprint_measures_memory_cpu_and_start_of_a_gateway(no_leftovers) -> N
     assert "managed idle wake-ups/s by process: " in table
     assert f"gen {priv['gen']['uss']:.1f} (" in table
 
+
+def test_the_memory_suites_measure_with_edgerts_bytecode_caches_written() -> None:
+    """A module without its cache (a clone run with PYTHONDONTWRITEBYTECODE) gets one, as
+    a first import would write it; with all present nothing is written."""
+    import importlib.util
+
+    from edgert.bench import bytecode
+
+    source = bytecode.__file__
+    cache = Path(importlib.util.cache_from_source(source))
+    cache.unlink(missing_ok=True)
+    said = bytecode.ensure()
+    assert said.startswith("written for ") and cache.exists(), said
+    assert cache.stat().st_mtime >= Path(source).stat().st_mtime
+    assert bytecode.ensure().startswith("present for all ")

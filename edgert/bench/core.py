@@ -342,7 +342,10 @@ def _bare_python_pss() -> float:
 
 def demo_memory(extra: int = 5, settle: float = 3.0, demo: Path = DEMO) -> dict[str, Any]:
     """The demo gateway's memory as `edgert run` runs it; then `extra` more sim drivers."""
+    from edgert.bench import bytecode
     from edgert.control import request
+
+    caches = bytecode.ensure()  # as installed: no process compiles edgert's modules
 
     with _tempdir() as d:
         text = demo.read_text()
@@ -392,6 +395,7 @@ def demo_memory(extra: int = 5, settle: float = 3.0, demo: Path = DEMO) -> dict[
         "extra_driver_uss_mb": statistics.mean(uss) if uss else 0.0,
         "extra_driver_pss_mb": (total2 - total) / extra,
         "bare_python_pss_mb": _bare_python_pss(),
+        "bytecode_caches": caches,
     }
 
 
