@@ -619,3 +619,23 @@ def test_beat_sends_a_heartbeat_due_soon_and_moves_the_wait_for_it() -> None:
         ctx._close()
         ours.close()
         theirs.close()
+
+
+def test_a_full_speed_signal_makes_what_the_credit_allows_with_times_spread_to_now() -> None:
+    """Not one point a microsecond slot: a burst of n points whatever the time since the
+    last, their times evenly spread over it, increasing across bursts, never past
+    the newest by more than the burst's own nanoseconds; a counter counts on."""
+    from edgert_drivers.sim.driver import FULL_SPEED, Signal, _Gen
+
+    g = _Gen(Signal("n", shape="counter", rate=FULL_SPEED))
+    wall = 1_700_000_000 * 10**9
+    v1, t1 = g.burst(5_000, 1.0, wall)  # the first: 1 ns apart, ending at now
+    assert list(v1) == list(range(5_000)) and t1[-1] == wall + 10**9 and t1.step == 1
+    v2, t2 = g.burst(4, 1.002, wall)  # 2 ms later, 4 points (fewer than the 2,000 slots)
+    assert list(v2) == [5_000, 5_001, 5_002, 5_003]
+    assert t2[0] > t1[-1] and t2[-1] == wall + int(1.002 * 1e9) and t2.step == 500_000
+    v3, t3 = g.burst(20_000, 1.002001, wall)  # 1 µs later, 20,000: more than one a ns
+    assert t3[0] == t2[-1] + 1 and list(t3) == sorted(set(t3)) and len(v3) == 20_000
+    s = _Gen(Signal("s", shape="sine", min=0.0, max=1.0, rate=FULL_SPEED))
+    vals, times = s.burst(3, 2.0, wall)
+    assert len(vals) == 3 and all(0.0 <= v <= 1.0 for v in vals)

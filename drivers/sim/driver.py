@@ -13,11 +13,14 @@ commands: the written value replaces the generated one (a counter goes on
 counting from it).
 
 The highest rate, `FULL_SPEED` (1,000,000), means as fast as the gateway takes
-points: such a signal makes only as many points as the outbox has credit for
-(`ctx.room()`) and passes over the slots it could not send (counted as
-`skipped` in the driver's figures), so a saturated path costs the driver a
-wake-up every `CREDIT_WAIT` (2 ms: the acks that free credit come that
-often), not a core spent making points that would be dropped.
+points: such a signal makes as many points as the outbox has credit for
+(`ctx.room()`, at most `MAX_PER_WAKE` a wake-up), more than one a microsecond
+where the path takes more, their times spread evenly since its last
+wake-up; when the credit is short it passes over the microsecond slots it
+could not send (counted as `skipped` in the driver's figures), so a saturated
+path costs the driver a wake-up every `CREDIT_WAIT` (2 ms: the acks that free
+credit come that often), not a core spent making points that would be
+dropped.
 It publishes the points of a wake-up in one `ctx.publish_series(type, values,
 times)`, as a driver reading a block of samples does, its times a `range`
 when the rate divides a second into whole nanoseconds: the outbox then packs
@@ -100,6 +103,7 @@ class _Gen:
         self.slots = every(1.0 / sig.rate)  # on the host's shared grid
         self.counter = 0
         self.held: float | int | None = None
+        self.last_ns = 0  # a full-speed signal's newest point time (ns)
 
     def series(self, n: int, wall_ns: int) -> tuple[Sequence[float | int], Sequence[int]]:
         """The values and times (ns) of the last `n` slots taken, oldest first
@@ -119,6 +123,22 @@ class _Gen:
             self.counter += n
         else:
             values = [self.value(start + k * step) for k in ks]
+        return values, times
+
+    def burst(self, n: int, now: float, wall_ns: int) -> tuple[Sequence[float | int], range]:
+        """A full-speed signal's `n` values and times (ns), spread evenly over the time
+        since its last burst and ending at `now`: as many as the credit allows, not one
+        a slot."""
+        end = wall_ns + int(now * 1e9)
+        step = max(1, (end - self.last_ns) // n) if self.last_ns else 1
+        t0 = max(end - (n - 1) * step, self.last_ns + 1)
+        times = range(t0, t0 + n * step, step)
+        self.last_ns = times[-1]
+        if self.sig.shape == "counter":
+            values: Sequence[float | int] = range(self.counter, self.counter + n)
+            self.counter += n
+        else:
+            values = [self.value((t - wall_ns) / 1e9) for t in times]
         return values, times
 
     def value(self, t: float) -> float | int:
@@ -172,14 +192,14 @@ class SimDriver(Actor[SimConfig]):
         self.starved = False
         for g in gens.values():
             if g.sig.rate >= FULL_SPEED:
-                came = g.slots.take(now=now)  # every slot passed; points only for the credit
-                n = min(came, ctx.room(), MAX_PER_WAKE)
+                came = g.slots.take(now=now)  # every slot passed; points for the credit
+                n = min(ctx.room(), MAX_PER_WAKE)
                 if came > n:
                     self.starved = True
                     self.skipped += came - n
                     ctx.report(skipped=self.skipped)
                 if n:
-                    values, times = g.series(n, wall_ns)
+                    values, times = g.burst(n, now, wall_ns)
                     ctx.publish_series(g.sig.name, values, times)
                 continue
             slots = g.slots
