@@ -1,7 +1,7 @@
 """The embedded NATS server (`embedded = true`): `nats-server` as a supervised child.
 
-`program` describes the supervisor's child named `nats`: a process forked by the
-zygote like every actor, which then `exec`s `nats-server` with JetStream on the
+`program` describes the supervisor's child named `nats`: a process forked like
+every actor, which then `exec`s `nats-server` with JetStream on the
 host and port of the first `[nats] url`, storing under `<data_dir>/nats` and
 logging to `<data_dir>/nats/server.log`, with the same user/password or token
 the bridge will use (see `edgert.proc.spec.ProgramSpec`). No Python process

@@ -109,8 +109,9 @@ class Runtime:
     def __init__(
         self, config: GatewayConfig, *, log_level: int | None = None, fork_zygote: bool = False
     ) -> None:
-        """`fork_zygote`: the zygote may be a fork of this process, sharing its pages (what
-        `edgert run` does: its process does nothing else, and logs to stderr only)."""
+        """`fork_zygote`: this process may be its own zygote and fork the actors itself, so
+        they share its pages (what `edgert run` does: its process does nothing else, and
+        logs to stderr only), while it has a single thread."""
         self.local = config  # the local file, as read
         self.config = config  # what runs: the local file, overlaid when fleet-managed
         self.revision: int | None = None  # the desired config's revision in it, if any

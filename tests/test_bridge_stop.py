@@ -200,6 +200,25 @@ def test_a_group_sigterm_while_the_bridge_imports_is_a_clean_stop(short_dir: Pat
     assert "gateway 'st' stopped" in log, log
 
 
+def test_a_stop_while_the_supervisor_prepares_to_fork_starts_no_actor(short_dir: Path) -> None:
+    """`edgert run` is its own zygote: a SIGTERM while it preloads and rehearses (held
+    here at an import its rehearsal makes) stops the gateway before any actor starts."""
+    env, mark = hold_import(short_dir, "edgert.timers")  # first imported by the rehearsal
+    gw = Gateway(short_dir, f"nats://127.0.0.1:{free_port()}", env=env)
+    try:
+        wait_for(mark.exists, 30, "the supervisor rehearsing")
+        assert int(mark.read_text()) == gw.proc.pid
+        os.killpg(gw.proc.pid, signal.SIGTERM)
+        mark.unlink()
+        log = gw.stop(signal.SIGTERM)
+    finally:
+        mark.unlink(missing_ok=True)
+        gw.kill()
+    assert gw.proc.returncode == 0, log
+    assert "started" not in log and "Traceback" not in log, log
+    assert "gateway 'st' stopped" in log, log
+
+
 def test_cancel_all_ends_a_task_that_swallowed_its_cancellation() -> None:
     async def main() -> tuple[bool, bool]:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()

@@ -24,7 +24,7 @@ from edgert.actor import Actor, Stop
 from edgert.context import Context
 from edgert.proc import ActorProcess, ActorSpec
 from edgert.proc.zygote import Zygote, make_subreaper
-from edgert.testing import wait_for
+from edgert.testing import open_fds, wait_for
 
 
 class ForkFacts(Actor):
@@ -46,6 +46,8 @@ class ForkFacts(Actor):
             random=random.random(),
             main_thread_signalled=bool(got),
             native_id_is_pid=threading.get_native_id() == os.getpid(),
+            config_size=len(ctx.config or ""),
+            spec_fds=[t for t in open_fds(os.getpid()).values() if "edgert-spec" in t],
         )
         while not isinstance(ctx.receive(), Stop):
             pass
@@ -67,7 +69,7 @@ def _facts(proc: ActorProcess) -> dict[str, Any] | None:
     return None
 
 
-def _run_two(zygote: Zygote, runtime_dir: Path) -> list[dict[str, Any]]:
+def _run_two(zygote: Zygote, runtime_dir: Path, config: Any = None) -> list[dict[str, Any]]:
     """Start two actors from `zygote`, take their reports, stop them; their facts."""
     make_subreaper()  # the double fork re-parents the actor to its creator's subreaper
     facts = []
@@ -75,7 +77,7 @@ def _run_two(zygote: Zygote, runtime_dir: Path) -> list[dict[str, Any]]:
         spec = ActorSpec(
             f"facts{i}",
             "test_clone:ForkFacts",
-            None,
+            config,
             str(runtime_dir),
             crash_safe=False,
             drain_timeout=0,
@@ -113,6 +115,20 @@ def test_an_actor_is_the_supervisors_child_and_runs_as_after_a_fork(
         assert f["main_thread_signalled"]  # the C library's main thread is the child's
         assert f["native_id_is_pid"]
     assert facts[0]["random"] != facts[1]["random"]  # the fork handlers reseeded each
+
+
+def test_a_zygote_process_takes_a_spec_larger_than_a_datagram(short_dir: Path) -> None:
+    """A spec travels to a zygote process in a memfd (a datagram holds ~200 kB; 500
+    Modbus devices' registers pickle to megabytes): the actor gets all of it, and no
+    process keeps the memfd."""
+    z = Zygote(["test_clone"])
+    try:
+        z.start()
+        assert z.pid is not None  # a process of its own: the datagram path
+        facts = _run_two(z, short_dir, config="x" * 1_000_000)
+    finally:
+        z.close()
+    assert [(f["config_size"], f["spec_fds"]) for f in facts] == [(1_000_000, [])] * 2
 
 
 def test_a_zygote_with_a_thread_creates_actors_by_forking_twice(

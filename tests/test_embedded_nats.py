@@ -1,6 +1,6 @@
 """The embedded nats-server is the supervisor's own child, with no Python process minding it.
 
-A `ProgramSpec` child is forked by the zygote and execs its program: it is
+A `ProgramSpec` child is forked as an actor is and execs its program: it is
 running while it lives, a SIGKILL of it is a failure that restarts it, an exec
 that fails says why, and `stop` ends it with SIGTERM. Real processes throughout.
 """
@@ -38,7 +38,7 @@ def test_a_killed_embedded_server_is_restarted_and_gone_after_stop(make_config) 
         nats = wait_for(lambda: (a := status(cfg)["by_name"]["nats"])["pid"] and a, 15, "nats")
         first = nats["pid"]
         assert nats["state"] == "running"
-        wait_for(lambda: _comm(first) == "nats-server", 10, "the exec")  # from the zygote's fork
+        wait_for(lambda: _comm(first) == "nats-server", 10, "the exec")  # from its fork
         wait_for(
             lambda: status(cfg)["by_name"]["bridge"]["stats"].get("nats") == "connected",
             20,

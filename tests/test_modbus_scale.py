@@ -3,8 +3,8 @@
 Counts, not timings: every device's points reach NATS; every slot of every
 device's grid in the measuring window is either polled or counted as skipped;
 a poll is counted late when its line cannot keep up; and a driver whose
-config is far larger than one datagram between the supervisor and the zygote
-still starts.
+config is far larger than one datagram (what a zygote process is sent) still
+starts (`edgert run` forks it itself; test_clone sends one to a zygote process).
 """
 
 from __future__ import annotations

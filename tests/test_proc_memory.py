@@ -1,4 +1,4 @@
-"""What the processes keep: the rehearsal before the zygote's fork (`edgert.proc.rehearsal`),
+"""What the processes keep: the rehearsal before the actors' forks (`edgert.proc.rehearsal`),
 the C heap's fixed mmap threshold (the bridge's)."""
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ rehearse()
 
 
 def test_a_process_killed_during_the_rehearsal_leaves_no_scratch_file(tmp_path) -> None:
-    """The zygote rehearses as it starts, and a gateway stopped then (the SIGTERM to its
+    """The zygote (under `edgert run` the supervisor) rehearses as it starts, and a gateway stopped then (the SIGTERM to its
     process group, or the supervisor killed) must leave nothing in the temporary
     directory: its ring file is gone from the disk once it is open."""
     env = {"TMPDIR": str(tmp_path), "PATH": "/usr/bin:/bin"}

@@ -8,15 +8,15 @@ machine, so the ratio means something anywhere:
   the function running);
 - start-up: a gateway with 10 sim drivers, from `Runtime.run` to all running
   (the zygote's own start-up included) in a process of its own as `edgert run`
-  runs it (its zygote a fork of it), the same with a zygote that is a new
+  runs it (its own zygote: it forks the drivers), the same with a zygote that is a new
   interpreter (what a process with threads gets), and 10 sim drivers added by
   a reload to a running gateway (the starts alone), beside 10 bare spawn and
   fork processes started together;
 - memory: RSS and USS (private pages, /proc/PID/smaps_rollup) per driver
   process, beside an idle bare fork and spawn child;
 - the demo gateway (configs/demo.toml, on a free port) run as `edgert run`: PSS
-  summed over every one of its processes but nats-server (supervisor, zygote,
-  bridge, drivers, the embedded server's actor), then the USS of each of 5 sim
+  summed over every one of its processes but nats-server (supervisor, bridge,
+  drivers), then the USS of each of 5 sim
   drivers added by a reload and the PSS they add, beside a bare idle Python.
 
 Every function returns plain dicts; `edgert.bench` prints them.
@@ -201,7 +201,7 @@ def restart_latency(rounds: int = 30) -> dict[str, Any]:
 
 
 # `edgert run` without the command line: a process that runs one gateway in its main
-# thread (so its zygote is a fork of it), printing the monotonic time it entered `run`.
+# thread (so it is its own zygote), printing the monotonic time it entered `run`.
 _RUN = (
     "import signal, sys, time\n"
     "from edgert.config import load\n"
@@ -241,7 +241,7 @@ def startup(n: int = 10) -> dict[str, Any]:
 
 def _cold_start(cfg: GatewayConfig, n: int, zygote: str) -> tuple[float, list[dict[str, float]]]:
     """Seconds from `Runtime.run` to `n` drivers running, in a process of its own as
-    `edgert run` runs it (`zygote` "fork": its zygote a fork of it; "spawn": a new
+    `edgert run` runs it (`zygote` "fork": its own zygote; "spawn": a new
     interpreter, as in a process with threads); then the drivers' memory."""
     proc = subprocess.Popen(
         [sys.executable, "-c", _RUN, str(cfg.path), zygote],

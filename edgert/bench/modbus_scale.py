@@ -18,8 +18,8 @@ counts the points that arrive. Over a window after a warm-up it reports:
   than 10 % of the interval (100 ms at 1 s) after its slot on the device's
   grid, and slots passed over as `skipped`; the share late is
   (late + skipped) / wanted polls, target < 1 %;
-- the gateway's CPU: every process of `edgert run` (supervisor, zygote,
-  driver, bridge) summed from /proc, as % of one core and per 1,000 points/s,
+- the gateway's CPU: every process of `edgert run` (supervisor, driver,
+  bridge) summed from /proc, as % of one core and per 1,000 points/s,
   beside Neuron's figure; target < 50 % of one core. The simulator, the
   subscriber and nats-server are not the gateway: the simulator's CPU is
   reported apart, with the load average, since a starved machine shows here.

@@ -1,4 +1,4 @@
-"""The main of every actor process, from the zygote's fork to `os._exit`.
+"""The main of every actor process, from its fork to `os._exit`.
 
 The child is the supervisor's own child: a fork of the supervisor when it is
 its own zygote (`edgert run`), or created by a zygote process with

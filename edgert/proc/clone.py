@@ -111,13 +111,6 @@ class Cloner:
             return None, f"get_robust_list: {os.strerror(ctypes.get_errno())}"
         return cls(numbers, addr.value, (head.value or 0, size.value)), ""
 
-    def here(self) -> bool:
-        """This Cloner is still right in this process: one thread, whose tid address holds
-        its pid (true in a fork of the process that probed, where glibc keeps both)."""
-        return _threads() == 1 and ctypes.c_int.from_address(self._tid_address).value == (
-            os.getpid()
-        )
-
     def fork(self) -> int:
         """Like `os.fork()`, but the child's parent is this process's parent: 0 in the
         child, its pid here. Raises OSError when the kernel refuses."""

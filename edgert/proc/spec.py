@@ -6,8 +6,8 @@ not import it (the bridge pulls in asyncio and nats, which the supervisor never
 loads); `config` likewise may be a `Build` that the child calls to make the
 config object. The spec is pickled by the supervisor and unpickled in the child.
 
-A `ProgramSpec` child is a plain program (the embedded nats-server): the zygote
-forks it like an actor (so it is the supervisor's own child, dies with it, and
+A `ProgramSpec` child is a plain program (the embedded nats-server): it is
+forked like an actor (so it is the supervisor's own child, dies with it, and
 leads its own process group), and it then `exec`s the program instead of
 running Python. It has no link traffic and no heartbeat: it is running from its
 start until it exits, `stop` is SIGTERM, and an exit the supervisor did not ask

@@ -193,6 +193,7 @@ class Zygote:
         self.forked = False  # this process is the zygote: it forks the actors itself
         self.clone = clone  # create actors with clone(CLONE_PARENT) where it can
         self.method = ""  # how the running zygote creates actors ("clone", or why not)
+        self.why = ""  # why the method changed last
         self.start_timeout = start_timeout  # preloading, on a slow device
         self.spawn_timeout = spawn_timeout  # a fork; a zygote this slow is replaced
         self.failed_imports: dict[str, str] = {}
@@ -255,6 +256,7 @@ class Zygote:
                 return _fork_here(spec_bytes, link_fd, self._here)
             # a thread started in this process since: forking it is no longer safe
             self._here, self.forked, self.fork = None, False, False
+            self.why = "this process has started a thread: a zygote process creates them"
             self.start()
         if self._sock is None:
             raise ZygoteError("the zygote is not running")
@@ -272,8 +274,8 @@ class Zygote:
         kind, data, *rest = self._recv(self.spawn_timeout)
         if kind != "started":
             raise ZygoteError(f"the zygote could not fork: {data}")
-        if rest:
-            self.method = rest[0]
+        if rest and rest[0] != self.method:
+            self.method, self.why = rest[0], "the kernel refused a clone"
         return int(data)
 
     def _recv(self, timeout: float) -> list[Any]:
@@ -358,13 +360,31 @@ def _preload(preload: Iterable[str]) -> dict[str, str]:
     """Import what is not imported yet; {module: error} of those that failed."""
     failed: dict[str, str] = {}
     for mod in preload:
-        if mod in sys.modules:  # touching them again costs pages in a forked zygote
+        if mod in sys.modules:  # imported to read the config: nothing to do
             continue
         try:
             importlib.import_module(mod)
         except BaseException as e:  # noqa: BLE001 - reported; the actor's start shows it too
             failed[mod] = "".join(traceback.format_exception_only(e)).strip()
     return failed
+
+
+def _close_all_but(keep: int) -> None:
+    """Close every descriptor this process has open but stdio and `keep`: those listed in
+    /proc/self/fd (a range up to the open files' limit costs a close() per number where
+    the kernel or the C library lacks close_range, and a container's limit may be 2**30)."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: the whole range
+        os.closerange(3, keep)
+        os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+        return
+    for fd in fds:
+        if fd > 2 and fd != keep:
+            try:
+                os.close(fd)
+            except OSError:  # the listing's own descriptor, closed once it was read
+                pass
 
 
 # signals this process may handle, blocked across the fork: the actor resets them first
@@ -384,8 +404,7 @@ def _fork_here(spec_bytes: bytes, link_fd: int, path: list[str]) -> int:
         pid = os.fork()
         if pid == 0:  # the actor
             try:
-                os.closerange(3, link_fd)  # this process's descriptors are not the actor's
-                os.closerange(link_fd + 1, os.sysconf("SC_OPEN_MAX"))
+                _close_all_but(link_fd)  # this process's descriptors are not the actor's
                 for sig in FORK_BLOCKED:  # `signal.signal` converts to and from enums
                     _signal.signal(sig, _signal.SIG_DFL)
                 # a terminal's ^C is for the supervisor (a pending one included)

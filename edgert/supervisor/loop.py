@@ -161,7 +161,7 @@ class Supervisor:
         self.control_path = control_path
         self._specs = list(children)
         self._preload = list(preload)
-        self._fork_zygote = fork_zygote  # the first zygote may be a fork of this process
+        self._fork_zygote = fork_zygote  # this process may be its own zygote (edgert run)
         self._waker: Waker | None = None
         self._control: control.ControlServer | None = None  # its counts go in the status
         self._stop_requested = False
@@ -207,11 +207,14 @@ class Supervisor:
             if self._stop_requested:
                 return
             try:
-                self._ensure_zygote()  # first: a forked zygote shares the fewest pages dirtied
+                # first: the actors then share the most of what this process made
+                self._ensure_zygote()
             except ZygoteError:
                 if self._stop_requested:  # a SIGTERM to the whole group took it as it started
                     return
                 raise
+            if self._stop_requested:  # asked to stop while it preloaded: start nothing
+                return
             if self.control_path:
                 sock = self._control = control.ControlServer(self.control_path)
             for c in self._children:
@@ -404,8 +407,12 @@ class Supervisor:
             self._ensure_zygote()
             method = self._zygote.method
             proc.start(self._zygote)
-            if self._zygote.method != method:  # a clone refused: two forks from now on
-                log.warning("the zygote now creates actors by %s", self._zygote.method)
+            if self._zygote.method != method:  # a clone refused, or a thread started here
+                log.warning(
+                    "actors are now created by %s: %s", self._zygote.method, self._zygote.why
+                )
+                for mod, err in self._zygote.failed_imports.items():
+                    log.warning("could not preload %s: %s", mod, err)
         except (OSError, ZygoteError, pickle.PicklingError) as e:
             proc.close()
             self._failed(c, now, f"could not start process: {e}", ran_for=0.0)
