@@ -4,6 +4,10 @@ The loop's `run` creates it, polls `fileno()`, calls `clear()` after waking and
 `close()` on the way out. `wake()` may come from another thread at any time,
 before the loop made it or after it closed it: a closed Waker ignores it, so a
 late wake never writes into a descriptor number the process has reused since.
+It may also come from a signal handler that interrupted a `wake()` or `close()`
+in the same thread (a second SIGTERM while the first one's handler wakes the
+loop): the lock is reentrant, and `close()` forgets the descriptors before it
+closes them.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ __all__ = ["Waker"]
 
 class Waker:
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a signal handler may wake inside a wake
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)
@@ -44,6 +48,7 @@ class Waker:
         with self._lock:
             if self._w < 0:
                 return
-            os.close(self._r)
-            os.close(self._w)
-            self._r = self._w = -1
+            r, w = self._r, self._w
+            self._r = self._w = -1  # first: a wake from a signal handler in between ignores it
+            os.close(r)
+            os.close(w)

@@ -181,14 +181,14 @@ def test_a_group_sigterm_stops_a_driver_as_the_supervisor_would(
     assert "not acknowledged" not in log, log
 
 
-def test_a_group_sigterm_while_the_bridge_imports_is_a_clean_stop(short_dir: Path) -> None:
-    """The bridge dies of it before it runs: the gateway stops, it does not fail."""
-    # edgert.bridge.actor: imported by the bridge after its fork, not by the supervisor
-    env, mark = hold_import(short_dir, "edgert.bridge.actor")
+def _sigterm_while_importing(short_dir: Path, module: str, what: str) -> tuple[int, int, str]:
+    """`edgert run` with `module`'s import held, and a SIGTERM to its process group while it
+    is: (the pid that held it, `edgert run`'s pid, the log of the clean stop)."""
+    env, mark = hold_import(short_dir, module)
     gw = Gateway(short_dir, f"nats://127.0.0.1:{free_port()}", env=env)
     try:
-        wait_for(mark.exists, 30, "the bridge importing")
-        assert int(mark.read_text()) != gw.proc.pid  # the bridge holds, not `edgert run`
+        wait_for(mark.exists, 30, what)
+        holder = int(mark.read_text())
         os.killpg(gw.proc.pid, signal.SIGTERM)
         mark.unlink()
         log = gw.stop(signal.SIGTERM)
@@ -196,27 +196,25 @@ def test_a_group_sigterm_while_the_bridge_imports_is_a_clean_stop(short_dir: Pat
         mark.unlink(missing_ok=True)
         gw.kill()
     assert gw.proc.returncode == 0, log
-    assert "error" not in log and "Traceback" not in log, log
-    assert "gateway 'st' stopped" in log, log
+    assert "Traceback" not in log and "gateway 'st' stopped" in log, log
+    return holder, gw.proc.pid, log
+
+
+def test_a_group_sigterm_while_the_bridge_imports_is_a_clean_stop(short_dir: Path) -> None:
+    """The bridge dies of it before it runs: the gateway stops, it does not fail."""
+    # edgert.bridge.actor: imported by the bridge after its fork, not by the supervisor
+    holder, pid, log = _sigterm_while_importing(short_dir, "edgert.bridge.actor", "the bridge")
+    assert holder != pid  # the bridge holds, not `edgert run`
+    assert "error" not in log, log
 
 
 def test_a_stop_while_the_supervisor_prepares_to_fork_starts_no_actor(short_dir: Path) -> None:
     """`edgert run` is its own zygote: a SIGTERM while it preloads and rehearses (held
     here at an import its rehearsal makes) stops the gateway before any actor starts."""
-    env, mark = hold_import(short_dir, "edgert.timers")  # first imported by the rehearsal
-    gw = Gateway(short_dir, f"nats://127.0.0.1:{free_port()}", env=env)
-    try:
-        wait_for(mark.exists, 30, "the supervisor rehearsing")
-        assert int(mark.read_text()) == gw.proc.pid
-        os.killpg(gw.proc.pid, signal.SIGTERM)
-        mark.unlink()
-        log = gw.stop(signal.SIGTERM)
-    finally:
-        mark.unlink(missing_ok=True)
-        gw.kill()
-    assert gw.proc.returncode == 0, log
-    assert "started" not in log and "Traceback" not in log, log
-    assert "gateway 'st' stopped" in log, log
+    # edgert.timers: first imported by the rehearsal (no driver here imports it before)
+    holder, pid, log = _sigterm_while_importing(short_dir, "edgert.timers", "the rehearsal")
+    assert holder == pid
+    assert "started" not in log, log
 
 
 def test_cancel_all_ends_a_task_that_swallowed_its_cancellation() -> None:

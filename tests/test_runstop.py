@@ -82,3 +82,26 @@ def test_stop_and_reload_after_run_write_to_nothing() -> None:
         for r, w in pipes:
             os.close(r)
             os.close(w)
+
+
+def test_a_wake_from_a_signal_handler_that_interrupted_a_wake_returns() -> None:
+    """A second SIGTERM whose handler wakes the loop while the first one's handler is
+    inside `wake()` (same thread, the Waker's lock held): it must not wait for itself
+    (a gateway stopped with two SIGTERMs in quick succession hung there)."""
+    from edgert.waker import Waker
+
+    w = Waker()
+    done = threading.Event()
+
+    def nested() -> None:
+        with w._lock:  # where the interrupted wake() was
+            w.wake()
+            w.close()
+            w.wake()  # closed meanwhile: ignored
+        done.set()
+
+    t = threading.Thread(target=nested, daemon=True)
+    t.start()
+    t.join(5)
+    assert done.is_set()
+    assert w.fileno() == -1
