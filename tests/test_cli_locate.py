@@ -140,11 +140,12 @@ def test_cmd_finds_the_only_gateway_and_needs_only_its_nats_section(
         assert edgert("check", str(typo)).returncode == 2
         r = edgert("cmd", "--config", str(typo), "gen", "setpoint=8")
         assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
-        got = wait_for(
-            lambda: json.loads(edgert("values", "gen", "--json").stdout)["points"][0]["value"] == 8,
-            10,
-            "the written value held",
-        )
+
+        def gen_value() -> Any:  # with no flags too: the only gateway (see `unflagged`)
+            r = unflagged(edgert, cfg, "values", "gen", "--json")
+            return json.loads(r.stdout)["points"][0]["value"]
+
+        got = wait_for(lambda: gen_value() == 8, 10, "the written value held")
         assert got
         # ...but one in its [nats] is: named, exit 2, nothing sent.
         bad = short_dir / "bad.toml"
