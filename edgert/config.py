@@ -586,6 +586,15 @@ def resolve_driver(type_name: str) -> type:
         ) from None
     except TypeError as e:  # a mistake in the driver's config class (check_fields)
         raise LookupError(f"driver type {type_name!r}: {mod_name!r} is broken: {e}") from None
+    except SyntaxError as e:  # its file, line and the text: the driver's author fixes it
+        where = f"{e.filename}, line {e.lineno}" if e.filename else "?"
+        raise LookupError(
+            f"driver type {type_name!r}: {mod_name!r} does not load: {e.msg} ({where})"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - whatever its import raises: named, not a crash
+        raise LookupError(
+            f"driver type {type_name!r}: {mod_name!r} does not load: {type(e).__name__}: {e}"
+        ) from None
     cls = getattr(mod, attr, None)
     if not (isinstance(cls, type) and issubclass(cls, Actor)):
         raise LookupError(f"driver type {type_name!r}: {target!r} is not an edgert Actor class")

@@ -39,6 +39,7 @@ from .bus.ring import discard, filesystem
 from .config import ConfigError, GatewayConfig, SupervisorSection, driver_nodes, load, overlay
 from .envtime import env_seconds
 from .fleet.store import Store
+from .freshcheck import fresh_keys, keys_of
 from .preflight import embedded_port_busy, preflight, private_problem
 from .proc import ActorSpec, Build
 from .proc.zygote import fingerprint
@@ -105,6 +106,24 @@ def _private_dir(path: Path) -> None:
         os.chmod(path, 0o700)
 
 
+RESTART = (
+    "a restart of the gateway applies it (`systemctl restart edgert`, or stop and start "
+    "`edgert run`): a reload reads the config with the driver code the gateway started with"
+)
+
+
+def _refused_by_old_code(path: str, error: ConfigError) -> None:
+    """`error` refused a reload: if a new interpreter (the code installed now) reads the
+    file, raise one that says a restart applies it; else return (the file is wrong)."""
+    try:
+        fresh_keys(path)
+    except ConfigError:
+        return
+    raise ConfigError(
+        f"{error}; the driver code installed since the gateway started reads this file: {RESTART}"
+    ) from None
+
+
 class Runtime:
     def __init__(
         self, config: GatewayConfig, *, log_level: int | None = None, fork_zygote: bool = False
@@ -121,6 +140,8 @@ class Runtime:
         )
         self._supervisor: Supervisor | None = None
         self._stopped = False
+        # each driver module's code (files, mtimes, sizes) as this process imported it
+        self._code: dict[str, tuple[Any, ...]] = {}
 
     def stop(self, err: BaseException | None = None) -> None:
         """Stop the gateway; returns at once. Safe before, during and after `run`."""
@@ -225,7 +246,12 @@ class Runtime:
 
     def _reread(self) -> tuple[list[ChildSpec], SupervisorSection, int | None]:
         """Runs in the supervisor's loop: the new config's children, or raise."""
-        local = load(self.local.path)
+        try:
+            local = load(self.local.path)
+        except ConfigError as e:
+            _refused_by_old_code(self.local.path, e)
+            raise
+        self._check_new_code(local)
         if local.gateway != self.local.gateway:
             raise ConfigError(
                 f"{local.path}: [gateway] changed; that needs a restart of the gateway"
@@ -233,6 +259,33 @@ class Runtime:
         new, revision = self._overlaid(local)
         self.local, self.config, self.revision = local, new, revision
         return self.children(), new.supervisor, revision
+
+    def _check_new_code(self, local: GatewayConfig) -> None:
+        """Raise ConfigError when a driver's code changed since this process imported it
+        and the new code does not load, or reads its config with other keys: a reload
+        would run it with a config this process's classes made (see `edgert.freshcheck`)."""
+        changed = sorted(
+            {
+                d.type
+                for d in local.drivers
+                if d.cls.__module__ in self._code
+                and self._code[d.cls.__module__] != fingerprint(d.cls.__module__)
+            }
+        )
+        if not changed:
+            return
+        try:
+            fresh = fresh_keys(local.path)
+        except ConfigError as e:
+            raise ConfigError(
+                f"the driver code installed since the gateway started does not load: {e}"
+            ) from None
+        for d in local.drivers:
+            if d.type in changed and fresh.get(d.type) != keys_of(d.cls):
+                raise ConfigError(
+                    f"driver type {d.type!r}: the code installed since the gateway started "
+                    f"reads its config with other keys; {RESTART}"
+                )
 
     # -- the fleet's desired config -----------------------------------------------------
     def _overlaid(self, local: GatewayConfig) -> tuple[GatewayConfig, int | None]:
@@ -343,7 +396,8 @@ class Runtime:
                     preload=False,
                 )
             )
-        for d in cfg.drivers:
+        for d in cfg.drivers:  # the code each module had when this process imported it
+            self._code.setdefault(d.cls.__module__, fingerprint(d.cls.__module__))
             out.append(
                 ChildSpec(
                     spec(d.name, d.cls, d.config),

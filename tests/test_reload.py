@@ -150,3 +150,60 @@ def test_reload_after_an_upgrade_runs_the_new_code(make_config, short_dir, monke
         )
         assert v2 == "two, upgraded"
         assert status(cfg)["by_name"]["keep"]["pid"] == keep
+
+
+KEYED = """
+from dataclasses import dataclass, field
+
+from edgert.actor import Actor, Stop
+
+
+@dataclass
+class UpConfig:
+    gain: float = 1.0
+{more}
+
+class Up(Actor[UpConfig]):
+    def run(self, ctx):
+        ctx.report(version={version!r}{report})
+        while not isinstance(ctx.receive(0.05), Stop):
+            pass
+"""
+TAGS = '    tags: list[str] = field(default_factory=list, metadata={"doc": "tags"})\n'
+
+
+def test_a_reload_the_installed_code_reads_otherwise_is_refused_and_says_restart(
+    make_config, short_dir, monkeypatch
+) -> None:
+    """New driver code that reads its config with other keys, or does not load: a reload
+    would hand it a config made by the old class, or replace a healthy driver with one
+    that fails at every start. Refused, the driver untouched, the reason named (checked
+    in a new interpreter, as a restart would load the code)."""
+    pkgs = short_dir / "site"
+    src = pkgs / "keyed" / "__init__.py"  # a module no other test imports
+    src.parent.mkdir(parents=True)
+    monkeypatch.setenv("PYTHONPATH", str(pkgs))
+    monkeypatch.syspath_prepend(str(pkgs))
+
+    def install(text: str) -> None:
+        src.write_text(text)
+        st = src.stat()  # a later mtime, whatever the file system's resolution
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+
+    install(KEYED.format(more="", version="one", report=""))
+    body = '[nats]\nenabled = false\n[[driver]]\nname = "up"\ntype = "keyed:Up"\n'
+    cfg = make_config(body)
+    with running_gateway(cfg):
+        up = wait_for(lambda: running(cfg, "up"), 20, "up running")["up"]
+        install(KEYED.format(more=TAGS, version="two", report=", tags=len(ctx.config.tags)"))
+        with pytest.raises(ControlError, match=r"'keyed:Up'.* other keys; a restart .*applies"):
+            request(cfg.runtime_dir, "reload")
+        install("from edgert.actor import Actor\nclass Up(Actor)\n")  # no colon
+        with pytest.raises(ControlError, match=r"does not load: .*__init__.py, line 2"):
+            request(cfg.runtime_dir, "reload")
+        install(KEYED.format(more=TAGS, version="two", report=""))
+        rewrite(cfg, body + 'tags = ["a"]\n')  # a key the old class does not know
+        with pytest.raises(ControlError, match=r"unknown key 'tags'.*a restart .*applies"):
+            request(cfg.runtime_dir, "reload")
+        s = status(cfg)["by_name"]["up"]
+        assert (s["pid"], s["restarts"], s["stats"].get("version")) == (up["pid"], 0, "one")
