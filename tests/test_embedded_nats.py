@@ -51,7 +51,8 @@ def test_a_killed_embedded_server_is_restarted_and_gone_after_stop(make_config) 
             "a new nats-server",
         )
         assert again["restarts"] == 1 and again["state"] == "running"
-        assert "nats-server killed by signal 9" in again["last_error"]
+        assert "nats-server killed by signal 9 (no error in its log " in again["last_error"]
+        assert "Server is ready" not in again["last_error"]  # its start-up is no reason
         wait_for(lambda: _comm(again["pid"]) == "nats-server", 10, "the exec")
         wait_for(
             lambda: status(cfg)["by_name"]["bridge"]["stats"].get("nats") == "connected",
@@ -124,3 +125,21 @@ def test_a_program_that_exits_by_itself_fails_with_the_end_of_its_log(tmp_path: 
     assert not t.is_alive()
     assert len(errors) == 1  # critical: given up on, the group is torn down
     assert "sh exited with code 3: line1 | port in use" in str(errors[0])
+
+
+def test_a_programs_exit_names_the_error_lines_of_its_log(tmp_path: Path) -> None:
+    """The error lines of the log, not whatever it logged last; none: where its log is."""
+    log = tmp_path / "server.log"
+    log.write_text(
+        "[1] [INF] Starting nats-server\n[1] [ERR] Error listening on port: 4222, "
+        "address already in use\n[1] [INF] Server is ready\n"
+    )
+    spec = ProgramSpec("nats", ("/usr/bin/nats-server",), str(tmp_path), log_path=str(log))
+    said = spec.exit_error(1)
+    assert said == (
+        "nats-server exited with code 1: [1] [ERR] Error listening on port: 4222, "
+        "address already in use"
+    )
+    log.write_text("[1] [INF] Server is ready\n")
+    assert spec.exit_error(-9) == f"nats-server killed by signal 9 (no error in its log {log})"
+    assert spec.exit_error(2) == "nats-server exited with code 2: [1] [INF] Server is ready"

@@ -82,21 +82,32 @@ class ProgramSpec:
     crash_safe = False  # no outbox
 
     def exit_error(self, code: int) -> str:
-        """Why the program stopped on its own, with the end of its log."""
+        """Why the program stopped on its own: its log's last error lines, or, when it
+        logged none, the end of its log if it exited (it may say why) and only where
+        the log is if it was killed (its last lines are then whatever it did before)."""
         how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
         prog = self.argv[0].rsplit("/", 1)[-1]
-        return f"{prog} {how}: {tail(self.log_path)}"
+        said = tail(self.log_path, only=ERROR_MARKS)
+        if not said and code < 0:
+            return f"{prog} {how} (no error in its log {self.log_path})"
+        return f"{prog} {how}: {said or tail(self.log_path)}"
 
 
-def tail(path: str, lines: int = 3, limit: int = 4096) -> str:
-    """The last `lines` lines of a log (its last `limit` bytes at most), on one line."""
+ERROR_MARKS = ("[ERR]", "[FTL]")  # nats-server's error and fatal lines
+
+
+def tail(path: str, lines: int = 3, limit: int = 4096, only: tuple[str, ...] = ()) -> str:
+    """The last `lines` lines of a log (its last `limit` bytes at most), on one line;
+    with `only`, of the lines holding one of those marks ("" when none does)."""
     if not path:
-        return "(no log)"
+        return "" if only else "(no log)"
     try:
         with open(path, "rb") as f:
             f.seek(0, 2)
             f.seek(max(0, f.tell() - limit))
             text = f.read().decode(errors="replace").strip().splitlines()
     except OSError:
-        return "(no log)"
+        return "" if only else "(no log)"
+    if only:
+        return " | ".join([t for t in text if any(m in t for m in only)][-lines:])
     return " | ".join(text[-lines:]) or "(empty log)"
