@@ -87,6 +87,16 @@ def test_commands_find_the_only_gateway_and_say_when_it_was_killed(short_dir: Pa
             r = edgert("values")
             assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
             assert "killed" in r.stderr and str(short_dir / "xdg" / "edgert" / "loc") in r.stderr
+            # ...and tail waits for that one to start again, as it does given --config
+            said = short_dir / "tail.err"
+            with open(said, "w") as err:
+                tail = subprocess.Popen([*EDGERT, "tail", "--count", "1"], env=env, stderr=err)
+            try:
+                wait_for(lambda: "waiting for" in said.read_text(), 30, "tail waiting")
+                assert tail.poll() is None and "loc" in said.read_text()
+            finally:
+                tail.kill()
+                tail.wait(10)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -143,6 +143,8 @@ def _obvious(must_run: bool = True) -> Path:
         return _lenient_runtime_dir(str(SYSTEM_CONFIG), must_run)
     killed = running_dirs(False)
     if len(killed) == 1:
+        if not must_run:  # `tail` waits for it to start again
+            return killed[0]
         raise click.ClickException(_killed(killed[0]))
     roots = ", ".join(str(r) for r in rundir.runtime_roots())
     left = f"; left by killed ones: {', '.join(map(str, killed))}" if killed else ""
