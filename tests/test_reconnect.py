@@ -48,3 +48,25 @@ def test_a_connection_is_closed_after_its_block_even_when_it_raised(
 
     made = asyncio.run(main())
     assert len(made) == 2 and all(nc.is_closed for nc in made)
+
+
+def test_an_embedded_server_still_starting_is_not_an_error_until_it_stays_away(caplog) -> None:
+    """The bridge starts beside its embedded nats-server: the first attempts may be
+    refused while it starts (INFO); refused after them, it is an error, said once."""
+    import logging
+    from types import SimpleNamespace
+
+    from edgert.bridge.uplink import STARTING, Uplink
+
+    log = logging.getLogger("edgert.test.uplink")
+    run = SimpleNamespace(cfg=SimpleNamespace(nats=SimpleNamespace(embedded=True)), log=log)
+    up = Uplink(run)  # type: ignore[arg-type]
+    caplog.set_level(logging.INFO, logger=log.name)
+    reason = "cannot reach the server: [Errno 111] Connection refused"
+    for up.attempts in range(1, STARTING + 3):
+        up._down(reason, first=False)
+    levels = [(r.levelname, "starting" in r.getMessage()) for r in caplog.records]
+    assert levels == [("INFO", True), ("ERROR", False)], caplog.records
+    up.server = "nats://127.0.0.1:4222"  # it had connected: a refusal is an error at once
+    up._down("cannot reach the server: reset", first=True)
+    assert caplog.records[-1].levelname == "ERROR"

@@ -4,6 +4,7 @@ is refused and changes nothing."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -37,7 +38,8 @@ def running(cfg: GatewayConfig, *names: str) -> dict | None:
     return s if ok else None
 
 
-def test_reload_keeps_unchanged_restarts_changed_adds_and_removes(make_config) -> None:
+def test_reload_keeps_unchanged_restarts_changed_adds_and_removes(make_config, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="edgert.supervisor")
     cfg = make_config("[nats]\nenabled = false\n" + sim("keep") + sim("change") + sim("drop"))
     with running_gateway(cfg) as rt:
         before = wait_for(lambda: running(cfg, "keep", "change", "drop"), 20, "all running")
@@ -57,6 +59,9 @@ def test_reload_keeps_unchanged_restarts_changed_adds_and_removes(make_config) -
         assert after["keep"]["restarts"] == 0
         wait_for(lambda: not pid_alive(before["drop"]["pid"]), 5, "the removed driver gone")
         wait_for(lambda: not pid_alive(before["change"]["pid"]), 5, "the old process gone")
+    said = [r.getMessage() for r in caplog.records]  # what each process did, in the log
+    assert "change: stopped for the reload (exit code 0)" in said, said
+    assert "drop: stopped for the reload (exit code 0)" in said and "drop: removed" in said
 
 
 def test_broken_config_is_refused_and_nothing_changes(make_config) -> None:

@@ -91,6 +91,7 @@ MARK_POINTS = 1000  # ... unless this many points wait for one
 MARK_MESSAGES = 16  # ... or this many messages
 MARK_SPARE = 4  # markers a round may have sooner than MARK_EVERY after the last one...
 MARK_SPARE_EVERY = 0.25  # ... of which one comes back every this many seconds
+STARTING = 3  # first attempts on an embedded server that may still be starting: logged INFO
 
 
 def nats_options(section: NatsSection, name: str = "edgert") -> dict[str, Any]:
@@ -247,6 +248,7 @@ class Uplink:
         self.commands_attempts = 0
         self.server = ""
         self.error = ""
+        self.said = ""  # the reason last logged as an error
         self.attempts = 0
         self.stream_note = ""  # what the last session found of the JetStream stream
         self.stream_error = ""  # why the last session could not use it (logged once)
@@ -408,8 +410,14 @@ class Uplink:
     def _down(self, reason: str, first: bool) -> None:
         changed = reason != self.error
         self.connected, self.error = False, reason
-        if first or changed:
+        # an embedded server still starting refuses the first attempts: not an error
+        if not self.server and self.cfg.nats.embedded and self.attempts <= STARTING:
+            if first or changed:
+                self.run.log.info("NATS: %s (the server is starting?); retrying", reason)
+            return
+        if first or changed or reason != self.said:
             self.run.log.error("NATS: %s; retrying with backoff", reason)
+            self.said = reason
 
     async def _session(self, nc: Any, closed: asyncio.Event) -> None:
         run = self.run

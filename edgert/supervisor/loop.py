@@ -464,6 +464,7 @@ class Supervisor:
             log.info("%s: stopped (exit code %s)", c.name, code)
             return
         if c.retiring:
+            log.info("%s: stopped for the reload (exit code %s)", c.name, code)
             self._retire(c, now)
             return
         if c.hung:
