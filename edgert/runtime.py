@@ -30,6 +30,8 @@ import fcntl
 import logging
 import os
 import stat
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ from .fleet.store import Store
 from .freshcheck import fresh_keys, keys_of
 from .preflight import embedded_port_busy, preflight, private_problem
 from .proc import ActorSpec, Build
-from .proc.zygote import fingerprint
+from .proc.zygote import clean_path, fingerprint
 from .rundir import CONFIG_NOTE
 from .supervisor import ChildSpec, GroupFailed, Supervisor
 from .supervisor.tally import load_losses, save_losses
@@ -113,10 +115,13 @@ RESTART = (
 
 
 def _refused_by_old_code(path: str, error: ConfigError) -> None:
-    """`error` refused a reload: if a new interpreter (the code installed now) reads the
-    file, raise one that says a restart applies it; else return (the file is wrong)."""
+    """`error` refused a reload: when it is about a driver and a new interpreter (the
+    code installed now) reads the file, raise one saying a restart applies it; else
+    return (the file is wrong)."""
+    if "[[driver]]" not in str(error):
+        return
     try:
-        fresh_keys(path)
+        fresh_keys(path, clean_path())
     except ConfigError:
         return
     raise ConfigError(
@@ -142,6 +147,8 @@ class Runtime:
         self._stopped = False
         # each driver module's code (files, mtimes, sizes) as this process imported it
         self._code: dict[str, tuple[Any, ...]] = {}
+        self._fresh: dict[str, dict[str, Any]] = {}  # the last new interpreter's answer
+        self._born = time.time_ns()  # files changed after it: not the code imported before
 
     def stop(self, err: BaseException | None = None) -> None:
         """Stop the gateway; returns at once. Safe before, during and after `run`."""
@@ -246,41 +253,53 @@ class Runtime:
 
     def _reread(self) -> tuple[list[ChildSpec], SupervisorSection, int | None]:
         """Runs in the supervisor's loop: the new config's children, or raise."""
+        imported = set(sys.modules)
         try:
             local = load(self.local.path)
         except ConfigError as e:
             _refused_by_old_code(self.local.path, e)
             raise
-        self._check_new_code(local)
         if local.gateway != self.local.gateway:
             raise ConfigError(
                 f"{local.path}: [gateway] changed; that needs a restart of the gateway"
             )
         new, revision = self._overlaid(local)
+        self._check_new_code(new, local.path, imported, revision)
         self.local, self.config, self.revision = local, new, revision
         return self.children(), new.supervisor, revision
 
-    def _check_new_code(self, local: GatewayConfig) -> None:
+    def _check_new_code(
+        self, cfg: GatewayConfig, path: str, imported: set[str], revision: Any
+    ) -> None:
         """Raise ConfigError when a driver's code changed since this process imported it
         and the new code does not load, or reads its config with other keys: a reload
-        would run it with a config this process's classes made (see `edgert.freshcheck`)."""
-        changed = sorted(
-            {
-                d.type
-                for d in local.drivers
-                if d.cls.__module__ in self._code
-                and self._code[d.cls.__module__] != fingerprint(d.cls.__module__)
-            }
-        )
+        would run it with a config this process's classes made (see `edgert.freshcheck`).
+        `cfg`: what would run (overlaid when managed); `path`: the local file;
+        `imported`: the modules this process had before it read the file."""
+        changed: dict[str, tuple[Any, ...]] = {}
+        for d in cfg.drivers:
+            mod = d.cls.__module__
+            code = fingerprint(mod)
+            if mod not in self._code:
+                if mod in imported and any(mtime > self._born for _, mtime, _ in code):
+                    changed[d.type] = code  # imported before, and its files changed since
+                    continue
+                self._code[mod] = code  # imported by this read, or unchanged since
+            elif self._code[mod] != code:
+                changed[d.type] = code
         if not changed:
             return
-        try:
-            fresh = fresh_keys(local.path)
-        except ConfigError as e:
-            raise ConfigError(
-                f"the driver code installed since the gateway started does not load: {e}"
-            ) from None
-        for d in local.drivers:
+        key = repr((Path(path).read_bytes(), revision, sorted(changed.items())))
+        fresh = self._fresh.get(key)
+        if fresh is None:
+            try:
+                fresh = fresh_keys(path, clean_path())
+            except ConfigError as e:
+                raise ConfigError(
+                    f"the driver code installed since the gateway started does not load: {e}"
+                ) from None
+            self._fresh = {key: fresh}  # the last answer: the next reload may ask again
+        for d in cfg.drivers:
             if d.type in changed and fresh.get(d.type) != keys_of(d.cls):
                 raise ConfigError(
                     f"driver type {d.type!r}: the code installed since the gateway started "

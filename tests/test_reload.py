@@ -160,6 +160,8 @@ def test_reload_after_an_upgrade_runs_the_new_code(make_config, short_dir, monke
 KEYED = """
 from dataclasses import dataclass, field
 
+print("keyed: imported")  # a driver may print: the check's answer is on a line of its own
+
 from edgert.actor import Actor, Stop
 
 
@@ -212,3 +214,55 @@ def test_a_reload_the_installed_code_reads_otherwise_is_refused_and_says_restart
             request(cfg.runtime_dir, "reload")
         s = status(cfg)["by_name"]["up"]
         assert (s["pid"], s["restarts"], s["stats"].get("version")) == (up["pid"], 0, "one")
+
+
+SLOW = """
+import time
+
+from edgert.actor import Actor, Stop
+
+time.sleep({seconds})  # a heavy import (a numerical library on a small device)
+
+
+class Slow(Actor):
+    def run(self, ctx):
+        while not isinstance(ctx.receive(0.05), Stop):
+            pass
+"""
+
+
+def test_a_reload_that_waits_for_new_code_kills_no_healthy_driver(
+    make_config, short_dir, monkeypatch
+) -> None:
+    """The check of new code (a new interpreter importing it) and the new zygote's preload
+    keep the supervisor from reading heartbeats for longer than `heartbeat_timeout`:
+    that time is not the drivers', and none of them is killed as hung for it."""
+    pkgs = short_dir / "site"
+    src = pkgs / "slowdrv" / "__init__.py"
+    src.parent.mkdir(parents=True)
+    src.write_text(SLOW.format(seconds=0.0))
+    monkeypatch.setenv("PYTHONPATH", str(pkgs))
+    monkeypatch.syspath_prepend(str(pkgs))
+    body = (
+        "[supervisor]\nheartbeat_timeout = 1.0\n[nats]\nenabled = false\n"
+        '[[driver]]\nname = "slow"\ntype = "slowdrv:Slow"\n' + sim("keep")
+    )
+    cfg = make_config(body)
+    with running_gateway(cfg):
+        before = wait_for(lambda: running(cfg, "slow", "keep"), 20, "both running")
+        src.write_text(SLOW.format(seconds=1.5))  # new code: checked, then preloaded
+        st = src.stat()
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+        reply = request(cfg.runtime_dir, "reload", timeout=60)
+        assert reply["changes"]["changed"] == ["slow"], reply
+        after = wait_for(
+            lambda: (
+                (s := running(cfg, "slow", "keep"))
+                and s["slow"]["pid"] != before["slow"]["pid"]
+                and s
+            ),
+            30,
+            "slow restarted with its new code",
+        )
+        assert after["keep"]["pid"] == before["keep"]["pid"]
+        assert after["keep"]["restarts"] == 0 and after["keep"]["last_error"] in (None, "")

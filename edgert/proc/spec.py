@@ -94,6 +94,7 @@ class ProgramSpec:
 
 
 ERROR_MARKS = ("[ERR]", "[FTL]")  # nats-server's error and fatal lines
+START_MARK = "Starting nats-server"  # its first line of a run (its log is appended to)
 
 
 def tail(path: str, lines: int = 3, limit: int = 4096, only: tuple[str, ...] = ()) -> str:
@@ -108,6 +109,8 @@ def tail(path: str, lines: int = 3, limit: int = 4096, only: tuple[str, ...] = (
             text = f.read().decode(errors="replace").strip().splitlines()
     except OSError:
         return "" if only else "(no log)"
-    if only:
+    if only:  # of this run: the log is appended to, its start is marked
+        starts = [i for i, t in enumerate(text) if START_MARK in t]
+        text = text[starts[-1] :] if starts else text
         return " | ".join([t for t in text if any(m in t for m in only)][-lines:])
     return " | ".join(text[-lines:]) or "(empty log)"

@@ -464,7 +464,11 @@ class Supervisor:
             log.info("%s: stopped (exit code %s)", c.name, code)
             return
         if c.retiring:
-            log.info("%s: stopped for the reload (exit code %s)", c.name, code)
+            if code == 0:
+                log.info("%s: stopped for the reload (exit code 0)", c.name)
+            else:  # it failed on its way out: said, though its successor starts anyway
+                why = proc.exit_error or f"exit code {code}"
+                log.warning("%s: stopped for the reload, failing: %s", c.name, why)
             self._retire(c, now)
             return
         if c.hung:
@@ -556,11 +560,19 @@ class Supervisor:
     # -- reload --------------------------------------------------------------------
     def _try_reload(self) -> dict[str, Any]:
         """Reload, or refuse with the reason (a broken config is not fatal); the control reply."""
+        began = time.monotonic()
         try:
             return {"ok": True, "changes": self._apply_reload()}
         except Exception as e:  # noqa: BLE001 - refused, with the reason
             log.error("reload refused, nothing changed: %s", e)
             return {"ok": False, "error": f"reload refused, nothing changed: {e}"}
+        finally:
+            # A reload may wait (new code checked in a new interpreter, a new zygote's
+            # preload), and meanwhile no heartbeat is read: that time is not the actors'.
+            spent = time.monotonic() - began
+            for c in self._children:
+                if c.proc is not None and c.started < began:
+                    c.last_hb += spent
 
     def _apply_reload(self) -> dict[str, list[str]]:
         """Compare the re-read config with the running children and act on the difference.
