@@ -662,6 +662,17 @@ def _driver(path: str, i: int, table: Any) -> DriverSpec:
     )
 
 
+def driver_config(type_name: str, table: dict[str, Any], where: str = "[[driver]]") -> Any:
+    """A `[[driver]]` table's config object, made by the driver class this process
+    imports: what an actor whose code changed since the supervisor imported it is given
+    (the supervisor's object would be its old class's; see `edgert.freshcheck`)."""
+    cfg_cls = getattr(resolve_driver(type_name), "Config", None)
+    if cfg_cls is None:
+        return None
+    own = {k: v for k, v in table.items() if k not in _COMMON}
+    return decode(cfg_cls, own, where, also=_COMMON)
+
+
 _TOP = ("gateway", "supervisor", "nats", "fleet", "driver")
 # Sections a desired config from the fleet's KV bucket never sets: these always come
 # from the local file (who the gateway is, and how it is managed).

@@ -416,15 +416,22 @@ class Runtime:
                 )
             )
         for d in cfg.drivers:  # the code each module had when this process imported it
-            self._code.setdefault(d.cls.__module__, fingerprint(d.cls.__module__))
+            code = fingerprint(d.cls.__module__)
+            conf = d.config
+            if self._code.setdefault(d.cls.__module__, code) != code:
+                # new code since: its config made in its process, by its own class
+                conf = Build(
+                    "edgert.config:driver_config",
+                    {"type_name": d.type, "table": d.raw, "where": f"[[driver]] {d.name!r}"},
+                )
             out.append(
                 ChildSpec(
-                    spec(d.name, d.cls, d.config),
+                    spec(d.name, d.cls, conf),
                     d.restart,
                     tier=2,
                     kind=d.type,
                     critical=d.critical,
-                    code=fingerprint(d.cls.__module__),
+                    code=code,
                 )
             )
         return out

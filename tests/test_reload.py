@@ -266,3 +266,47 @@ def test_a_reload_that_waits_for_new_code_kills_no_healthy_driver(
         )
         assert after["keep"]["pid"] == before["keep"]["pid"]
         assert after["keep"]["restarts"] == 0 and after["keep"]["last_error"] in (None, "")
+
+
+POST_INIT = """    scale: float = field(init=False)
+
+    def __post_init__(self):
+        self.scale = self.gain * 2
+"""
+
+
+def test_new_driver_code_gets_a_config_made_by_its_own_class(
+    make_config, short_dir, monkeypatch
+) -> None:
+    """New code whose config class reads the same keys but makes more of them (an
+    `init=False` field set in `__post_init__`): the reload applies, and the restarted
+    driver's config is made in its process by its new class, not unpickled from the
+    supervisor's old one (which has no `scale`)."""
+    pkgs = short_dir / "site"
+    src = pkgs / "scaled" / "__init__.py"  # a module no other test imports
+    src.parent.mkdir(parents=True)
+    monkeypatch.setenv("PYTHONPATH", str(pkgs))
+    monkeypatch.syspath_prepend(str(pkgs))
+    src.write_text(KEYED.format(more="", version="one", report=""))
+    body = '[nats]\nenabled = false\n[[driver]]\nname = "up"\ntype = "scaled:Up"\ngain = 3.0\n'
+    cfg = make_config(body)
+    with running_gateway(cfg):
+        up = wait_for(lambda: running(cfg, "up"), 20, "up running")["up"]
+        src.write_text(
+            KEYED.format(more=POST_INIT, version="two", report=", scale=ctx.config.scale")
+        )
+        st = src.stat()
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+        reply = request(cfg.runtime_dir, "reload")
+        assert reply["changes"]["changed"] == ["up"], reply
+        stats = wait_for(
+            lambda: (
+                (a := status(cfg)["by_name"]["up"])["pid"] != up["pid"]
+                and a["stats"].get("version") == "two"
+                and a["stats"]
+            ),
+            20,
+            "the new code running",
+        )
+        assert stats["scale"] == 6.0
+        assert status(cfg)["by_name"]["up"]["restarts"] == 0  # started once, never failed
