@@ -32,24 +32,22 @@ __all__ = ["fresh_keys", "keys_of", "TIMEOUT"]
 TIMEOUT = 20.0  # seconds: a new interpreter importing every driver, on a slow device
 MARK = "edgert-freshcheck: "  # the line that holds the answer (a driver may print too)
 
-PROGRAM = """
+PROGRAM = (
+    f"MARK = {MARK!r}\n"
+    + """
 import json, sys
 path, sys.path[:] = sys.argv[1], json.loads(sys.argv[2])
 try:
-    from edgert.config import load, overlay
-    from edgert.freshcheck import MARK, keys_of
-    cfg = load(path)
-    if cfg.fleet.enabled:  # as the runtime runs it: the fleet's desired config on top
-        from edgert.fleet.store import Store
-        d = Store(cfg.data_dir).current()
-        if d is not None:
-            cfg = overlay(cfg, d.toml, d.where(cfg.fleet.bucket, cfg.gateway.id))
+    from edgert.config import load
+    from edgert.freshcheck import keys_of
+    from edgert.runtime import overlaid  # as the runtime runs it: the fleet's config on top
+    cfg, _ = overlaid(load(path))
     out = {"keys": {d.type: keys_of(d.cls) for d in cfg.drivers}}
 except Exception as e:
     out = {"error": str(e) or type(e).__name__}
-    MARK = "edgert-freshcheck: "  # (edgert itself did not import)
 print(MARK + json.dumps(out), flush=True)
 """
+)
 
 
 def keys_of(cls: type) -> list[list[str]]:

@@ -114,6 +114,18 @@ RESTART = (
 )
 
 
+def overlaid(local: GatewayConfig) -> tuple[GatewayConfig, int | None]:
+    """`local` overlaid with the fleet's desired config in its data directory, if managed;
+    and that config's revision (what the runtime runs, and what a reload is checked on)."""
+    if not local.fleet.enabled:
+        return local, None
+    d = Store(local.data_dir).current()
+    if d is None:
+        return local, None
+    where = d.where(local.fleet.bucket, local.gateway.id)
+    return overlay(local, d.toml, where), d.revision
+
+
 def _refused_by_old_code(path: str, error: ConfigError) -> None:
     """`error` refused a reload: when it is about a driver and a new interpreter (the
     code installed now) reads the file, raise one saying a restart applies it; else
@@ -263,7 +275,7 @@ class Runtime:
             raise ConfigError(
                 f"{local.path}: [gateway] changed; that needs a restart of the gateway"
             )
-        new, revision = self._overlaid(local)
+        new, revision = overlaid(local)
         self._check_new_code(new, local.path, imported, revision)
         self.local, self.config, self.revision = local, new, revision
         return self.children(), new.supervisor, revision
@@ -307,16 +319,6 @@ class Runtime:
                 )
 
     # -- the fleet's desired config -----------------------------------------------------
-    def _overlaid(self, local: GatewayConfig) -> tuple[GatewayConfig, int | None]:
-        """`local` overlaid with the desired config in the data directory, if managed."""
-        if not local.fleet.enabled:
-            return local, None
-        d = Store(local.data_dir).current()
-        if d is None:
-            return local, None
-        where = d.where(local.fleet.bucket, local.gateway.id)
-        return overlay(local, d.toml, where), d.revision
-
     def _boot_fleet(self) -> None:
         """At start: roll back a revision left pending, then run the last applied one
         (or the local file alone, if that one cannot run here any more)."""
@@ -324,7 +326,7 @@ class Runtime:
         if out := store.boot():
             log.warning("fleet: %s: rolled back", out.error)
         try:
-            self.config, self.revision = self._overlaid(self.local)
+            self.config, self.revision = overlaid(self.local)
         except ConfigError as e:
             log.error("fleet: the last applied config cannot run: %s; running the local file", e)
             self.config, self.revision = self.local, None

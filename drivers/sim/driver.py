@@ -105,26 +105,6 @@ class _Gen:
         self.held: float | int | None = None
         self.last_ns = 0  # a full-speed signal's newest point time (ns)
 
-    def series(self, n: int, wall_ns: int) -> tuple[Sequence[float | int], Sequence[int]]:
-        """The values and times (ns) of the last `n` slots taken, oldest first
-        (`wall_ns`: the wall clock's nanoseconds at monotonic 0)."""
-        slots = self.slots
-        start, step = slots.start, slots.interval
-        ks = range(slots.taken - n, slots.taken)
-        ns = round(step * 1e9)
-        times: Sequence[int]
-        if n > 1 and ns > 0 and abs(step * 1e9 - ns) < 1e-6:  # whole ns apart: a range
-            t0 = wall_ns + int((start + ks.start * step) * 1e9)
-            times = range(t0, t0 + n * ns, ns)
-        else:
-            times = [wall_ns + int((start + k * step) * 1e9) for k in ks]  # slots.at(k)
-        if self.sig.shape == "counter":
-            values: Sequence[float | int] = range(self.counter, self.counter + n)
-            self.counter += n
-        else:
-            values = [self.value(start + k * step) for k in ks]
-        return values, times
-
     def burst(self, n: int, now: float, wall_ns: int) -> tuple[Sequence[float | int], range]:
         """A full-speed signal's `n` values and times (ns), spread evenly over the time
         since its last burst and ending at `now`: as many as the credit allows, not one

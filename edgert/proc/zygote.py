@@ -190,7 +190,6 @@ class Zygote:
     ) -> None:
         self.preload = list(dict.fromkeys([*PRELOAD, *preload]))
         self.fork = fork  # be this process when it is safe (see the module's doc)
-        self.forked = False  # this process is the zygote: it forks the actors itself
         self.clone = clone  # create actors with clone(CLONE_PARENT) where it can
         self.method = ""  # how the running zygote creates actors ("clone", or why not)
         self.why = ""  # why the method changed last
@@ -200,6 +199,11 @@ class Zygote:
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._here: list[str] | None = None  # this process is the zygote: the actors' path
+
+    @property
+    def forked(self) -> bool:
+        """This process is the zygote: it forks the actors itself."""
+        return self._here is not None
 
     @property
     def running(self) -> bool:
@@ -219,7 +223,6 @@ class Zygote:
         if self.fork and _single_threaded():
             self.failed_imports = _prepare_here(self.preload)
             self._here = clean_path()
-            self.forked = True
             self.method = "fork"
             return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -255,7 +258,7 @@ class Zygote:
             if _single_threaded():
                 return _fork_here(spec_bytes, link_fd, self._here)
             # a thread started in this process since: forking it is no longer safe
-            self._here, self.forked, self.fork = None, False, False
+            self._here, self.fork = None, False
             self.why = "this process has started a thread: a zygote process creates them"
             self.start()
         if self._sock is None:
@@ -345,10 +348,16 @@ def _single_threaded() -> bool:
 
 def _prepare_here(preload: Iterable[str]) -> dict[str, str]:
     """Make this process the zygote (see the module's doc); the modules that failed."""
-    failed = _preload(preload)
-    # What every actor would do first is done here, so that what it makes is made
-    # once and shared: every page an actor writes after its fork costs a copy.
     _libc().prctl  # noqa: B018 - set_name's and set_pdeathsig's function, made once
+    return _warm(preload)
+
+
+def _warm(preload: Iterable[str]) -> dict[str, str]:
+    """What every actor would do first, done once before the forks so that what it makes
+    is shared (every page an actor writes after its fork costs a copy): import what is
+    not imported yet, rehearse a driver's first run, freeze what is made out of the
+    collector's reach and trim the C heap. {module: error} of the imports that failed."""
+    failed = _preload(preload)
     rehearse()  # a driver's first run, so that what it writes is shared (see there)
     gc.collect()
     gc.freeze()  # the collector would write into every page we share
@@ -433,11 +442,7 @@ def serve(args: dict[str, Any]) -> None:
     set_name("edgert-zygote")
     _signal.signal(signal.SIGINT, _signal.SIG_IGN)
     sock = socket.socket(fileno=int(args["fd"]))
-    failed = _preload(args["preload"])
-    rehearse()
-    gc.collect()
-    gc.freeze()
-    trim()
+    failed = _warm(args["preload"])
     cloner, why = Cloner.probe() if args.get("clone", True) else (None, "not asked to clone")
     term = {_signal.SIGTERM}
     method = "clone" if cloner is not None else f"fork twice ({why})"
