@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgert.config import GatewayConfig
+from edgert.config import ConfigError, GatewayConfig
 from edgert.control import ControlError, request
 from edgert.testing import pid_alive, running_gateway, status, wait_for
 
@@ -310,3 +310,27 @@ def test_new_driver_code_gets_a_config_made_by_its_own_class(
         )
         assert stats["scale"] == 6.0
         assert status(cfg)["by_name"]["up"]["restarts"] == 0  # started once, never failed
+
+
+def test_the_check_of_new_code_reads_the_fleets_desired_config_as_the_gateway_runs_it(
+    short_dir: Path,
+) -> None:
+    """A managed gateway runs its local file with the fleet's desired config on top, where
+    pushed drivers live: the new interpreter's check reads that, not the file alone."""
+    from edgert.fleet.store import Desired, Store
+    from edgert.freshcheck import fresh_keys
+    from edgert.proc.zygote import clean_path
+
+    path = short_dir / "gw.toml"
+    path.write_text(
+        f'[gateway]\nid = "fl"\nruntime_dir = "{short_dir}/run"\n'
+        f'data_dir = "{short_dir}/data"\n[fleet]\nenabled = true\n'
+    )
+    assert fresh_keys(str(path), clean_path()) == {}  # the local file runs no driver
+    (short_dir / "data").mkdir()
+    Store(str(short_dir / "data")).accept(Desired(1, sim("pushed")))
+    keys = fresh_keys(str(path), clean_path())
+    assert list(keys) == ["sim"] and ["driver.signal", "rate"] in [k[:2] for k in keys["sim"]]
+    Store(str(short_dir / "data")).try_(Desired(2, sim("pushed").replace('"sim"', '"nosuch"')))
+    with pytest.raises(ConfigError, match="nosuch"):  # the revision being tried is read
+        fresh_keys(str(path), clean_path())
